@@ -3,6 +3,16 @@
 The authority for every rule here is ``spec/numerics.md``.
 """
 
+from .floatformats import (
+    FLOAT_FORMATS,
+    FloatFormat,
+    as_ml_dtypes,
+    decode_format,
+    encode_format,
+    float_format,
+    format_values,
+    round_to_format,
+)
 from .intformats import INT_FORMAT_NAMES, IntFormat, int_format, pack_nibbles, unpack_nibbles
 from .qparams import QParams, expand_along_axis, qparams_from_range, tensor_range
 from .quantize import dequantize, quantize, round_half_even, saturate
@@ -16,16 +26,3 @@ from .requant import (
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 )
-
-try:  # the float-format module is optional only while it is being written
-    from .floatformats import (  # noqa: F401
-        FLOAT_FORMATS,
-        FloatFormat,
-        decode_format,
-        encode_format,
-        float_format,
-        format_values,
-        round_to_format,
-    )
-except ImportError:  # pragma: no cover
-    pass

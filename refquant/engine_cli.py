@@ -1,0 +1,84 @@
+"""Command-line commands that run models: ``refquant run``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_engine_commands", "resolve_model", "digits_inputs", "accuracy"]
+
+
+def resolve_model(name_or_path: str):
+    """A registered model by name, or a model file (``NAME.json``/``NAME``) by path."""
+    from .graph import load_model
+    from .registry import get_model, models
+
+    if name_or_path in models():
+        return get_model(name_or_path)
+    p = Path(name_or_path)
+    if p.suffix == ".json" or p.with_suffix(".json").exists():
+        return load_model(p)
+    known = ", ".join(sorted(models())) or "(none registered)"
+    raise ValueError(f"unknown model {name_or_path!r}: not a registered model ({known}) "
+                     f"and no file {p.with_suffix('.json')}")
+
+
+def digits_inputs(graph, x: np.ndarray) -> np.ndarray:
+    """Shape NCHW digits images for ``graph``'s input: flattened to [N, 64] for rank-2 inputs."""
+    rank = len(graph.inputs[0].shape)
+    return x.reshape(len(x), -1) if rank == 2 else x
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+def cmd_run(args) -> int:
+    """Quantize MODEL with the given strategies, evaluate on the digits test set, show each layer."""
+    from .cli import format_table
+    from .data import load_digits
+    from .executor import peak_working_bytes, quantize_model, run_float
+    from .plan import parse_plan
+
+    graph = resolve_model(args.model)
+    data = load_digits()
+    test = data.shifted(args.dataset) if args.dataset != "test" else data.test
+    x = digits_inputs(graph, test.x)
+    calib = digits_inputs(graph, data.calibration(args.calibration).x)
+    plan_text = args.plan or f"weights={args.weights} activations={args.activations}"
+    plan = parse_plan(plan_text)
+    qm = quantize_model(graph, plan, calib, requant=args.requant)
+    float_acc = accuracy(run_float(graph, {graph.inputs[0].name: x})[graph.outputs[0]], test.y)
+    result = qm.run(x, backend=args.backend)
+    acc = accuracy(result.outputs[graph.outputs[0]], test.y)
+    rows = [r.summary() for r in result.records]
+    summary = {"model": graph.name, "plan": str(plan), "backend": args.backend, "requant": args.requant,
+               "dataset": test.name, "images": int(len(x)), "accuracy": acc, "float_accuracy": float_acc,
+               "peak_working_bytes": peak_working_bytes(result.records)}
+    if args.json:
+        print(json.dumps({"summary": summary, "layers": rows}, indent=1))
+        return 0
+    print(f"model {graph.name}  plan: {plan}  backend {args.backend}  requant {args.requant}")
+    print(f"{test.name}: {len(x)} images  accuracy {acc:.4f}  (float {float_acc:.4f}, "
+          f"Δ {100 * (acc - float_acc):+.2f} points)  peak working memory "
+          f"{summary['peak_working_bytes']} bytes")
+    print(format_table(rows))
+    return 0
+
+
+def add_engine_commands(cli) -> None:
+    from .numerics import REQUANT_MODES
+
+    p = cli.command("run", "quantize a model and evaluate it, with a per-layer table")
+    p.add_argument("model", help="a registered model name or a model .json path")
+    p.add_argument("--weights", default="minmax:8", help="weight strategy[:bits[:granularity]]")
+    p.add_argument("--activations", default="static-minmax:8", help="activation strategy[:bits...]")
+    p.add_argument("--plan", default=None, help="a whole plan string (overrides --weights/--activations)")
+    p.add_argument("--backend", default="reference", help="kernel backend (reference, numba, …)")
+    p.add_argument("--requant", default="float32", choices=REQUANT_MODES)
+    p.add_argument("--calibration", type=int, default=32, choices=(16, 32, 128),
+                   help="calibration images (default 32)")
+    p.add_argument("--dataset", default="test", help="'test' or a shifted test set's name")
+    p.set_defaults(handler=cmd_run)

@@ -1,0 +1,363 @@
+"""Quantized execution: build a :class:`QuantizedModel` from a float graph and a plan, then run it.
+
+How each step runs (``spec/architecture.md`` tells the whole story):
+
+* **Conv / Gemm / MatMul** go through the integer kernels. The activation strategy's timing
+  picks the kernel: ``offline`` and ``before`` use the fused kernel (int32 accumulators never
+  exist as a buffer); ``after`` runs the unfused kernel, hands the int32 accumulators to the
+  strategy, then requantizes them. A Relu / Clip(0, 6) that follows is fused into the clamp.
+* **Relu, Clip, MaxPool, Flatten, Reshape** stay in the integer domain with their input's
+  qparams — exact, because each commutes with a monotone quantizer
+  (``q(relu(x̂)) = max(q, z)``, ``q(clip(x̂, a, b)) = clip(q, q(a), q(b))``, max-pool of
+  integers = integer of max-pool).
+* **Everything else** (Add, AveragePool, GlobalAveragePool, Softmax, an unfolded
+  BatchNormalization) runs as dequantize → float32 op → quantize, with the output qparams the
+  activation strategy gives for a float tensor (the QDQ semantics of ONNX Runtime).
+
+The bias is kept in float32 and quantized at run time with the input scale actually used:
+``b_q[c] = clamp_int32(round_half_even(b[c] / float32(s_x · s_w[c])))`` (float32 division) —
+for offline qparams this is the same number every run; for per-input qparams it must be.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..graph import Graph, validate_inputs
+from ..numerics import QParams, dequantize, make_requantizer, qparams_from_range, quantize
+from ..ops import FLOAT_OPS
+from ..plan import Plan, parse_plan
+from ..plugins import get_plugin_manager
+from ..registry import get_backend, get_quantizer
+from ..strategies import LayerContext, LayerSpec, QuantizedWeight
+from .float_exec import FloatEvent, run_float
+from .records import LayerRecord
+from .traverse import Step, lower, walk
+
+__all__ = ["QTensor", "QuantizedLayer", "QuantizedModel", "quantize_model", "RunResult"]
+
+_INTEGER_OPS = ("Relu", "Clip", "MaxPool", "Flatten", "Reshape")
+
+
+@dataclass
+class QTensor:
+    """An integer tensor with its qparams."""
+
+    q: np.ndarray
+    qp: QParams
+
+
+@dataclass
+class QuantizedLayer:
+    """A Conv/Gemm/MatMul prepared for integer execution."""
+
+    step: Step
+    weight: QuantizedWeight
+    bias: np.ndarray | None
+    weight_spec: LayerSpec
+    act_spec: LayerSpec
+    weight_strategy: object
+    act_strategy: object
+    context: LayerContext
+    observed: QParams | None = None
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+
+@dataclass
+class RunResult:
+    outputs: dict
+    records: list
+
+
+def weight_matrix(graph: Graph, node) -> np.ndarray:
+    """The layer's float weight with output channels on axis 0 (OIHW, or ``[N, K]``)."""
+    w = np.asarray(graph.initializers[node.inputs[1]], np.float32)
+    if node.op_type == "Conv":
+        return w
+    if node.op_type == "MatMul":
+        if w.ndim != 2:
+            raise ValueError(f"{node}: quantized MatMul needs a 2-D weight, got shape {w.shape}")
+        return np.ascontiguousarray(w.T)
+    a = node.attributes
+    if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+        raise ValueError(f"{node}: quantized Gemm supports transA=0, alpha=1, beta=1 only")
+    return np.ascontiguousarray(w if a.get("transB", 0) else w.T)
+
+
+def layer_bias(graph: Graph, node) -> np.ndarray | None:
+    idx = 2
+    if len(node.inputs) <= idx or not node.inputs[idx]:
+        return None
+    if node.inputs[idx] not in graph.initializers:
+        raise ValueError(f"{node}: the bias must be an initializer to be quantized")
+    b = np.asarray(graph.initializers[node.inputs[idx]], np.float32).reshape(-1)
+    return b
+
+
+def quantize_bias(bias, x_scale, w_scale) -> np.ndarray | None:
+    """``clamp_int32(round_half_even(b / float32(s_x · s_w)))`` with float32 arithmetic."""
+    if bias is None:
+        return None
+    s = (np.float32(x_scale) * np.asarray(w_scale, np.float32)).astype(np.float32)
+    with np.errstate(over="ignore"):
+        q = np.rint(bias / s).astype(np.float64)
+    return np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)
+
+
+def _per_tensor(t: QTensor, name: str) -> QTensor:
+    """Requantize a per-channel tensor onto one per-tensor grid covering every channel's range."""
+    if t.qp.per_tensor:
+        return t
+    x = dequantize(t.q, t.qp)
+    lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
+    qp = qparams_from_range(lo, hi, t.qp.fmt, name=name)
+    return QTensor(quantize(x, qp), qp)
+
+
+class QuantizedModel:
+    """A float graph, its plan, quantized weights and calibrated qparams; runs on any backend."""
+
+    def __init__(self, graph: Graph, plan: Plan, steps: list[Step], layers: dict,
+                 tensor_specs: dict, tensor_qparams: dict, requant: str):
+        self.graph, self.plan, self.steps = graph, plan, steps
+        self.layers: dict[str, QuantizedLayer] = layers
+        self.tensor_specs: dict[str, tuple] = tensor_specs  # tensor → (strategy, spec)
+        self.tensor_qparams: dict[str, QParams] = tensor_qparams  # calibrated (may be empty)
+        self.requant = requant
+
+    # ---- running ---------------------------------------------------------------------------
+    def run(self, feeds, *, backend: str = "reference", keep: bool = False) -> RunResult:
+        """Run on ``feeds`` (dict, or one array for a single-input graph).
+
+        Returns dequantized float32 outputs and one :class:`LayerRecord` per step (plus one
+        per quantized graph input). ``keep=True`` stores integer and float outputs (and int32
+        accumulators) in the records.
+        """
+        if isinstance(feeds, np.ndarray):
+            feeds = {self.graph.inputs[0].name: feeds}
+        feeds = {k: (v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+                 for k, v in feeds.items()}
+        validate_inputs(self.graph, feeds)
+        kernels = get_backend(backend)
+        hook = get_plugin_manager().hook
+        records: list[LayerRecord] = []
+        env: dict = dict(self.graph.initializers)
+        for name, x in feeds.items():
+            strategy, spec = self.tensor_specs[name]
+            qp = strategy.qparams_for_float(x, spec, self.tensor_qparams.get(name))
+            q = quantize(x, qp)
+            env[name] = QTensor(q, qp)
+            rec = LayerRecord(name, "QuantizeLinear", "input", getattr(strategy, "timing", None), None,
+                              None, qp, None, {"output": q.nbytes}, x.nbytes)
+            records.append(rec)
+            hook.layer_executed(record=rec)
+
+        def run_step(step: Step, env: dict):
+            rec = LayerRecord(step.name, step.node.op_type, "", None, step.fused_activation,
+                              None, None, None)
+            if step.quantizable:
+                out = self._run_layer(step, env, kernels, rec, keep)
+            elif step.node.op_type in _INTEGER_OPS and self._integer_ok(step, env):
+                out = self._run_integer(step, env, rec)
+            else:
+                out = self._run_float_op(step, env, rec)
+            if keep:
+                rec.q_output = out.q
+                rec.float_output = dequantize(out.q, out.qp)
+            rec.output_qparams = out.qp
+            records.append(rec)
+            return out
+
+        def on_step(step, out, seconds):
+            records[-1].seconds = seconds
+            hook.layer_executed(record=records[-1])
+
+        walk(self.steps, env, run_step, on_step)
+        outputs = {}
+        for name in self.graph.outputs:
+            v = env[name]
+            outputs[name] = dequantize(v.q, v.qp) if isinstance(v, QTensor) else v
+        return RunResult(outputs, records)
+
+    def _input(self, step: Step, env: dict) -> QTensor:
+        x = env[step.node.inputs[0]]
+        if not isinstance(x, QTensor):
+            raise ValueError(f"{step.node}: input {step.node.inputs[0]!r} is not a quantized tensor")
+        return x
+
+    def _run_layer(self, step: Step, env: dict, kernels, rec: LayerRecord, keep: bool) -> QTensor:
+        layer = self.layers[step.name]
+        x = _per_tensor(self._input(step, env), step.node.inputs[0])
+        strategy, spec = layer.act_strategy, layer.act_spec
+        w = layer.weight
+        w_scale = w.qparams.scale
+        bias_q = quantize_bias(layer.bias, x.qp.scale, w_scale)
+        rec.input_qparams, rec.weight_qparams, rec.timing = x.qp, w.qparams, strategy.timing
+        rec.input_bytes = x.q.nbytes
+        if bias_q is not None:
+            rec.buffers["bias"] = bias_q.nbytes
+        conv = step.node.op_type == "Conv"
+        attrs = {k: v for k, v in step.node.attributes.items() if k != "kernel_shape"} if conv else {}
+        q_in = x.q if conv else x.q.reshape(x.q.shape[0], -1)
+        args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
+        if strategy.timing == "after":
+            acc = (kernels.conv2d_int32(*args, name=step.name, **attrs) if conv
+                   else kernels.matmul_int32(*args, name=step.name))
+            acc_scale = (np.float32(x.qp.scale) * np.atleast_1d(w_scale)).astype(np.float32)
+            qp = strategy.qparams_after(acc, acc_scale, spec, channel_axis=1,
+                                        fused_activation=step.fused_activation)
+            rq = self._requantizer(x.qp, w.qparams, qp, step)
+            requantize = getattr(kernels, "requantize", None)
+            if requantize is None:
+                from ..numerics import requantize
+            y = requantize(acc, rq, channel_axis=1)
+            rec.kernel = "unfused"
+            rec.buffers["accumulators"] = acc.nbytes
+            if keep:
+                rec.accumulators = acc
+        else:
+            if strategy.timing == "before":
+                qp = strategy.qparams_before(x.q, x.qp, layer.context, spec)
+            else:
+                qp = layer.observed
+                if qp is None:
+                    raise ValueError(f"layer {step.name!r}: activation strategy {strategy.name!r} "
+                                     f"has no calibrated qparams (calibrate with data first)")
+            rq = self._requantizer(x.qp, w.qparams, qp, step)
+            y = (kernels.conv2d_requant(*args, rq, name=step.name, **attrs) if conv
+                 else kernels.matmul_requant(*args, rq, name=step.name))
+            rec.kernel = "fused"
+            scratch = getattr(kernels, "requant_scratch_bytes", None)
+            if scratch is not None:
+                rec.buffers["scratch"] = int(scratch(step.node.op_type, q_in.shape, w.values.shape))
+        rec.buffers["output"] = y.nbytes
+        return QTensor(y, qp)
+
+    def _requantizer(self, x_qp: QParams, w_qp: QParams, y_qp: QParams, step: Step):
+        return make_requantizer(x_qp.scale, w_qp.scale, y_qp.scale, y_qp.zero_point, y_qp.fmt,
+                                mode=self.requant, activation=step.fused_activation)
+
+    def _integer_ok(self, step: Step, env: dict) -> bool:
+        x = env.get(step.node.inputs[0])
+        if not isinstance(x, QTensor):
+            return False
+        if step.node.op_type == "Clip":
+            return all(t == "" or t in self.graph.initializers for t in step.node.inputs[1:])
+        if step.node.op_type in ("Flatten", "Reshape"):
+            return x.qp.per_tensor
+        return True
+
+    def _run_integer(self, step: Step, env: dict, rec: LayerRecord) -> QTensor:
+        node = step.node
+        x = self._input(step, env)
+        rec.kernel, rec.input_qparams, rec.input_bytes = "integer", x.qp, x.q.nbytes
+        scale, zp = x.qp.broadcast_to(x.q.shape)
+        if node.op_type == "Relu":
+            y = np.maximum(x.q, zp.astype(x.q.dtype) if np.ndim(zp) else x.q.dtype.type(zp))
+        elif node.op_type == "Clip":
+            lo = quantize(self.graph.initializers[node.inputs[1]], x.qp) if len(node.inputs) > 1 and node.inputs[1] else None
+            hi = quantize(self.graph.initializers[node.inputs[2]], x.qp) if len(node.inputs) > 2 and node.inputs[2] else None
+            y = np.clip(x.q, lo, hi) if (lo is not None or hi is not None) else x.q.copy()
+        elif node.op_type == "MaxPool":
+            # max-pool of exact float32 images of the integers, then back: no rounding anywhere
+            y = FLOAT_OPS["MaxPool"](x.q.astype(np.float32), **node.attributes).astype(x.q.dtype)
+        else:  # Flatten / Reshape
+            args = [x.q.astype(np.float32)] + [env[t] if t else None for t in node.inputs[1:]]
+            y = FLOAT_OPS[node.op_type](*args, **node.attributes).astype(x.q.dtype)
+        rec.buffers["output"] = y.nbytes
+        return QTensor(np.ascontiguousarray(y), x.qp)
+
+    def _run_float_op(self, step: Step, env: dict, rec: LayerRecord) -> QTensor:
+        node = step.node
+        args, fbytes = [], 0
+        for t in node.inputs:
+            v = env[t] if t else None
+            if isinstance(v, QTensor):
+                rec.input_bytes += v.q.nbytes
+                if rec.input_qparams is None:
+                    rec.input_qparams = v.qp
+                v = dequantize(v.q, v.qp)
+                fbytes += v.nbytes
+            args.append(v)
+        try:
+            y = FLOAT_OPS[node.op_type](*args, **node.attributes)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"{node}: {exc}") from exc
+        if step.activation is not None:
+            y = FLOAT_OPS[step.activation.op_type](y, *[env[t] if t else None for t in step.activation.inputs[1:]],
+                                                   **step.activation.attributes)
+        strategy, spec = self.tensor_specs[step.output]
+        qp = strategy.qparams_for_float(y, spec, self.tensor_qparams.get(step.output))
+        q = quantize(y, qp)
+        rec.kernel, rec.timing = "float", getattr(strategy, "timing", None)
+        rec.buffers.update({"float": fbytes + y.nbytes, "output": q.nbytes})
+        return QTensor(q, qp)
+
+
+def _layer_specs(plan: Plan, node) -> tuple:
+    wp, ap = plan.for_layer(node.name)
+    return wp, ap, wp.spec(node.name, node.op_type), ap.spec(node.name, node.op_type)
+
+
+def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "float32",
+                   batch_size: int = 256) -> QuantizedModel:
+    """Quantize ``graph`` with ``plan`` (a :class:`Plan` or plan string).
+
+    1. lower the graph into steps (fusing Relu/Relu6 into the layer before);
+    2. quantize every Conv/Gemm/MatMul weight with its weight strategy;
+    3. let before-layer activation strategies ``prepare`` (cache weight statistics);
+    4. calibrate: one float pass over ``calibration`` (an array for the first input, or a
+       dict) in batches, every activation observer seeing its tensor, then ``qparams()``.
+    """
+    from ..numerics.requant import check_mode
+
+    check_mode(requant)
+    plan = parse_plan(plan) if isinstance(plan, str) else plan
+    steps = lower(graph)
+    hook = get_plugin_manager().hook
+    layers: dict[str, QuantizedLayer] = {}
+    tensor_specs: dict[str, tuple] = {}
+    for t in graph.inputs:
+        _, ap = plan.for_layer(t.name)
+        tensor_specs[t.name] = (get_quantizer(ap.strategy, "activations"), ap.spec(t.name, "input"))
+    for step in steps:
+        node = step.node
+        wp, ap, wspec, aspec = _layer_specs(plan, node)
+        astrat = get_quantizer(ap.strategy, "activations")
+        if step.quantizable:
+            wstrat = get_quantizer(wp.strategy, "weights")
+            qw = wstrat.quantize_weight(weight_matrix(graph, node), wspec)
+            ctx = LayerContext(node, qw, layer_bias(graph, node), dict(node.attributes), step.fused_activation)
+            if astrat.timing == "before":
+                astrat.prepare(ctx, aspec)
+            layers[node.name] = QuantizedLayer(step, qw, ctx.bias, wspec, aspec, wstrat, astrat, ctx)
+        tensor_specs[step.output] = (astrat, aspec)
+
+    tensor_qparams: dict[str, QParams] = {}
+    if calibration is not None:
+        feeds = calibration if isinstance(calibration, dict) else {graph.inputs[0].name: calibration}
+        n = len(next(iter(feeds.values())))
+        observers = {t: strat.make_observer(spec) for t, (strat, spec) in tensor_specs.items()}
+        contexts = {layer.step.output: layer.context for layer in layers.values()}
+        total = -(-n // batch_size)
+        for i, start in enumerate(range(0, n, batch_size)):
+            batch = {k: np.asarray(v[start:start + batch_size], np.float32) for k, v in feeds.items()}
+            for name, x in batch.items():
+                observers[name].observe(x)
+
+            def observe(ev: FloatEvent):
+                obs = observers.get(ev.step.output)
+                if obs is not None:
+                    obs.observe(ev.y, context=contexts.get(ev.step.output), x=ev.x)
+
+            run_float(graph, batch, steps=steps, observe=observe)
+            hook.calibration_progress(stage="calibration", done=i + 1, total=total)
+        tensor_qparams = {t: obs.qparams() for t, obs in observers.items()}
+        for layer in layers.values():
+            layer.observed = tensor_qparams.get(layer.step.output)
+    return QuantizedModel(graph, plan, steps, layers, tensor_specs, tensor_qparams, requant)

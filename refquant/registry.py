@@ -1,0 +1,100 @@
+"""What the plugins registered: strategies, models and kernel backends, by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .plugins import get_plugin_manager, plugin_source
+
+__all__ = ["Entry", "quantizers", "get_quantizer", "models", "get_model", "backends", "get_backend",
+           "clear_cache"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered thing with where it came from."""
+
+    name: str
+    obj: Any
+    plugin: str
+    distribution: str
+    version: str
+    doc: str = ""
+
+
+_cache: dict[str, dict[str, Entry]] = {}
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+def _collect(hook_name: str, make: Callable[..., tuple[str, Any, str]]) -> dict[str, Entry]:
+    if hook_name in _cache:
+        return _cache[hook_name]
+    pm = get_plugin_manager()
+    found: dict[str, Entry] = {}
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        plugin, dist, version = plugin_source(impl.plugin)
+
+        def register(*args, _plugin=plugin, _dist=dist, _version=version):
+            name, obj, doc = make(*args)
+            if name in found:
+                raise ValueError(f"{hook_name}: {name!r} is registered by both plugin "
+                                 f"{found[name].plugin!r} and plugin {_plugin!r}")
+            found[name] = Entry(name, obj, _plugin, _dist, _version, doc)
+
+        impl.function(register)
+    _cache[hook_name] = found
+    return found
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def _strategy(strategy):
+    for attr in ("name", "kind", "doc"):
+        if not hasattr(strategy, attr):
+            raise TypeError(f"register_quantizers: {strategy!r} has no {attr!r} attribute")
+    if strategy.kind not in ("weights", "activations"):
+        raise ValueError(f"strategy {strategy.name!r}: kind must be 'weights' or 'activations'")
+    return strategy.name, strategy, _first_line(strategy.doc)
+
+
+def quantizers(kind: str | None = None) -> dict[str, Entry]:
+    """Registered strategies (all, or only ``kind`` = ``"weights"`` / ``"activations"``)."""
+    allq = _collect("register_quantizers", _strategy)
+    return {n: e for n, e in allq.items() if kind is None or e.obj.kind == kind}
+
+
+def get_quantizer(name: str, kind: str):
+    """The strategy object registered as ``name`` for ``kind``; a clear error lists the others."""
+    found = quantizers(kind)
+    if name not in found:
+        known = ", ".join(sorted(found)) or "(none loaded)"
+        raise ValueError(f"unknown {kind} strategy {name!r}; registered: {known}")
+    return found[name].obj
+
+
+def models() -> dict[str, Entry]:
+    return _collect("register_models", lambda name, loader, description="": (name, loader, description))
+
+
+def get_model(name: str):
+    found = models()
+    if name not in found:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(found)) or '(none)'}")
+    return found[name].obj()
+
+
+def backends() -> dict[str, Entry]:
+    return _collect("register_backends", lambda name, module: (name, module, _first_line(module.__doc__)))
+
+
+def get_backend(name: str):
+    found = backends()
+    if name not in found:
+        raise ValueError(f"unknown kernel backend {name!r}; registered: {', '.join(sorted(found))}")
+    return found[name].obj

@@ -1,0 +1,179 @@
+"""The two strategy protocols — weight quantizers and activation quantizers — and what they exchange.
+
+A **weight quantizer** turns a float weight tensor into a :class:`QuantizedWeight`: integer
+values the int8 kernels consume, their (per-tensor or per-output-channel) qparams, and how the
+weight is represented (a uniform grid, a codebook with indices, …) for saving and size
+accounting.
+
+An **activation quantizer** chooses the qparams of a layer's output. When it does so is its
+``timing``, and the executor calls the method that timing names:
+
+========== =================================================== ========== ======================
+timing     qparams decided …                                   kernel     method
+========== =================================================== ========== ======================
+offline    once, from calibration data (observers)             fused      ``make_observer``
+after      per input, from the layer's own int32 accumulators  unfused    ``qparams_after``
+before     per input, from the layer's input, before it runs   fused      ``qparams_before``
+========== =================================================== ========== ======================
+
+Every activation quantizer also implements ``make_observer`` (calibration on float data) and
+``qparams_for_float`` (qparams of a float tensor computed on the fly): the executor uses them for
+the graph input and for operators that run as dequantize → float op → quantize (Add, pools,
+Softmax), where there are no accumulators and no patch statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .numerics import IntFormat, QParams, dequantize
+
+__all__ = [
+    "TIMINGS",
+    "GRANULARITIES",
+    "LayerSpec",
+    "QuantizedWeight",
+    "LayerContext",
+    "Observer",
+    "WeightQuantizer",
+    "ActivationQuantizer",
+    "AfterLayerQuantizer",
+    "BeforeLayerQuantizer",
+]
+
+TIMINGS = ("offline", "after", "before")
+GRANULARITIES = ("per-tensor", "per-channel")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What the plan asks of one strategy for one tensor of one layer."""
+
+    layer: str
+    op: str
+    bits: int = 8
+    signed: bool = True
+    granularity: str = "per-tensor"
+    symmetric: bool = True
+    options: tuple = ()
+
+    def __post_init__(self):
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"layer {self.layer!r}: granularity must be one of {GRANULARITIES}, "
+                             f"got {self.granularity!r}")
+        if not 2 <= self.bits <= 8:
+            raise ValueError(f"layer {self.layer!r}: bits must be in 2..8 for the int8 kernels, got {self.bits}")
+
+    @property
+    def fmt(self) -> IntFormat:
+        """The integer grid: narrow range for signed symmetric tensors (``[-127, 127]`` at 8 bits)."""
+        return IntFormat(self.bits, self.signed, narrow=self.signed and self.symmetric)
+
+    @property
+    def per_channel(self) -> bool:
+        return self.granularity == "per-channel"
+
+    def option(self, key: str, default=None):
+        return dict(self.options).get(key, default)
+
+
+@dataclass(eq=False)
+class QuantizedWeight:
+    """A quantized weight as the int8 kernels consume it.
+
+    ``values`` are integers in ``qparams.fmt``'s storage dtype with the float weight's layout
+    (OIHW for Conv, ``[N, K]`` for Gemm/MatMul — output channels first); ``qparams`` is per
+    tensor or per output channel (``axis=0``). ``representation`` names how the weight is
+    stored (``"uniform"``; a codebook strategy says ``"codebook"`` and keeps its indices and
+    levels in ``arrays``). ``bits_per_weight`` counts everything stored, codebooks included.
+    """
+
+    values: np.ndarray
+    qparams: QParams
+    representation: str = "uniform"
+    arrays: dict = field(default_factory=dict)
+    bits_per_weight: float = 8.0
+
+    def dequantize(self) -> np.ndarray:
+        """``(values - z) · s`` per output channel, float32 — what the kernels compute with."""
+        return dequantize(self.values, self.qparams)
+
+
+@dataclass
+class LayerContext:
+    """What a before-layer activation quantizer may read about the layer it precedes."""
+
+    node: Any
+    weight: QuantizedWeight
+    bias: np.ndarray | None
+    attributes: dict
+    fused_activation: str | None
+    state: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Collects statistics of one tensor during calibration, then proposes its qparams."""
+
+    def observe(self, y: np.ndarray, *, context: LayerContext | None = None,
+                x: np.ndarray | None = None) -> None:
+        """See one calibration batch of the float tensor ``y`` (and the layer's float input ``x``)."""
+
+    def qparams(self) -> QParams:
+        """The qparams chosen from everything observed."""
+
+
+@runtime_checkable
+class WeightQuantizer(Protocol):
+    name: str
+    kind: str  # "weights"
+    doc: str
+
+    def quantize_weight(self, w: np.ndarray, spec: LayerSpec) -> QuantizedWeight:
+        """Quantize the float weight ``w`` (output channels on axis 0)."""
+
+
+@runtime_checkable
+class ActivationQuantizer(Protocol):
+    name: str
+    kind: str  # "activations"
+    timing: str  # one of TIMINGS
+    doc: str
+
+    def make_observer(self, spec: LayerSpec) -> Observer:
+        """A fresh observer for calibration of one tensor."""
+
+    def qparams_for_float(self, y: np.ndarray, spec: LayerSpec, observed: QParams | None) -> QParams:
+        """qparams for a float tensor at run time (graph input, dequantize→op→quantize nodes).
+
+        ``observed`` is what calibration chose for this tensor (None if not calibrated). An
+        offline strategy returns it; a per-input strategy may compute from ``y``.
+        """
+
+
+class AfterLayerQuantizer(ActivationQuantizer, Protocol):
+    """timing ``"after"``: qparams from the layer's own int32 accumulators."""
+
+    def qparams_after(self, acc: np.ndarray, acc_scale: np.ndarray, spec: LayerSpec, *,
+                      channel_axis: int = 1, fused_activation: str | None = None) -> QParams:
+        """qparams of the output whose real value is ``acc · acc_scale[c]``.
+
+        ``acc`` is int32 with output channels on ``channel_axis``; ``acc_scale`` is the float32
+        ``s_x · s_w[c]`` (length 1 or C). With ``fused_activation`` ("relu"/"relu6") the range
+        is that of the activation's output.
+        """
+
+
+class BeforeLayerQuantizer(ActivationQuantizer, Protocol):
+    """timing ``"before"``: qparams from the layer's input, before the layer runs."""
+
+    def prepare(self, context: LayerContext, spec: LayerSpec) -> None:
+        """Offline, once per layer: cache what the estimate needs (e.g. weight statistics)
+        in ``context.state`` (plain arrays and numbers: it is saved with the model)."""
+
+    def qparams_before(self, x_q: np.ndarray, x_qparams: QParams, context: LayerContext,
+                       spec: LayerSpec) -> QParams:
+        """qparams of the layer's output, estimated from its quantized input ``x_q``."""
