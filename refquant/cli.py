@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("refquant: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, KeyError, OverflowError) as exc:
+    except (ValueError, TypeError, OSError, KeyError, OverflowError, ImportError) as exc:
         if debug:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

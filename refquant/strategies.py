@@ -101,6 +101,20 @@ class QuantizedWeight:
         """``(values - z) · s`` per output channel, float32 — what the kernels compute with."""
         return dequantize(self.values, self.qparams)
 
+    def to_state(self) -> tuple[dict, dict]:
+        """``(meta, arrays)``: JSON-ready metadata and the arrays to store (npz) — for saving."""
+        meta = {"qparams": self.qparams.to_dict(), "representation": self.representation,
+                "bits_per_weight": float(self.bits_per_weight), "arrays": sorted(self.arrays)}
+        arrays = {"values": self.values, **{f"arrays.{k}": np.asarray(v) for k, v in self.arrays.items()}}
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict, name: str = "weight") -> "QuantizedWeight":
+        """Inverse of :meth:`to_state`."""
+        return cls(np.asarray(arrays["values"]), QParams.from_dict(meta["qparams"], name),
+                   meta["representation"], {k: np.asarray(arrays[f"arrays.{k}"]) for k in meta["arrays"]},
+                   meta["bits_per_weight"])
+
 
 @dataclass
 class LayerContext:

@@ -1,0 +1,38 @@
+"""Small models built in the tests (random weights, fixed seeds) and their inputs."""
+
+import numpy as np
+
+from refquant.graph import GraphBuilder
+
+
+def small_cnn(seed: int = 0, n: int = 16):
+    """conv-relu-maxpool → conv-relu6 → Add (residual) → GlobalAveragePool → Flatten → Gemm.
+
+    Returns ``(graph, x)`` with ``x`` float32 ``[n, 1, 8, 8]``.
+    """
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("small-cnn")
+    x = b.input("x", ["N", 1, 8, 8])
+    h = b.relu(b.conv(x, rng.normal(0, 0.4, (6, 1, 3, 3)).astype(np.float32),
+                      rng.normal(0, 0.1, 6).astype(np.float32), pads=[1, 1, 1, 1], name="conv1"))
+    h = b.max_pool(h, kernel_shape=[2, 2], strides=[2, 2])
+    h2 = b.clip(b.conv(h, rng.normal(0, 0.3, (6, 6, 3, 3)).astype(np.float32), None,
+                       pads=[1, 1, 1, 1], name="conv2"), 0.0, 6.0)
+    h = b.add(h, h2)
+    h = b.flatten(b.global_average_pool(h))
+    y = b.gemm(h, rng.normal(0, 0.5, (10, 6)).astype(np.float32),
+               rng.normal(0, 0.1, 10).astype(np.float32), transB=1, name="fc")
+    xs = rng.normal(0, 1, (n, 1, 8, 8)).astype(np.float32)
+    return b.build(y), xs
+
+
+def small_mlp(seed: int = 0, n: int = 16):
+    """Gemm-relu-Gemm-relu-Gemm on ``[n, 64]`` inputs. Returns ``(graph, x)``."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("small-mlp")
+    x = b.input("x", ["N", 64])
+    h = b.relu(b.gemm(x, rng.normal(0, 0.15, (32, 64)).astype(np.float32),
+                      rng.normal(0, 0.1, 32).astype(np.float32), transB=1, name="fc1"))
+    h = b.relu(b.matmul(h, rng.normal(0, 0.2, (32, 16)).astype(np.float32), name="fc2"))
+    y = b.gemm(h, rng.normal(0, 0.3, (16, 10)).astype(np.float32), None, name="fc3")
+    return b.build(y), rng.normal(0, 1, (n, 64)).astype(np.float32)
