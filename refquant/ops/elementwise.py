@@ -1,0 +1,84 @@
+"""Relu, Clip and Add (ONNX) in float32.  All three are exact: ``max``/``min`` select a value
+and Add is one IEEE float32 addition per element (NumPy broadcasting, as ONNX specifies)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .checks import require_float, require_float32, require_grad_shape
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """ONNX Relu: ``y = max(x, 0)``."""
+    require_float32("Relu", x=x)
+    return np.maximum(x, np.float32(0))
+
+
+def clip(x: np.ndarray, min: np.ndarray | None = None, max: np.ndarray | None = None) -> np.ndarray:  # noqa: A002
+    """ONNX Clip (opset >= 11; bounds are optional scalar inputs, not attributes)::
+
+        y = min(max(x, lo), hi)      lo = min or -inf, hi = max or +inf
+
+    so when ``min > max`` every element becomes ``max``, as ONNX specifies.
+    """
+    require_float32("Clip", x=x, min=min, max=max)
+    for name, bound in (("min", min), ("max", max)):
+        if bound is not None and bound.shape != ():
+            raise ValueError(f"Clip: {name!r} must be a scalar (shape ()), got shape {bound.shape}")
+    y = x
+    if min is not None:
+        y = np.maximum(y, min)
+    if max is not None:
+        y = np.minimum(y, max)
+    return y
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX Add: ``y = a + b`` with multidirectional (NumPy) broadcasting."""
+    require_float32("Add", a=a, b=b)
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"Add: shapes {a.shape} and {b.shape} do not broadcast") from None
+    return np.add(a, b)
+
+
+# ---- backward -------------------------------------------------------------------------------
+
+
+def unbroadcast(g: np.ndarray, shape) -> np.ndarray:
+    """The adjoint of broadcasting ``shape`` to ``g.shape``: sum ``g`` over the broadcast axes.
+
+    Axes that broadcasting prepended are summed away; axes where ``shape`` has 1 and ``g`` has
+    more are summed with ``keepdims``.  NumPy pairwise sums in ``g``'s dtype.
+    """
+    shape = tuple(shape)
+    lead = g.ndim - len(shape)
+    if lead:
+        g = g.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, (s, d) in enumerate(zip(shape, g.shape)) if s == 1 and d != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def relu_backward(dy: np.ndarray, x: np.ndarray) -> tuple:
+    """Gradient of Relu: ``dx = dy * (x > 0)`` — at ``x = 0`` the gradient is 0 (the subgradient
+    PyTorch and TensorFlow also choose).  Exact: a selection."""
+    require_float("Relu backward", dy=dy, x=x)
+    require_grad_shape("Relu backward", dy, x.shape)
+    return (np.where(x > 0, dy, np.zeros((), dy.dtype)),)
+
+
+def add_backward(dy: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple:
+    """Gradients of Add with broadcasting: ``(unbroadcast(dy, a.shape), unbroadcast(dy, b.shape))``.
+
+    Exact when no axis was broadcast; otherwise pairwise sums in ``dy``'s dtype.
+    """
+    require_float("Add backward", dy=dy, a=a, b=b)
+    try:
+        out = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"Add backward: shapes {a.shape} and {b.shape} do not broadcast") from None
+    require_grad_shape("Add backward", dy, out)
+    return unbroadcast(dy, a.shape), unbroadcast(dy, b.shape)

@@ -1,0 +1,98 @@
+"""Independent oracles for the float operators: the onnx reference evaluator and onnxruntime.
+
+``run_reference`` / ``run_onnxruntime`` run one ONNX node on NumPy arrays (every present
+input is a graph input, so the oracle sees exactly our values); ``graph_to_onnx`` turns a
+refquant Graph into an ONNX model (initializers as ONNX initializers) for whole-graph checks.
+Tests that use them are marked ``requires_onnx`` and skip, with the reason, without the extras.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+try:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+except ImportError:  # pragma: no cover - CI installs the test extra
+    onnx = None
+
+requires_onnx = pytest.mark.skipif(onnx is None, reason="needs the 'onnx' and 'onnxruntime' test extras")
+
+OPSET = 13
+#: opset per operator where 13 lacks the semantics refquant implements
+_OPSET_OF = {"BatchNormalization": 15}
+
+
+def _elem(dtype) -> int:
+    return {
+        np.dtype(np.float32): TensorProto.FLOAT,
+        np.dtype(np.float64): TensorProto.DOUBLE,
+        np.dtype(np.int64): TensorProto.INT64,
+    }[np.dtype(dtype)]
+
+
+def _model(graph, opset: int):
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def node_model(op_type: str, inputs, attributes: dict):
+    """A one-node ONNX model and its feeds; ``None`` in ``inputs`` is an absent input."""
+    names, infos, feeds = [], [], {}
+    for i, a in enumerate(inputs):
+        if a is None:
+            names.append("")
+            continue
+        name = f"in{i}"
+        names.append(name)
+        feeds[name] = a
+        infos.append(helper.make_tensor_value_info(name, _elem(a.dtype), list(a.shape)))
+    while names and names[-1] == "":
+        names.pop()
+    out_dtype = next(a.dtype for a in inputs if a is not None)
+    node = helper.make_node(op_type, names, ["y"], **attributes)
+    graph = helper.make_graph([node], "g", infos, [helper.make_tensor_value_info("y", _elem(out_dtype), None)])
+    return _model(graph, _OPSET_OF.get(op_type, OPSET)), feeds
+
+
+def _session(model):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def run_reference(op_type: str, inputs, attributes: dict) -> np.ndarray:
+    """One node through ``onnx.reference.ReferenceEvaluator`` (works in float64 too)."""
+    model, feeds = node_model(op_type, inputs, attributes)
+    return ReferenceEvaluator(model).run(None, feeds)[0]
+
+
+def run_onnxruntime(op_type: str, inputs, attributes: dict) -> np.ndarray:
+    """One node through onnxruntime's CPU provider, one thread, no graph optimizations."""
+    model, feeds = node_model(op_type, inputs, attributes)
+    return _session(model).run(None, feeds)[0]
+
+
+def graph_to_onnx(graph):
+    """A refquant Graph as an ONNX model (symbolic dims become dim_params)."""
+    nodes = [helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, **n.attributes) for n in graph.nodes]
+    inputs = [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.shape)) for t in graph.inputs]
+    outputs = [helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in graph.outputs]
+    inits = [numpy_helper.from_array(a, name) for name, a in graph.initializers.items()]
+    opset = max([OPSET] + [_OPSET_OF.get(n.op_type, OPSET) for n in graph.nodes])
+    return _model(helper.make_graph(nodes, graph.name, inputs, outputs, inits), opset)
+
+
+def run_graph_onnxruntime(graph, feeds: dict) -> list[np.ndarray]:
+    return _session(graph_to_onnx(graph)).run(None, feeds)
+
+
+def run_graph_reference(graph, feeds: dict) -> list[np.ndarray]:
+    return ReferenceEvaluator(graph_to_onnx(graph)).run(None, feeds)
