@@ -1,0 +1,107 @@
+"""MSE-optimal clipping: the range whose quantization error ``Σ count · (v − Q(v))²`` is smallest.
+
+``Q`` is the exact quantize-then-dequantize refquant executes — ``qparams_from_range`` for the
+candidate range, then the arithmetic of :func:`refquant.numerics.quantize` and
+:func:`~refquant.numerics.dequantize` (float32 division, round half to even, saturation, float32
+product; :func:`fake_quantize` repeats it bit for bit, in place and in cache-sized chunks) — so
+a candidate is scored with the very qparams it would produce, zero-point rounding included.
+Squared differences of the float32 values are formed and summed in float64.
+
+Search: a **dense grid**, not golden-section. The error as a function of the clip is piecewise
+smooth with a jump or kink wherever a value crosses a rounding boundary or the clip, so it has
+many local minima and a unimodal search (golden-section, ternary) can stop in the wrong one.
+Scoring ``G`` candidates costs ``G`` quantizations of the data (or of the histogram), which is
+cheap, and the answer is the exact minimum over a documented set:
+
+* one-parameter families: the clip ``α · max|v|`` (symmetric grids) or the range
+  ``[α · min v, α · max v]`` (asymmetric grids shrunk towards 0 together), for
+  ``α = k / G``, ``k = 1 … G``;
+* two-parameter family (histograms of activations, asymmetric grid, values of both signs):
+  pairs ``[α_i · min v, α_j · max v]``, searched coarse to fine over subsets of the same grid
+  (:mod:`.mse`), each scored on the histogram's non-empty bins only.
+
+Ties go to the later candidate (the larger ``α``: less clipping). Since ``α = 1`` (min-max) is
+always a candidate, the result is never worse than min-max on the data it was scored on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refquant.numerics import IntFormat, qparams_from_range
+
+__all__ = ["clip_fractions", "require_normal_magnitudes", "fake_quantize", "squared_errors",
+           "best_candidate"]
+
+_CHUNK_ELEMENTS = 1 << 16  # elements fake-quantized at once: small enough to stay in cache
+
+
+def clip_fractions(grid: int) -> np.ndarray:
+    """``α = k / G`` for ``k = 1 … G`` (float64, ascending)."""
+    return np.arange(1, grid + 1, dtype=np.float64) / grid
+
+
+def require_normal_magnitudes(amax, what: str) -> None:
+    """Refuse data whose largest non-zero magnitude is subnormal in float32.
+
+    With ``max|v| >= 2^-126`` every candidate scale ``α · max|v| / 255`` (``α >= 1/10000``) is
+    at least ``2^-146``: positive in float32. Below that, candidate scales would underflow to 0.
+    """
+    amax = np.asarray(amax, dtype=np.float64)
+    tiny = float(np.finfo(np.float32).tiny)
+    bad = (amax > 0) & (amax < tiny)
+    if np.any(bad):
+        raise ValueError(f"{what}: largest magnitude {amax[bad].reshape(-1)[0]:.3g} is subnormal in "
+                         f"float32 (< {tiny:.3g}); the MSE search's candidate scales would underflow")
+
+
+def fake_quantize(x, scale, zero_point, fmt: IntFormat) -> np.ndarray:
+    """``dequantize(quantize(x))`` as float32, bit for bit, broadcasting ``x`` against the qparams.
+
+    The steps of :func:`refquant.numerics.quantize` and :func:`~refquant.numerics.dequantize`
+    in float32, in place: ``x / s`` (float32 division), round half to even, ``+ z``, saturate,
+    ``- z``, ``· s``. Adding ``z`` in float32 is exact below ``2^24``; above it the value
+    saturates whatever the rounding, so the result is the same as quantize's float64 sum.
+    """
+    with np.errstate(over="ignore"):  # x / s beyond float32 is ±inf, which saturates
+        q = np.divide(x, scale, dtype=np.float32)
+    np.rint(q, out=q)
+    q += zero_point
+    np.clip(q, fmt.qmin, fmt.qmax, out=q)
+    q -= zero_point  # exact: small integers
+    q *= scale
+    return q
+
+
+def squared_errors(values, lo, hi, fmt, *, symmetric: bool, counts=None, name: str = "tensor") -> np.ndarray:
+    """``E[k, r] = Σ_j counts[r, j] · (v[r, j] − Q_{k,r}(v[r, j]))²`` for candidate ranges.
+
+    ``values`` is float32 ``[R, n]`` (a row per channel); ``lo``, ``hi`` are ``[K, R]`` candidate
+    ranges; ``counts`` (optional, ``[R, n]``) weights each value (histogram counts).
+    ``Q_{k,r}`` is :func:`fake_quantize` with ``qparams_from_range(lo[k, r], hi[k, r], fmt,
+    symmetric=…)``. Differences are formed and squared in float64.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    rows, n = values.shape
+    lo = np.asarray(lo, dtype=np.float64)
+    k_total = lo.shape[0]
+    qp = qparams_from_range(lo.ravel(), np.asarray(hi, dtype=np.float64).ravel(), fmt,
+                            symmetric=symmetric, axis=0, name=name)
+    scale = qp.scale.reshape(k_total, rows, 1)
+    zero_point = qp.zero_point.astype(np.float32).reshape(k_total, rows, 1)
+    weight = None if counts is None else np.asarray(counts, dtype=np.float64)
+    errors = np.empty((k_total, rows), np.float64)
+    step = max(1, _CHUNK_ELEMENTS // max(1, rows * n))
+    for start in range(0, k_total, step):
+        stop = min(k_total, start + step)
+        d = np.subtract(fake_quantize(values, scale[start:stop], zero_point[start:stop], qp.fmt),
+                        values, dtype=np.float64)
+        d *= d
+        errors[start:stop] = d.sum(axis=2) if weight is None else np.einsum("krn,rn->kr", d, weight)
+    return errors
+
+
+def best_candidate(errors: np.ndarray) -> np.ndarray:
+    """Per column, the index of the smallest error; ties go to the last (widest) candidate."""
+    k = errors.shape[0]
+    return k - 1 - np.argmin(errors[::-1], axis=0)

@@ -1,0 +1,133 @@
+"""Entropy (KL-divergence) calibration: TensorRT's threshold search on a histogram of ``|y|``.
+
+The algorithm (Migacz, "8-bit Inference with TensorRT", GTC 2017; as implemented in TensorRT's
+``pytorch_quantization/calib/histogram.py::_compute_amax_entropy`` and, on a signed histogram,
+in onnxruntime's ``quantization/calibrate.py::HistogramCollector.get_entropy_threshold``):
+given bin counts ``h[0 … N-1]`` of magnitudes (bin ``j`` is ``[j·w, (j+1)·w)``) and ``L``
+quantized levels, for every candidate ``i = L … N`` (threshold ``i·w``)::
+
+    P = h[0 … i-1],  P[i-1] += Σ_{j≥i} h[j]              # clip: outliers fold into the last bin
+    group g of bin j (j < i):  g = floor(j · L / i)       # merge the i bins into L levels
+    Q[j] = (Σ_{k in g} h[k]) / #{k in g : h[k] > 0}  if h[j] > 0, else 0
+                                                          # expand each level over its non-empty bins
+    KL_i = Σ_j p_j · log(p_j / q_j),   p = P / ΣP,  q = Q / ΣQ        (natural log; ∞ if q_j = 0 < p_j)
+
+and the threshold is ``i*·w`` for the largest ``i*`` among the minima (TensorRT's "last argmin").
+
+Where refquant follows and where it differs:
+
+* Like TensorRT it works on ``|y|`` and its threshold is the upper bin edge; the levels are
+  ``L = 2^(bits-1)`` (``1 << (bits - 1 + unsigned)`` there), or ``2^bits`` when the grid spends
+  all its levels on one side of zero (an asymmetric tensor whose values all have one sign).
+* The group boundaries ``ceil(g · i / L)`` are integer arithmetic; TensorRT digitizes against
+  ``np.linspace(0, i, L + 1)``, which gives the same groups when ``L`` is a power of two.
+* No smoothing: like TensorRT, unlike MXNet/onnxruntime (which move ``1e-4`` of mass onto
+  empty bins), so an empty last bin with outliers gives ``KL = ∞`` and is never chosen. A
+  candidate with no mass inside it (``S_i = 0``) is ``∞`` too; TensorRT's code gets NaN from
+  ``scipy.stats.entropy`` there, which its ``np.argmin`` would select.
+* Exact zeros are left out of ``P`` and ``Q`` (every grid holds 0 exactly, so they carry no
+  quantization error); TensorRT instead overwrites the zero bin with its neighbour's count
+  (``bins[0] = bins[1]``) to tame the spike a ReLU leaves at 0.
+* Candidates start at ``i = L`` (the first ``i`` at which every level covers at least one bin;
+  TensorRT starts at 128, which is ``L`` for signed 8-bit), and stop at the last non-empty bin.
+  With fewer non-empty bins than ``L`` there is nothing to search: the threshold is the top of
+  the data (no clipping).
+* The histogram has a power-of-two bin width (see :mod:`.histogram`), so the observed range
+  spans between ``N/2`` and ``N`` of its ``N = 2048`` bins, where TensorRT's spans exactly
+  ``N`` after the first batch.
+* onnxruntime's variant slides a window symmetric about 0 over a signed histogram; the
+  ``tails="both"`` option here instead runs the search on each tail's magnitudes separately,
+  giving an asymmetric range.
+
+The search is vectorised over candidates. Because ``Q`` is constant on the non-empty bins of a
+group, the cross term collapses to a sum over groups, with prefix sums for everything else::
+
+    Σ_j p_j log p_j = (Σ_{j<i-1} h_j log h_j + P_{i-1} log P_{i-1}) / T − log T      (T = Σ h)
+    Σ_j p_j log q_j = Σ_g (M_g / T) · log(G_g / (n_g · S_i))
+
+with ``G_g`` the count in group ``g``, ``n_g`` its non-empty bins, ``S_i = Σ_{j<i} h_j`` and
+``M_g = G_g`` except ``M_last = G_last + (T − S_i)``. Cost ``O(N · L)`` per tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["kl_divergences", "entropy_threshold_bins", "entropy_range"]
+
+
+def _xlogx(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+
+
+def kl_divergences(hist, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(candidates i, KL_i)`` for ``i = levels … len(hist)`` (see the module docstring)."""
+    h = np.asarray(hist, dtype=np.int64)
+    n = h.shape[0]
+    if n < levels:
+        return np.zeros(0, np.int64), np.zeros(0)
+    total = int(h.sum())
+    cum = np.concatenate([[0], np.cumsum(h)])
+    cum_nonempty = np.concatenate([[0], np.cumsum(h > 0)])
+    cum_hlogh = np.concatenate([[0.0], np.cumsum(_xlogx(h))])
+
+    i = np.arange(levels, n + 1)
+    inside = cum[i]  # S_i
+    outliers = total - inside
+    last = h[i - 1] + outliers  # P[i-1]
+    self_term = (cum_hlogh[i - 1] + _xlogx(last)) / total - np.log(total)
+
+    g = np.arange(levels + 1)
+    edges = -((-g[None, :] * i[:, None]) // levels)  # ceil(g·i/L), shape [candidates, L+1]
+    group = cum[edges[:, 1:]] - cum[edges[:, :-1]]
+    nonempty = cum_nonempty[edges[:, 1:]] - cum_nonempty[edges[:, :-1]]
+    mass = group.astype(np.float64)
+    mass[:, -1] += outliers
+    filled = group > 0  # only filled groups carry P mass (the empty-last-bin case is ∞ below)
+    q_level = group / (np.maximum(nonempty, 1) * np.maximum(inside, 1)[:, None])  # q on a non-empty bin
+    cross = np.where(filled, mass * np.log(np.where(filled, q_level, 1.0)), 0.0).sum(axis=1) / total
+    kl = self_term - cross
+    kl[(h[i - 1] == 0) & (outliers > 0)] = np.inf  # clipped mass lands on a bin Q leaves empty
+    return i, kl
+
+
+def entropy_threshold_bins(hist, levels: int) -> int:
+    """The number of bins ``i*`` kept by the KL search (threshold ``i*·w``); see the module doc.
+
+    Trailing empty bins are ignored. Fewer than ``levels`` occupied bins: all of them (no clip).
+    """
+    h = np.asarray(hist, dtype=np.int64)
+    nz = np.flatnonzero(h)
+    if nz.size == 0:
+        return 0
+    used = int(nz[-1]) + 1
+    if used < levels:
+        return used
+    i, kl = kl_divergences(h[:used], levels)
+    last_min = len(kl) - 1 - int(np.argmin(kl[::-1]))
+    return int(i[last_min])
+
+
+def entropy_range(hist, lo_seen, hi_seen, bits: int, symmetric: bool, tails: str):
+    """Per-channel ``(lo, hi)`` from the KL threshold(s) of a SignMagnitudeHistogram.
+
+    ``tails="abs"``: one threshold ``a`` on ``|y|``, range ``[max(lo_seen, -a), min(hi_seen, a)]``.
+    ``tails="both"``: a threshold per tail, from that tail's magnitudes.
+    """
+    lo = np.array(lo_seen, dtype=np.float64, copy=True)
+    hi = np.array(hi_seen, dtype=np.float64, copy=True)
+    mags = hist.magnitudes()
+    for c in range(hist.channels):  # a loop over channels; each search is vectorised
+        w = hist.width[c]
+        if w == 0:
+            continue
+        one_sided = lo[c] >= 0 or hi[c] <= 0
+        levels = 2**bits if (one_sided and not symmetric) else 2 ** (bits - 1)
+        if tails == "abs":
+            a = entropy_threshold_bins(mags[c], levels) * w
+            lo[c], hi[c] = max(lo[c], -a), min(hi[c], a)
+        else:
+            hi[c] = min(hi[c], entropy_threshold_bins(hist.pos[c], levels) * w)
+            lo[c] = max(lo[c], -entropy_threshold_bins(hist.neg[c], levels) * w)
+    return lo, hi
