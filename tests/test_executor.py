@@ -73,14 +73,15 @@ def test_working_bytes_fused_vs_unfused(backend):
         out_bytes = 8 * 6 * (8 if rs.name == "conv1" else 4) ** 2  # int8/uint8 output, NCHW
         declared = getattr(kernels, "requant_scratch_bytes", None)
         x_shape = (8, 1, 8, 8) if rs.name == "conv1" else (8, 6, 4, 4)
-        scratch = declared("Conv", x_shape, (6, x_shape[1], 3, 3)) if declared else 0
+        scratch = declared("conv2d", x_shape, (6, x_shape[1], 3, 3), a_dtype=np.uint8,
+                           pads=[1, 1, 1, 1]) if declared else 0
         assert rs.kernel == "fused" and rd.kernel == "unfused"
         assert rs.buffers["output"] == out_bytes
         assert rs.buffers.get("scratch", 0) == scratch
         assert rs.working_bytes == out_bytes + scratch + rs.buffers.get("bias", 0)
         assert "accumulators" not in rs.buffers
         assert rd.buffers["accumulators"] == 4 * out_bytes == rd.accumulators.nbytes
-        assert rd.working_bytes == out_bytes + 4 * out_bytes + rd.buffers.get("bias", 0)
+        assert rd.working_bytes == out_bytes + 4 * out_bytes + scratch + rd.buffers.get("bias", 0)
     assert peak_working_bytes(dynamic.records) > peak_working_bytes(static.records)
 
 
@@ -90,7 +91,9 @@ def test_declared_scratch_is_what_the_numba_kernel_states():
     g, x = small_cnn(n=4)
     res = quantize_model(g, "weights=minmax:8 activations=static-minmax:8", x).run(x, backend="numba")
     conv1 = next(r for r in res.records if r.name == "conv1")
-    assert conv1.buffers["scratch"] == fast.requant_scratch_bytes("Conv", (4, 1, 8, 8), (6, 1, 3, 3))
+    assert conv1.buffers["scratch"] == fast.requant_scratch_bytes("conv2d", (4, 1, 8, 8), (6, 1, 3, 3),
+                                                                  a_dtype=np.uint8, pads=[1, 1, 1, 1])
+    assert 0 < conv1.buffers["scratch"] < conv1.buffers["output"] * 4
 
 
 def test_integer_domain_ops_equal_their_qdq_form():

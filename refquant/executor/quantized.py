@@ -232,9 +232,10 @@ class QuantizedModel:
             y = (kernels.conv2d_requant(*args, rq, name=step.name, **attrs) if conv
                  else kernels.matmul_requant(*args, rq, name=step.name))
             rec.kernel = "fused"
-            scratch = getattr(kernels, "requant_scratch_bytes", None)
-            if scratch is not None:
-                rec.buffers["scratch"] = int(scratch(step.node.op_type, q_in.shape, w.values.shape))
+        scratch = getattr(kernels, "requant_scratch_bytes", None)
+        if scratch is not None:
+            rec.buffers["scratch"] = int(scratch("conv2d" if conv else "matmul", q_in.shape, w.values.shape,
+                                                 a_dtype=q_in.dtype, w_dtype=w.values.dtype, **attrs))
         rec.buffers["output"] = y.nbytes
         return QTensor(y, qp)
 
