@@ -68,8 +68,34 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """Every strategy combination × bit width × granularity × test set, as one table."""
+    from .cli import format_table
+    from .compare import compare, summary_rows
+
+    rows = compare(args.models or ["digits-cnn"], bits=args.bits, weights=args.weights,
+                   activations=args.activations, backend=args.backend, calibration=args.calibration,
+                   requant=args.requant, progress=not args.quiet)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=1))
+    else:
+        print(format_table(summary_rows(rows)))
+    return 0
+
+
 def add_engine_commands(cli) -> None:
     from .numerics import REQUANT_MODES
+
+    p = cli.command("compare", "compare every strategy combination on the test and shifted sets")
+    p.add_argument("models", nargs="*", help="registered model names or .json paths (default digits-cnn)")
+    p.add_argument("--bits", type=int, nargs="+", default=[8, 4], help="bit widths (default 8 4)")
+    p.add_argument("--weights", nargs="+", default=None, help="weight strategies (default: all)")
+    p.add_argument("--activations", nargs="+", default=None, help="activation strategies (default: all)")
+    p.add_argument("--backend", default="numba", help="kernel backend (default numba)")
+    p.add_argument("--requant", default="float32", choices=REQUANT_MODES)
+    p.add_argument("--calibration", type=int, default=32, choices=(16, 32, 128))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_compare)
 
     p = cli.command("run", "quantize a model and evaluate it, with a per-layer table")
     p.add_argument("model", help="a registered model name or a model .json path")
