@@ -42,13 +42,20 @@ def test_compare_json_rows(model_paths, capsys):
     assert {r["dataset"] for r in rows} == set(datasets)
     assert {r["granularity"] for r in rows} == {"per-tensor", "per-channel"}
     for r in rows:
-        assert 0 <= r["accuracy"] <= 1 and r["sqnr_db"] > 15 and r["latency_ms"] > 0
+        assert 0 <= r["accuracy"] <= 1 and r["latency_ms"] > 0
+        if r["dataset"] == "test" or r["activations"] == "dynamic":
+            # shifted inputs leave a static calibration's range; on the calibration-like clean
+            # set, or with ranges computed per input, 8 bits track the float logits
+            assert r["sqnr_db"] > 20, r
     by = {(r["model"], r["activations"], r["granularity"], r["dataset"]): r for r in rows}
     for key, r in by.items():
         if key[1] == "dynamic":
             static = by[(key[0], "static-minmax", key[2], key[3])]
-            # dynamic pays for its int32 accumulators
-            assert r["peak_working_bytes"] > static["peak_working_bytes"]
+            # dynamic pays for its int32 accumulators; in the small MLP the float input's
+            # quantization step is the peak either way, in the CNN the conv accumulators are
+            assert r["peak_working_bytes"] >= static["peak_working_bytes"]
+            if key[0] == model_paths["cnn"]:
+                assert r["peak_working_bytes"] > static["peak_working_bytes"]
     assert "[" in err and "done" in err  # the progress bar goes to stderr
 
 
