@@ -61,8 +61,8 @@ def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
 
 
-def _progress(done: int, total: int, label: str, stream=sys.stderr) -> None:
-    width = 30
+def _progress(done: int, total: int, label: str) -> None:
+    stream, width = sys.stderr, 30
     filled = int(width * done / max(total, 1))
     stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:50]:<50}")
     if done == total:
