@@ -138,7 +138,7 @@ def _conv_accumulate(x: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarra
             win = xg[:, :, :, i * dh : i * dh + sh * (g.oh - 1) + 1 : sh,
                            j * dw : j * dw + sw * (g.ow - 1) + 1 : sw]
             # [group, n·oh·ow, cin_g] @ [group, cin_g, cout_g] → exact per group
-            lhs = win.transpose(1, 0, 3, 4, 2).reshape(g.group, -1, g.cin_per_group)
+            lhs = win.transpose(1, 0, 3, 4, 2).reshape(g.group, g.n * g.oh * g.ow, g.cin_per_group)
             rhs = wg[:, :, :, i, j].transpose(0, 2, 1)
             prod = _exact_matmul(lhs, rhs).reshape(g.group, g.n, g.oh, g.ow, g.cout_per_group)
             acc += prod.transpose(1, 0, 4, 2, 3)

@@ -228,6 +228,15 @@ def qparams_from_range(
         raise ValueError(f"{name}: range lower bound exceeds upper bound: [{lo}, {hi}]")
     lo32 = np.minimum(lo, 0).astype(np.float32)
     hi32 = np.maximum(hi, 0).astype(np.float32)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        scale, zp = _scale_and_zero_point(lo32, hi32, fmt, symmetric)
+    if np.any(~np.isfinite(scale) | (scale <= 0)):
+        raise ValueError(f"{name}: range [{lo}, {hi}] gives a scale that underflows float32")
+    return QParams(scale, zp, fmt, axis=axis, name=name)
+
+
+def _scale_and_zero_point(lo32, hi32, fmt, symmetric: bool):
+    """The formulas of :func:`qparams_from_range` on float32 bounds that already include 0."""
     if symmetric:
         half = np.float32(2 ** (fmt.bits - 1) - 1)
         amax = np.maximum(np.abs(lo32), np.abs(hi32))
@@ -240,7 +249,5 @@ def qparams_from_range(
         scale = np.where(degenerate, np.float32(1), span / np.float32(fmt.qmax - fmt.qmin))
         scale = scale.astype(np.float32)
         initial = (np.float32(fmt.qmin) - lo32 / scale).astype(np.float32)
-        zp = np.rint(np.clip(initial, fmt.qmin, fmt.qmax)).astype(np.int32)
-    if np.any(~np.isfinite(scale) | (scale <= 0)):
-        raise ValueError(f"{name}: range [{lo}, {hi}] gives a scale that underflows float32")
-    return QParams(scale, zp, fmt, axis=axis, name=name)
+        zp = np.rint(np.clip(np.nan_to_num(initial), fmt.qmin, fmt.qmax)).astype(np.int32)
+    return scale, zp

@@ -25,7 +25,7 @@ reproduces it exactly — none of them is a tolerance:
     M   = q · 2**e with q ∈ [0.5, 1) (frexp);  Q = round_half_away(q · 2**31) ∈ [2**30, 2**31]
           (Q = 2**31 becomes 2**30 with e + 1; e < -31 flushes M to 0)
     t   = SaturatingRoundingDoublingHighMul(acc · 2**max(e, 0), Q)
-        = round_half_away_from_zero(acc · 2**max(e,0) · Q / 2**31)
+        = floor(acc · 2**max(e,0) · Q / 2**31 + 1/2)     # nearest, ties toward +inf (-0.5 -> 0)
     y   = saturate(RoundingDivideByPOT(t, max(-e, 0)) + z_y)
         RoundingDivideByPOT(t, n) = round_half_away_from_zero(t / 2**n)
 
@@ -106,10 +106,13 @@ def quantize_multiplier(real: float, *, single_rounding: bool = False) -> tuple[
 
 
 def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
-    """gemmlowp ``SaturatingRoundingDoublingHighMul``: ``round_half_away(a · b / 2**31)`` in int32.
+    """gemmlowp ``SaturatingRoundingDoublingHighMul``: ``floor(a · b / 2**31 + 1/2)`` in int32.
 
-    ``a · b`` is exact in int64; the nudge ``±2**30`` then C's truncating division by 2**31
-    give rounding half away from zero. The one overflow, ``a == b == -2**31``, saturates.
+    ``a · b`` is exact in int64; the nudge (``2**30`` for ``a · b >= 0``, ``1 - 2**30`` below)
+    then C's truncating division by 2**31 round to nearest with ties toward +inf — half away
+    from zero for positive products, but half *toward* zero for negative ones
+    (``a · b / 2**31 = -0.5`` gives 0, ``-1.5`` gives -1). The one overflow,
+    ``a == b == -2**31``, saturates.
     """
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
