@@ -1,0 +1,186 @@
+"""Lloyd-Max and the uniform quantizers on samples (the empirical distribution)."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy import integrate, stats
+
+import refquant_lloydmax as lm
+from refquant_lloydmax.densities import as_density
+
+# Allowance for comparing two MSEs of the same samples computed along different float paths.
+MSE_RTOL = 1e-9
+
+
+def tie_slack(x):
+    """Allowance for midpoint ties decided by a rounded threshold (see ``brute_force_mse``)."""
+    return 2 * float(np.max(np.abs(x - x.mean()))) * ulps(x)
+
+
+def ulps(x, k=4):
+    """k units in the last place of the largest |x|: the resolution the samples are stored at."""
+    return k * float(np.spacing(np.max(np.abs(x))))
+
+
+def brute_force_mse(x, levels):
+    """mean over samples of min_k (x - y_k)^2: the definition, by broadcasting (O(n N)).
+
+    The package assigns by the float64 midpoints instead; a sample within rounding of a midpoint
+    may go to the level one ulp farther, which moves its squared error by at most
+    2 |x - y| ulp (see ``tie_slack``).
+    """
+    x = np.asarray(x, dtype=float)[:, None]
+    return float(np.mean(np.min((x - np.asarray(levels)[None, :]) ** 2, axis=1)))
+
+
+def cell_members(x, thresholds):
+    """Cell index of every sample, by comparison with each threshold (x on t goes below)."""
+    return np.sum(np.asarray(x)[:, None] > np.asarray(thresholds)[None, :], axis=1)
+
+
+# Finite sample sets with spread: a few distinct values, repeated values, wide and narrow ranges.
+samples = st.one_of(
+    hnp.arrays(np.float64, st.integers(2, 80), elements=st.floats(-1e3, 1e3, allow_subnormal=False)),
+    hnp.arrays(np.float64, st.integers(2, 80), elements=st.sampled_from([-2.0, -0.5, 0.0, 0.25, 3.0])),
+    hnp.arrays(np.float64, st.integers(2, 80), elements=st.floats(-1.0, 1.0, allow_subnormal=False)).map(
+        lambda a: 1e6 + 1e-3 * a
+    ),
+).filter(lambda a: a.min() < a.max())
+
+
+@given(x=samples, n=st.integers(2, 12))
+def test_lloyd_max_on_samples_properties(x, n):
+    r = lm.lloyd_max(x, n)
+    assert r.converged
+    y, t = r.levels, r.thresholds
+    assert y.shape == (n,) and t.shape == (n - 1,)
+    assert np.all(np.diff(y) >= 0), "levels sorted"
+    assert np.array_equal(t, 0.5 * (y[1:] + y[:-1])), "thresholds are the midpoints"
+    # Centroid condition: every non-empty cell's level is the mean of its samples.
+    cell = cell_members(x, t)
+    spread = float(np.max(np.abs(x - x.mean())))
+    for k in np.unique(cell):
+        assert y[k] == pytest.approx(np.mean(x[cell == k]), abs=1e-9 * spread + ulps(x))
+    # The reported MSE is the definition's.
+    assert r.mse == pytest.approx(brute_force_mse(x, y), rel=1e-12, abs=tie_slack(x))
+    # MSE never increases along the iteration.
+    h = np.array(r.mse_history)
+    assert np.all(h[1:] <= h[:-1] * (1 + MSE_RTOL) + 1e-15 * spread**2)
+
+
+@given(x=samples, n=st.integers(2, 12))
+def test_lloyd_max_beats_optimal_uniform_beats_minmax(x, n):
+    lmx = lm.lloyd_max(x, n)
+    opt = lm.optimal_uniform(x, n)
+    mm = lm.minmax_uniform(x, n)
+    slack = 1e-15 * float(np.max(np.abs(x - x.mean()))) ** 2
+    assert lmx.mse <= opt.mse * (1 + MSE_RTOL) + slack
+    assert opt.mse <= mm.mse * (1 + MSE_RTOL) + slack
+    # The uniform results are what they claim to be.
+    for u in (opt, mm):
+        assert u.mse == pytest.approx(brute_force_mse(x, u.levels), rel=1e-12, abs=slack + tie_slack(x))
+        assert np.allclose(np.diff(u.levels), u.step, rtol=1e-9, atol=ulps(x))
+        assert u.clip == pytest.approx(n * u.step / 2, rel=1e-15)
+        assert u.center == pytest.approx(x.mean(), rel=1e-14, abs=ulps(x))
+    m = opt.center
+    assert mm.clip == max(m - x.min(), x.max() - m)
+
+
+@given(x=samples, n=st.integers(2, 12))
+def test_prefix_sum_cells_match_direct_sums(x, n):
+    d = as_density(x)
+    levels = np.sort(np.random.default_rng(n).uniform(x.min(), x.max(), n))
+    cells = d.cells(levels)
+    member = cell_members(x, cells.thresholds)
+    spread = float(np.max(np.abs(x - x.mean())))
+    for k in range(n):
+        inside = x[member == k]
+        assert cells.prob[k] == inside.size / x.size
+        if inside.size:
+            assert cells.centroid[k] == pytest.approx(inside.mean(), abs=1e-9 * spread + ulps(x))
+        d_k = float(np.sum((inside - levels[k]) ** 2)) / x.size
+        # (tiny: squares of values near 1e-161 are subnormal and keep no relative precision)
+        assert cells.sq_error[k] == pytest.approx(d_k, rel=1e-7, abs=1e-9 * spread**2 + np.finfo(float).tiny)
+
+
+def test_fewer_distinct_values_than_levels():
+    x = np.array([0.0, 0.0, 1.0, 1.0, 1.0, 5.0])
+    r = lm.lloyd_max(x, 8)
+    assert r.converged
+    assert r.mse == pytest.approx(brute_force_mse(x, r.levels), abs=1e-15)
+    assert r.mse <= lm.optimal_uniform(x, 8).mse
+
+
+def test_large_offset_does_not_cost_precision():
+    """Samples 1e6 + N(0, 1e-6): the prefix sums are of centred values, so nothing cancels."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal(20_000)
+    r_offset = lm.lloyd_max(1e6 + 1e-3 * z, 8)
+    r_plain = lm.lloyd_max(1e-3 * z, 8)
+    assert np.allclose(r_offset.levels - 1e6, r_plain.levels, rtol=0, atol=1e-9)
+    assert r_offset.mse == pytest.approx(r_plain.mse, rel=1e-6)
+
+
+def _sandwich_std(n_levels: int, n_samples: int):
+    """Asymptotic standard deviations of the empirical optimum's levels, and of its thresholds.
+
+    Pollard (1982, "A central limit theorem for k-means clustering", Ann. Probab. 10) shows
+    sqrt(n) (y_hat - y*) -> Normal(0, H^-1 S H^-1) for the empirical MSE-optimal levels, where
+    H is the Hessian of the MSE at the optimum and S the covariance of one sample's gradient:
+
+        H_kk = 2 P_k - f(t_{k-1}) (y_k - t_{k-1}) - f(t_k) (t_k - y_k)
+        H_k,k+1 = -f(t_k) (y_{k+1} - y_k) / 2,      S = diag(4 D_k)
+
+    Computed here from scipy.stats and quadrature, independently of the package's cells.
+    """
+    r = lm.lloyd_max("gaussian", n_levels)
+    y, t = np.array(r.levels), np.array(r.thresholds)
+    edges = np.concatenate(([-np.inf], t, [np.inf]))
+    p = np.diff(stats.norm.cdf(edges))
+    d = np.array([integrate.quad(lambda x: (x - y[k]) ** 2 * stats.norm.pdf(x), edges[k], edges[k + 1])[0]
+                  for k in range(n_levels)])
+    f = stats.norm.pdf(t)
+    h = np.diag(2 * p)
+    idx = np.arange(n_levels - 1)
+    h[idx, idx] -= f * (t - y[:-1])
+    h[idx + 1, idx + 1] -= f * (y[1:] - t)
+    h[idx, idx + 1] = h[idx + 1, idx] = -f * (y[1:] - y[:-1]) / 2
+    h_inv = np.linalg.inv(h)
+    cov = h_inv @ np.diag(4 * d) @ h_inv / n_samples
+    level_std = np.sqrt(np.diag(cov))
+    mid = 0.5 * (np.eye(n_levels)[:-1] + np.eye(n_levels)[1:])
+    threshold_std = np.sqrt(np.diag(mid @ cov @ mid.T))
+    return level_std, threshold_std
+
+
+def test_one_million_gaussian_samples_agree_with_the_analytic_solution():
+    """Empirical and analytic Lloyd-Max agree within 5 standard deviations of sampling error.
+
+    Levels and thresholds: the asymptotic (sandwich) standard deviation of the empirical optimum
+    (Pollard 1982; `_sandwich_std`). The MSE direction with the least curvature -- all levels
+    shifting together -- makes it about 0.011 at n = 1e6 for N = 16, far more than a
+    single cell mean's error (~2.4e-4). MSE: the standard error of the mean of the squared error
+    at the analytic levels, std((x - Q(x))^2) / sqrt(n), estimated from the samples; the fitted
+    levels lower the empirical MSE by O(N / n) beyond that, which is negligible.
+    """
+    n_samples, n = 1_000_000, 16
+    x = np.random.default_rng(2024).standard_normal(n_samples)
+    emp = lm.lloyd_max(x, n)
+    ref = lm.lloyd_max("gaussian", n)
+    assert emp.converged
+    level_std, threshold_std = _sandwich_std(n, n_samples)
+    assert 0.010 < level_std.min() and level_std.max() < 0.015  # the numbers the spec quotes
+    assert np.all(np.abs(emp.levels - ref.levels) <= 5 * level_std)
+    assert np.all(np.abs(emp.thresholds - ref.thresholds) <= 5 * threshold_std)
+    sq_err = (x - ref.levels[cell_members_fast(x, ref.thresholds)]) ** 2
+    mse_se = float(np.std(sq_err) / math.sqrt(n_samples))
+    assert abs(emp.mse - ref.mse) <= 5 * mse_se
+    # The bound is not vacuous: it is below half the closest spacing of the levels.
+    assert 5 * level_std.max() < 0.5 * np.min(np.diff(ref.levels))
+
+
+def cell_members_fast(x, thresholds):
+    return np.searchsorted(thresholds, x, side="left")
