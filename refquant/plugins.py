@@ -16,7 +16,8 @@ import pluggy
 
 from . import hookspecs
 
-__all__ = ["ENTRY_POINT_GROUP", "get_plugin_manager", "load_errors", "plugin_source", "reset"]
+__all__ = ["ENTRY_POINT_GROUP", "get_plugin_manager", "load_errors", "plugin_source", "register_plugin",
+           "unregister_plugin", "reset"]
 
 ENTRY_POINT_GROUP = "refquant"
 _pm: pluggy.PluginManager | None = None
@@ -68,6 +69,22 @@ def plugin_source(plugin) -> tuple[str, str, str]:
     name = pm.get_name(plugin) or repr(plugin)
     dist, version = _sources.get(name, ("(registered at run time)", ""))
     return name, dist, version
+
+
+def register_plugin(plugin, name: str) -> None:
+    """Register a plugin object at run time (tests, notebooks); what it registers is seen at once."""
+    from . import registry
+
+    get_plugin_manager().register(plugin, name=name)
+    registry.clear_cache()
+
+
+def unregister_plugin(plugin) -> None:
+    """Undo :func:`register_plugin`."""
+    from . import registry
+
+    get_plugin_manager().unregister(plugin)
+    registry.clear_cache()
 
 
 def reset() -> None:

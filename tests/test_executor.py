@@ -198,3 +198,43 @@ def test_unsupported_gemm_attributes_in_the_quantized_path():
     g = b.build(y)
     with pytest.raises(ValueError, match="node 'fc' .*alpha=1"):
         quantize_model(g, "weights=minmax:8 activations=dynamic:8", None)
+
+
+def test_float_execution_of_a_weight_on_a_float_grid():
+    """A weight strategy may ask for float execution (a float-format grid): the layer computes in
+    float32 with the on-grid weight, and equals dequantize → float op → quantize by hand."""
+    from refquant.numerics import round_to_format
+    from refquant.strategies import QuantizedWeight
+    from refquant.registry import get_quantizer
+
+    class FP8Weights:
+        name, kind, doc = "test-fp8", "weights", "E4M3 weights, scale max|w|/448"
+
+        def quantize_weight(self, w, spec):
+            minmax = get_quantizer("minmax", "weights").quantize_weight(w, spec)
+            scale = np.float32(np.abs(w).max() / 448)
+            grid = round_to_format(w / scale, "float8_e4m3fn") * scale
+            return QuantizedWeight(minmax.values, minmax.qparams, "float-grid", execution="float",
+                                   float_values=grid.astype(np.float32))
+
+    class P:
+        @hookimpl
+        def register_quantizers(self, register):
+            register(FP8Weights())
+
+    p = P()
+    plugins.register_plugin(p, "fp8-test")
+    try:
+        g, x = small_mlp(n=8)
+        qm = quantize_model(g, "weights=test-fp8:8 activations=static-minmax:8", x)
+        res = qm.run(x, keep=True)
+        rec = {r.name: r for r in res.records}
+        assert rec["fc1"].kernel == "float"
+        layer = qm.layers["fc1"]
+        xf = dequantize(quantize(x, qm.tensor_qparams["x"]), qm.tensor_qparams["x"])
+        y = np.maximum(xf @ layer.weight.float_values.T + layer.bias, 0)
+        np.testing.assert_array_equal(rec["fc1"].q_output, quantize(y, rec["fc1"].output_qparams))
+        fast = qm.run(x, backend="numba").outputs[g.outputs[0]]
+        np.testing.assert_array_equal(fast, res.outputs[g.outputs[0]])
+    finally:
+        plugins.unregister_plugin(p)

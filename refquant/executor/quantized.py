@@ -203,6 +203,8 @@ class QuantizedModel:
             rec.buffers["bias"] = bias_q.nbytes
         conv = step.node.op_type == "Conv"
         attrs = {k: v for k, v in step.node.attributes.items() if k != "kernel_shape"} if conv else {}
+        if w.execution == "float":
+            return self._run_layer_in_float(step, layer, x, rec, attrs)
         q_in = x.q if conv else x.q.reshape(x.q.shape[0], -1)
         args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
         if strategy.timing == "after":
@@ -238,6 +240,38 @@ class QuantizedModel:
                                                  a_dtype=q_in.dtype, w_dtype=w.values.dtype, **attrs))
         rec.buffers["output"] = y.nbytes
         return QTensor(y, qp)
+
+    def _run_layer_in_float(self, step: Step, layer: QuantizedLayer, x: QTensor, rec: LayerRecord,
+                            attrs: dict) -> QTensor:
+        """Fake-quantized layer: float32 op on the dequantized input and the on-grid weight.
+
+        For weights the integer kernels cannot hold (float formats). The output is quantized
+        with the activation strategy's qparams: calibrated (offline), estimated before the
+        layer (before), or computed from the float output (after — there are no integer
+        accumulators here).
+        """
+        strategy, spec = layer.act_strategy, layer.act_spec
+        xf = dequantize(x.q, x.qp)
+        wf = layer.weight.dequantize()
+        if step.node.op_type == "Conv":
+            y = FLOAT_OPS["Conv"](xf, wf, layer.bias, **attrs)
+        else:
+            y = FLOAT_OPS["Gemm"](xf.reshape(len(xf), -1), wf, layer.bias, transB=1)
+        if step.fused_activation is not None:
+            y = np.clip(y, 0, 6 if step.fused_activation == "relu6" else None).astype(np.float32)
+        if strategy.timing == "before":
+            qp = strategy.qparams_before(x.q, x.qp, layer.context, spec)
+        elif strategy.timing == "after":
+            qp = strategy.qparams_for_float(y, spec, layer.observed)
+        else:
+            qp = layer.observed
+            if qp is None:
+                raise ValueError(f"layer {step.name!r}: activation strategy {strategy.name!r} "
+                                 f"has no calibrated qparams (calibrate with data first)")
+        q = quantize(y, qp)
+        rec.kernel = "float"
+        rec.buffers.update({"float": xf.nbytes + y.nbytes, "output": q.nbytes})
+        return QTensor(q, qp)
 
     def _requantizer(self, x_qp: QParams, w_qp: QParams, y_qp: QParams, step: Step):
         return make_requantizer(x_qp.scale, w_qp.scale, y_qp.scale, y_qp.zero_point, y_qp.fmt,
