@@ -20,6 +20,10 @@ Every activation quantizer also implements ``make_observer`` (calibration on flo
 ``qparams_for_float`` (qparams of a float tensor computed on the fly): the executor uses them for
 the graph input and for operators that run as dequantize → float op → quantize (Add, pools,
 Softmax), where there are no accumulators and no patch statistics.
+
+A **QAT quantizer** (:class:`QATQuantizer`) is the training-time form: it fake-quantizes a
+weight or an activation inside quantization-aware training (:mod:`refquant.train.fakequant`),
+choosing qparams from the tensor and a small state it carries from step to step.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ __all__ = [
     "ActivationQuantizer",
     "AfterLayerQuantizer",
     "BeforeLayerQuantizer",
+    "QATQuantizer",
 ]
 
 TIMINGS = ("offline", "after", "before")
@@ -89,6 +94,11 @@ class QuantizedWeight:
     tensor or per output channel (``axis=0``). ``representation`` names how the weight is
     stored (``"uniform"``; a codebook strategy says ``"codebook"`` and keeps its indices and
     levels in ``arrays``). ``bits_per_weight`` counts everything stored, codebooks included.
+
+    ``execution`` says how the executor runs the layer: ``"integer"`` (the int8 kernels on
+    ``values``) or ``"float"`` — fake-quantization for grids the integer kernels cannot hold
+    (float formats): the layer computes in float32 with the weight ``float_values`` (already
+    on the grid) and the dequantized input, and its output is quantized as usual.
     """
 
     values: np.ndarray
@@ -96,16 +106,24 @@ class QuantizedWeight:
     representation: str = "uniform"
     arrays: dict = field(default_factory=dict)
     bits_per_weight: float = 8.0
+    execution: str = "integer"
+    float_values: np.ndarray | None = None
 
     def dequantize(self) -> np.ndarray:
-        """``(values - z) · s`` per output channel, float32 — what the kernels compute with."""
+        """The weight the layer computes with: ``float_values`` for float execution, else
+        ``(values - z) · s`` per output channel, float32."""
+        if self.execution == "float":
+            return np.asarray(self.float_values, np.float32)
         return dequantize(self.values, self.qparams)
 
     def to_state(self) -> tuple[dict, dict]:
         """``(meta, arrays)``: JSON-ready metadata and the arrays to store (npz) — for saving."""
         meta = {"qparams": self.qparams.to_dict(), "representation": self.representation,
-                "bits_per_weight": float(self.bits_per_weight), "arrays": sorted(self.arrays)}
+                "bits_per_weight": float(self.bits_per_weight), "arrays": sorted(self.arrays),
+                "execution": self.execution}
         arrays = {"values": self.values, **{f"arrays.{k}": np.asarray(v) for k, v in self.arrays.items()}}
+        if self.float_values is not None:
+            arrays["float_values"] = np.asarray(self.float_values, np.float32)
         return meta, arrays
 
     @classmethod
@@ -113,7 +131,8 @@ class QuantizedWeight:
         """Inverse of :meth:`to_state`."""
         return cls(np.asarray(arrays["values"]), QParams.from_dict(meta["qparams"], name),
                    meta["representation"], {k: np.asarray(arrays[f"arrays.{k}"]) for k in meta["arrays"]},
-                   meta["bits_per_weight"])
+                   meta["bits_per_weight"], meta.get("execution", "integer"),
+                   np.asarray(arrays["float_values"]) if "float_values" in arrays else None)
 
 
 @dataclass
@@ -191,3 +210,39 @@ class BeforeLayerQuantizer(ActivationQuantizer, Protocol):
     def qparams_before(self, x_q: np.ndarray, x_qparams: QParams, context: LayerContext,
                        spec: LayerSpec) -> QParams:
         """qparams of the layer's output, estimated from its quantized input ``x_q``."""
+
+
+@runtime_checkable
+class QATQuantizer(Protocol):
+    """A quantizer inside quantization-aware training: quantize-dequantize, straight-through gradient.
+
+    One object serves every layer; the per-layer state lives in the training loop, which
+    passes it in and keeps what comes back. Examples of the two shapes this allows:
+
+    * stateless weights — min-max: qparams from the current weight's range at every step;
+      an analytic rule such as ``scale = κ·σ(w)``, recomputed each step, is the same shape;
+    * stateful activations — an exponential moving average (EMA) of each batch's min/max, or
+      of a per-batch fixed point warm-started from the last one: the state holds the EMA
+      (and the warm start); in evaluation the state's value is used as it is.
+    """
+
+    name: str
+    kind: str  # "weights" or "activations"
+    doc: str
+
+    def init_state(self, x: np.ndarray, spec: LayerSpec) -> dict:
+        """The state before the first step, from the first tensor this point sees: the layer's
+        weight (output channels on axis 0) or the first batch of the activation (channels on
+        axis 1). A dict of NumPy arrays or numbers (checkpointed in an ``.npz``); may be empty."""
+
+    def fake_quant(self, x: np.ndarray, state: dict, spec: LayerSpec,
+                   training: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+        """``(y, mask, new_state)`` for the float32 tensor ``x``.
+
+        ``y = dequantize(quantize(x, qp), qp)`` on ``spec``'s grid, with qparams ``qp`` chosen
+        from ``x`` and ``state`` (:func:`refquant.train.fakequant.fake_quantize` computes ``y``
+        and ``mask`` from ``qp``). ``mask`` (bool, ``x``'s shape) is True where saturation did
+        not act: the straight-through estimator passes the gradient there, and only there.
+        ``new_state`` replaces ``state`` after a training call (``training=True``); after an
+        evaluation call it is ignored. ``state`` must not be modified in place.
+        """
