@@ -238,3 +238,22 @@ def test_float_execution_of_a_weight_on_a_float_grid():
         np.testing.assert_array_equal(fast, res.outputs[g.outputs[0]])
     finally:
         plugins.unregister_plugin(p)
+
+
+@pytest.mark.parametrize("model", ["digits-mlp", "digits-cnn", "digits-resnet"])
+@pytest.mark.parametrize("activations", ["static-minmax:8", "dynamic:8"])
+def test_static_and_dynamic_8_bit_stay_within_one_point_of_float(model, activations):
+    from refquant.data import load_digits
+    from refquant.engine_cli import digits_inputs
+    from refquant.registry import get_model
+
+    g = get_model(model)
+    data = load_digits()
+    x = digits_inputs(g, data.test.x)
+    ref = run_float(g, {g.inputs[0].name: x})[g.outputs[0]]
+    qm = quantize_model(g, f"weights=minmax:8:per-channel activations={activations}",
+                        digits_inputs(g, data.calibration(32).x))
+    out = qm.run(x, backend="numba").outputs[g.outputs[0]]
+    float_acc = np.mean(ref.argmax(1) == data.test.y)
+    acc = np.mean(out.argmax(1) == data.test.y)
+    assert abs(acc - float_acc) <= 0.01, (model, activations, acc, float_acc)
