@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .engine_cli import add_engine_commands
 
     add_engine_commands(cli)
+    from .train.cli import add_train_commands
+
+    add_train_commands(cli)
     from .plugins import get_plugin_manager
 
     get_plugin_manager().hook.register_commands(cli=cli)

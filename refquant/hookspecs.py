@@ -23,6 +23,17 @@ def register_quantizers(register):
 
 
 @hookspec
+def register_qat_quantizers(register):
+    """Register quantizers for quantization-aware training: ``register(quantizer)`` once each.
+
+    A quantizer follows :class:`refquant.strategies.QATQuantizer` (``name``, ``kind`` =
+    ``"weights"`` or ``"activations"``, ``doc``, ``init_state``, ``fake_quant``). Names are
+    unique across all plugins (a duplicate is an error naming both plugins); they are
+    separate from the post-training strategies' names, which they may repeat.
+    """
+
+
+@hookspec
 def register_models(register):
     """Register models: call ``register(name, loader, description)``.
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from .plugins import get_plugin_manager, plugin_source
 
-__all__ = ["Entry", "quantizers", "get_quantizer", "models", "get_model", "backends", "get_backend",
+__all__ = ["Entry", "quantizers", "get_quantizer", "qat_quantizers", "get_qat_quantizer", "models", "get_model", "backends", "get_backend",
            "clear_cache"]
 
 
@@ -75,6 +75,31 @@ def get_quantizer(name: str, kind: str):
     if name not in found:
         known = ", ".join(sorted(found)) or "(none loaded)"
         raise ValueError(f"unknown {kind} strategy {name!r}; registered: {known}")
+    return found[name].obj
+
+
+def _qat_quantizer(quantizer):
+    for attr in ("name", "kind", "doc", "init_state", "fake_quant"):
+        if not hasattr(quantizer, attr):
+            raise TypeError(f"register_qat_quantizers: {quantizer!r} has no {attr!r} attribute")
+    if quantizer.kind not in ("weights", "activations"):
+        raise ValueError(f"QAT quantizer {quantizer.name!r}: kind must be 'weights' or 'activations'")
+    return quantizer.name, quantizer, _first_line(quantizer.doc)
+
+
+def qat_quantizers(kind: str | None = None) -> dict[str, Entry]:
+    """Registered quantization-aware-training quantizers (all, or only ``kind``)."""
+    allq = _collect("register_qat_quantizers", _qat_quantizer)
+    return {n: e for n, e in allq.items() if kind is None or e.obj.kind == kind}
+
+
+def get_qat_quantizer(name: str, kind: str | None = None):
+    """The QAT quantizer registered as ``name`` (of ``kind``, if given); a clear error lists the others."""
+    found = qat_quantizers(kind)
+    if name not in found:
+        known = ", ".join(sorted(found)) or "(none loaded)"
+        what = f"{kind} QAT quantizer" if kind else "QAT quantizer"
+        raise ValueError(f"unknown {what} {name!r}; registered: {known}")
     return found[name].obj
 
 

@@ -140,7 +140,7 @@ def conv_backward(
     ``Y_g = W_g @ cols_g + b``, so::
 
         dW_g   = sum_n dY_g[n] @ cols_g[n]^T        one matmul over all (n, oh, ow)
-        dcols  = W_g^T @ dY_g[n]                    then dx = col2im(dcols)
+        dcols_g = W_g^T @ dY_g                      one matmul over all (n, oh, ow); dx = col2im(dcols)
         db[m]  = sum_{n, oh, ow} dy[n, m, oh, ow]
 
     Numeric decisions: everything in ``dy``'s dtype (float32 in training, float64 in the
@@ -166,8 +166,9 @@ def conv_backward(
     dy_rows = dyg.transpose(1, 2, 0, 3).reshape(group, m // group, n * oh * ow)
     col_rows = cols.transpose(1, 0, 3, 2).reshape(group, n * oh * ow, k)
     dw = np.matmul(dy_rows, col_rows).reshape(w.shape)
-    wmat = w.reshape(group, m // group, k)
-    dcols = np.matmul(wmat.transpose(0, 2, 1), dyg)  # (N, group, K, OH*OW)
+    wmat_t = np.ascontiguousarray(w.reshape(group, m // group, k).transpose(0, 2, 1))
+    dcols = np.matmul(wmat_t, dy_rows)  # (group, K, N*OH*OW): one matmul per group
+    dcols = dcols.reshape(group, cg, kh, kw, n, oh, ow).transpose(4, 0, 1, 2, 3, 5, 6)
     dx = col2im(dcols.reshape(n, c, kh, kw, oh, ow), x.shape, (kh, kw), plan, strides, dilations)
     db = dy.sum(axis=(0, 2, 3)) if b is not None else None
     return dx, dw, db
