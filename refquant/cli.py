@@ -50,6 +50,9 @@ def cmd_plugins(args) -> int:
         rows.append({"name": name, "kind": e.obj.kind, "timing": getattr(e.obj, "timing", "-"),
                      "plugin": e.plugin, "source": f"{e.distribution} {e.version}".strip(),
                      "doc": e.doc})
+    for name, e in sorted(registry.qat_quantizers().items()):
+        rows.append({"name": name, "kind": f"qat-{e.obj.kind}", "timing": "training", "plugin": e.plugin,
+                     "source": f"{e.distribution} {e.version}".strip(), "doc": e.doc})
     for name, e in sorted(registry.backends().items()):
         rows.append({"name": name, "kind": "backend", "timing": "-", "plugin": e.plugin,
                      "source": f"{e.distribution} {e.version}".strip(), "doc": e.doc})
