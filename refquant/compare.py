@@ -12,8 +12,9 @@ Each row reports:
   divided by the batch size: every buffer scales with the batch);
 * ``latency_ms`` = wall time of the batched quantized run / images (per image, batched).
 
-``bits`` applies to weights and activations alike; ``granularity`` is the weights'
-(activations are per tensor).
+``bits`` applies to weights and activations alike unless ``activation_bits`` fixes the
+activations' width (e.g. 8-bit activations under 4- and 3-bit weights); ``granularity`` is the
+weights' (activations are per tensor).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from .registry import quantizers
 
 __all__ = ["CompareRow", "compare", "sqnr_db"]
 
-ROW_FIELDS = ("model", "weights", "activations", "bits", "granularity", "dataset", "accuracy",
-              "float_accuracy", "sqnr_db", "peak_working_bytes", "latency_ms")
+ROW_FIELDS = ("model", "weights", "activations", "bits", "activation_bits", "granularity", "dataset",
+              "accuracy", "float_accuracy", "sqnr_db", "peak_working_bytes", "latency_ms")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class CompareRow:
     weights: str
     activations: str
     bits: int
+    activation_bits: int
     granularity: str
     dataset: str
     accuracy: float
@@ -72,8 +74,11 @@ def _progress(done: int, total: int, label: str) -> None:
 
 def compare(models=("digits-cnn",), bits=(8, 4), weights=None, activations=None,
             granularities=("per-tensor", "per-channel"), backend="numba", calibration=32,
-            requant="float32", progress=True) -> list[CompareRow]:
-    """Run the comparison; one :class:`CompareRow` per (model, plan, dataset)."""
+            requant="float32", progress=True, activation_bits=None) -> list[CompareRow]:
+    """Run the comparison; one :class:`CompareRow` per (model, plan, dataset).
+
+    ``activation_bits=None`` gives the activations the weights' ``bits``; an integer fixes them.
+    """
     weights = list(weights or sorted(quantizers("weights")))
     activations = list(activations or sorted(quantizers("activations")))
     for name in weights:
@@ -93,9 +98,10 @@ def compare(models=("digits-cnn",), bits=(8, 4), weights=None, activations=None,
             floats[model] = {s.name: run_float(g, {g.inputs[0].name: digits_inputs(g, s.x)})[g.outputs[0]]
                              for s in sets}
         g = graphs[model]
+        ab = b if activation_bits is None else activation_bits
         if progress:
-            _progress(i, len(combos), f"{model} {w}:{b} {a}:{b} {gran}")
-        plan = Plan(TensorPlan(w, b, gran, True, True), TensorPlan(a, b, "per-tensor", False, False))
+            _progress(i, len(combos), f"{model} {w}:{b} {a}:{ab} {gran}")
+        plan = Plan(TensorPlan(w, b, gran, True, True), TensorPlan(a, ab, "per-tensor", False, False))
         qm = quantize_model(g, plan, digits_inputs(g, data.calibration(calibration).x), requant=requant)
         for s in sets:
             x = digits_inputs(g, s.x)
@@ -104,7 +110,7 @@ def compare(models=("digits-cnn",), bits=(8, 4), weights=None, activations=None,
             dt = time.perf_counter() - t0
             out, ref = res.outputs[g.outputs[0]], floats[model][s.name]
             rows.append(CompareRow(
-                model, w, a, b, gran, s.name,
+                model, w, a, b, ab, gran, s.name,
                 accuracy=float(np.mean(out.argmax(1) == s.y)),
                 float_accuracy=float(np.mean(ref.argmax(1) == s.y)),
                 sqnr_db=round(sqnr_db(ref, out), 3),
@@ -123,12 +129,13 @@ def summary_rows(rows: list[CompareRow]) -> list[dict]:
     """One row per plan for people: clean-test numbers and the mean over the shifted sets."""
     out, groups = [], {}
     for r in rows:
-        groups.setdefault((r.model, r.bits, r.granularity, r.weights, r.activations), []).append(r)
-    for (model, b, gran, w, a), rs in groups.items():
+        groups.setdefault((r.model, r.bits, r.activation_bits, r.granularity, r.weights, r.activations),
+                          []).append(r)
+    for (model, b, ab, gran, w, a), rs in groups.items():
         clean = next(r for r in rs if r.dataset == "test")
         shifted = [r for r in rs if r.dataset != "test"]
         out.append({
-            "model": model, "bits": b, "granularity": gran, "weights": w, "activations": a,
+            "model": model, "bits": b, "act_bits": ab, "granularity": gran, "weights": w, "activations": a,
             "test_acc": f"{100 * clean.accuracy:.2f}",
             "Δ_float": f"{100 * (clean.accuracy - clean.float_accuracy):+.2f}",
             "sqnr_db": f"{clean.sqnr_db:.1f}",

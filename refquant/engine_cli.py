@@ -75,7 +75,7 @@ def cmd_compare(args) -> int:
 
     rows = compare(args.models or ["digits-cnn"], bits=args.bits, weights=args.weights,
                    activations=args.activations, backend=args.backend, calibration=args.calibration,
-                   requant=args.requant, progress=not args.quiet)
+                   requant=args.requant, progress=not args.quiet, activation_bits=args.activation_bits)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=1))
     else:
@@ -89,6 +89,8 @@ def add_engine_commands(cli) -> None:
     p = cli.command("compare", "compare every strategy combination on the test and shifted sets")
     p.add_argument("models", nargs="*", help="registered model names or .json paths (default digits-cnn)")
     p.add_argument("--bits", type=int, nargs="+", default=[8, 4], help="bit widths (default 8 4)")
+    p.add_argument("--activation-bits", type=int, default=None, metavar="B",
+                   help="activations' bit width (default: the same as --bits)")
     p.add_argument("--weights", nargs="+", default=None, help="weight strategies (default: all)")
     p.add_argument("--activations", nargs="+", default=None, help="activation strategies (default: all)")
     p.add_argument("--backend", default="numba", help="kernel backend (default numba)")
@@ -108,3 +110,7 @@ def add_engine_commands(cli) -> None:
                    help="calibration images (default 32)")
     p.add_argument("--dataset", default="test", help="'test' or a shifted test set's name")
     p.set_defaults(handler=cmd_run)
+
+    from .golden.cli import add_golden_commands
+
+    add_golden_commands(cli)

@@ -6,18 +6,31 @@ unit-variance density (:func:`lloyd_max`), and scale it to the fit. Uniform quan
 min-max, ACIQ and MSE-optimal clipping are scored on the same densities, with the same exact
 MSE, for comparison (:func:`minmax_uniform`, :func:`aciq_uniform`, :func:`optimal_uniform`).
 
+The weight strategy ``lloydmax`` (:class:`LloydMaxWeights`, registered through the ``refquant``
+entry-point group as ``lloydmax = "refquant_lloydmax"``) writes each codebook on the int8 grid
+so that the ordinary int8 kernels run it (:mod:`.codebook`, :mod:`.strategy`);
+:mod:`.report` compares it layer by layer with min-max and ACIQ uniform quantizers, also as
+the command ``refquant lloydmax-report``.
+
 The mathematics is in ``spec/strategies/lloydmax.md``.
 """
+from refquant.hookspecs import hookimpl
+
 from .aciq import aciq_clip, aciq_model_mse, aciq_uniform
+from .codebook import INT8_NARROW, CodebookDesign, design_codebook
 from .densities import Gaussian, Laplace, Samples
 from .fit import PRIOR_CHOICES, PriorFit, fit_prior
 from .solver import LloydMaxResult, lloyd_max, lloyd_rates, lloyd_step, quantizer_mse
+from .strategy import LloydMaxWeights, codebook_bits_per_weight, indices_of
 from .uniform import UniformResult, clipped_uniform, minmax_uniform, optimal_uniform, uniform_levels
 
 __all__ = [
+    "CodebookDesign",
     "Gaussian",
+    "INT8_NARROW",
     "Laplace",
     "LloydMaxResult",
+    "LloydMaxWeights",
     "PRIOR_CHOICES",
     "PriorFit",
     "Samples",
@@ -26,7 +39,10 @@ __all__ = [
     "aciq_model_mse",
     "aciq_uniform",
     "clipped_uniform",
+    "codebook_bits_per_weight",
+    "design_codebook",
     "fit_prior",
+    "indices_of",
     "lloyd_max",
     "lloyd_rates",
     "lloyd_step",
@@ -35,3 +51,15 @@ __all__ = [
     "quantizer_mse",
     "uniform_levels",
 ]
+
+
+@hookimpl
+def register_quantizers(register):
+    register(LloydMaxWeights())
+
+
+@hookimpl
+def register_commands(cli):
+    from .report import add_report_command
+
+    add_report_command(cli)

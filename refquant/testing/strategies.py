@@ -13,7 +13,9 @@ or, with pytest, one test per check::
         check(strategy)
 
 The checks are about semantics a plan and the executor rely on: valid qparams, determinism,
-the requested bits / signedness / granularity honoured, clear errors (naming the layer) for
+the requested bits / signedness / granularity honoured (a uniform weight on the b-bit grid; a
+``"codebook"`` weight on the 8-bit grid with at most 2^b distinct values per group, see
+:func:`codebook_grid`), clear errors (naming the layer) for
 NaN and empty tensors, defined behaviour for constant and all-zero tensors, and results that
 survive a JSON + npz round trip. Known failures are declared, never hidden:
 ``check_strategy(s, expected_failures={"check_name": "why"})``.
@@ -28,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..numerics import QParams
+from ..numerics import IntFormat, QParams
 from ..strategies import TIMINGS, LayerContext, LayerSpec, QuantizedWeight
 
 __all__ = ["CheckResult", "Report", "check_strategy", "strategy_checks", "parametrize_with_checks"]
@@ -90,10 +92,15 @@ def _specs(kind: str) -> list[LayerSpec]:
             for g in ("per-tensor", "per-channel")]
 
 
-def _check_qparams(qp, spec: LayerSpec, channels: int, what: str) -> None:
+def _check_qparams(qp, spec: LayerSpec, channels: int, what: str, fmt: IntFormat | None = None) -> None:
+    """qparams valid on the requested grid: ``spec``'s bits and signedness, or exactly ``fmt``."""
     _require(isinstance(qp, QParams), f"{what}: expected QParams, got {type(qp).__name__}")
-    _require(qp.fmt.bits == spec.bits and qp.fmt.signed == spec.signed,
-             f"{what}: asked for {spec.bits}-bit {'signed' if spec.signed else 'unsigned'}, got {qp.fmt}")
+    if fmt is None:
+        _require(qp.fmt.bits == spec.bits and qp.fmt.signed == spec.signed,
+                 f"{what}: asked for {spec.bits}-bit {'signed' if spec.signed else 'unsigned'}, got {qp.fmt}")
+    else:
+        _require(qp.fmt == fmt, f"{what}: a {spec.bits}-bit codebook weight must be on the {fmt} grid, "
+                                f"got {qp.fmt}")
     _require(bool(np.all(np.isfinite(qp.scale)) and np.all(qp.scale > 0)), f"{what}: scale not finite > 0")
     _require(bool(np.all((qp.zero_point >= qp.fmt.qmin) & (qp.zero_point <= qp.fmt.qmax))),
              f"{what}: zero point outside the grid")
@@ -122,18 +129,51 @@ def _weights(rng) -> np.ndarray:
     return rng.standard_normal((6, 3, 3, 3)).astype(np.float32) * 0.2
 
 
+def codebook_grid(spec: LayerSpec) -> IntFormat:
+    """The grid a ``"codebook"`` weight's values must lie on: ``spec``'s grid widened to 8 bits.
+
+    A codebook of 2^b levels is not a b-bit uniform grid; written on the int8 kernels' grid
+    (same signedness and narrowness as ``spec.fmt``) it holds at most 2^b distinct values per
+    group instead.
+    """
+    return IntFormat(8, spec.signed, narrow=spec.fmt.narrow)
+
+
+def _check_weight_grid(qw, spec: LayerSpec, shape: tuple, what: str) -> None:
+    """The values and qparams of a quantized weight honour ``spec`` (rules by representation).
+
+    * ``"codebook"``: qparams on :func:`codebook_grid` (the requested signedness, 8 bits),
+      values on that grid, at most ``2^spec.bits`` distinct values per group (the tensor, or
+      each output channel), and the ``indices`` and ``codebook`` arrays present;
+    * anything else: qparams and values on ``spec.fmt``, the requested b-bit grid.
+    """
+    _require(isinstance(qw, QuantizedWeight), f"{what}: quantize_weight must return a QuantizedWeight")
+    if qw.representation == "codebook":
+        fmt = codebook_grid(spec)
+        _check_qparams(qw.qparams, spec, shape[0], what, fmt=fmt)
+        groups = qw.values.reshape(shape[0], -1) if spec.per_channel else qw.values.reshape(1, -1)
+        most = max(np.unique(g).size for g in groups)
+        _require(most <= 2**spec.bits, f"{what}: a codebook weight has {most} distinct values in a "
+                                       f"group, more than 2^{spec.bits}")
+        missing = {"indices", "codebook"} - set(qw.arrays)
+        _require(not missing, f"{what}: a codebook weight must keep {sorted(missing)} in arrays")
+    else:
+        fmt = spec.fmt
+        _check_qparams(qw.qparams, spec, shape[0], what)
+    _require(qw.values.shape == shape, f"{what}: values shape {qw.values.shape} != weight shape {shape}")
+    _require(qw.values.dtype == fmt.storage_dtype, f"{what}: values dtype {qw.values.dtype}, expected "
+                                                   f"{fmt.storage_dtype}")
+    _require(bool(np.all((qw.values >= fmt.qmin) & (qw.values <= fmt.qmax))),
+             f"{what}: values outside the grid {fmt} [{fmt.qmin}, {fmt.qmax}]")
+
+
 # ---- weight quantizer checks ------------------------------------------------------------------
 def check_weight_valid(s) -> None:
     rng = np.random.default_rng(0)
     w = _weights(rng)
     for spec in _specs("weights"):
         qw = s.quantize_weight(w, spec)
-        _require(isinstance(qw, QuantizedWeight), "quantize_weight must return a QuantizedWeight")
-        _check_qparams(qw.qparams, spec, w.shape[0], f"{spec.bits}-bit {spec.granularity}")
-        _require(qw.values.shape == w.shape, f"values shape {qw.values.shape} != weight shape {w.shape}")
-        _require(qw.values.dtype == spec.fmt.storage_dtype, f"values dtype {qw.values.dtype}")
-        _require(bool(np.all((qw.values >= spec.fmt.qmin) & (qw.values <= spec.fmt.qmax))),
-                 "values outside the requested grid")
+        _check_weight_grid(qw, spec, w.shape, f"{spec.bits}-bit {spec.granularity}")
 
 
 def check_weight_deterministic(s) -> None:
@@ -171,7 +211,7 @@ def check_weight_constant(s) -> None:
             except (ValueError, TypeError) as exc:
                 _require(LAYER in str(exc), f"constant weight: error does not name the layer: {exc}")
                 continue
-            _check_qparams(qw.qparams, spec, w.shape[0], "constant weight")
+            _check_weight_grid(qw, spec, w.shape, "constant weight")
             if not w.any():
                 _require(not qw.dequantize().any(), "an all-zero weight must dequantize to zeros")
 
@@ -187,7 +227,9 @@ def check_weight_round_trip(s) -> None:
         with np.load(buf, allow_pickle=False) as npz:
             back = QuantizedWeight.from_state(json.loads(json.dumps(meta)), dict(npz))
         _require(np.array_equal(back.values, qw.values) and back.qparams == qw.qparams
-                 and np.array_equal(back.dequantize(), qw.dequantize()),
+                 and np.array_equal(back.dequantize(), qw.dequantize())
+                 and back.representation == qw.representation and set(back.arrays) == set(qw.arrays)
+                 and all(np.array_equal(back.arrays[k], np.asarray(qw.arrays[k])) for k in qw.arrays),
                  "quantized weight changed through a JSON + npz round trip")
 
 
