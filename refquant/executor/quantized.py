@@ -10,9 +10,14 @@ How each step runs (``spec/architecture.md`` tells the whole story):
   qparams — exact, because each commutes with a monotone quantizer
   (``q(relu(x̂)) = max(q, z)``, ``q(clip(x̂, a, b)) = clip(q, q(a), q(b))``, max-pool of
   integers = integer of max-pool).
-* **Everything else** (Add, AveragePool, GlobalAveragePool, Softmax, an unfolded
-  BatchNormalization) runs as dequantize → float32 op → quantize, with the output qparams the
-  activation strategy gives for a float tensor (the QDQ semantics of ONNX Runtime).
+* **AveragePool, GlobalAveragePool** of a per-tensor quantized input average the integers
+  ``q - z`` exactly and then scale: ``y = float32(float32(Σ (q - z)) / count) · s`` — one
+  rounding for the mean, one for the product, whatever order the sum is taken in (a float
+  sum of dequantized values depends on the order, and NumPy's and onnxruntime's orders
+  differ in the last bit). Then ``y`` is quantized like any float tensor.
+* **Everything else** (Add, Softmax, an unfolded BatchNormalization) runs as dequantize →
+  float32 op → quantize, with the output qparams the activation strategy gives for a float
+  tensor (the QDQ semantics of ONNX Runtime).
 
 The bias is kept in float32 and quantized at run time with the input scale actually used:
 ``b_q[c] = clamp_int32(round_half_even(b[c] / float32(s_x · s_w[c])))`` (float32 division) —
@@ -36,9 +41,10 @@ from .float_exec import FloatEvent, run_float
 from .records import LayerRecord
 from .traverse import Step, lower, walk
 
-__all__ = ["QTensor", "QuantizedLayer", "QuantizedModel", "quantize_model", "RunResult"]
+__all__ = ["QTensor", "QuantizedLayer", "QuantizedModel", "quantize_model", "RunResult", "average_integers"]
 
 _INTEGER_OPS = ("Relu", "Clip", "MaxPool", "Flatten", "Reshape")
+_AVERAGING_OPS = ("AveragePool", "GlobalAveragePool")
 
 
 @dataclass
@@ -309,6 +315,9 @@ class QuantizedModel:
 
     def _run_float_op(self, step: Step, env: dict, rec: LayerRecord) -> QTensor:
         node = step.node
+        x = env.get(node.inputs[0])
+        if node.op_type in _AVERAGING_OPS and isinstance(x, QTensor) and x.qp.per_tensor:
+            return self._run_average(step, x, rec)
         args, fbytes = [], 0
         for t in node.inputs:
             v = env[t] if t else None
@@ -332,6 +341,31 @@ class QuantizedModel:
         rec.kernel, rec.timing = "float", getattr(strategy, "timing", None)
         rec.buffers.update({"float": fbytes + y.nbytes, "output": q.nbytes})
         return QTensor(q, qp)
+
+    def _run_average(self, step: Step, x: QTensor, rec: LayerRecord) -> QTensor:
+        """AveragePool / GlobalAveragePool: average the integers exactly, then scale."""
+        node = step.node
+        y = average_integers(node.op_type, x.q, x.qp, node.attributes)
+        strategy, spec = self.tensor_specs[step.output]
+        qp = strategy.qparams_for_float(y, spec, self.tensor_qparams.get(step.output))
+        q = quantize(y, qp)
+        rec.kernel, rec.timing = "float", getattr(strategy, "timing", None)
+        rec.input_qparams, rec.input_bytes = x.qp, x.q.nbytes
+        rec.buffers.update({"float": 4 * x.q.size + y.nbytes, "output": q.nbytes})
+        return QTensor(q, qp)
+
+
+def average_integers(op_type: str, q: np.ndarray, qp: QParams, attributes: dict) -> np.ndarray:
+    """``float32(float32(Σ_window (q - z)) / count) · s`` for AveragePool / GlobalAveragePool.
+
+    For 8-bit (and narrower) formats ``|q - z| <= 255``, so every float32 partial sum of a
+    window of fewer than 65 793 elements is an integer below 2**24 — exact, in any order. The
+    float32 pool then divides once, correctly rounded, by the integer count (padding counts
+    as ``q = z``, real zero), and the mean is multiplied once by the float32 scale.
+    """
+    centred = (q.astype(np.int32) - np.int32(qp.zero_point)).astype(np.float32)
+    mean = FLOAT_OPS[op_type](centred, **attributes)
+    return (mean * np.float32(qp.scale)).astype(np.float32)
 
 
 def _layer_specs(plan: Plan, node) -> tuple:

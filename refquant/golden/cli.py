@@ -1,0 +1,203 @@
+"""``refquant golden …``: export, run, verify and conform — the golden-reference workflow.
+
+::
+
+    refquant golden export MODEL DIR [--plan PLAN] [--images 4] [--onnx] [--accumulators]
+    refquant golden run DIR --backend NAME|MODULE|FILE.py -o OUT.npz
+    refquant golden verify DIR --outputs OUT.npz|PB_DIR [--policy exact|lsb1] [--json]
+    refquant golden conform (--backend NAME|MODULE|FILE.py | --command "CMD {in} {out}") [--out DIR]
+    refquant golden refresh [DIR]
+
+``verify`` and ``conform`` exit 0 on a pass and 1 on a failure; a damaged golden file (or any
+other error) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_golden_commands"]
+
+
+def _emit_json(doc) -> None:
+    print(json.dumps(doc, indent=1, default=str))
+
+
+def cmd_export(args) -> int:
+    from ..data import load_digits
+    from ..engine_cli import digits_inputs, resolve_model
+    from ..executor import quantize_model
+    from .export import export_golden
+
+    graph = resolve_model(args.model)
+    digits = load_digits()
+    indices = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(digits.test), args.images,
+                                                                              replace=False))
+    x = digits_inputs(graph, digits.test.x[indices])
+    plan = args.plan or f"weights={args.weights} activations={args.activations}"
+    qm = quantize_model(graph, plan, digits_inputs(graph, digits.calibration(args.calibration).x),
+                        requant=args.requant)
+    description = (f"digits test set images {indices} (numpy.random.default_rng({args.seed}).choice); "
+                   f"calibration: the first {args.calibration} images of the calibration split")
+    gs = export_golden(qm, x, args.dir, model_name=args.model, backend=args.backend, seed=args.seed,
+                       input_description=description, accumulators=args.accumulators, onnx=args.onnx)
+    summary = {"golden": str(gs.root), "model": args.model, "plan": str(qm.plan), "requant": args.requant,
+               "layers": len(gs.layers), "files": len(gs.manifest["files"]),
+               "bytes": sum(e["bytes"] for e in gs.manifest["files"].values()),
+               "manifest_sha256": gs.manifest_sha256}
+    if args.json:
+        _emit_json(summary)
+    else:
+        print(f"wrote golden set {gs.root}: {summary['layers']} layers, {summary['files']} files, "
+              f"{summary['bytes']} bytes (manifest sha256 {gs.manifest_sha256})")
+    return 0
+
+
+def _backend_arg(parser) -> None:
+    parser.add_argument("--backend", help="a registered backend name (refquant plugins), a module name, "
+                                          "or a .py file with the kernel functions")
+
+
+def cmd_run(args) -> int:
+    from ..numerics import dequantize
+    from ..testing.backend import resolve_backend
+    from .manifest import load_golden
+    from .replay import replay
+
+    if not args.backend:
+        raise ValueError("golden run: --backend is required")
+    gs = load_golden(args.dir)
+    gs.check_files()
+    outputs = replay(gs, resolve_backend(args.backend), mode=args.requant)
+    for out in gs.manifest["outputs"]:  # the float graph outputs: the last layers' integers dequantized
+        outputs[out["name"]] = dequantize(outputs[out["layer"]], gs.qparams(gs.layer(out["layer"]), "output"))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb") as f:
+        np.savez(f, **outputs)
+    if args.json:
+        _emit_json({"golden": str(gs.root), "outputs": str(out), "arrays": sorted(outputs)})
+    else:
+        print(f"ran {len(gs.layers)} layers of {gs.root} on backend {args.backend} (Conv/Gemm/MatMul on its "
+              f"kernels, each from the golden inputs); wrote {out}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .verify import verify
+
+    report = verify(args.dir, args.outputs, policy=args.policy)
+    if args.json:
+        _emit_json(report.to_dict())
+    else:
+        print(report.format_text())
+    return 0 if report.passed else 1
+
+
+def cmd_conform(args) -> int:
+    from ..testing.backend import CommandBackend, check_backend, resolve_backend
+
+    if bool(args.backend) == bool(args.command):
+        raise ValueError("golden conform: give exactly one of --backend and --command")
+    if args.command:
+        modes = tuple(args.modes) if args.modes else None
+        kernels = CommandBackend(args.command, capabilities={"modes": modes} if modes else None)
+    else:
+        kernels = resolve_backend(args.backend)
+    report = check_backend(kernels, name=args.backend or args.command, ops=args.ops, modes=args.modes,
+                           max_examples=args.examples, out_dir=args.out, seed=args.seed,
+                           evidence_cases=args.evidence)
+    if args.json:
+        _emit_json(report.to_dict())
+    else:
+        print(report)
+    return 0 if report.ok else 1
+
+
+def cmd_refresh(args) -> int:
+    from .shipped import GOLDEN_DIR, refresh
+
+    root = Path(args.dir) if args.dir else GOLDEN_DIR
+    index = refresh(root, progress=None if args.json else (lambda rel: print(f"  {rel}", file=sys.stderr)))
+    if args.json:
+        _emit_json(index)
+    else:
+        print(f"wrote {len(index['sets'])} golden sets and {len(index['onnx_operator_cases'])} ONNX operator "
+              f"cases under {root}")
+    return 0
+
+
+def _cmd_help(parser):
+    def show(args) -> int:
+        parser.print_help()
+        return 2
+    return show
+
+
+def add_golden_commands(cli) -> None:
+    """Add the ``golden`` command group to the ``refquant`` command line."""
+    from ..numerics import REQUANT_MODES
+    from .verify import POLICIES
+
+    group = cli.command("golden", "golden sets: export, run a backend on one, verify its outputs, conformance")
+    group.set_defaults(handler=_cmd_help(group))
+    sub = group.add_subparsers(dest="golden_command", metavar="SUBCOMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        return p
+
+    p = command("export", "run a quantized model on digits test images and write its golden set")
+    p.add_argument("model", help="a registered model name or a model .json path")
+    p.add_argument("dir", help="directory to write (a previous golden set there is replaced)")
+    p.add_argument("--plan", default=None, help="a plan string (overrides --weights/--activations)")
+    p.add_argument("--weights", default="minmax:8:per-channel")
+    p.add_argument("--activations", default="static-minmax:8")
+    p.add_argument("--images", type=int, default=4, help="test images to record (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the images (default 0)")
+    p.add_argument("--calibration", type=int, default=32, choices=(16, 32, 128))
+    p.add_argument("--requant", default="float32", choices=REQUANT_MODES)
+    p.add_argument("--backend", default="reference", help="kernel backend that computes the set")
+    p.add_argument("--accumulators", action="store_true", help="also write every layer's int32 accumulators")
+    p.add_argument("--onnx", action="store_true", help="also write the ONNX test-data layout (QOperator model)")
+    p.set_defaults(handler=cmd_export)
+
+    p = command("run", "recompute every layer of a golden set on a backend's kernels; write an outputs .npz")
+    p.add_argument("dir", help="golden set directory")
+    _backend_arg(p)
+    p.add_argument("-o", "--output", required=True, help="outputs .npz to write (arrays named by layer)")
+    p.add_argument("--requant", default=None, choices=REQUANT_MODES, help="override the set's requant mode")
+    p.set_defaults(handler=cmd_run)
+
+    p = command("verify", "compare a backend's outputs with a golden set, layer by layer, in LSBs")
+    p.add_argument("dir", help="golden set directory")
+    p.add_argument("--outputs", required=True, help="the backend's outputs: an .npz (arrays named by layer) "
+                                                    "or a directory of ONNX output_K.pb files")
+    p.add_argument("--policy", default="exact", choices=tuple(POLICIES),
+                   help="exact: every integer equal; lsb1: within ±1 LSB (default exact)")
+    p.set_defaults(handler=cmd_verify)
+
+    p = command("conform", "run the hypothesis operator suite (Conv, MatMul) against the reference kernels")
+    _backend_arg(p)
+    p.add_argument("--command", default=None, help='a program to run per case: "CMD {in} {out}" ({in}: a '
+                                                   "golden case directory, {out}: the .npz to write)")
+    p.add_argument("--ops", nargs="+", default=None, choices=("conv", "matmul", "conv_int32", "matmul_int32"))
+    p.add_argument("--modes", nargs="+", default=None, choices=REQUANT_MODES)
+    p.add_argument("--examples", type=int, default=None,
+                   help="cases per operator and mode (default: the hypothesis profile's)")
+    p.add_argument("--out", default=None, help="directory for minimal failing cases (golden cases)")
+    p.add_argument("--evidence", type=int, default=60,
+                   help="after a failure, further cases that the explanation must fit (default 60)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_conform)
+
+    p = command("refresh", "rewrite the checked-in golden sets (spec/golden) and their index")
+    p.add_argument("dir", nargs="?", default=None, help="default: spec/golden of this checkout")
+    p.set_defaults(handler=cmd_refresh)

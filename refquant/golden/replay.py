@@ -1,0 +1,154 @@
+"""Recomputing a golden set's layers from their inputs: with refquant's rules, or on a backend.
+
+A golden set is self-contained: every layer names its inputs (earlier layers' outputs), its
+integer weight and bias, its qparams and its requant mode, so each layer can be recomputed
+from the integers it read — without the float model. :func:`compute_layer` does one layer;
+:func:`replay` does them all, each from the *golden* outputs of the layers before it (so a
+mistake in one layer never hides or causes a difference in the next), and returns what a
+backend would write to an outputs file for :func:`refquant.golden.verify`.
+
+Only Conv/Gemm/MatMul layers run on the given kernel module (``kernels``: a module with the
+signatures of :mod:`refquant.kernels.reference`, e.g. one registered through the
+``register_backends`` hook); every other layer follows refquant's rules
+(``spec/architecture.md``): Relu, Clip, MaxPool, Flatten and Reshape on the integers with the
+input's qparams; AveragePool and GlobalAveragePool as the exact mean of ``q - z`` times the
+scale; Add, Softmax and the rest as dequantize → float32 op → quantize.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..executor.quantized import QTensor, _per_tensor, average_integers
+from ..kernels import reference
+from ..numerics import dequantize, make_requantizer, quantize, requantize
+from ..ops import FLOAT_OPS
+
+__all__ = ["compute_layer", "layer_accumulators", "layer_requantizer", "kernel_input", "replay", "KERNEL_OPS"]
+
+KERNEL_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def _conv_attributes(layer: dict) -> dict:
+    return {k: v for k, v in layer["attributes"].items() if k != "kernel_shape"}
+
+
+def kernel_input(gs, layer: dict, x: np.ndarray) -> np.ndarray:
+    """The integer input a Conv/Gemm/MatMul kernel reads, given its producer's output ``x``.
+
+    A producer with per-channel qparams is first requantized onto one per-tensor grid, as
+    the executor does; a Gemm/MatMul input is flattened to ``[N, K]``.
+    """
+    producer = gs.layer(layer["inputs"][0])
+    src_qp = gs.qparams(producer, "output")
+    if not src_qp.per_tensor:
+        x = _per_tensor(QTensor(x, src_qp), layer["name"]).q
+    return x if layer["op"] == "Conv" else x.reshape(x.shape[0], -1)
+
+
+def layer_requantizer(gs, layer: dict, mode: str | None = None):
+    """The layer's :class:`~refquant.numerics.Requantizer` in ``mode`` (default: the set's)."""
+    return make_requantizer(gs.qparams(layer, "input").scale, gs.qparams(layer, "weight").scale,
+                            gs.qparams(layer, "output").scale, gs.qparams(layer, "output").zero_point,
+                            gs.qparams(layer, "output").fmt, mode=mode or gs.manifest["requant"],
+                            activation=layer["fused_activation"])
+
+
+def _kernel_args(gs, layer, x):
+    x_qp, w_qp = gs.qparams(layer, "input"), gs.qparams(layer, "weight")
+    return (x, gs.layer_tensor(layer, "weight"), int(x_qp.zero_point), w_qp.zero_point,
+            gs.layer_tensor(layer, "bias"))
+
+
+def layer_accumulators(gs, layer: dict, x: np.ndarray, kernels=reference) -> np.ndarray:
+    """``Σ (x - z_x)(w - z_w) + bias`` (int32) of a Conv/Gemm/MatMul layer on the kernel input ``x``."""
+    args = _kernel_args(gs, layer, x)
+    if layer["op"] == "Conv":
+        return kernels.conv2d_int32(*args, name=layer["name"], **_conv_attributes(layer))
+    return kernels.matmul_int32(*args, name=layer["name"])
+
+
+def _kernel_layer(gs, layer, x, kernels, mode):
+    x = kernel_input(gs, layer, x)
+    rq = layer_requantizer(gs, layer, mode)
+    if layer["kernel"] == "unfused":
+        acc = layer_accumulators(gs, layer, x, kernels)
+        return getattr(kernels, "requantize", requantize)(acc, rq, channel_axis=1)
+    args = _kernel_args(gs, layer, x)
+    if layer["op"] == "Conv":
+        return kernels.conv2d_requant(*args, rq, name=layer["name"], **_conv_attributes(layer))
+    return kernels.matmul_requant(*args, rq, name=layer["name"])
+
+
+def _float_kernel_layer(gs, layer, x):
+    """A layer whose weights execute in float (fake-quantized): the executor's float path."""
+    x_qp, y_qp = gs.qparams(layer, "input"), gs.qparams(layer, "output")
+    xf = dequantize(kernel_input(gs, layer, x), x_qp)
+    wf, b = gs.layer_tensor(layer, "weight"), gs.layer_tensor(layer, "bias")
+    if layer["op"] == "Conv":
+        y = FLOAT_OPS["Conv"](xf, wf, b, **_conv_attributes(layer))
+    else:
+        y = FLOAT_OPS["Gemm"](xf, wf, b, transB=1)
+    act = layer["fused_activation"]
+    if act is not None:
+        y = np.clip(y, 0, 6 if act == "relu6" else None).astype(np.float32)
+    return quantize(y, y_qp)
+
+
+def _operands(gs, layer, inputs):
+    """Positional operands of a non-kernel layer: producers' outputs and constants, in node order."""
+    producers = iter(zip(layer["inputs"], inputs))
+    args = []
+    for operand in layer.get("operands") or [{"layer": n} for n in layer["inputs"]]:
+        if operand is None:
+            args.append(None)
+        elif "constant" in operand:
+            c = layer["constants"][operand["constant"]]
+            args.append(np.asarray(c["values"], c["dtype"]).reshape(c["shape"]))
+        else:
+            name, x = next(producers)
+            args.append(QTensor(x, gs.qparams(gs.layer(name), "output")))
+    return args
+
+
+def compute_layer(gs, layer: dict, inputs: list, *, kernels=reference, mode: str | None = None) -> np.ndarray:
+    """The integer output of ``layer`` from the integer outputs ``inputs`` of its input layers.
+
+    ``kernels`` runs Conv/Gemm/MatMul (integer execution); ``mode`` overrides the set's
+    requant mode. Every other layer follows refquant's rules (module docstring).
+    """
+    op, kernel = layer["op"], layer["kernel"]
+    y_qp = gs.qparams(layer, "output")
+    if kernel == "input":  # QuantizeLinear of the float graph input, or integers given as they are
+        return quantize(gs.layer_tensor(layer, "input"), y_qp) if op == "QuantizeLinear" else \
+            gs.layer_tensor(layer, "output")
+    if op in KERNEL_OPS and kernel in ("fused", "unfused"):
+        return _kernel_layer(gs, layer, inputs[0], kernels, mode)
+    if op in KERNEL_OPS:
+        return _float_kernel_layer(gs, layer, inputs[0])
+    args = _operands(gs, layer, inputs)
+    x = args[0]
+    if kernel == "integer":
+        qp = x.qp
+        if op == "Relu":
+            return np.maximum(x.q, x.q.dtype.type(qp.zero_point))
+        if op == "Clip":
+            lo, hi = (None if a is None else quantize(a, qp) for a in (args + [None, None])[1:3])
+            return np.clip(x.q, lo, hi) if (lo is not None or hi is not None) else x.q.copy()
+        rest = [a.astype(np.int64) if a is not None and a.dtype.kind in "iu" else a for a in args[1:]]
+        y = FLOAT_OPS[op](x.q.astype(np.float32), *rest, **layer["attributes"])
+        return np.ascontiguousarray(y.astype(x.q.dtype))
+    if op in ("AveragePool", "GlobalAveragePool") and x.qp.per_tensor:
+        return quantize(average_integers(op, x.q, x.qp, layer["attributes"]), y_qp)
+    floats = [dequantize(a.q, a.qp) if isinstance(a, QTensor) else a for a in args]
+    return quantize(FLOAT_OPS[op](*floats, **layer["attributes"]), y_qp)
+
+
+def replay(gs, kernels=reference, *, mode: str | None = None) -> dict:
+    """``{layer name: integer output}`` of every layer, each computed from the golden outputs
+    of its input layers (Conv/Gemm/MatMul on ``kernels``)."""
+    out = {}
+    for layer in gs.layers:
+        inputs = [gs.layer_tensor(gs.layer(n), "output") for n in layer["inputs"]]
+        out[layer["name"]] = compute_layer(gs, layer, inputs, kernels=kernels, mode=mode)
+    return out

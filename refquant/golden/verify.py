@@ -1,0 +1,308 @@
+"""Verifying a backend against a golden set, layer by layer, in LSBs.
+
+``verify(golden_dir, outputs)`` reads the backend's outputs — an ``.npz`` whose arrays are
+named after the golden set's layers (and, optionally, its float graph outputs), or a
+directory of ONNX ``output_K.pb`` files — checks every golden file's SHA-256 first, then for
+each layer reports:
+
+* how many integers are exact, off by exactly one step (±1 LSB), or worse;
+* the largest ``|backend - golden|`` in LSBs, and the first differing element (C order) with
+  both values (for Conv/Gemm/MatMul also its accumulator and ``acc · m``);
+* an explanation: the backend's integers are recomputed from the layer's inputs (the
+  backend's own outputs of the layers before, where it gave them) under every requant mode
+  and the known wrong rules of :mod:`refquant.golden.explain`; the ones that reproduce them
+  exactly are named. A layer that is right given its (already different) inputs is marked
+  as inheriting the difference.
+
+and a verdict under a policy: ``exact`` (every integer equal) or ``lsb1`` (every integer
+within one step). Layers missing from the outputs are listed and not judged; at least one
+layer must be present. Float graph outputs (dequantized) are compared in LSBs of their
+layer's output scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .explain import explain_requantization
+from .manifest import GoldenSet, load_golden
+from .replay import KERNEL_OPS, compute_layer, kernel_input, layer_accumulators, layer_requantizer
+
+__all__ = ["POLICIES", "LayerResult", "VerifyReport", "read_outputs", "verify"]
+
+POLICIES = {
+    "exact": "every integer equal to the golden one",
+    "lsb1": "every integer within one quantization step (±1 LSB) of the golden one",
+}
+
+
+@dataclass
+class LayerResult:
+    """The comparison of one layer (or one float graph output)."""
+
+    name: str
+    op: str
+    kernel: str
+    status: str = "missing"  # "exact", "differs", "missing", "error", "given" (an Input layer)
+    passed: bool | None = None  # None: not judged (missing)
+    elements: int = 0
+    exact: int = 0
+    within_1: int = 0
+    worse: int = 0
+    max_abs_lsb: float = 0.0
+    first_mismatch: dict | None = None
+    explanation: str = ""
+    matching_modes: list = field(default_factory=list)
+    matching_rules: list = field(default_factory=list)
+    inherited_from: str | None = None
+    message: str = ""
+
+    def row(self) -> dict:
+        fm = self.first_mismatch
+        first = "-" if fm is None else f"{tuple(fm['index'])}: golden {fm['golden']}, backend {fm['backend']}"
+        return {"layer": self.name, "op": self.op, "kernel": self.kernel, "elements": self.elements,
+                "exact": self.exact, "±1": self.within_1, "worse": self.worse,
+                "max_lsb": _num(self.max_abs_lsb), "verdict": _verdict(self), "first mismatch": first}
+
+
+def _num(v: float):
+    return int(v) if float(v).is_integer() else round(float(v), 4)
+
+
+def _verdict(r: LayerResult) -> str:
+    if r.passed is None:
+        return "given" if r.status == "given" else "missing"
+    return ("ok" if r.status == "exact" else "ok (±1)") if r.passed else ("ERROR" if r.status == "error" else "FAIL")
+
+
+@dataclass
+class VerifyReport:
+    golden: str
+    manifest_sha256: str
+    policy: str
+    outputs: str
+    layers: list
+    graph_outputs: list
+    unknown: list
+    passed: bool
+    summary: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format_text(self) -> str:
+        from ..cli import format_table
+
+        lines = [f"golden set {self.golden} (manifest sha256 {self.manifest_sha256[:16]}…)",
+                 f"outputs    {self.outputs}", ""]
+        lines.append(format_table([r.row() for r in self.layers + self.graph_outputs]))
+        notes = [r for r in self.layers + self.graph_outputs if r.explanation or r.message]
+        if notes:
+            lines.append("")
+            for r in notes:
+                text = "; ".join(t for t in (r.message, r.explanation) if t)
+                lines.append(f"  {r.name}: {text}")
+        if self.unknown:
+            lines.append(f"  not in the golden set (ignored): {', '.join(self.unknown)}")
+        lines += ["", self.summary]
+        return "\n".join(lines)
+
+
+def _integers(a: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind in "iub":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        return a.astype(np.int64)
+    raise ValueError(f"{what}: expected integers, got dtype {a.dtype.name} with non-integer values")
+
+
+def read_outputs(path, gs: GoldenSet) -> tuple[dict, list, str]:
+    """A backend's outputs as ``({layer or graph-output name: array}, unknown names, description)``.
+
+    ``path`` is an ``.npz`` (arrays named after layers / graph outputs; read with
+    ``allow_pickle=False``, every member CRC-checked by the zip reader) or a directory of ONNX
+    ``output_K.pb`` files (named after the ONNX tensors; the golden set's ``onnx`` section maps
+    them to layers, and an unnamed file is taken by its position K).
+    """
+    path = Path(path)
+    layer_names = {layer["name"] for layer in gs.layers}
+    out_names = {o["name"] for o in gs.manifest["outputs"]}
+    found, unknown = {}, []
+    if path.is_dir():
+        from .onnx_layout import read_output_dir
+
+        onnx = gs.manifest.get("onnx") or {}
+        by_onnx = {v: k for k, v in onnx.get("layer_outputs", {}).items()}
+        listed = (onnx.get("test_data_sets") or [{}])[0].get("outputs", [])
+        items = read_output_dir(path)
+        for k, (name, a, file) in enumerate(items):
+            if not name and k < len(listed):
+                name = listed[k]["name"]
+            key = by_onnx.get(name, name)
+            (found.__setitem__(key, a) if key in layer_names | out_names else unknown.append(f"{file} ({name})"))
+        return found, unknown, f"{path} ({len(items)} ONNX .pb tensors)"
+    if not path.is_file():
+        raise FileNotFoundError(f"backend outputs {path} not found (expected an .npz file or a directory of .pb files)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # zip, format and pickle errors all mean "not an npz we can read"
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single array, not an .npz archive of named outputs")
+    with archive:
+        for key in archive.files:
+            try:
+                a = archive[key]
+            except Exception as exc:  # a damaged member: bad CRC, truncated data, object dtype
+                raise ValueError(f"{path}: array {key!r} cannot be read ({exc})") from None
+            (found.__setitem__(key, a) if key in layer_names | out_names else unknown.append(key))
+    return found, sorted(unknown), f"{path} ({len(found) + len(unknown)} arrays)"
+
+
+def _compare(r: LayerResult, golden: np.ndarray, got: np.ndarray, scale: float | None = None) -> np.ndarray | None:
+    """Fill the counts of ``r``; return the integer differences (``None`` on a shape error)."""
+    if tuple(got.shape) != tuple(golden.shape):
+        r.status, r.passed = "error", False
+        r.message = f"shape {list(got.shape)}, the golden output has {list(golden.shape)}"
+        return None
+    if scale is None:
+        d = _integers(got, f"layer {r.name!r}") - golden.astype(np.int64)
+        lsb = np.abs(d).astype(np.float64)
+        equal = d == 0
+    else:  # float graph output: bit equality, differences in LSBs of the output scale
+        g32, b32 = golden.astype(np.float32), np.asarray(got).astype(np.float32)
+        equal = g32.view(np.uint32) == b32.view(np.uint32)
+        lsb = np.abs(b32.astype(np.float64) - g32.astype(np.float64)) / scale
+        d = np.where(equal, 0.0, lsb)
+    r.elements = int(golden.size)
+    r.exact = int(np.count_nonzero(equal))
+    r.within_1 = int(np.count_nonzero(~equal & (lsb <= 1)))
+    r.worse = int(np.count_nonzero(lsb > 1))
+    r.max_abs_lsb = float(lsb.max(initial=0.0))
+    r.status = "exact" if r.exact == r.elements else "differs"
+    if r.status == "differs":
+        i = np.unravel_index(int(np.argmax(~equal)), golden.shape)
+        r.first_mismatch = {"index": [int(v) for v in i], "golden": golden[i].item(), "backend": np.asarray(got)[i].item()}
+    return d
+
+
+def _explain_from(gs, layer, r: LayerResult, got: np.ndarray, inputs: list) -> tuple[bool, bool, str, dict]:
+    """``(correct, explained, text, details)`` for ``got`` recomputed from the integer ``inputs``."""
+    if layer["op"] in KERNEL_OPS and layer["kernel"] in ("fused", "unfused"):
+        x = kernel_input(gs, layer, inputs[0])
+        acc = layer_accumulators(gs, layer, x)
+        e = explain_requantization(acc, got, gs.qparams(layer, "input"), gs.qparams(layer, "weight"),
+                                   gs.qparams(layer, "output"), layer["fused_activation"],
+                                   gs.layer_tensor(layer, "bias"), gs.manifest["requant"])
+        correct = gs.manifest["requant"] in e["matching_modes"]
+        explained = correct or bool(e["matching_modes"] or e["matching_rules"])
+        return correct, explained, e["text"], {"acc": acc, **e}
+    expected = compute_layer(gs, layer, inputs)
+    correct = np.array_equal(expected.astype(np.int64), got)
+    text = (f"equals refquant's {layer['op']} rule on these inputs" if correct else
+            f"differs from refquant's {layer['op']} rule ({layer['kernel']}) on the same inputs")
+    return correct, correct, text, {}
+
+
+def _explain(gs, layer, r: LayerResult, got, given: dict, results: dict) -> None:
+    """Recompute the layer from its inputs and explain the difference.
+
+    A backend that runs the whole model computes each layer from its *own* earlier outputs;
+    one that replays layers computes each from the *golden* ones. Both are tried (the
+    backend's first, when they differ from the golden inputs); the first that explains the
+    layer's integers is reported.
+    """
+    golden_inputs = [gs.layer_tensor(gs.layer(n), "output") for n in layer["inputs"]]
+    own_inputs, upstream = [], None
+    for name, g in zip(layer["inputs"], golden_inputs):
+        if name in given:
+            own_inputs.append(_integers(given[name], f"layer {name!r}").astype(g.dtype))
+            if results[name].status != "exact" and upstream is None:
+                upstream = name
+        else:
+            own_inputs.append(g)
+    got = _integers(got, f"layer {r.name!r}")
+    tries = ([("backend", own_inputs)] if upstream is not None else []) + [("golden", golden_inputs)]
+    for which, inputs in tries:
+        correct, explained, text, details = _explain_from(gs, layer, r, got, inputs)
+        if explained:
+            break
+    if details:
+        r.matching_modes, r.matching_rules = details["matching_modes"], details["matching_rules"]
+        if r.first_mismatch is not None:
+            i = tuple(r.first_mismatch["index"])
+            rq = layer_requantizer(gs, layer)
+            acc = details["acc"]
+            r.first_mismatch["accumulator"] = int(acc[i])
+            r.first_mismatch["acc_times_multiplier"] = float(np.float32(acc[i]) * rq.multiplier[i[1] % rq.multiplier.size])
+    if correct and which == "backend":
+        r.inherited_from = upstream
+        text = f"correct given its inputs: the difference is inherited from layer {upstream!r}"
+    elif which == "golden" and upstream is not None and explained:
+        text += " (recomputed from the golden inputs)"
+    r.explanation = text
+
+
+def verify(golden, outputs, *, policy: str = "exact", explain: bool = True) -> VerifyReport:
+    """Compare a backend's ``outputs`` (path, or ``{name: array}``) with the golden set ``golden``."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    gs = golden if isinstance(golden, GoldenSet) else load_golden(golden)
+    gs.check_files()  # every golden file whole and unchanged before anything is compared
+    if isinstance(outputs, dict):
+        names = {layer["name"] for layer in gs.layers} | {o["name"] for o in gs.manifest["outputs"]}
+        given = {k: np.asarray(v) for k, v in outputs.items() if k in names}
+        unknown, source = sorted(set(outputs) - names), f"{len(outputs)} arrays in memory"
+    else:
+        given, unknown, source = read_outputs(outputs, gs)
+    results: dict = {}
+    for layer in gs.layers:
+        r = LayerResult(layer["name"], layer["op"], layer["kernel"])
+        if layer["op"] == "Input" and r.name not in given:
+            r.status, r.passed = "given", None  # integers handed to the backend, nothing to compute
+        results[r.name] = r
+        if r.name not in given:
+            continue
+        d = _compare(r, gs.layer_tensor(layer, "output"), given[r.name])
+        if d is None:
+            continue
+        r.passed = r.status == "exact" or (policy == "lsb1" and r.worse == 0)
+        if r.status == "differs" and explain:
+            _explain(gs, layer, r, given[r.name], given, results)
+    graph_outputs = []
+    for out in gs.manifest["outputs"]:
+        layer = gs.layer(out["layer"])
+        r = LayerResult(out["name"], "output", "float")
+        graph_outputs.append(r)
+        if r.name in given:
+            scale = float(gs.qparams(layer, "output").scale.reshape(-1)[0])
+            if _compare(r, gs.tensor(out["file"]), given[r.name], scale) is not None:
+                r.passed = r.status == "exact" or (policy == "lsb1" and r.worse == 0)
+    judged = [r for r in list(results.values()) + graph_outputs if r.passed is not None]
+    failed = [r for r in judged if not r.passed]
+    missing = [r.name for r in results.values() if r.passed is None and r.status != "given"]
+    passed = bool(judged) and not failed
+    if not judged:
+        summary = (f"FAIL: none of the golden set's {len(results)} layers or graph outputs is in the outputs "
+                   f"(arrays must be named after layers: {', '.join(list(results)[:4])}, …)")
+    elif failed:
+        first = next((r for r in failed if r.inherited_from is None), failed[0])
+        fm = first.first_mismatch
+        where = (f" at {tuple(fm['index'])}: golden {fm['golden']}, backend {fm['backend']}" if fm else
+                 f": {first.message}")
+        summary = (f"FAIL under policy {policy!r} ({POLICIES[policy]}): {len(failed)} of {len(judged)} compared "
+                   f"layers/outputs fail; first {first.name!r}{where}"
+                   + (f" — {first.explanation}" if first.explanation else ""))
+    else:
+        worst = max(r.max_abs_lsb for r in judged)
+        summary = (f"PASS under policy {policy!r}: {len(judged)} layers/outputs compared, "
+                   f"max |difference| {_num(worst)} LSB")
+    if missing and judged:
+        summary += f"; {len(missing)} layer(s) not in the outputs: {', '.join(missing[:6])}{', …' if len(missing) > 6 else ''}"
+    return VerifyReport(str(gs.root), gs.manifest_sha256, policy, source, list(results.values()), graph_outputs,
+                        unknown, passed, summary)
+

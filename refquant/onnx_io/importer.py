@@ -1,0 +1,181 @@
+"""Import float ONNX models into refquant's graph IR.
+
+Every node must be one of the operators refquant runs (``refquant.graph.SUPPORTED_OPS``:
+Conv, Gemm, MatMul, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Flatten,
+Reshape, Softmax, BatchNormalization), with ONNX semantics; anything else is refused with
+one error listing every unsupported operator and the nodes that use it. Three kinds of
+node are translated rather than refused, because exporters emit them freely:
+
+* ``Constant`` becomes an initializer;
+* ``Identity`` and ``Dropout`` (inference: the identity) are removed, their output renamed
+  to their input;
+* attributes older opsets used for what are inputs now (``Clip`` ``min``/``max`` before
+  opset 11, ``Reshape`` ``shape`` before opset 5) become initializers, and attributes that
+  only ever had one value in inference (``BatchNormalization`` ``spatial=1``/``is_test``,
+  ``MaxPool`` ``storage_order=0``) are dropped.
+
+``Softmax`` before opset 13 flattened its input to 2-D around ``axis`` (default 1); it is
+imported only when that is the same as opset 13's rule (a 2-D input), else refused.
+
+The imported graph is validated (shapes included) and, by default, every BatchNormalization
+that follows a Conv or Gemm is folded into it (:func:`refquant.graph.fold_batchnorm`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..graph import SUPPORTED_OPS, Graph, Node, TensorInfo, fold_batchnorm, validate_graph
+from ..graph.validate import INITIALIZER_DTYPES
+from .runtime import require_onnx
+
+__all__ = ["import_onnx", "TRANSLATED_OPS"]
+
+TRANSLATED_OPS = ("Constant", "Identity", "Dropout")
+_DROPPED_ATTRIBUTES = {
+    "BatchNormalization": {"spatial": 1, "is_test": None, "consumed_inputs": None},
+    "MaxPool": {"storage_order": 0},
+}
+
+
+def _load(onnx, model):
+    if hasattr(model, "graph"):
+        return model, "<model>"
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model {path} not found")
+    try:
+        return onnx.load_model(str(path)), str(path)
+    except Exception as exc:  # protobuf decode errors have no common base class
+        raise ValueError(f"{path}: not a readable ONNX model ({exc})") from None
+
+
+def _opset(m) -> int:
+    for o in m.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return 1
+
+
+def _array(onnx, tensor, where: str) -> np.ndarray:
+    a = onnx.numpy_helper.to_array(tensor)
+    if a.dtype.name == "float64":
+        a = a.astype(np.float32)
+    elif a.dtype.kind in "iu" and a.dtype.name != "int64":
+        a = a.astype(np.int64)
+    if a.dtype.name not in INITIALIZER_DTYPES:
+        raise ValueError(f"{where}: tensor {tensor.name!r} has dtype {a.dtype.name}; refquant weights are "
+                         f"{' or '.join(INITIALIZER_DTYPES)}")
+    return a if a.flags.c_contiguous else a.copy(order="C")  # (ascontiguousarray makes 0-d arrays 1-d)
+
+
+def _attr_value(onnx, attr):
+    v = onnx.helper.get_attribute_value(attr)
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, list):
+        return [x.decode() if isinstance(x, bytes) else x for x in v]
+    return v
+
+
+def _unsupported_error(where: str, unsupported: dict) -> ValueError:
+    parts = [f"{op} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}: {', '.join(nodes[:5])}"
+             f"{', …' if len(nodes) > 5 else ''})" for op, nodes in sorted(unsupported.items())]
+    return ValueError(f"{where}: unsupported operator(s) {'; '.join(parts)}. refquant imports "
+                      f"{', '.join(SUPPORTED_OPS)} (and translates {', '.join(TRANSLATED_OPS)})")
+
+
+def import_onnx(model, *, fold_bn: bool = True, name: str | None = None) -> Graph:
+    """A refquant :class:`~refquant.graph.Graph` from an ONNX model (a ModelProto or a path).
+
+    Raises ``ValueError`` listing every unsupported operator, or naming the node, tensor or
+    attribute that refquant cannot represent (non-float32 inputs, initializers of other
+    dtypes, nodes with more than one used output, …).
+    """
+    onnx = require_onnx()
+    m, where = _load(onnx, model)
+    opset = _opset(m)
+    g = m.graph
+    unsupported: dict = {}
+    for i, n in enumerate(g.node):
+        if n.domain not in ("", "ai.onnx"):
+            unsupported.setdefault(f"{n.domain}.{n.op_type}", []).append(n.name or f"#{i}")
+        elif n.op_type not in SUPPORTED_OPS and n.op_type not in TRANSLATED_OPS:
+            unsupported.setdefault(n.op_type, []).append(n.name or f"#{i}")
+    if unsupported:
+        raise _unsupported_error(where, unsupported)
+
+    initializers = {t.name: _array(onnx, t, where) for t in g.initializer}
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    inputs = []
+    for vi in g.input:
+        if vi.name in initializers:
+            continue  # old exporters list initializers among the inputs
+        tt = vi.type.tensor_type
+        if tt.elem_type != onnx.TensorProto.FLOAT:
+            raise ValueError(f"{where}: graph input {vi.name!r} has type "
+                             f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; refquant models take float32 inputs")
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "N") for d in tt.shape.dim]
+        inputs.append(TensorInfo(vi.name, tuple(dims)))
+
+    rename: dict = {}
+    nodes: list = []
+    names: set = set()
+    for i, n in enumerate(g.node):
+        ins = [rename.get(t, t) for t in n.input]
+        label = n.name or f"{n.op_type.lower()}_{i}"
+        nwhere = f"{where}: node {label!r} ({n.op_type})"
+        attrs = {a.name: _attr_value(onnx, a) for a in n.attribute}
+        extra = [o for o in n.output[1:] if o and o in used]
+        if extra:
+            raise ValueError(f"{nwhere}: output(s) {extra} are used, but refquant nodes have one output")
+        out = n.output[0]
+        if n.op_type == "Constant":
+            if "value" not in attrs:
+                raise ValueError(f"{nwhere}: only Constant nodes with a 'value' tensor are supported")
+            initializers[out] = _array(onnx, next(a.t for a in n.attribute if a.name == "value"), nwhere)
+            continue
+        if n.op_type in ("Identity", "Dropout"):
+            if n.op_type == "Dropout" and attrs.get("training_mode") or (len(ins) > 2 and ins[2]):
+                raise ValueError(f"{nwhere}: Dropout in training mode is not inference")
+            rename[out] = ins[0]
+            continue
+        for attr, only in _DROPPED_ATTRIBUTES.get(n.op_type, {}).items():
+            if attr in attrs:
+                if only is not None and attrs[attr] != only:
+                    raise ValueError(f"{nwhere}: attribute {attr}={attrs[attr]!r} is not supported")
+                del attrs[attr]
+        if n.op_type == "Clip" and ("min" in attrs or "max" in attrs):  # opset < 11
+            ins = [ins[0]]
+            for bound in ("min", "max"):
+                if bound in attrs:
+                    t = f"{label}.{bound}"
+                    initializers[t] = np.asarray(attrs.pop(bound), np.float32).reshape(())
+                    ins.append(t)
+                else:
+                    ins.append("")
+            while ins[-1] == "":
+                ins.pop()
+        if n.op_type == "Reshape" and "shape" in attrs:  # opset < 5
+            t = f"{label}.shape"
+            initializers[t] = np.asarray(attrs.pop("shape"), np.int64)
+            ins = [ins[0], t]
+        if n.op_type == "Softmax" and opset < 13:
+            attrs.setdefault("axis", 1)
+        if label in names:
+            raise ValueError(f"{where}: two nodes are named {label!r}")
+        names.add(label)
+        nodes.append(Node(label, n.op_type, ins, [out], attrs))
+    outputs = [rename.get(o.name, o.name) for o in g.output]
+    graph = Graph(name or g.name or "onnx-model", inputs, outputs, nodes,
+                  {k: v for k, v in initializers.items() if k in {t for n in nodes for t in n.inputs}})
+    shapes = validate_graph(graph)
+    if opset < 13:
+        for node in graph.nodes:
+            if node.op_type == "Softmax" and len(shapes[node.inputs[0]]) != 2:
+                raise ValueError(f"{where}: node {node.name!r}: Softmax before opset 13 flattens its "
+                                 f"{len(shapes[node.inputs[0]])}-D input to 2-D; refquant implements "
+                                 f"opset 13's Softmax (re-export the model at opset >= 13)")
+    return fold_batchnorm(graph) if fold_bn else graph

@@ -1,0 +1,1 @@
+ByJ@b„RXkYQdPe6bjtdZpUF‚dUcHo`tPQ…WLaTdlfPZbdVOVRaYDbo€SzRN^hN{YyXnt
