@@ -5,8 +5,9 @@ A plan has defaults for weights and activations and overrides by layer-name patt
 
     weights=minmax:8:per-channel activations=static-mse:8 fc*.activations=dynamic:8
 
-Each value is ``STRATEGY[:BITS][:GRANULARITY][:signed|:unsigned][:asym]`` where the parts after
-the strategy may come in any order. Defaults: 8 bits, per-tensor; weights signed symmetric
+Each value is ``STRATEGY[:BITS][:GRANULARITY][:signed|:unsigned][:sym|:asym][:KEY=VALUE...]``
+where the parts after the strategy may come in any order; ``KEY=VALUE`` parts are the strategy's
+own options (``LayerSpec.option(key)``; values stay strings, e.g. ``probabilistic:8:gamma=4``). Defaults: 8 bits, per-tensor; weights signed symmetric
 (narrow range ``[-127, 127]``), activations unsigned asymmetric (uint8).
 """
 
@@ -29,15 +30,18 @@ class TensorPlan:
     granularity: str = "per-tensor"
     signed: bool = True
     symmetric: bool = True
+    options: tuple = ()
 
     def spec(self, layer: str, op: str, options: tuple = ()) -> LayerSpec:
-        return LayerSpec(layer, op, self.bits, self.signed, self.granularity, self.symmetric, options)
+        return LayerSpec(layer, op, self.bits, self.signed, self.granularity, self.symmetric,
+                         tuple(self.options) + tuple(options))
 
     def __str__(self) -> str:
         parts = [self.strategy, str(self.bits), self.granularity]
         parts.append("signed" if self.signed else "unsigned")
         if not self.symmetric:
             parts.append("asym")
+        parts += [f"{k}={v}" for k, v in self.options]
         return ":".join(parts)
 
 
@@ -49,8 +53,14 @@ def parse_tensor_plan(text: str, *, kind: str) -> TensorPlan:
     weights = kind == "weights"
     tp = {"strategy": parts[0], "bits": 8, "granularity": "per-tensor",
           "signed": weights, "symmetric": weights}
+    options = []
     for p in parts[1:]:
-        if p.isdigit():
+        if "=" in p:
+            key, _, value = p.partition("=")
+            if not key or not value:
+                raise ValueError(f"plan: option {p!r} in {kind} entry {text!r} must be KEY=VALUE")
+            options.append((key, value))
+        elif p.isdigit():
             tp["bits"] = int(p)
         elif p in GRANULARITIES:
             tp["granularity"] = p
@@ -63,7 +73,7 @@ def parse_tensor_plan(text: str, *, kind: str) -> TensorPlan:
                              f"per-tensor/per-channel, signed/unsigned or sym/asym")
     if not 2 <= tp["bits"] <= 8:
         raise ValueError(f"plan: {kind} bits must be in 2..8, got {tp['bits']} in {text!r}")
-    return TensorPlan(**tp)
+    return TensorPlan(**tp, options=tuple(options))
 
 
 @dataclass(frozen=True)

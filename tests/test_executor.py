@@ -257,3 +257,13 @@ def test_static_and_dynamic_8_bit_stay_within_one_point_of_float(model, activati
     float_acc = np.mean(ref.argmax(1) == data.test.y)
     acc = np.mean(out.argmax(1) == data.test.y)
     assert abs(acc - float_acc) <= 0.01, (model, activations, acc, float_acc)
+
+
+def test_plan_strings_carry_strategy_options():
+    plan = parse_plan("weights=minmax:8 activations=static-percentile:8:percentile=99.9 "
+                      "fc.weights=mse:4:grid=50")
+    assert plan.activations.spec("conv1", "Conv").option("percentile") == "99.9"
+    assert plan.for_layer("fc")[0].spec("fc", "Gemm").option("grid") == "50"
+    assert "percentile=99.9" in str(plan) and parse_plan(str(plan)) == plan
+    with pytest.raises(ValueError, match="must be KEY=VALUE"):
+        parse_plan("weights=minmax:8:grid=")
