@@ -1,0 +1,839 @@
+"""Numba integer kernels: the signatures and the exact results of ``kernels/reference.py``, fast.
+
+Same layouts (matmul ``a [M, K]``, ``w [N, K]``; conv NCHW input, OIHW weights), same
+validation (:func:`~refquant.kernels.reference.check_operands`,
+:func:`~refquant.kernels.geometry.conv_geometry`), same errors and messages, same output
+dtypes, and the same numbers, bit for bit, for
+
+    acc[m, n] = Σ_k (a[m, k] - z_a) · (w[n, k] - z_w[n]) + bias[n]
+
+How the exact sum is computed quickly
+-------------------------------------
+1. **Zero points by algebra.** Expanding the product leaves one O(M·N·K) term, a pure
+   integer dot product, and corrections that cost O(M·K + N·K)::
+
+       acc[m, n] = D[m, n] - z_w[n] · R[m] + c[n]
+       D[m, n] = Σ_k a[m, k] · w[n, k]                          (the tile microkernels)
+       R[m]    = Σ_k a[m, k]                                    (per row; skipped if z_w ≡ 0)
+       c[n]    = bias[n] - z_a · Σ_k w[n, k] + K · z_a · z_w[n]   (per call)
+
+   The microkernels want operands of one signedness (see the paths below), so an operand
+   may be read with its top bit flipped: the bits of an int8 ``a`` XOR 0x80 are the uint8
+   value ``a + 128``, those of a uint8 ``w`` are the int8 value ``w - 128`` (likewise for
+   16 bits). The zero point moves with its operand, so ``a - z_a``, ``w - z_w`` and
+   ``acc`` do not change; only ``D``, ``R`` and ``c`` are computed on the shifted values.
+2. **D in int32 is exact** when ``K · max|a| · max|w| < 2**31`` (for 8-bit operands from
+   their dtype's range, for 16-bit ones from the data and zero points): every partial sum,
+   in any order, then fits in int32. Otherwise ``D`` accumulates in int64.
+3. **The accumulator and the overflow check in int64.** ``D``, ``R`` and ``c`` are exact,
+   so ``acc`` is exact, and each one is compared with the int32 range:
+   :class:`AccumulatorOverflowError` is raised exactly when the reference raises it, at the
+   same (first, in C order) output index, with the same message. Partial sums leaving
+   int32 while the final value fits are no error, as in the reference.
+4. **Requantization** (``*_requant``) follows a block of accumulators immediately: four
+   matmul rows, or one output row of one conv group, are requantized to 8 bits (or 16)
+   before the next block is computed, so no buffer the size of the output is ever
+   allocated. The scalar functions below restate :func:`refquant.numerics.requant.requantize`
+   operation for operation: float32 product in float32, ``rint`` (round half to even),
+   the zero point before or after rounding as the mode says, gemmlowp's high multiply with
+   C's truncating division, ... — the tests compare them with ``requantize`` directly.
+
+Tile paths (the microkernel computing a 4×4 block of ``D``):
+
+* ``"vnni"`` — :func:`refquant.kernels.vnni.dot_tile`: ``vpdpbusd`` (uint8 × int8) on hosts
+  with AVX-512 VNNI, for 8-bit operands with ``K · 255 · 128 < 2**31``;
+* ``"int32"`` — portable Numba: sixteen single dot-product loops over int8 (or int16)
+  operands, which LLVM vectorises into ``vpmaddwd`` — it does so only with one reduction per
+  loop and both operands of the same signedness, hence the flips to signed;
+* ``"int64"`` — portable, exact for any 8/16-bit operands and any K.
+
+Parallelism: the output is cut into as many chunks as Numba has threads (rows of the
+matmul, or its columns when M is small; (image, output row) pairs of the conv), and each
+chunk runs on one thread with its own scratch. All scratch is allocated by the Python
+wrappers before the jitted kernel runs, and :func:`requant_scratch_bytes` states it.
+
+Conv: for each output row the kernel gathers its receptive field into a patch matrix
+``[OW, K]`` (K ordered kernel row, kernel column, channel) from a ring of transposed input
+rows ``[W + pads, C_in]`` (each input row is transposed once per thread, not once per
+kernel offset), and multiplies it with the weights repacked to ``[C_out, kh·kw·C_in/group]``.
+Padding reads the (shifted) input zero point, i.e. real zero.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ..numerics.requant import Requantizer
+from .geometry import conv_geometry
+from .reference import AccumulatorOverflowError, check_operands
+from .vnni import CHUNK, HOST_HAS_VNNI, TILE_COLS, TILE_ROWS, dot_tile
+
+__all__ = [
+    "AccumulatorOverflowError",
+    "matmul_int32",
+    "matmul_requant",
+    "conv2d_int32",
+    "conv2d_requant",
+    "check_operands",
+    "requant_scratch_bytes",
+    "TILE_PATHS",
+    "USE_VNNI",
+]
+
+TILE_PATHS = ("vnni", "int32", "int64")
+USE_VNNI = HOST_HAS_VNNI  # set to False to run the portable kernels on a VNNI host
+_FORCE_PATH = None        # tests set this to one of TILE_PATHS to exercise every path
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_TILE = TILE_ROWS * TILE_COLS
+_NO_REQUANT = -1  # mode code of the unfused kernels: store the int32 accumulator
+
+# ---------------------------------------------------------------------------------------
+# Requantization of one accumulator (restating refquant.numerics.requant.requantize)
+# ---------------------------------------------------------------------------------------
+
+
+def _mode_code(mode: str) -> int:
+    """0 float32, 1 float64, 2 fixed-point, 3 anything else (``requantize`` treats every
+    other mode string as ``fixed-point-single``)."""
+    return {"float32": 0, "float64": 1, "fixed-point": 2}.get(mode, 3)
+
+
+@njit(cache=True)
+def _saturating_rounding_doubling_high_mul(a, b):
+    """``floor(a · b / 2**31 + 1/2)`` as gemmlowp computes it: the nudge ``2**30`` (or
+    ``1 - 2**30`` below zero), then C's truncating division — ties go toward +∞."""
+    ab = a * b
+    nudged = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    high = (nudged >> 31) if nudged >= 0 else -((-nudged) >> 31)  # truncation toward zero
+    if a == _INT32_MIN and b == _INT32_MIN:
+        return np.int64(_INT32_MAX)
+    return high
+
+
+@njit(cache=True)
+def _rounding_divide_by_pot(x, exponent):
+    """``round_half_away(x / 2**exponent)`` with shifts, as gemmlowp."""
+    mask = (np.int64(1) << exponent) - 1
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if (x & mask) > threshold else 0)
+
+
+@njit(cache=True)
+def _clamp_float(y, lo, hi):
+    """``np.clip(y, lo, hi)`` of a float64, then to int64 (the value is integral)."""
+    if y < lo:
+        y = np.float64(lo)
+    if y > hi:
+        y = np.float64(hi)
+    return np.int64(y)
+
+
+@njit(cache=True)
+def _float32_mode(acc, multiplier, zero_point, lo, hi):
+    """``clip(rint(float32(acc) · m) + z_y)``: the product in float32 (both operands are
+    float32), ``rint`` rounds half to even, ``+ z_y`` and the clamp in float64."""
+    product = np.float32(acc) * multiplier
+    return _clamp_float(np.float64(np.rint(product)) + np.float64(zero_point), lo, hi)
+
+
+@njit(cache=True)
+def _float64_mode(acc, multiplier, zero_point, lo, hi):
+    """``clip(rint(float64(acc) · float64(m) + z_y))``: ``z_y`` is added before rounding."""
+    return _clamp_float(np.rint(np.float64(acc) * np.float64(multiplier) + np.float64(zero_point)),
+                        lo, hi)
+
+
+@njit(cache=True)
+def _fixed_point_mode(acc, q_multiplier, shift, zero_point, lo, hi):
+    """TFLite double rounding; ``(y, ok)`` with ``ok`` False where ``acc · 2**shift`` leaves
+    int32 (the reference raises OverflowError there)."""
+    e = np.int64(shift)
+    left = e if e > 0 else np.int64(0)
+    scaled = acc << left if left < 64 else np.int64(0)  # NumPy's << gives 0 from 64 bits on
+    if scaled < _INT32_MIN or scaled > _INT32_MAX:
+        return np.int64(0), False
+    t = _saturating_rounding_doubling_high_mul(scaled, np.int64(q_multiplier))
+    y = _rounding_divide_by_pot(t, -e if e < 0 else np.int64(0)) + zero_point
+    return min(max(y, np.int64(lo)), np.int64(hi)), True
+
+
+@njit(cache=True)
+def _fixed_point_single_mode(acc, q_multiplier, shift, zero_point, lo, hi):
+    """TFLite single rounding: ``floor((acc · Q + 2**(30 - e)) / 2**(31 - e)) + z_y``."""
+    total = 31 - np.int64(shift)
+    y = ((acc * np.int64(q_multiplier) + (np.int64(1) << (total - 1))) >> total) + zero_point
+    return min(max(y, np.int64(lo)), np.int64(hi))
+
+
+@njit(cache=True)
+def _requantize_one(acc, mode, multiplier, q_multiplier, shift, zero_point, lo, hi):
+    """One output of ``requantize`` for an int32 accumulator held in an int64: ``(y, ok)``."""
+    if mode == 0:
+        return _float32_mode(acc, multiplier, zero_point, lo, hi), True
+    if mode == 1:
+        return _float64_mode(acc, multiplier, zero_point, lo, hi), True
+    if mode == 2:
+        return _fixed_point_mode(acc, q_multiplier, shift, zero_point, lo, hi)
+    return _fixed_point_single_mode(acc, q_multiplier, shift, zero_point, lo, hi), True
+
+
+@njit(cache=True)
+def _record(status, t, status_code, flat, acc):
+    """Keep, per chunk, the first (in C order) output index of each kind of overflow."""
+    if status_code == 1:
+        if status[t, 0] < 0 or flat < status[t, 0]:
+            status[t, 0] = flat
+            status[t, 1] = acc
+    elif status_code == 2:
+        if status[t, 2] < 0 or flat < status[t, 2]:
+            status[t, 2] = flat
+
+
+@njit(cache=True)
+def _check_int32(acc, count, flat0, status, t):
+    """Record every accumulator outside int32 (``acc[e]`` is output ``flat0 + e`` in C
+    order) and zero it so that requantizing it stays harmless; the wrapper then raises."""
+    outside = 0
+    for e in range(count):
+        outside += (acc[e] < _INT32_MIN) | (acc[e] > _INT32_MAX)
+    if outside:
+        for e in range(count):
+            if acc[e] < _INT32_MIN or acc[e] > _INT32_MAX:
+                _record(status, t, 1, flat0 + e, acc[e])
+                acc[e] = 0
+
+
+@njit(cache=True)
+def _store_row(acc, ch0, rq, out, flat0, status, t):
+    """``out[e] = requantize(acc[e])`` in channel ``ch0 + e`` (a matmul row), or the int32
+    accumulator itself for the unfused kernels. One loop per mode with no early exit, so that
+    LLVM vectorises the float modes."""
+    mode, multiplier, q_multiplier, shift, zero_point, lo, hi = rq
+    if mode == _NO_REQUANT:
+        for e in range(out.shape[0]):
+            out[e] = acc[e]
+    elif mode == 0:
+        for e in range(out.shape[0]):
+            c = ch0 + e
+            out[e] = _float32_mode(acc[e], multiplier[c], zero_point[c], lo[c], hi[c])
+    elif mode == 1:
+        for e in range(out.shape[0]):
+            c = ch0 + e
+            out[e] = _float64_mode(acc[e], multiplier[c], zero_point[c], lo[c], hi[c])
+    else:
+        for e in range(out.shape[0]):
+            c = ch0 + e
+            y, ok = _requantize_one(acc[e], mode, multiplier[c], q_multiplier[c], shift[c],
+                                    zero_point[c], lo[c], hi[c])
+            if ok:
+                out[e] = y
+            else:
+                _record(status, t, 2, flat0 + e, acc[e])
+
+
+@njit(cache=True)
+def _store_channel(acc, c, rq, out, flat0, status, t):
+    """``out[e] = requantize(acc[e])``, all in channel ``c`` (a conv output row)."""
+    mode, multiplier, q_multiplier, shift, zero_point, lo, hi = rq
+    if mode == _NO_REQUANT:
+        for e in range(out.shape[0]):
+            out[e] = acc[e]
+    elif mode == 0:
+        m, z, low, high = multiplier[c], zero_point[c], lo[c], hi[c]
+        for e in range(out.shape[0]):
+            out[e] = _float32_mode(acc[e], m, z, low, high)
+    elif mode == 1:
+        m, z, low, high = multiplier[c], zero_point[c], lo[c], hi[c]
+        for e in range(out.shape[0]):
+            out[e] = _float64_mode(acc[e], m, z, low, high)
+    else:
+        for e in range(out.shape[0]):
+            y, ok = _requantize_one(acc[e], mode, multiplier[c], q_multiplier[c], shift[c],
+                                    zero_point[c], lo[c], hi[c])
+            if ok:
+                out[e] = y
+            else:
+                _record(status, t, 2, flat0 + e, acc[e])
+
+
+# ---------------------------------------------------------------------------------------
+# Tile microkernels: d[i·4 + j] = Σ_{k < K} a[rows[i], k] · w[cols[j], k]
+# ---------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _dot_int32(x, y, x_flip, y_flip, k):
+    """``Σ (x ^ x_flip)·(y ^ y_flip)`` accumulated in int32 (wrapping; exact under the bound).
+
+    One reduction per loop, both operands int8 (or both uint8) widened to int32 and the sum
+    cast back to int32: the form LLVM turns into ``vpmaddwd``. (With one uint8 and one int8
+    operand, or with several sums in one loop, it falls back to 32-bit multiplies.)
+    """
+    s = np.int32(0)
+    for i in range(k):
+        s = np.int32(s + np.int32(x[i] ^ x_flip) * np.int32(y[i] ^ y_flip))
+    return s
+
+
+@njit(cache=True)
+def _dot_int64(x, y, x_flip, y_flip, k):
+    s = np.int64(0)
+    for i in range(k):
+        s += np.int64(x[i] ^ x_flip) * np.int64(y[i] ^ y_flip)
+    return s
+
+
+@njit(cache=True)
+def _tile_int32(a, rows, w, cols, k, a_flip, w_flip, d):
+    for i in range(TILE_ROWS):
+        for j in range(TILE_COLS):
+            d[i * TILE_COLS + j] = _dot_int32(a[rows[i]], w[cols[j]], a_flip, w_flip, k)
+
+
+@njit(cache=True)
+def _tile_int64(a, rows, w, cols, k, a_flip, w_flip, d):
+    for i in range(TILE_ROWS):
+        for j in range(TILE_COLS):
+            d[i * TILE_COLS + j] = _dot_int64(a[rows[i]], w[cols[j]], a_flip, w_flip, k)
+
+
+@njit(cache=True)
+def _tile_vnni(a, rows, w, cols, k, a_flip, w_flip, d):
+    """``vpdpbusd`` over the first ``32·⌊k/32⌋`` bytes, scalar loop over the rest."""
+    body = k // CHUNK
+    dot_tile(a, rows, w, cols, body, a_flip, w_flip, d)
+    for kk in range(body * CHUNK, k):
+        for i in range(TILE_ROWS):
+            av = np.int64(np.uint8(a[rows[i], kk] ^ a_flip))
+            for j in range(TILE_COLS):
+                d[i * TILE_COLS + j] += av * np.int64(np.int8(w[cols[j], kk] ^ w_flip))
+
+
+@njit(cache=True)
+def _four(start, stop):
+    """Four row indices from ``start``; past ``stop`` the last valid one is repeated."""
+    last = stop - 1
+    return (start, min(start + 1, last), min(start + 2, last), min(start + 3, last))
+
+
+@njit(cache=True)
+def _chunk_bounds(total, chunks, t):
+    return t * total // chunks, (t + 1) * total // chunks
+
+
+@njit(cache=True)
+def _column_constants(w, w_flip, k, bias, z_a, z_w, out):
+    """``out[n] = bias[n] - z_a · Σ_k (w[n, k] ^ w_flip) + K · z_a · z_w[n]`` in int64 (the
+    ``c[n]`` of the module doc, for the operands as the kernel sees them)."""
+    for n in range(w.shape[0]):
+        s = np.int64(0)
+        for kk in range(w.shape[1]):
+            s += np.int64(w[n, kk] ^ w_flip)
+        out[n] = bias[n] - z_a * s + k * z_a * z_w[n]
+
+
+# ---------------------------------------------------------------------------------------
+# Matmul kernel (one per tile path; the path is a compile-time constant of the closure)
+# ---------------------------------------------------------------------------------------
+
+
+def _make_matmul_kernel(path):
+    # compile-time constants of the closure: Numba prunes the branches not taken, so the
+    # portable kernels never contain the VNNI intrinsic
+    vnni, wide = path == "vnni", path == "int64"
+
+    @njit(parallel=True, cache=True)
+    def kernel(a, w, a_flip, w_flip, z_w, col_const, need_row_sums, split_rows, rq, out,
+               blocks, tiles, status):
+        m_total, k = a.shape
+        n_total = w.shape[0]
+        chunks = status.shape[0]
+        for t in prange(chunks):
+            if split_rows:
+                m0, m1 = _chunk_bounds(m_total, chunks, t)
+                n0, n1 = 0, n_total
+            else:
+                m0, m1 = 0, m_total
+                n0, n1 = _chunk_bounds(n_total, chunks, t)
+            block, d = blocks[t], tiles[t]
+            no_flips = a_flip == 0 and w_flip == 0
+            for mb in range(m0, m1, TILE_ROWS):
+                rows = _four(mb, m1)
+                for nb in range(n0, n1, TILE_COLS):  # D for 4 rows × all columns of the chunk
+                    cols = _four(nb, n1)
+                    if no_flips:  # literal zeros: LLVM drops the XORs from the inner loop
+                        if vnni:
+                            _tile_vnni(a, rows, w, cols, k, 0, 0, d)
+                        elif wide:
+                            _tile_int64(a, rows, w, cols, k, 0, 0, d)
+                        else:
+                            _tile_int32(a, rows, w, cols, k, 0, 0, d)
+                    elif vnni:
+                        _tile_vnni(a, rows, w, cols, k, a_flip, w_flip, d)
+                    elif wide:
+                        _tile_int64(a, rows, w, cols, k, a_flip, w_flip, d)
+                    else:
+                        _tile_int32(a, rows, w, cols, k, a_flip, w_flip, d)
+                    for i in range(TILE_ROWS):
+                        for j in range(min(TILE_COLS, n1 - nb)):
+                            block[i, nb - n0 + j] = d[i * TILE_COLS + j]
+                for i in range(min(TILE_ROWS, m1 - mb)):
+                    m = mb + i
+                    s = np.int64(0)
+                    if need_row_sums:
+                        for kk in range(k):
+                            s += np.int64(a[m, kk] ^ a_flip)
+                    acc = block[i]
+                    for n in range(n0, n1):  # the exact accumulators, in int64
+                        acc[n - n0] += col_const[n] - z_w[n] * s
+                    _check_int32(acc, n1 - n0, m * n_total + n0, status, t)
+                    _store_row(acc, n0, rq, out[m, n0:n1], m * n_total + n0, status, t)
+
+    return kernel
+
+
+_MATMUL_KERNELS = {path: _make_matmul_kernel(path) for path in TILE_PATHS}
+
+
+# ---------------------------------------------------------------------------------------
+# Conv kernel
+# ---------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _pack_weights(w, flip, packed):
+    """``packed[o, (i·kw + j)·C_g + c] = w[o, c, i, j] ^ flip`` (OIHW → [C_out, K], K ordered
+    kernel row, kernel column, channel, like the patch rows); columns past K are left as is."""
+    c_out, cin_g, kh, kw = w.shape
+    for o in range(c_out):
+        for i in range(kh):
+            for j in range(kw):
+                for c in range(cin_g):
+                    packed[o, (i * kw + j) * cin_g + c] = w[o, c, i, j] ^ flip
+
+
+@njit(cache=True)
+def _load_input_row(x, b, iy, flip, ring_row, left):
+    """``ring_row[left + ix, c] = x[b, c, iy, ix] ^ flip``: one input row, channels last."""
+    c_in, width = x.shape[1], x.shape[3]
+    for c in range(c_in):
+        for ix in range(width):
+            ring_row[left + ix, c] = x[b, c, iy, ix] ^ flip
+
+
+def _make_conv_kernel(path):
+    vnni, wide = path == "vnni", path == "int64"
+
+    @njit(parallel=True, cache=True)
+    def kernel(x, w, geometry, x_flip, pad_value, z_w, col_const, need_row_sums, rq, out,
+               rings, ring_keys, patches, row_sums, blocks, tiles, status):
+        sh, sw, dh, dw, top, left, kh, kw, group = geometry
+        n_img, c_in, height = x.shape[0], x.shape[1], x.shape[2]
+        c_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+        cin_g, cout_g = c_in // group, c_out // group
+        k = kh * kw * cin_g
+        k_padded = patches.shape[2]
+        slots = rings.shape[1]
+        chunks = status.shape[0]
+        for t in prange(chunks):
+            ring, keys, patch, rsum = rings[t], ring_keys[t], patches[t], row_sums[t]
+            block, d = blocks[t], tiles[t]
+            q0, q1 = _chunk_bounds(n_img * oh, chunks, t)
+            for q in range(q0, q1):
+                b, oy = q // oh, q % oh
+                for i in range(kh):  # the kh input rows of this output row, into the ring
+                    iy = oy * sh + i * dh - top
+                    if 0 <= iy < height and keys[iy % slots] != b * height + iy:
+                        _load_input_row(x, b, iy, x_flip, ring[iy % slots], left)
+                        keys[iy % slots] = b * height + iy
+                for g in range(group):
+                    for ox in range(ow):  # patch[ox, (i·kw + j)·C_g + c]
+                        for i in range(kh):
+                            iy = oy * sh + i * dh - top
+                            for j in range(kw):
+                                base = (i * kw + j) * cin_g
+                                if 0 <= iy < height:
+                                    src = ring[iy % slots, ox * sw + j * dw]
+                                    for c in range(cin_g):
+                                        patch[ox, base + c] = src[g * cin_g + c]
+                                else:
+                                    for c in range(cin_g):
+                                        patch[ox, base + c] = pad_value
+                        if need_row_sums:
+                            s = np.int64(0)
+                            for kk in range(k):
+                                s += np.int64(patch[ox, kk])
+                            rsum[ox] = s
+                    n_first, n_stop = g * cout_g, (g + 1) * cout_g
+                    for xb in range(0, ow, TILE_ROWS):
+                        rows = _four(xb, ow)
+                        for nb in range(n_first, n_stop, TILE_COLS):
+                            cols = _four(nb, n_stop)
+                            if vnni:
+                                _tile_vnni(patch, rows, w, cols, k_padded, 0, 0, d)
+                            elif wide:
+                                _tile_int64(patch, rows, w, cols, k, 0, 0, d)
+                            else:
+                                _tile_int32(patch, rows, w, cols, k, 0, 0, d)
+                            for i in range(min(TILE_ROWS, ow - xb)):
+                                for j in range(min(TILE_COLS, n_stop - nb)):
+                                    block[nb - n_first + j, xb + i] = d[i * TILE_COLS + j]
+                    for n in range(n_first, n_stop):  # one output row of channel n
+                        acc = block[n - n_first]
+                        for ox in range(ow):
+                            acc[ox] += col_const[n] - z_w[n] * rsum[ox]
+                        flat0 = ((b * c_out + n) * oh + oy) * ow
+                        _check_int32(acc, ow, flat0, status, t)
+                        _store_channel(acc, n, rq, out[b, n, oy], flat0, status, t)
+
+    return kernel
+
+
+_CONV_KERNELS = {path: _make_conv_kernel(path) for path in TILE_PATHS}
+
+
+# ---------------------------------------------------------------------------------------
+# Planning: the tile path, operand views and zero-point shifts, and every scratch array
+# ---------------------------------------------------------------------------------------
+
+
+def _check_dtype(q: np.ndarray, what: str, name: str) -> None:
+    if q.dtype.kind not in "iu" or q.dtype.itemsize > 2:
+        raise TypeError(f"{name}: {what} must be an 8- or 16-bit integer tensor, got dtype {q.dtype}")
+
+
+def _kernel_operand(q: np.ndarray) -> np.ndarray:
+    """C-contiguous, native byte order (a copy only when ``q`` is neither)."""
+    if not q.dtype.isnative:
+        q = q.astype(q.dtype.newbyteorder("="))
+    return np.ascontiguousarray(q)
+
+
+class _Operands(NamedTuple):
+    """What a kernel reads: the tile path, operand views, and the XOR masks that turn their
+    bits into ``a + α`` and ``w + β`` (module doc, 1.)."""
+
+    path: str
+    a: np.ndarray
+    w: np.ndarray
+    a_flip: np.integer
+    w_flip: np.integer
+    alpha: int
+    beta: int
+
+
+def _signed(q):
+    """``(view, flip, shift)`` presenting ``q`` as signed: unsigned bits XOR the top bit are
+    the signed value ``q - 2**(bits-1)``; signed operands are read as they are."""
+    if q.dtype.kind == "i":
+        return q, q.dtype.type(0), 0
+    signed = np.dtype(f"i{q.dtype.itemsize}")
+    half = 2 ** (8 * q.dtype.itemsize - 1)
+    return q.view(signed), signed.type(-half), -half
+
+
+def _magnitude(q, shift, zero_points) -> int:
+    """``max |q + shift|`` over the possible values (8-bit: the dtype's; 16-bit: the data's)
+    and the zero points, which padding and the algebra also multiply."""
+    if q.dtype.itemsize == 1:
+        return 128
+    m = int(np.abs(np.asarray(zero_points, np.int64) + shift).max(initial=0))
+    if q.size:
+        m = max(m, abs(int(q.min()) + shift), abs(int(q.max()) + shift))
+    return m
+
+
+def _uses_vnni(a_dtype, w_dtype, k) -> bool:
+    wanted = _FORCE_PATH or ("vnni" if USE_VNNI else "int32")
+    eight_bit = np.dtype(a_dtype).itemsize == np.dtype(w_dtype).itemsize == 1
+    return wanted == "vnni" and HOST_HAS_VNNI and eight_bit and k * 255 * 128 < 2**31
+
+
+def _operands(a, w, za, zw, k) -> _Operands:
+    """Choose the fastest tile path whose dot product is provably exact (module doc, 2.).
+
+    ``"vnni"`` sees (uint8, int8): int8 activations are flipped to ``a + 128``, uint8 weights
+    to ``w - 128``. The portable paths see signed operands (LLVM vectorises int8 products only
+    when both have the same signedness): every unsigned operand is flipped to ``q - 2**(bits-1)``;
+    they take ``"int32"`` when ``K · max|a| · max|w| < 2**31`` for the flipped values, else
+    ``"int64"``.
+    """
+    if _uses_vnni(a.dtype, w.dtype, k):
+        alpha = 128 if a.dtype.kind == "i" else 0
+        beta = -128 if w.dtype.kind == "u" else 0
+        return _Operands("vnni", a.view(np.uint8), w.view(np.int8), np.uint8(alpha and 0x80),
+                         np.int8(beta), alpha, beta)
+    (a_view, a_flip, alpha), (w_view, w_flip, beta) = _signed(a), _signed(w)
+    wanted = _FORCE_PATH or ("vnni" if USE_VNNI else "int32")
+    exact32 = k * _magnitude(a, alpha, za) * _magnitude(w, beta, zw) < 2**31
+    path = "int32" if wanted in ("vnni", "int32") and exact32 else "int64"
+    return _Operands(path, a_view, w_view, a_flip, w_flip, alpha, beta)
+
+
+def _threads(threads) -> int:
+    return numba.get_num_threads() if threads is None else max(1, int(threads))
+
+
+def _matmul_plan(m, n, k, threads):
+    """Chunking and scratch arrays ``{name: (shape, itemsize)}`` of one matmul call."""
+    split_rows = m >= TILE_ROWS * threads
+    chunks = threads if split_rows else max(1, min(threads, n))
+    arrays = {
+        # int64 vectors over the N channels: bias, z_w, z_w + β, c[n], and a flag per channel
+        "channel_vectors": ((5, n), 8),
+        # the requantizer broadcast to N channels (multiplier, Q, shift, z_y, lo, hi)
+        "requant_vectors": ((6, n), 4),
+        "blocks": ((chunks, TILE_ROWS, n), 8),  # D for 4 rows of outputs, then their accumulators
+        "tiles": ((chunks, _TILE), 8),
+        "status": ((chunks, 3), 8),
+    }
+    return split_rows, chunks, arrays
+
+
+def _conv_plan(g, path, x_itemsize, w_itemsize, threads):
+    """Chunking and scratch arrays ``{name: (shape, itemsize)}`` of one conv call."""
+    k = g.k
+    k_padded = -(-k // CHUNK) * CHUNK if path == "vnni" else k
+    chunks = max(1, min(threads, g.n * g.oh))
+    slots = (g.kh - 1) * g.dilations[0] + 1  # rows a window spans: distinct modulo `slots`
+    arrays = {
+        "channel_vectors": ((5, g.c_out), 8),
+        "requant_vectors": ((6, g.c_out), 4),
+        "packed_weights": ((g.c_out, k_padded), w_itemsize),
+        "rings": ((chunks, slots, g.w + g.pads[1] + g.pads[3], g.c_in), x_itemsize),
+        "ring_keys": ((chunks, slots), 8),
+        "patches": ((chunks, g.ow, k_padded), x_itemsize),
+        "row_sums": ((chunks, g.ow), 8),
+        "blocks": ((chunks, g.c_out // g.group, g.ow), 8),  # D for one output row of one group
+        "tiles": ((chunks, _TILE), 8),
+        "status": ((chunks, 3), 8),
+    }
+    return chunks, arrays
+
+
+def _nbytes(arrays) -> int:
+    return sum(int(np.prod(shape)) * itemsize for shape, itemsize in arrays.values())
+
+
+def requant_scratch_bytes(kind: str, a_shape, w_shape, *, a_dtype=np.int8, w_dtype=np.int8,
+                          threads=None, strides=None, pads=None, dilations=None, group=1,
+                          auto_pad="NOTSET") -> int:
+    """Bytes of scratch one fused call allocates besides its output (an upper bound).
+
+    ``kind`` is ``"matmul"`` (``a_shape = [M, K]``, ``w_shape = [N, K]``) or ``"conv2d"``
+    (NCHW and OIHW shapes plus the conv attributes). ``threads`` defaults to Numba's current
+    thread count ``T``. With 8-bit operands:
+
+    * matmul: ``64·N + T·(32·N + 152)`` — O(N) channel vectors, and per thread the int64
+      accumulators of 4 rows of outputs, a 4×4 tile and an overflow record. No O(M·N) buffer.
+    * conv2d: ``64·C_out + C_out·K' + T·(S·(W + pad_l + pad_r)·C_in + OW·K' + 8·OW
+      + 8·OW·C_out/group + 8·S + 152)`` with ``K = C_in/group·kh·kw``, ``K'`` = K rounded up
+      to 32 on the VNNI path, and ``S = (kh - 1)·dilation_h + 1`` input rows in each thread's
+      ring: packed weights, and per thread the ring, the patch of one output row, its row
+      sums and its int64 accumulators for one group. For 1×64×56×56 → 64, 3×3, pad 1, two
+      threads: 186 336 bytes (182 KiB; the output is 196 KiB in int8, 784 KiB in int32).
+
+    The unfused ``*_int32`` kernels allocate the same plus their int32 output.
+    """
+    threads = _threads(threads)
+    a_dtype, w_dtype = np.dtype(a_dtype), np.dtype(w_dtype)
+    if kind == "matmul":
+        (m, k), (n, _) = a_shape, w_shape
+        return _nbytes(_matmul_plan(int(m), int(n), int(k), threads)[2])
+    if kind == "conv2d":
+        g = conv_geometry(a_shape, w_shape, strides=strides, pads=pads, dilations=dilations,
+                          group=group, auto_pad=auto_pad, name="requant_scratch_bytes")
+        path = "vnni" if _uses_vnni(a_dtype, w_dtype, g.k) else "int32"
+        return _nbytes(_conv_plan(g, path, a_dtype.itemsize, w_dtype.itemsize, threads)[1])
+    raise ValueError(f"requant_scratch_bytes: kind must be 'matmul' or 'conv2d', got {kind!r}")
+
+
+def _requant_args(rq, n_out):
+    """``(mode, multiplier, q_multiplier, shift, zero_point, lo, hi)`` per channel, for the
+    kernels; ``rq=None`` selects the unfused kernel (store the int32 accumulator)."""
+    if rq is None:
+        f, i = np.zeros(1, np.float32), np.zeros(1, np.int32)
+        return (_NO_REQUANT, f, i, i, i, i, i)
+    rq = rq.for_channels(n_out) if rq.channels != n_out else rq
+
+    def vector(v, dtype):  # contiguous and writable: one compiled kernel for every requantizer
+        v = np.ascontiguousarray(v, dtype)
+        return v if v.flags.writeable else v.copy()
+
+    return (_mode_code(rq.mode), vector(rq.multiplier, np.float32),
+            *(vector(v, np.int32) for v in (rq.q_multiplier, rq.shift, rq.zero_point, rq.lo, rq.hi)))
+
+
+def _fused_requant_args(rq, n_out, unfused):
+    """``_requant_args`` for a fused call. A requantizer whose channel count does not match
+    fails in the reference only after the accumulators, so their overflow comes first:
+    ``unfused()`` runs the int32 kernel to raise it before the ValueError is re-raised."""
+    try:
+        return _requant_args(rq, n_out)
+    except ValueError:
+        unfused()
+        raise
+
+
+def _signed_view(out):
+    """uint8/uint16 outputs are written through their signed views: every value in range
+    keeps its bits, and half as many kernels are compiled."""
+    if out.dtype == np.uint8:
+        return out.view(np.int8)
+    if out.dtype == np.uint16:
+        return out.view(np.int16)
+    return out
+
+
+def _raise_overflows(status, shape, name):
+    """Raise what the reference raises: the first accumulator overflow in C order, else a
+    fixed-point requantization overflow."""
+    first = status[:, 0]
+    if np.any(first >= 0):
+        t = int(np.argmin(np.where(first >= 0, first, np.iinfo(np.int64).max)))
+        index = np.unravel_index(int(first[t]), shape)
+        raise AccumulatorOverflowError(
+            f"{name}: int32 accumulator overflow at output index {tuple(int(i) for i in index)} "
+            f"(exact value {int(status[t, 1])}); reduce K, the operand ranges or the bias"
+        )
+    if np.any(status[:, 2] >= 0):
+        raise OverflowError("requantize (fixed-point): acc · 2**shift overflows int32")
+
+
+# ---------------------------------------------------------------------------------------
+# Matmul
+# ---------------------------------------------------------------------------------------
+
+
+def _prepare_matmul(a, w, a_zero_point, w_zero_point, bias, name):
+    """The reference's checks, in the reference's order."""
+    a, w = np.asarray(a), np.asarray(w)
+    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[1]:
+        raise ValueError(f"{name}: expected a [M, K] and w [N, K] with equal K, got {a.shape} and {w.shape}")
+    za, zw, b = check_operands(a, w, a_zero_point, w_zero_point, bias, w.shape[0], name)
+    _check_dtype(a, "input", name)
+    _check_dtype(w, "weight", name)
+    return _kernel_operand(a), _kernel_operand(w), int(za), zw, b
+
+
+def _run_matmul(a, w, za, zw, b, rq_args, out, name):
+    (m, k), n = a.shape, w.shape[0]
+    op = _operands(a, w, za, zw, k)
+    za_s, zw_s = za + op.alpha, zw + op.beta  # the zero points move with the operands
+    col_const = np.empty(n, np.int64)
+    _column_constants(op.w, op.w_flip, k, b, za_s, zw_s, col_const)
+    split_rows, chunks, arrays = _matmul_plan(m, n, k, _threads(None))
+    blocks = np.zeros(arrays["blocks"][0], np.int64)
+    tiles = np.zeros(arrays["tiles"][0], np.int64)
+    status = np.full(arrays["status"][0], -1, np.int64)
+    _MATMUL_KERNELS[op.path](op.a, op.w, op.a_flip, op.w_flip, zw_s, col_const, bool(np.any(zw_s != 0)),
+                             split_rows, rq_args, _signed_view(out), blocks, tiles, status)
+    _raise_overflows(status, out.shape, name)
+    return out
+
+
+def matmul_int32(a, w, a_zero_point=0, w_zero_point=0, bias=None, *, name="matmul") -> np.ndarray:
+    """``acc[m, n] = Σ_k (a[m,k] - z_a)(w[n,k] - z_w[n]) + bias[n]`` as int32 ``[M, N]``.
+
+    Same contract as :func:`refquant.kernels.reference.matmul_int32`; allocates the int32
+    output and ``requant_scratch_bytes("matmul", ...)``.
+    """
+    a, w, za, zw, b = _prepare_matmul(a, w, a_zero_point, w_zero_point, bias, name)
+    out = np.empty((a.shape[0], w.shape[0]), np.int32)
+    return _run_matmul(a, w, za, zw, b, _requant_args(None, 0), out, name)
+
+
+def matmul_requant(a, w, a_zero_point, w_zero_point, bias, rq: Requantizer, *, name="matmul") -> np.ndarray:
+    """``requantize(matmul_int32(...))``, fused — channels are the N columns.
+
+    Each block of four rows is requantized as soon as its accumulators are known: besides
+    the output the call allocates ``requant_scratch_bytes("matmul", ...)`` =
+    ``64·N + T·(32·N + 152)`` bytes for T threads.
+    """
+    a, w, za, zw, b = _prepare_matmul(a, w, a_zero_point, w_zero_point, bias, name)
+    m, n = a.shape[0], w.shape[0]
+
+    def unfused():
+        _run_matmul(a, w, za, zw, b, _requant_args(None, 0), np.empty((m, n), np.int32), name)
+
+    rq_args = _fused_requant_args(rq, n, unfused)
+    return _run_matmul(a, w, za, zw, b, rq_args, np.empty((m, n), rq.out_dtype), name)
+
+
+# ---------------------------------------------------------------------------------------
+# Conv
+# ---------------------------------------------------------------------------------------
+
+
+def _prepare_conv(x, w, x_zero_point, w_zero_point, bias, strides, pads, dilations, group,
+                  auto_pad, name):
+    """The reference's checks, in the reference's order."""
+    x, w = np.asarray(x), np.asarray(w)
+    g = conv_geometry(x.shape, w.shape, strides=strides, pads=pads, dilations=dilations,
+                      group=group, auto_pad=auto_pad, name=name)
+    zx, zw, b = check_operands(x, w, x_zero_point, w_zero_point, bias, g.c_out, name)
+    _check_dtype(x, "input", name)
+    _check_dtype(w, "weight", name)
+    return _kernel_operand(x), _kernel_operand(w), int(zx), zw, b, g
+
+
+def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
+    k = g.k
+    op = _operands(x, w, zx, zw, k)
+    zx_s, zw_s = zx + op.alpha, zw + op.beta
+    chunks, arrays = _conv_plan(g, op.path, x.dtype.itemsize, w.dtype.itemsize, _threads(None))
+    packed = np.zeros(arrays["packed_weights"][0], op.w.dtype)  # columns past K stay 0
+    _pack_weights(op.w, op.w_flip, packed)
+    col_const = np.empty(g.c_out, np.int64)
+    _column_constants(packed, 0, k, b, zx_s, zw_s, col_const)
+    pad_value = op.a.dtype.type(zx_s)
+    rings = np.full(arrays["rings"][0], pad_value, op.a.dtype)  # pad columns stay z_x
+    ring_keys = np.full(arrays["ring_keys"][0], -1, np.int64)
+    patches = np.zeros(arrays["patches"][0], op.a.dtype)  # columns past K stay 0
+    row_sums = np.zeros(arrays["row_sums"][0], np.int64)
+    blocks = np.zeros(arrays["blocks"][0], np.int64)
+    tiles = np.zeros(arrays["tiles"][0], np.int64)
+    status = np.full(arrays["status"][0], -1, np.int64)
+    geometry = (g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.pads[0], g.pads[1],
+                g.kh, g.kw, g.group)
+    _CONV_KERNELS[op.path](op.a, packed, geometry, op.a_flip, pad_value, zw_s, col_const,
+                        bool(np.any(zw_s != 0)), rq_args, _signed_view(out),
+                        rings, ring_keys, patches, row_sums, blocks, tiles, status)
+    _raise_overflows(status, out.shape, name)
+    return out
+
+
+def conv2d_int32(x, w, x_zero_point=0, w_zero_point=0, bias=None, *, strides=None, pads=None,
+                 dilations=None, group=1, auto_pad="NOTSET", name="conv") -> np.ndarray:
+    """2-D convolution accumulators ``[N, C_out, OH, OW]`` in int32 (ONNX ConvInteger + bias).
+
+    Same contract as :func:`refquant.kernels.reference.conv2d_int32`; allocates the int32
+    output and ``requant_scratch_bytes("conv2d", ...)``.
+    """
+    x, w, zx, zw, b, g = _prepare_conv(x, w, x_zero_point, w_zero_point, bias, strides, pads,
+                                       dilations, group, auto_pad, name)
+    out = np.empty((g.n, g.c_out, g.oh, g.ow), np.int32)
+    return _run_conv(x, w, zx, zw, b, g, _requant_args(None, 0), out, name)
+
+
+def conv2d_requant(x, w, x_zero_point, w_zero_point, bias, rq: Requantizer, *, strides=None,
+                   pads=None, dilations=None, group=1, auto_pad="NOTSET", name="conv") -> np.ndarray:
+    """``requantize(conv2d_int32(...))``, fused — channels are C_out (axis 1).
+
+    Each output row is gathered into a patch, multiplied and requantized before the next:
+    besides the output the call allocates ``requant_scratch_bytes("conv2d", ...)``.
+    """
+    x, w, zx, zw, b, g = _prepare_conv(x, w, x_zero_point, w_zero_point, bias, strides, pads,
+                                       dilations, group, auto_pad, name)
+    shape = (g.n, g.c_out, g.oh, g.ow)
+
+    def unfused():
+        _run_conv(x, w, zx, zw, b, g, _requant_args(None, 0), np.empty(shape, np.int32), name)
+
+    rq_args = _fused_requant_args(rq, g.c_out, unfused)
+    return _run_conv(x, w, zx, zw, b, g, rq_args, np.empty(shape, rq.out_dtype), name)
