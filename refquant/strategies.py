@@ -47,6 +47,7 @@ __all__ = [
     "AfterLayerQuantizer",
     "BeforeLayerQuantizer",
     "QATQuantizer",
+    "weight_groups",
 ]
 
 TIMINGS = ("offline", "after", "before")
@@ -83,6 +84,29 @@ class LayerSpec:
 
     def option(self, key: str, default=None):
         return dict(self.options).get(key, default)
+
+
+def weight_groups(w, *, per_channel: bool, layer: str) -> np.ndarray:
+    """The weight as float32 rows ``[G, n]``: one per output channel (axis 0), or one for the tensor.
+
+    The shared input check of weight quantizers: a non-float, empty or non-finite weight raises
+    an error naming ``layer`` (NaN/Inf counted), never a NumPy warning or a silent NaN.
+    """
+    where = f"layer {layer!r} weight"
+    arr = np.asarray(w)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{where}: expected a float tensor, got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError(f"{where}: the weight is empty (shape {arr.shape}); nothing to quantize")
+    arr = arr.astype(np.float32)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{where}: {int(bad.sum())} non-finite value(s) (NaN or Inf); cannot choose a range")
+    if per_channel:
+        if arr.ndim < 1:
+            raise ValueError(f"{where}: per-channel quantization needs output channels on axis 0, got a scalar")
+        return arr.reshape(arr.shape[0], -1)
+    return arr.reshape(1, -1)
 
 
 @dataclass(eq=False)

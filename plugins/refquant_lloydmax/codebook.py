@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refquant.numerics import IntFormat, QParams, qparams_from_range, quantize
+from refquant.strategies import weight_groups
 
 from .fit import PRIOR_CHOICES, PriorFit, fit_prior
 from .solver import lloyd_max
@@ -104,28 +105,6 @@ class CodebookDesign:
         return (self.codebook_int8.astype(np.float32) * self.scales[:, None]).astype(np.float32)
 
 
-def weight_groups(w, *, per_channel: bool, layer: str) -> np.ndarray:
-    """The weight as float32 rows ``[G, n]``: one per output channel (axis 0), or one for the tensor.
-
-    A non-float, empty or non-finite weight raises an error naming ``layer``.
-    """
-    where = f"layer {layer!r} weight"
-    arr = np.asarray(w)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{where}: expected a float tensor, got dtype {arr.dtype}")
-    if arr.size == 0:
-        raise ValueError(f"{where}: the weight is empty (shape {arr.shape}); nothing to quantize")
-    arr = arr.astype(np.float32)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise ValueError(f"{where}: {int(bad.sum())} non-finite value(s) (NaN or Inf); "
-                         f"cannot fit a codebook")
-    if per_channel:
-        if arr.ndim < 1:
-            raise ValueError(f"{where}: per-channel quantization needs output channels on axis 0, "
-                             f"got a scalar")
-        return arr.reshape(arr.shape[0], -1)
-    return arr.reshape(1, -1)
 
 
 def _where(layer: str, per_channel: bool, g: int) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from refquant.numerics import qparams_from_range, quantize
-from refquant.strategies import LayerSpec, QuantizedWeight
+from refquant.strategies import LayerSpec, QuantizedWeight, weight_groups
 
 from .clipsearch import best_candidate, clip_fractions, require_normal_magnitudes, squared_errors
 from .options import grid_option
@@ -31,23 +31,8 @@ __all__ = ["MinMaxWeights", "MSEWeights", "weight_rows", "mse_weight_range", "bi
 
 
 def weight_rows(w, spec: LayerSpec) -> np.ndarray:
-    """The weight as float32 rows ``[groups, n]``: one row per output channel, or one row."""
-    w = np.asarray(w)
-    where = f"layer {spec.layer!r} weight"
-    if w.dtype.kind != "f":
-        raise TypeError(f"{where}: expected a float tensor, got dtype {w.dtype}")
-    if w.size == 0:
-        raise ValueError(f"{where}: the weight is empty (shape {w.shape}); nothing to quantize")
-    w = w.astype(np.float32)
-    if not np.all(np.isfinite(w)):
-        raise ValueError(f"{where}: {int(np.count_nonzero(~np.isfinite(w)))} non-finite value(s) "
-                         f"(NaN or Inf); cannot choose a range")
-    if spec.per_channel:
-        if w.ndim < 1:
-            raise ValueError(f"{where}: per-channel quantization needs output channels on axis 0, "
-                             f"got a scalar")
-        return w.reshape(w.shape[0], -1)
-    return w.reshape(1, -1)
+    """The weight as float32 rows ``[groups, n]`` (:func:`refquant.strategies.weight_groups`)."""
+    return weight_groups(w, per_channel=spec.per_channel, layer=spec.layer)
 
 
 def bits_per_weight(numel: int, groups: int, bits: int) -> float:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from refquant.numerics import IntFormat, QParams, float_format, format_values, quantize, round_to_format
-from refquant.strategies import LayerSpec, QuantizedWeight
+from refquant.strategies import LayerSpec, QuantizedWeight, weight_groups
 
 from .analytic import analytic_scale
 from .grids import FLOAT_GRIDS, Grid, grid, quantize_to_grid, uniform_grid
@@ -116,21 +116,8 @@ def float_codebook_weight(w: np.ndarray, scale: np.ndarray, fmt: str, spec: Laye
 
 
 def weight_rows(w, spec: LayerSpec) -> np.ndarray:
-    """The weight as float32 rows ``[groups, n]``: one per output channel (axis 0), or one."""
-    w = np.asarray(w)
-    where = f"layer {spec.layer!r} weight"
-    if w.dtype.kind != "f":
-        raise TypeError(f"{where}: expected a float tensor, got dtype {w.dtype}")
-    if w.size == 0:
-        raise ValueError(f"{where}: the weight is empty (shape {w.shape}); nothing to quantize")
-    w = w.astype(np.float32)
-    if not np.all(np.isfinite(w)):
-        raise ValueError(f"{where}: {int(np.count_nonzero(~np.isfinite(w)))} non-finite value(s) (NaN or Inf)")
-    if spec.per_channel:
-        if w.ndim < 1:
-            raise ValueError(f"{where}: per-channel quantization needs output channels on axis 0, got a scalar")
-        return w.reshape(w.shape[0], -1)
-    return w.reshape(1, -1)
+    """The weight as float32 rows ``[groups, n]`` (:func:`refquant.strategies.weight_groups`)."""
+    return weight_groups(w, per_channel=spec.per_channel, layer=spec.layer)
 
 
 PRIORS = ("gaussian", "laplace")
