@@ -537,3 +537,14 @@ def test_worked_requant_examples(args, want):
 def test_float32_multiplier_is_a_product_then_a_quotient_in_float32():
     m = float32_multiplier(0.0066, 0.00705, 0.0107)
     assert m.dtype == np.float32 and m[0] == f32(f32(f32(0.0066) * f32(0.00705)) / f32(0.0107))
+
+
+def test_requantizer_rejects_multipliers_the_arithmetic_cannot_hold():
+    import pytest as _pytest
+    from refquant.numerics import make_requantizer as _mk
+
+    with _pytest.raises(ValueError, match="overflows float32"):
+        _mk(1e20, 1e20, 1.0)
+    with _pytest.raises(ValueError, match="shift must be <= 30"):
+        _mk(2.0**35, 2.0**35, 1.0, mode="fixed-point")
+    assert int(_mk(2.0**35, 2.0**35, 1.0, mode="fixed-point-single").shift[0]) == 30  # saturated, as TFLite

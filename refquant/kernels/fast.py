@@ -89,7 +89,6 @@ USE_VNNI = HOST_HAS_VNNI  # set to False to run the portable kernels on a VNNI h
 _FORCE_PATH = None        # tests set this to one of TILE_PATHS to exercise every path
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-_TILE = TILE_ROWS * TILE_COLS
 _NO_REQUANT = -1  # mode code of the unfused kernels: store the int32 accumulator
 
 # ---------------------------------------------------------------------------------------
@@ -262,7 +261,7 @@ def _store_channel(acc, c, rq, out, flat0, status, t):
 
 
 # ---------------------------------------------------------------------------------------
-# Tile microkernels: d[i·4 + j] = Σ_{k < K} a[rows[i], k] · w[cols[j], k]
+# Tile microkernels: block[r0 + i, c0 + j] (or [c0 + j, r0 + i]) = Σ_{k < K} a[rows[i], k] · w[cols[j], k]
 # ---------------------------------------------------------------------------------------
 
 
@@ -289,29 +288,44 @@ def _dot_int64(x, y, x_flip, y_flip, k):
 
 
 @njit(cache=True)
-def _tile_int32(a, rows, w, cols, k, a_flip, w_flip, d):
-    for i in range(TILE_ROWS):
-        for j in range(TILE_COLS):
-            d[i * TILE_COLS + j] = _dot_int32(a[rows[i]], w[cols[j]], a_flip, w_flip, k)
+def _put(block, r, c, transposed, value):
+    if transposed:
+        block[c, r] = value
+    else:
+        block[r, c] = value
 
 
 @njit(cache=True)
-def _tile_int64(a, rows, w, cols, k, a_flip, w_flip, d):
+def _tile_int32(a, rows, w, cols, k, a_flip, w_flip, block, r0, c0, transposed):
     for i in range(TILE_ROWS):
         for j in range(TILE_COLS):
-            d[i * TILE_COLS + j] = _dot_int64(a[rows[i]], w[cols[j]], a_flip, w_flip, k)
+            _put(block, r0 + i, c0 + j, transposed, _dot_int32(a[rows[i]], w[cols[j]], a_flip, w_flip, k))
 
 
 @njit(cache=True)
-def _tile_vnni(a, rows, w, cols, k, a_flip, w_flip, d):
-    """``vpdpbusd`` over the first ``32·⌊k/32⌋`` bytes, scalar loop over the rest."""
+def _tile_int64(a, rows, w, cols, k, a_flip, w_flip, block, r0, c0, transposed):
+    for i in range(TILE_ROWS):
+        for j in range(TILE_COLS):
+            _put(block, r0 + i, c0 + j, transposed, _dot_int64(a[rows[i]], w[cols[j]], a_flip, w_flip, k))
+
+
+@njit(cache=True)
+def _tile_vnni(a, rows, w, cols, k, a_flip, w_flip, block, r0, c0, transposed):
+    """``vpdpbusd`` over the first ``32·⌊k/32⌋`` bytes, a scalar loop over the rest."""
     body = k // CHUNK
-    dot_tile(a, rows, w, cols, body, a_flip, w_flip, d)
+    if transposed:
+        dot_tile(a, rows, w, cols, body, a_flip, w_flip, block, r0, c0, True)
+    else:
+        dot_tile(a, rows, w, cols, body, a_flip, w_flip, block, r0, c0, False)
     for kk in range(body * CHUNK, k):
         for i in range(TILE_ROWS):
             av = np.int64(np.uint8(a[rows[i], kk] ^ a_flip))
             for j in range(TILE_COLS):
-                d[i * TILE_COLS + j] += av * np.int64(np.int8(w[cols[j], kk] ^ w_flip))
+                product = av * np.int64(np.int8(w[cols[j], kk] ^ w_flip))
+                if transposed:
+                    block[c0 + j, r0 + i] += product
+                else:
+                    block[r0 + i, c0 + j] += product
 
 
 @njit(cache=True)
@@ -349,7 +363,7 @@ def _make_matmul_kernel(path):
 
     @njit(parallel=True, cache=True)
     def kernel(a, w, a_flip, w_flip, z_w, col_const, need_row_sums, split_rows, rq, out,
-               blocks, tiles, status):
+               blocks, status):
         m_total, k = a.shape
         n_total = w.shape[0]
         chunks = status.shape[0]
@@ -360,7 +374,7 @@ def _make_matmul_kernel(path):
             else:
                 m0, m1 = 0, m_total
                 n0, n1 = _chunk_bounds(n_total, chunks, t)
-            block, d = blocks[t], tiles[t]
+            block = blocks[t]
             no_flips = a_flip == 0 and w_flip == 0
             for mb in range(m0, m1, TILE_ROWS):
                 rows = _four(mb, m1)
@@ -368,20 +382,17 @@ def _make_matmul_kernel(path):
                     cols = _four(nb, n1)
                     if no_flips:  # literal zeros: LLVM drops the XORs from the inner loop
                         if vnni:
-                            _tile_vnni(a, rows, w, cols, k, 0, 0, d)
+                            _tile_vnni(a, rows, w, cols, k, 0, 0, block, 0, nb - n0, False)
                         elif wide:
-                            _tile_int64(a, rows, w, cols, k, 0, 0, d)
+                            _tile_int64(a, rows, w, cols, k, 0, 0, block, 0, nb - n0, False)
                         else:
-                            _tile_int32(a, rows, w, cols, k, 0, 0, d)
+                            _tile_int32(a, rows, w, cols, k, 0, 0, block, 0, nb - n0, False)
                     elif vnni:
-                        _tile_vnni(a, rows, w, cols, k, a_flip, w_flip, d)
+                        _tile_vnni(a, rows, w, cols, k, a_flip, w_flip, block, 0, nb - n0, False)
                     elif wide:
-                        _tile_int64(a, rows, w, cols, k, a_flip, w_flip, d)
+                        _tile_int64(a, rows, w, cols, k, a_flip, w_flip, block, 0, nb - n0, False)
                     else:
-                        _tile_int32(a, rows, w, cols, k, a_flip, w_flip, d)
-                    for i in range(TILE_ROWS):
-                        for j in range(min(TILE_COLS, n1 - nb)):
-                            block[i, nb - n0 + j] = d[i * TILE_COLS + j]
+                        _tile_int32(a, rows, w, cols, k, a_flip, w_flip, block, 0, nb - n0, False)
                 for i in range(min(TILE_ROWS, m1 - mb)):
                     m = mb + i
                     s = np.int64(0)
@@ -431,7 +442,7 @@ def _make_conv_kernel(path):
 
     @njit(parallel=True, cache=True)
     def kernel(x, w, geometry, x_flip, pad_value, z_w, col_const, need_row_sums, rq, out,
-               rings, ring_keys, patches, row_sums, blocks, tiles, status):
+               rings, ring_keys, patches, row_sums, blocks, status):
         sh, sw, dh, dw, top, left, kh, kw, group = geometry
         n_img, c_in, height = x.shape[0], x.shape[1], x.shape[2]
         c_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
@@ -442,7 +453,7 @@ def _make_conv_kernel(path):
         chunks = status.shape[0]
         for t in prange(chunks):
             ring, keys, patch, rsum = rings[t], ring_keys[t], patches[t], row_sums[t]
-            block, d = blocks[t], tiles[t]
+            block = blocks[t]
             q0, q1 = _chunk_bounds(n_img * oh, chunks, t)
             for q in range(q0, q1):
                 b, oy = q // oh, q % oh
@@ -474,15 +485,12 @@ def _make_conv_kernel(path):
                         rows = _four(xb, ow)
                         for nb in range(n_first, n_stop, TILE_COLS):
                             cols = _four(nb, n_stop)
-                            if vnni:
-                                _tile_vnni(patch, rows, w, cols, k_padded, 0, 0, d)
+                            if vnni:  # block[n - n_first, ox]: channel rows, pixels along
+                                _tile_vnni(patch, rows, w, cols, k_padded, 0, 0, block, xb, nb - n_first, True)
                             elif wide:
-                                _tile_int64(patch, rows, w, cols, k, 0, 0, d)
+                                _tile_int64(patch, rows, w, cols, k, 0, 0, block, xb, nb - n_first, True)
                             else:
-                                _tile_int32(patch, rows, w, cols, k, 0, 0, d)
-                            for i in range(min(TILE_ROWS, ow - xb)):
-                                for j in range(min(TILE_COLS, n_stop - nb)):
-                                    block[nb - n_first + j, xb + i] = d[i * TILE_COLS + j]
+                                _tile_int32(patch, rows, w, cols, k, 0, 0, block, xb, nb - n_first, True)
                     for n in range(n_first, n_stop):  # one output row of channel n
                         acc = block[n - n_first]
                         for ox in range(ow):
@@ -588,8 +596,8 @@ def _matmul_plan(m, n, k, threads):
         "channel_vectors": ((5, n), 8),
         # the requantizer broadcast to N channels (multiplier, Q, shift, z_y, lo, hi)
         "requant_vectors": ((6, n), 4),
-        "blocks": ((chunks, TILE_ROWS, n), 8),  # D for 4 rows of outputs, then their accumulators
-        "tiles": ((chunks, _TILE), 8),
+        # D for 4 rows of outputs, then their accumulators (+3 columns: tiles store squares)
+        "blocks": ((chunks, TILE_ROWS, n + TILE_COLS - 1), 8),
         "status": ((chunks, 3), 8),
     }
     return split_rows, chunks, arrays
@@ -609,8 +617,8 @@ def _conv_plan(g, path, x_itemsize, w_itemsize, threads):
         "ring_keys": ((chunks, slots), 8),
         "patches": ((chunks, g.ow, k_padded), x_itemsize),
         "row_sums": ((chunks, g.ow), 8),
-        "blocks": ((chunks, g.c_out // g.group, g.ow), 8),  # D for one output row of one group
-        "tiles": ((chunks, _TILE), 8),
+        # D for one output row of one group, [channel, pixel] (+3: tiles store squares)
+        "blocks": ((chunks, g.c_out // g.group + TILE_COLS - 1, g.ow + TILE_ROWS - 1), 8),
         "status": ((chunks, 3), 8),
     }
     return chunks, arrays
@@ -629,14 +637,15 @@ def requant_scratch_bytes(kind: str, a_shape, w_shape, *, a_dtype=np.int8, w_dty
     (NCHW and OIHW shapes plus the conv attributes). ``threads`` defaults to Numba's current
     thread count ``T``. With 8-bit operands:
 
-    * matmul: ``64·N + T·(32·N + 152)`` — O(N) channel vectors, and per thread the int64
-      accumulators of 4 rows of outputs, a 4×4 tile and an overflow record. No O(M·N) buffer.
+    * matmul: ``64·N + T·(32·N + 120)`` — O(N) channel vectors, and per thread the int64
+      accumulators of four rows of outputs and an overflow record. No O(M·N) buffer.
     * conv2d: ``64·C_out + C_out·K' + T·(S·(W + pad_l + pad_r)·C_in + OW·K' + 8·OW
-      + 8·OW·C_out/group + 8·S + 152)`` with ``K = C_in/group·kh·kw``, ``K'`` = K rounded up
-      to 32 on the VNNI path, and ``S = (kh - 1)·dilation_h + 1`` input rows in each thread's
-      ring: packed weights, and per thread the ring, the patch of one output row, its row
-      sums and its int64 accumulators for one group. For 1×64×56×56 → 64, 3×3, pad 1, two
-      threads: 186 336 bytes (182 KiB; the output is 196 KiB in int8, 784 KiB in int32).
+      + 8·(C_out/group + 3)·(OW + 3) + 8·S + 24)`` with ``K = C_in/group·kh·kw``, ``K'`` = K
+      rounded up to 32 on the VNNI path, and ``S = (kh - 1)·dilation_h + 1`` input rows in
+      each thread's ring: the packed weights, and per thread the ring, the patch of one output
+      row, its row sums and its int64 accumulators for one group. For 1×64×56×56 → 64, 3×3,
+      pad 1, two threads: 191 984 bytes (187.5 KiB; the output is 196 KiB in int8, 784 KiB
+      in int32).
 
     The unfused ``*_int32`` kernels allocate the same plus their int32 output.
     """
@@ -729,10 +738,9 @@ def _run_matmul(a, w, za, zw, b, rq_args, out, name):
     _column_constants(op.w, op.w_flip, k, b, za_s, zw_s, col_const)
     split_rows, chunks, arrays = _matmul_plan(m, n, k, _threads(None))
     blocks = np.zeros(arrays["blocks"][0], np.int64)
-    tiles = np.zeros(arrays["tiles"][0], np.int64)
     status = np.full(arrays["status"][0], -1, np.int64)
     _MATMUL_KERNELS[op.path](op.a, op.w, op.a_flip, op.w_flip, zw_s, col_const, bool(np.any(zw_s != 0)),
-                             split_rows, rq_args, _signed_view(out), blocks, tiles, status)
+                             split_rows, rq_args, _signed_view(out), blocks, status)
     _raise_overflows(status, out.shape, name)
     return out
 
@@ -753,7 +761,7 @@ def matmul_requant(a, w, a_zero_point, w_zero_point, bias, rq: Requantizer, *, n
 
     Each block of four rows is requantized as soon as its accumulators are known: besides
     the output the call allocates ``requant_scratch_bytes("matmul", ...)`` =
-    ``64·N + T·(32·N + 152)`` bytes for T threads.
+    ``64·N + T·(32·N + 120)`` bytes for T threads.
     """
     a, w, za, zw, b = _prepare_matmul(a, w, a_zero_point, w_zero_point, bias, name)
     m, n = a.shape[0], w.shape[0]
@@ -797,13 +805,12 @@ def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
     patches = np.zeros(arrays["patches"][0], op.a.dtype)  # columns past K stay 0
     row_sums = np.zeros(arrays["row_sums"][0], np.int64)
     blocks = np.zeros(arrays["blocks"][0], np.int64)
-    tiles = np.zeros(arrays["tiles"][0], np.int64)
     status = np.full(arrays["status"][0], -1, np.int64)
     geometry = (g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.pads[0], g.pads[1],
                 g.kh, g.kw, g.group)
     _CONV_KERNELS[op.path](op.a, packed, geometry, op.a_flip, pad_value, zw_s, col_const,
                         bool(np.any(zw_s != 0)), rq_args, _signed_view(out),
-                        rings, ring_keys, patches, row_sums, blocks, tiles, status)
+                        rings, ring_keys, patches, row_sums, blocks, status)
     _raise_overflows(status, out.shape, name)
     return out
 

@@ -6,11 +6,15 @@ its own, which multiplies 32 (uint8, int8) byte pairs, sums them in groups of fo
 them to eight int32 accumulators in one instruction. This module emits it through a Numba
 ``@intrinsic`` so that the Numba kernels in :mod:`refquant.kernels.fast` can use it:
 
-    dot_tile(a, (r0, r1, r2, r3), w, (c0, c1, c2, c3), nchunks, a_flip, w_flip, out)
-    out[4·i + j] = Σ_{k < 32·nchunks} (a[r_i, k] ^ a_flip) · (w[c_j, k] ^ w_flip)   (i, j < 4)
+    dot_tile(a, rows, w, cols, nchunks, a_flip, w_flip, block, r0, c0, transposed)
+    S[i, j] = Σ_{k < 32·nchunks} (a[rows[i], k] ^ a_flip) · (w[cols[j], k] ^ w_flip)   (i, j < 4)
+    block[r0 + i, c0 + j] = S[i, j]      (transposed=False)
+    block[c0 + j, r0 + i] = S[i, j]      (transposed=True)
 
 ``a`` is a 2-D C-contiguous uint8 array and ``w`` a 2-D C-contiguous int8 array (rows
-contiguous along K); ``out`` is an int64 array receiving the 16 sums in row-major order.
+contiguous along K); ``rows`` and ``cols`` are tuples of four row indices; ``block`` is a
+2-D int64 array receiving the 16 sums as a 4×4 square (it needs 3 spare columns and rows
+past the last tile: partial tiles store whole squares). ``transposed`` is a literal bool.
 Each of the 16 accumulators is a register of eight int32 lanes; at the end a tree of
 pairwise additions turns eight registers into one register of their eight lane sums.
 
@@ -61,40 +65,45 @@ HOST_HAS_VNNI = _host_has_vnni()
 
 
 @intrinsic
-def dot_tile(typingctx, a, rows, w, cols, nchunks, a_flip, w_flip, out):
+def dot_tile(typingctx, a, rows, w, cols, nchunks, a_flip, w_flip, block, r0, c0, transposed):
     """Typing of :func:`dot_tile`: see the module docstring for the formula."""
     if not HOST_HAS_VNNI:
         raise TypingError("dot_tile needs a CPU with AVX-512 VNNI and AVX-512 VL")
-    for what, arr, dtype in (("a", a, types.uint8), ("w", w, types.int8)):
+    for what, arr, dtype in (("a", a, types.uint8), ("w", w, types.int8), ("block", block, types.int64)):
         if not (isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C"
                 and arr.dtype == dtype):
             raise TypingError(f"dot_tile: {what} must be a 2-D C-contiguous {dtype} array, got {arr}")
     for what, idx in (("rows", rows), ("cols", cols)):
         if not (isinstance(idx, types.UniTuple) and idx.count == 4 and isinstance(idx.dtype, types.Integer)):
             raise TypingError(f"dot_tile: {what} must be a tuple of 4 integers, got {idx}")
-    if not (isinstance(out, types.Array) and out.ndim == 1 and out.layout == "C" and out.dtype == types.int64):
-        raise TypingError(f"dot_tile: out must be a 1-D C-contiguous int64 array, got {out}")
-    sig = types.none(a, rows, w, cols, nchunks, a_flip, w_flip, out)
+    if not isinstance(transposed, types.BooleanLiteral):
+        raise TypingError("dot_tile: transposed must be a literal True or False")
+    sig = types.none(a, rows, w, cols, nchunks, a_flip, w_flip, block, r0, c0, transposed)
+    flip_result = transposed.literal_value
 
     def codegen(context, builder, signature, args):
-        a_val, rows_val, w_val, cols_val, n_val, a_flip_val, w_flip_val, out_val = args
-        a_ty, rows_ty, w_ty, cols_ty, n_ty, a_flip_ty, w_flip_ty, out_ty = signature.args
+        a_val, rows_val, w_val, cols_val, n_val, a_flip_val, w_flip_val, block_val, r0_val, c0_val, _ = args
+        a_ty, rows_ty, w_ty, cols_ty, n_ty, a_flip_ty, w_flip_ty, block_ty, r0_ty, c0_ty, _ = signature.args
         i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
         lanes = CHUNK // 4
         v32i8, v8i32 = ir.VectorType(i8, CHUNK), ir.VectorType(i32, lanes)
+        v4i64 = ir.VectorType(i64, 4)
         dpbusd = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(v8i32, [v8i32, v8i32, v8i32]),
             "llvm.x86.avx512.vpdpbusd.256")
+
+        def as_int64(val, ty):
+            return context.cast(builder, val, ty, types.int64)
 
         def row_pointers(arr_ty, arr_val, idx_ty, idx_val):
             arr = context.make_array(arr_ty)(context, builder, arr_val)
             base = builder.bitcast(arr.data, ir.PointerType(i8))
             stride = builder.extract_value(arr.strides, 0)
-            return [builder.gep(base, [builder.mul(context.cast(builder, r, idx_ty.dtype, types.int64), stride)])
+            return [builder.gep(base, [builder.mul(as_int64(r, idx_ty.dtype), stride)])
                     for r in cgutils.unpack_tuple(builder, idx_val, idx_ty.count)]
 
         def splat(val, ty):
-            byte = builder.trunc(context.cast(builder, val, ty, types.int64), i8)
+            byte = builder.trunc(as_int64(val, ty), i8)
             vec = builder.insert_element(ir.Constant(v32i8, None), byte, ir.Constant(i32, 0))
             return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(i32, CHUNK), [0] * CHUNK))
 
@@ -116,7 +125,7 @@ def dot_tile(typingctx, a, rows, w, cols, nchunks, a_flip, w_flip, out):
         a_mask, w_mask = splat(a_flip_val, a_flip_ty), splat(w_flip_val, w_flip_ty)
         accs = [cgutils.alloca_once_value(builder, ir.Constant(v8i32, None))
                 for _ in range(TILE_ROWS * TILE_COLS)]
-        count = context.cast(builder, n_val, n_ty, types.int64)
+        count = as_int64(n_val, n_ty)
         with cgutils.for_range(builder, count) as loop:
             offset = builder.mul(loop.index, ir.Constant(i64, CHUNK))
 
@@ -130,13 +139,25 @@ def dot_tile(typingctx, a, rows, w, cols, nchunks, a_flip, w_flip, out):
                 for j in range(TILE_COLS):
                     acc = accs[i * TILE_COLS + j]
                     builder.store(builder.call(dpbusd, [builder.load(acc), a_vecs[i], w_vecs[j]]), acc)
-        totals = [builder.load(acc) for acc in accs]
-        dest = context.make_array(out_ty)(context, builder, out_val).data
-        for half in range(2):  # sums 0-7, then 8-15, widened to int64
+        # block[r0 + i, c0 + j] = sum (i, j), or block[c0 + j, r0 + i] when transposed: the
+        # accumulators are taken in the order of the block's rows, four consecutive sums a row
+        order = [j * TILE_COLS + i if flip_result else i * TILE_COLS + j
+                 for i in range(TILE_ROWS) for j in range(TILE_COLS)]
+        totals = [builder.load(accs[q]) for q in order]
+        arr = context.make_array(block_ty)(context, builder, block_val)
+        base = builder.bitcast(arr.data, ir.PointerType(i8))
+        row_stride = builder.extract_value(arr.strides, 0)
+        first_row = as_int64(c0_val if flip_result else r0_val, c0_ty if flip_result else r0_ty)
+        first_col = as_int64(r0_val if flip_result else c0_val, r0_ty if flip_result else c0_ty)
+        for half in range(2):  # block rows 0-1, then 2-3
             wide = builder.sext(sums_of(totals[8 * half: 8 * half + 8]), ir.VectorType(i64, lanes))
-            ptr = builder.bitcast(builder.gep(dest, [ir.Constant(i64, 8 * half)]),
-                                  ir.PointerType(ir.VectorType(i64, lanes)))
-            builder.store(wide, ptr, align=8)
+            for q in range(2):
+                row = builder.add(first_row, ir.Constant(i64, 2 * half + q))
+                byte = builder.add(builder.mul(row, row_stride), builder.mul(first_col, ir.Constant(i64, 8)))
+                ptr = builder.bitcast(builder.gep(base, [byte]), ir.PointerType(v4i64))
+                builder.store(builder.shuffle_vector(wide, wide, ir.Constant(ir.VectorType(i32, 4),
+                                                                             [4 * q + e for e in range(4)])),
+                              ptr, align=8)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -192,7 +192,11 @@ def make_requantizer(
         a = np.asarray(s, np.float64)
         if a.size == 0 or not np.all(np.isfinite(a)) or not np.all(a > 0):
             raise ValueError(f"requantizer: {what} must be finite and > 0, got {np.asarray(s)!r}")
-    m32 = float32_multiplier(x_scale, w_scale, y_scale)
+    with np.errstate(over="ignore"):
+        m32 = float32_multiplier(x_scale, w_scale, y_scale)
+    if not np.all(np.isfinite(m32)):
+        raise ValueError(f"requantizer: the multiplier s_x·s_w/s_y overflows float32 "
+                         f"(x_scale={x_scale!r}, w_scale={w_scale!r}, y_scale={y_scale!r})")
     real = np.atleast_1d(
         np.asarray(x_scale, np.float32).astype(np.float64)
         * np.asarray(w_scale, np.float32).astype(np.float64)
@@ -202,6 +206,11 @@ def make_requantizer(
     qm = [quantize_multiplier(r, single_rounding=single) for r in real]
     q_multiplier = np.array([q for q, _ in qm], np.int32)
     shift = np.array([e for _, e in qm], np.int32)
+    if mode == "fixed-point" and shift.max() > 30:
+        # acc · 2**shift must fit in int32 (TFLite's MultiplyByQuantizedMultiplier): a left
+        # shift of 31 or more overflows for every nonzero accumulator
+        raise ValueError(f"requantizer: fixed-point multiplier 2**{int(shift.max())} is too large "
+                         f"(the shift must be <= 30)")
     zp = np.atleast_1d(np.asarray(y_zero_point))
     if zp.dtype.kind not in "iu" or zp.min() < fmt.qmin or zp.max() > fmt.qmax:
         raise ValueError(f"requantizer: output zero point {zp} must be integers in [{fmt.qmin}, {fmt.qmax}]")
