@@ -594,6 +594,19 @@ def _requantizer(x_scale, w_scale, y_scale, y_zero_point, y_type, requant, chann
     return rq
 
 
+
+def _output_zero_point(y_zero_point, x, zx, x_zp_name: str, op: str):
+    """``(output type, z_y)`` of a QLinear op: ``y_zero_point``'s type sets the output (int8 or
+    uint8; a Python int takes the input's type); input and output zero points are per tensor."""
+    y_type = x.dtype.name if _is_python_int(y_zero_point) else np.asarray(y_zero_point).dtype.name
+    if y_type not in ("int8", "uint8"):
+        raise TypeError(f"{op}: y_zero_point must be int8 or uint8 (it sets the output type), got {y_type}")
+    zy = _zero_point(y_zero_point, y_type, "y_zero_point", op)
+    if zx.size != 1 or zy.size != 1:
+        raise ValueError(f"{op}: {x_zp_name} and y_zero_point must be scalars (per tensor), "
+                         f"got shapes {zx.shape} and {zy.shape}")
+    return y_type, zy
+
 def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, *,
                    requant="float32", backend="reference") -> np.ndarray:
     """ONNX QLinearMatMul: ``y = saturate(requant(Σ_k (a - z_a)(b - z_b)) + z_y)``.
@@ -620,13 +633,7 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     b = _int8_operand(b, "b", op)
     za = _typed_zero_point(a_zero_point, a, "a_zero_point", op)
     zb = _typed_zero_point(b_zero_point, b, "b_zero_point", op)
-    y_type = a.dtype.name if _is_python_int(y_zero_point) else np.asarray(y_zero_point).dtype.name
-    if y_type not in ("int8", "uint8"):
-        raise TypeError(f"{op}: y_zero_point must be int8 or uint8 (it sets the output type), got {y_type}")
-    zy = _zero_point(y_zero_point, y_type, "y_zero_point", op)
-    if za.size != 1 or zy.size != 1:
-        raise ValueError(f"{op}: a_zero_point and y_zero_point must be scalars (per tensor), "
-                         f"got shapes {za.shape} and {zy.shape}")
+    y_type, zy = _output_zero_point(y_zero_point, a, za, "a_zero_point", op)
     n = b.shape[-1] if b.ndim >= 2 else 1
     rq = _requantizer(a_scale, b_scale, y_scale, zy, y_type, requant, n, ("a_scale", "b_scale", "y_scale"), op)
 
@@ -731,13 +738,7 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
     w = _int8_operand(w, "w", op)
     zx = _typed_zero_point(x_zero_point, x, "x_zero_point", op)
     zw = _typed_zero_point(w_zero_point, w, "w_zero_point", op)
-    y_type = x.dtype.name if _is_python_int(y_zero_point) else np.asarray(y_zero_point).dtype.name
-    if y_type not in ("int8", "uint8"):
-        raise TypeError(f"{op}: y_zero_point must be int8 or uint8 (it sets the output type), got {y_type}")
-    zy = _zero_point(y_zero_point, y_type, "y_zero_point", op)
-    if zx.size != 1 or zy.size != 1:
-        raise ValueError(f"{op}: x_zero_point and y_zero_point must be scalars (per tensor), "
-                         f"got shapes {zx.shape} and {zy.shape}")
+    y_type, zy = _output_zero_point(y_zero_point, x, zx, "x_zero_point", op)
     x4, w4, kw, squeeze = _conv_args(x, w, auto_pad, dilations, group, kernel_shape, pads, strides, op)
     c_out = w.shape[0]
     if zw.size not in (1, c_out) or zw.ndim > 1:
