@@ -7,12 +7,13 @@ For every quantizable layer of the shipped models (on one test image and on the 
 set as one batch, as ``refquant compare`` runs it) and for a few larger, ResNet-like layers
 on one random image, and for each sampling stride γ ∈ {1, 2, 4, 8}:
 
-* ``estimator`` — ``qparams_before``: patch sums, surrogate moments, range, ``qparams_from_range``;
-* ``range`` — the same without the last step (``image_ranges`` and the union over the batch):
-  the surrogate's own cost, without the engine's qparams rule that every per-input strategy
-  (dynamic too) calls once per layer and input;
-* ``patch sums`` — the Numba pass alone (the part that grows with the input; the rest is a
-  fixed cost of Python and NumPy calls on ``[N]``-sized arrays);
+* ``estimator`` — ``qparams_before`` as the engine calls it: the Numba patch sums, then the
+  compiled moments → range → qparams (:mod:`refquant_probabilistic.estimate`), and the
+  ``QParams``;
+* ``reference`` — ``qparams_before_reference``: the same numbers through the NumPy reference
+  (``image_ranges``, the union, ``qparams_from_range``), for comparison: its fixed cost is
+  that of thirty-odd NumPy calls on ``[N]``-sized arrays;
+* ``patch sums`` — the Numba pass alone (the part that grows with the input);
 * ``layer`` — the fused Numba kernel call (``conv2d_requant`` / ``matmul_requant``) of the
   same layer on the same input, which the estimate precedes.
 
@@ -94,17 +95,13 @@ def time_layer(name, layer_call, ctx, spec, q, qp, repeats: int) -> list[dict]:
         sp = with_gamma(spec, gamma)
         grid = patch_grid(q.shape, ctx.state["weight_shape"], ctx.attributes, gamma, name)
         zp = int(qp.zero_point)
-        def ranges():
-            lo, hi = STRATEGY.image_ranges(q, qp, ctx, sp)
-            return lo.min(axis=0), hi.max(axis=0)
-
         t_layer, t_est = _min_pair(layer_call, lambda: STRATEGY.qparams_before(q, qp, ctx, sp), repeats)
-        _, t_range = _min_pair(layer_call, ranges, repeats)
+        _, t_ref = _min_pair(layer_call, lambda: STRATEGY.qparams_before_reference(q, qp, ctx, sp), repeats)
         _, t_sums = _min_pair(layer_call, lambda: patch_sums(q, zp, grid, name), repeats)
         rows.append({"layer": name, "images": int(q.shape[0]), "gamma": gamma, "patches": grid.count,
-                     "layer_ms": 1e3 * t_layer, "estimator_ms": 1e3 * t_est, "range_ms": 1e3 * t_range,
+                     "layer_ms": 1e3 * t_layer, "estimator_ms": 1e3 * t_est, "reference_ms": 1e3 * t_ref,
                      "patch_sums_ms": 1e3 * t_sums, "estimator_pct": 100 * t_est / t_layer,
-                     "range_pct": 100 * t_range / t_layer, "patch_sums_pct": 100 * t_sums / t_layer})
+                     "reference_pct": 100 * t_ref / t_layer, "patch_sums_pct": 100 * t_sums / t_layer})
     return rows
 
 

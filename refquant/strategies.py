@@ -169,6 +169,9 @@ class LayerContext:
     attributes: dict
     fused_activation: str | None
     state: dict = field(default_factory=dict)
+    # run-time memos of a strategy (e.g. a compiled estimator's per-shape plan): never saved,
+    # rebuilt on demand, so they must hold only what the saved fields determine
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @runtime_checkable

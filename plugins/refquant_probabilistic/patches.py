@@ -34,7 +34,8 @@ The real moments are ``s_x·S1`` and ``s_x²·S2`` — the scale enters once, la
 (:mod:`.surrogate`). A float input (calibration) runs the same code with float64 sums.
 
 A Gemm/MatMul input ``[N, K]`` is the same thing with a 1×1 window on a 1×1 image of K
-channels: one patch per image, ``S1 = Σ_k x_k``, ``S2 = Σ_k x_k²``.
+channels: one patch per image, ``S1 = Σ_k x_k``, ``S2 = Σ_k x_k²`` — plain row sums, which a
+third loop (:func:`_row_sums_kernel`) computes with int32 accumulators where they fit.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ class PatchGrid:
     cols: np.ndarray  # int64, sampled output columns
     used_cols: np.ndarray  # int64, the input columns the ring path channel-sums
     direct: bool  # True: sum each sampled patch straight from the input (cheaper than the ring here)
+
+    @property
+    def single(self) -> bool:
+        """One 1×1 patch per image and one group (a Gemm/MatMul, or a 1×1 Conv on 1×1 images):
+        the patch sums are plain row sums of ``[N, C_in]``."""
+        g = self.geometry
+        return (g.kh == g.kw == 1 and g.h == g.w == 1 and g.oh == g.ow == 1 and g.group == 1
+                and g.pads[0] == g.pads[1] == 0)  # the one window reads the one pixel
 
     @property
     def count(self) -> int:
@@ -165,16 +174,16 @@ def _centred_dtype(x: np.ndarray, layer: str):
     raise TypeError(f"layer {layer!r}: input must be a real tensor, got dtype {x.dtype}")
 
 
-def _q1_bound(x: np.ndarray, zero_point, grid: PatchGrid, layer: str) -> int:
-    """The largest ``Q1`` the input's dtype allows, ``count · (K · max|x̃|)²``: int64 sums are
-    exact while it stays below 2**63 (checked here)."""
-    info = np.iinfo(x.dtype)
-    m = max(abs(int(info.min) - int(zero_point)), abs(int(info.max) - int(zero_point)))
-    bound = grid.count * (grid.geometry.k * m) ** 2
-    if bound >= 2**63:
-        raise ValueError(f"layer {layer!r}: patch moments of {grid.count} patches of fan-in "
-                         f"{grid.geometry.k} could overflow int64; raise gamma")
-    return bound
+@lru_cache(maxsize=1024)
+def _integer_plan(dtype: str, zero_point: int, count: int, k: int, cin_per_group: int) -> tuple[int, type]:
+    """For an integer input: ``(bound, ring dtype)``. ``bound = count · (K · max|x̃|)²`` is the
+    largest ``Q1`` the input's dtype allows (int64 sums are exact while it stays below 2**63);
+    the rings hold int32 when ``(C_in/G) · max|x̃|² < 2**31`` (every 8-bit input below 33 025
+    channels per group: twice the SIMD lanes of int64), else int64. Cached: a layer asks the
+    same at every call."""
+    info = np.iinfo(np.dtype(dtype))
+    m = max(abs(int(info.min) - zero_point), abs(int(info.max) - zero_point))
+    return count * (k * m) ** 2, (np.int32 if cin_per_group * m * m < 2**31 else np.int64)
 
 
 def patch_sums_reference(x: np.ndarray, zero_point, grid: PatchGrid, layer: str = "layer") -> PatchSums:
@@ -288,6 +297,27 @@ def _patch_sums_kernel(x, zero_point, group, kh, kw, sh, sw, dh, dw, pad_top, pa
                     out[n, g, 2] += s2
 
 
+@njit(cache=True)
+def _row_sums_kernel(x, zero_point, out):
+    """``out[n, 0] = (T1, Q1, T2)`` for one 1×1 patch per image: ``x`` is ``[N, K]`` (a Gemm input,
+    or a Conv on 1×1 images with one group). The sums of one row run in the type of
+    ``zero_point`` (int32 when ``K · max|x̃|² < 2**31``: twice the SIMD lanes of int64), then
+    widen to ``out``'s type. Same integers as the general kernel, ≈ 5× faster on [599, 64]."""
+    n_img, k = x.shape
+    for n in range(n_img):
+        s1 = zero_point - zero_point
+        s2 = s1
+        for c in range(k):
+            v = x[n, c] - zero_point
+            s1 += v
+            s2 += v * v
+        out[n, 0, 0] = 0
+        total = out[n, 0, 0] + s1  # in out's type before squaring
+        out[n, 0, 0] = total
+        out[n, 0, 1] = total * total
+        out[n, 0, 2] = s2
+
+
 def _scratch(grid: PatchGrid, dtype, ring_dtype) -> dict:
     """Every array :func:`patch_sums` allocates: ``{name: (shape, dtype)}`` (no ring on the direct path)."""
     g = grid.geometry
@@ -296,23 +326,14 @@ def _scratch(grid: PatchGrid, dtype, ring_dtype) -> dict:
             "ring_row": ((slots,), np.int64), "out": ((g.n, g.group, 3), dtype)}
 
 
-def _ring_dtype(x: np.ndarray, zero_point, grid: PatchGrid):
-    """int32 for the channel sums of one input row when ``(C_in/G) · max|x̃|² < 2**31`` (every
-    8-bit input below 33 025 channels per group: twice the SIMD lanes of int64), else int64;
-    float64 for a float input."""
-    if x.dtype.kind == "f":
-        return np.float64
-    info = np.iinfo(x.dtype)
-    m = max(abs(int(info.min) - int(zero_point)), abs(int(info.max) - int(zero_point)))
-    return np.int32 if grid.geometry.cin_per_group * m * m < 2**31 else np.int64
-
 
 def patch_sums_scratch_bytes(grid: PatchGrid) -> int:
     """Bytes :func:`patch_sums` allocates for an 8-bit input: ``24·N·G`` for the results, plus on
     the ring path ``8·S·G·W + 8·S`` (int32 rings; ``16·S·G·W + 8·S`` with int64 rings) with
     ``S = (kh − 1)·dh + 1`` ring rows, ``W`` the input width, ``G`` groups, ``N`` images —
     O(window rows × width), nothing of the output's size."""
-    ring = _ring_dtype(np.zeros(0, np.uint8), 0, grid)
+    g = grid.geometry
+    ring = _integer_plan(np.dtype(np.uint8).str, 0, grid.count, g.k, g.cin_per_group)[1]
     return sum(int(np.prod(shape)) * np.dtype(dt).itemsize
                for shape, dt in _scratch(grid, np.int64, ring).values())
 
@@ -329,10 +350,19 @@ def patch_sums(x: np.ndarray, zero_point, grid: PatchGrid, layer: str = "layer")
         raise ValueError(f"layer {layer!r}: input shape {x.shape} differs from the grid's "
                          f"{(g.n, g.c_in, g.h, g.w)}")
     integer = acc is np.int64
-    bound = _q1_bound(x, zero_point, grid, layer) if integer else 0
-    ring = _ring_dtype(x, zero_point, grid)
+    if integer:
+        bound, ring = _integer_plan(x.dtype.str, int(zero_point), grid.count, g.k, g.cin_per_group)
+        if bound >= 2**63:
+            raise ValueError(f"layer {layer!r}: patch moments of {grid.count} patches of fan-in "
+                             f"{g.k} could overflow int64; raise gamma")
+    else:
+        bound, ring = 0, np.float64
     arrays = {k: np.empty(shape, dt) for k, (shape, dt) in _scratch(grid, acc, ring).items()}
     z = ring(zero_point) if integer else np.float64(zero_point)  # x̃ = x − z then has the ring's type
+    if grid.single:
+        out = np.empty((g.n, 1, 3), acc)
+        _row_sums_kernel(np.ascontiguousarray(x).reshape(g.n, g.c_in), z, out)
+        return PatchSums(out[:, :, 0], out[:, :, 1], out[:, :, 2], grid.count, bound)
     _patch_sums_kernel(np.ascontiguousarray(x), z, g.group, g.kh, g.kw, g.strides[0], g.strides[1],
                        g.dilations[0], g.dilations[1], g.pads[0], g.pads[1], grid.rows, grid.cols,
                        grid.used_cols, grid.direct, arrays["ring1"], arrays["ring2"], arrays["ring_row"],

@@ -8,6 +8,7 @@ from refquant.numerics import QParams, qparams_from_range, tensor_range
 from refquant.strategies import LayerContext, LayerSpec
 
 from .calibration import ProbabilisticObserver
+from .estimate import estimated_qparams
 from .options import read_options
 from .surrogate import activation_range, layer_moments
 from .weightstats import mixture_statistics, weight_statistics
@@ -53,6 +54,7 @@ class ProbabilisticActivations:
 
     def prepare(self, context: LayerContext, spec: LayerSpec) -> None:
         options = read_options(spec)
+        context.cache.clear()  # plans of the compiled estimate (estimate.py) were made for the old statistics
         stats = weight_statistics(context.weight, spec.layer)
         channels = context.weight.values.shape[0]
         if context.bias is not None and np.shape(context.bias) != (channels,):
@@ -100,6 +102,20 @@ class ProbabilisticActivations:
 
     def qparams_before(self, x_q: np.ndarray, x_qparams: QParams, context: LayerContext,
                        spec: LayerSpec) -> QParams:
+        """The batch's output qparams: :func:`~.estimate.estimated_qparams` (one Numba call after
+        the patch sums), bit-identical to :meth:`qparams_before_reference`, which decides
+        whenever the compiled path declines (and raises every error)."""
+        x_q = np.asarray(x_q)
+        if (x_q.dtype.kind in "iu" and isinstance(x_qparams, QParams) and x_qparams.per_tensor
+                and x_q.ndim >= 2 and x_q.shape[0] > 0):
+            qparams = estimated_qparams(x_q, x_qparams, context, spec)
+            if qparams is not None:
+                return qparams
+        return self.qparams_before_reference(x_q, x_qparams, context, spec)
+
+    def qparams_before_reference(self, x_q: np.ndarray, x_qparams: QParams, context: LayerContext,
+                                 spec: LayerSpec) -> QParams:
+        """:meth:`image_ranges`, their union over the batch, then ``qparams_from_range`` — in NumPy."""
         lo, hi = self.image_ranges(x_q, x_qparams, context, spec)
         lo, hi = lo.min(axis=0), hi.max(axis=0)
         return qparams_from_range(lo, hi, spec.fmt, symmetric=spec.symmetric,

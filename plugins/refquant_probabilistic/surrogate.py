@@ -35,7 +35,10 @@ sums are exact integers (:mod:`.patches`); with ``P = |P_γ|`` and ``s = float64
 
 where ``P·Q1 − T1²`` is formed exactly in integers (it is ``P²·var``, ≥ 0) and each ``/`` is one
 float64 division; everything after is float64 in the order written above, ``σ = sqrt(σ²)``, and
-``mean``/``var`` over channels or groups are NumPy's float64 ``mean``/``var`` (ddof 0).
+``mean_g``/``var_g`` over groups are sequential sums in group order divided by ``G``
+(``var_g μ_g = mean_g (μ_g − μ)²``, ddof 0). :mod:`.estimate` runs exactly these operations
+compiled; :func:`pooled_moments` (the brute mixture over channels, a check) uses NumPy's
+``mean``/``var``.
 """
 
 from __future__ import annotations
@@ -103,7 +106,15 @@ def tensor_moments(moments, mix: dict) -> tuple[np.ndarray, np.ndarray]:
               + 2.0 * mix["mix_mean_bias_cov"] * mean_s1 + mix["mix_bias_var"])
     if mu_g.shape[1] == 1:
         return mu_g[:, 0], within[:, 0]
-    return mu_g.mean(axis=1), within.mean(axis=1) + mu_g.var(axis=1)
+    mu = _group_mean(mu_g)
+    d = mu_g - mu[:, None]
+    return mu, _group_mean(within) + _group_mean(d * d)
+
+
+def _group_mean(values: np.ndarray) -> np.ndarray:
+    """``mean_g`` over axis 1 as this module defines it: a sequential float64 sum in group order
+    (``cumsum``, not NumPy's pairwise ``sum``), then one division by ``G``."""
+    return np.cumsum(values, axis=1)[:, -1] / values.shape[1]
 
 
 def activation_range(lo, hi, fused_activation: str | None, layer: str):

@@ -82,6 +82,22 @@ class QParams:
         object.__setattr__(self, "scale", s.copy())
         object.__setattr__(self, "zero_point", zp.astype(np.int32))
 
+    @classmethod
+    def from_checked(cls, scale: np.ndarray, zero_point: np.ndarray, fmt: IntFormat, *,
+                     axis: int | None = None, name: str = "tensor") -> "QParams":
+        """QParams without the constructor's checks, for a hot path that already made them.
+
+        The caller guarantees what ``__post_init__`` would verify: ``scale`` a float32 array
+        (0-d per tensor, 1-D per axis), finite and > 0; ``zero_point`` an int32 array of the
+        same shape inside ``[fmt.qmin, fmt.qmax]``; ``fmt`` an :class:`IntFormat`. The arrays
+        are kept, not copied. Used by the probabilistic estimate, whose compiled kernel
+        applies :func:`qparams_from_range`'s formulas and checks once per layer and batch
+        (validation would cost more than the estimate).
+        """
+        self = object.__new__(cls)
+        self.__dict__.update(scale=scale, zero_point=zero_point, fmt=fmt, axis=axis, block_size=0, name=name)
+        return self
+
     @property
     def per_tensor(self) -> bool:
         return self.axis is None

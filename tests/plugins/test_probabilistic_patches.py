@@ -142,3 +142,23 @@ def test_sixteen_bit_inputs_use_int64_rings_and_stay_exact():
             got = patch_sums(x, 7, path)
             assert np.array_equal(got.t1, expected.t1) and np.array_equal(got.q1, expected.q1)
             assert np.array_equal(got.t2, expected.t2)
+
+
+@given(st.integers(1, 5), st.integers(1, 300), st.sampled_from([np.uint8, np.int8, np.int16]),
+       st.integers(0, 2**32 - 1))
+def test_gemm_row_sums_are_the_exact_sums_of_each_row(n, k, dtype, seed):
+    """A Gemm input [N, K] (one 1×1 patch per image) takes the row-sum loop: T1 = Σ x̃, Q1 = T1², T2 = Σ x̃²."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(info.min, info.max + 1, (n, k), dtype=dtype)
+    z = int(rng.integers(info.min, info.max + 1))
+    grid = patch_grid(x.shape, (3, k), {}, 4, "fc")
+    assert grid.single and grid.count == 1
+    got = patch_sums(x, z, grid, "fc")
+    centred = x.astype(np.int64) - z
+    assert got.t1.dtype == np.int64
+    assert np.array_equal(got.t1[:, 0], centred.sum(axis=1))
+    assert np.array_equal(got.q1[:, 0], centred.sum(axis=1) ** 2)
+    assert np.array_equal(got.t2[:, 0], (centred * centred).sum(axis=1))
+    ref = patch_sums_reference(x, z, grid, "fc")
+    assert np.array_equal(got.t2, ref.t2) and np.array_equal(got.q1, ref.q1)
