@@ -7,7 +7,14 @@ OIHW / ``[N, K]`` weight). For each group with values x (float32, scored in floa
    Laplace (median, b) and keeps the smaller KS statistic, or the prior the caller forces.
 2. **Levels (float).** For the Gaussian or Laplace prior, the unit-variance N-level Lloyd-Max
    table (N = 2^bits) scaled to the fit, ``y_k = loc + std * table_k`` (std = sigma, or
-   sqrt(2) b); for ``"empirical"``, the Lloyd-Max quantizer of the group's own values. The
+   sqrt(2) b) — the paper's data-free codebook; for ``"empirical"``, the Lloyd-Max quantizer
+   of the group's own values (Lloyd's iteration on the samples from their best uniform grid).
+   With ``refine="weights"`` (the default) a prior's codebook is then refined on the group's
+   own values: Lloyd's iteration on the samples started from the prior's levels, and the
+   empirical quantizer; the fixed point with the smaller exact MSE is kept (the prior's on a
+   tie). Each Lloyd step can only lower the MSE on the values, so the refined codebook is
+   never worse than the prior's, nor than the empirical one — which starts from a uniform grid
+   at least as good as min-max's. ``refine="none"`` keeps the prior's levels as they are. The
    levels are stored as float32, ``codebook[g, k]``. A constant group (every value c, no
    spread to fit) gets N copies of c.
 3. **Indices.** Each value goes to its nearest stored level: ``idx = #{k : t_k < x}`` with the
@@ -54,11 +61,14 @@ from refquant.strategies import weight_groups
 from .fit import PRIOR_CHOICES, PriorFit, fit_prior
 from .solver import lloyd_max
 
-__all__ = ["INT8_NARROW", "CodebookDesign", "weight_groups", "fit_groups", "group_levels",
+__all__ = ["INT8_NARROW", "REFINE_CHOICES", "CodebookDesign", "weight_groups", "fit_groups", "group_levels",
            "nearest_level", "int8_grid", "design_codebook"]
 
 #: the grid every codebook is expressed on: signed 8-bit, narrow range [-127, 127]
 INT8_NARROW = IntFormat(8, True, narrow=True)
+
+#: ``refine`` option: ``"weights"`` refines a prior's codebook on the group's values, ``"none"`` keeps it
+REFINE_CHOICES = ("weights", "none")
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,11 @@ class CodebookDesign:
     * ``qparams`` — the int8-narrow grid: per-tensor, or per-channel along axis 0;
     * ``codebook_int8`` int8 [G, N] — the levels on that grid;
     * ``indices`` uint8, the weight's shape — the level index of every weight;
-    * ``fits`` — one :class:`PriorFit` per group (``None`` for a constant group).
+    * ``fits`` — one :class:`PriorFit` per group (``None`` for a constant group);
+    * ``origins`` — per group, where its levels come from: ``"prior"`` (the prior's table, or
+      its refinement on the values), ``"uniform"`` (Lloyd on the values from the best uniform
+      grid: the empirical codebook, or the refinement's other start when it won) or
+      ``"constant"``.
     """
 
     bits: int
@@ -80,6 +94,7 @@ class CodebookDesign:
     codebook_int8: np.ndarray
     indices: np.ndarray
     fits: tuple
+    origins: tuple = ()
 
     @property
     def groups(self) -> int:
@@ -118,19 +133,27 @@ def fit_groups(rows: np.ndarray, prior: str, *, per_channel: bool, layer: str) -
                  for g, x in enumerate(rows))
 
 
-def group_levels(x: np.ndarray, bits: int, fit: PriorFit | None) -> np.ndarray:
-    """The 2^bits sorted float64 levels for the values ``x`` of one group with prior ``fit``.
+def group_levels(x: np.ndarray, bits: int, fit: PriorFit | None, refine: str = "weights") -> tuple[np.ndarray, str]:
+    """The 2^bits sorted float64 levels for the values ``x`` of one group with prior ``fit``, and their origin.
 
-    Gaussian or Laplace: ``loc + std * table``; empirical: the Lloyd-Max quantizer of ``x``
-    itself (module docstring, step 2). A constant group (``fit`` None) gets N copies of its value.
+    Gaussian or Laplace: ``loc + std * table``, refined on ``x`` unless ``refine="none"``;
+    empirical: the Lloyd-Max quantizer of ``x`` itself (module docstring, step 2). A constant
+    group (``fit`` None) gets N copies of its value. The origin is ``"prior"``, ``"uniform"``
+    or ``"constant"`` (:class:`CodebookDesign`).
     """
     n = 2 ** bits
     x64 = np.asarray(x, dtype=np.float64).reshape(-1)
     if fit is None:
-        return np.full(n, x64[0])
+        return np.full(n, x64[0]), "constant"
     if fit.prior == "empirical":
-        return np.array(lloyd_max(x64, n).levels)
-    return fit.loc + fit.std * np.array(lloyd_max(fit.prior, n).levels)
+        return np.array(lloyd_max(x64, n).levels), "uniform"
+    prior = fit.loc + fit.std * np.array(lloyd_max(fit.prior, n).levels)
+    if refine == "none":
+        return prior, "prior"
+    from_prior, from_uniform = lloyd_max(x64, n, init=prior), lloyd_max(x64, n)
+    if from_prior.mse <= from_uniform.mse:
+        return np.array(from_prior.levels), "prior"
+    return np.array(from_uniform.levels), "uniform"
 
 
 def nearest_level(x: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -157,7 +180,7 @@ def int8_grid(codebook: np.ndarray, *, per_channel: bool, name: str) -> tuple[QP
     return qp, quantize(codebook, qp)
 
 
-def design_codebook(w, bits: int, *, per_channel: bool, prior: str = "auto",
+def design_codebook(w, bits: int, *, per_channel: bool, prior: str = "auto", refine: str = "weights",
                     layer: str = "tensor", fits: tuple | None = None) -> CodebookDesign:
     """Fit, solve and place on the int8 grid the Lloyd-Max codebook(s) of the weight ``w``.
 
@@ -170,6 +193,8 @@ def design_codebook(w, bits: int, *, per_channel: bool, prior: str = "auto",
         raise ValueError(f"layer {layer!r}: Lloyd-Max bits must be an integer in 1..8, got {bits!r}")
     if prior not in PRIOR_CHOICES:
         raise ValueError(f"layer {layer!r}: option 'prior' must be one of {PRIOR_CHOICES}, got {prior!r}")
+    if refine not in REFINE_CHOICES:
+        raise ValueError(f"layer {layer!r}: option 'refine' must be one of {REFINE_CHOICES}, got {refine!r}")
     rows = weight_groups(w, per_channel=per_channel, layer=layer)
     if fits is None:
         fits = fit_groups(rows, prior, per_channel=per_channel, layer=layer)
@@ -178,8 +203,10 @@ def design_codebook(w, bits: int, *, per_channel: bool, prior: str = "auto",
     n = 2 ** int(bits)
     codebook = np.empty((rows.shape[0], n), dtype=np.float32)
     indices = np.empty(rows.shape, dtype=np.uint8)
+    origins = []
     for g, (x, fit) in enumerate(zip(rows, fits)):
-        levels = group_levels(x, int(bits), fit)
+        levels, origin = group_levels(x, int(bits), fit, refine)
+        origins.append(origin)
         with np.errstate(over="ignore"):
             stored = levels.astype(np.float32)
         if not np.all(np.isfinite(stored)):
@@ -189,4 +216,4 @@ def design_codebook(w, bits: int, *, per_channel: bool, prior: str = "auto",
         indices[g] = nearest_level(x, stored)
     qp, codebook_int8 = int8_grid(codebook, per_channel=per_channel, name=f"{layer}.weight")
     return CodebookDesign(int(bits), codebook, qp, codebook_int8,
-                          indices.reshape(np.shape(w)), tuple(fits))
+                          indices.reshape(np.shape(w)), tuple(fits), tuple(origins))

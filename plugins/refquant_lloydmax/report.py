@@ -5,11 +5,13 @@ granularity for all quantizers (the tensor, or each output channel — groups as
 :mod:`refquant_lloydmax.codebook`), the report gives:
 
 * the prior chosen by KS and both KS statistics (per-channel: how many channels chose each
-  prior, and the mean of each statistic over the channels);
+  prior, and the mean of each statistic over the channels); ``refine`` and ``from_prior``,
+  the number of groups whose (refined) codebook came from the prior's start;
 * the weight MSE = mean over all weights of ``(w − Q(w))²`` (float64, from the float32 weight)
   and SQNR = ``10·log10(mean(w²) / MSE)`` dB of
 
-  - ``lloydmax``: the 2^b float levels of the codebook (the Lloyd-Max quantizer itself);
+  - ``lloydmax``: the 2^b float levels of the codebook (the Lloyd-Max quantizer itself,
+    refined on the weights unless ``refine="none"``);
   - ``lloydmax_int8``: the same indices with the levels on the int8 grid, ``s·q`` — the
     weight the int8 kernels actually multiply by;
   - ``minmax``: the 2^b-level mid-rise uniform grid on ``[m − c, m + c]`` with
@@ -42,7 +44,7 @@ import numpy as np
 from refquant.strategies import LayerSpec
 
 from .aciq import aciq_uniform
-from .codebook import design_codebook, fit_groups, weight_groups
+from .codebook import REFINE_CHOICES, design_codebook, fit_groups, weight_groups
 from .fit import PRIOR_CHOICES
 from .strategy import codebook_bits_per_weight
 from .uniform import minmax_uniform
@@ -110,7 +112,7 @@ def _prior_summary(fits) -> tuple[str, float, float]:
     return " ".join(f"{p}:{n}" for p, n in sorted(counts.items())), ks_g, ks_l
 
 
-def layer_report(w, bits: int, *, granularity: str = "per-tensor", prior: str = "auto",
+def layer_report(w, bits: int, *, granularity: str = "per-tensor", prior: str = "auto", refine: str = "weights",
                  layer: str = "tensor", op: str = "Conv", fits: tuple | None = None) -> dict:
     """One report row for the weight ``w`` (output channels on axis 0) at ``bits`` bits.
 
@@ -121,7 +123,8 @@ def layer_report(w, bits: int, *, granularity: str = "per-tensor", prior: str = 
     rows = weight_groups(w32, per_channel=spec.per_channel, layer=layer)
     if fits is None:
         fits = fit_groups(rows, prior, per_channel=spec.per_channel, layer=layer)
-    design = design_codebook(w32, bits, per_channel=spec.per_channel, prior=prior, layer=layer, fits=fits)
+    design = design_codebook(w32, bits, per_channel=spec.per_channel, prior=prior, refine=refine, layer=layer,
+                             fits=fits)
     w64 = w32.astype(np.float64)
     float_w = design.float_weight().astype(np.float64)
     int8_w = (design.int8_values().astype(np.float32)
@@ -135,8 +138,8 @@ def layer_report(w, bits: int, *, granularity: str = "per-tensor", prior: str = 
     rep_mse = float(np.mean((float_w - int8_w) ** 2))
     chosen, ks_g, ks_l = _prior_summary(design.fits)
     row = {"layer": layer, "op": op, "shape": list(w32.shape), "granularity": granularity,
-           "bits": int(bits), "levels": 2**bits, "prior": chosen,
-           "ks_gaussian": ks_g, "ks_laplace": ks_l}
+           "bits": int(bits), "levels": 2**bits, "prior": chosen, "refine": refine,
+           "from_prior": sum(o == "prior" for o in design.origins), "ks_gaussian": ks_g, "ks_laplace": ks_l}
     for q in QUANTIZERS:
         row[f"mse_{q}"] = mse[q]
     for q in QUANTIZERS:
@@ -156,7 +159,7 @@ def _resolve(model):
 
 
 def lloydmax_report(model, bits=DEFAULT_BITS, *, granularity: str = "per-tensor",
-                    prior: str = "auto") -> list[dict]:
+                    prior: str = "auto", refine: str = "weights") -> list[dict]:
     """:func:`layer_report` for every quantizable layer of ``model`` (a name, path or Graph) and bit width."""
     if prior not in PRIOR_CHOICES:
         raise ValueError(f"lloydmax-report: prior must be one of {PRIOR_CHOICES}, got {prior!r}")
@@ -165,7 +168,8 @@ def lloydmax_report(model, bits=DEFAULT_BITS, *, granularity: str = "per-tensor"
     for name, op, w in model_layers(graph):
         rows = weight_groups(w, per_channel=granularity == "per-channel", layer=name)
         fits = fit_groups(rows, prior, per_channel=granularity == "per-channel", layer=name)
-        out += [layer_report(w, b, granularity=granularity, prior=prior, layer=name, op=op, fits=fits)
+        out += [layer_report(w, b, granularity=granularity, prior=prior, refine=refine, layer=name, op=op,
+                             fits=fits)
                 for b in bits]
     return out
 
@@ -178,7 +182,7 @@ def _graph_layout(node, w: np.ndarray) -> np.ndarray:
 
 
 def weight_only_accuracy(model, bits=DEFAULT_BITS, *, granularity: str = "per-tensor",
-                         prior: str = "auto") -> list[dict]:
+                         prior: str = "auto", refine: str = "weights") -> list[dict]:
     """Digits test accuracy of the float model with only its weights quantized (float activations).
 
     One row per bit width: ``float`` (no quantization), ``lloydmax`` (float codebook values),
@@ -207,7 +211,7 @@ def weight_only_accuracy(model, bits=DEFAULT_BITS, *, granularity: str = "per-te
         for node in layers:
             w = weight_matrix(graph, node)
             spec = LayerSpec(node.name, node.op_type, b, True, granularity, True)
-            d = design_codebook(w, b, per_channel=spec.per_channel, prior=prior, layer=node.name)
+            d = design_codebook(w, b, per_channel=spec.per_channel, prior=prior, refine=refine, layer=node.name)
             scales = np.reshape(d.scales, (-1,) + (1,) * (w.ndim - 1))
             variants["lloydmax"].append(d.float_weight())
             variants["lloydmax_int8"].append((d.int8_values().astype(np.float32) * scales).astype(np.float32))
@@ -224,7 +228,8 @@ def weight_only_accuracy(model, bits=DEFAULT_BITS, *, granularity: str = "per-te
     return rows
 
 
-def plot_report(model, bits, path, *, granularity: str = "per-tensor", prior: str = "auto") -> None:
+def plot_report(model, bits, path, *, granularity: str = "per-tensor", prior: str = "auto",
+                refine: str = "weights") -> None:
     """Save a grid of histograms (one row per layer, one column per bit width) to ``path``.
 
     Each panel is the histogram of the layer's weights (per-channel: of output channel 0) with
@@ -247,7 +252,7 @@ def plot_report(model, bits, path, *, granularity: str = "per-tensor", prior: st
     for i, (name, _op, w) in enumerate(layers):
         x = weight_groups(w, per_channel=per_channel, layer=name)[0]
         for j, b in enumerate(bits):
-            d = design_codebook(w, b, per_channel=per_channel, prior=prior, layer=name)
+            d = design_codebook(w, b, per_channel=per_channel, prior=prior, refine=refine, layer=name)
             levels = d.codebook[0].astype(np.float64)
             ax = axes[i][j]
             ax.hist(x, bins=60, color="0.6")
@@ -282,21 +287,21 @@ def cmd_report(args) -> int:
 
     from refquant.cli import format_table
 
-    rows = lloydmax_report(args.model, args.bits, granularity=args.granularity, prior=args.prior)
-    acc = (weight_only_accuracy(args.model, args.bits, granularity=args.granularity, prior=args.prior)
-           if args.accuracy else None)
+    choice = {"granularity": args.granularity, "prior": args.prior, "refine": args.refine}
+    rows = lloydmax_report(args.model, args.bits, **choice)
+    acc = weight_only_accuracy(args.model, args.bits, **choice) if args.accuracy else None
     if args.json:
-        print(json.dumps({"model": args.model, "granularity": args.granularity, "prior": args.prior,
-                          "layers": rows, "weight_only_accuracy": acc}, indent=1))
+        print(json.dumps({"model": args.model, **choice, "layers": rows, "weight_only_accuracy": acc}, indent=1))
     else:
-        print(f"Lloyd-Max vs uniform weights, {args.granularity}, prior {args.prior}: SQNR in dB")
+        print(f"Lloyd-Max vs uniform weights, {args.granularity}, prior {args.prior}, refine {args.refine}: "
+              f"SQNR in dB")
         print(format_table(rows, _TABLE_COLUMNS))
         if acc is not None:
             print("\nDigits test accuracy, float model with only the weights quantized")
             print(format_table(acc))
     if args.plot:
         try:
-            plot_report(args.model, args.bits, args.plot, granularity=args.granularity, prior=args.prior)
+            plot_report(args.model, args.bits, args.plot, **choice)
         except ImportError as exc:
             print(f"refquant: no plot: {exc}", file=sys.stderr)
         else:
@@ -314,6 +319,8 @@ def add_report_command(cli) -> None:
                    help="groups for every quantizer (default per-tensor)")
     p.add_argument("--prior", default="auto", choices=PRIOR_CHOICES,
                    help="prior for the codebook (default auto: smaller KS statistic)")
+    p.add_argument("--refine", default="weights", choices=REFINE_CHOICES,
+                   help="weights (default): refine the prior's codebook on the weights; none: the prior's as it is")
     p.add_argument("--accuracy", action="store_true",
                    help="also the digits test accuracy with only the weights quantized")
     p.add_argument("--plot", default=None, metavar="FILE",

@@ -51,8 +51,8 @@ class LloydMaxResult:
     ``levels`` (N, sorted) and ``thresholds`` (the N-1 finite interior midpoints) are read-only
     float64 arrays; ``mse`` is the exact MSE of the final levels; ``iterations`` counts the
     updates made; ``converged`` says the last update moved no level by more than
-    ``tol * std``; ``mse_history[0]`` is the MSE of the optimal uniform quantizer the
-    iteration starts from and ``mse_history[i]`` the MSE after update i (so the last entry is
+    ``tol * std``; ``mse_history[0]`` is the MSE of the levels the iteration starts from (the
+    optimal uniform quantizer, or ``init``) and ``mse_history[i]`` the MSE after update i (so the last entry is
     ``mse``); ``newton_steps`` counts the updates that were Newton steps.
     """
 
@@ -165,8 +165,9 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _iterate(density: Density, n: int, tol: float, max_iter: int, newton: bool) -> LloydMaxResult:
-    y = optimal_uniform(density, n).levels.copy()
+def _iterate(density: Density, n: int, tol: float, max_iter: int, newton: bool,
+             init: np.ndarray | None = None) -> LloydMaxResult:
+    y = optimal_uniform(density, n).levels.copy() if init is None else init.copy()
     cells = density.cells(y)
     history = [cells.mse]
     threshold = tol * density.std
@@ -217,6 +218,7 @@ def lloyd_max(
     tol: float = 1e-12,
     max_iter: int = 10_000,
     newton: bool = True,
+    init=None,
 ) -> LloydMaxResult:
     """The N-level Lloyd-Max (MSE-optimal) quantizer of ``distribution``.
 
@@ -229,6 +231,9 @@ def lloyd_max(
     updates, with a ``RuntimeWarning`` in the second case. ``newton=True`` lets analytic
     densities take Newton steps (module docstring); ``newton=False`` is the plain Lloyd
     iteration. Tables for the named densities are cached, so results are shared and read-only.
+    ``init`` (N sorted, finite levels) starts the iteration there instead of at the optimal
+    uniform quantizer: the result is then the fixed point reached from ``init``, whose MSE is
+    at most ``init``'s (for samples, a local optimum: which one depends on the start).
     """
     n = _check_levels_count(n_levels)
     if isinstance(tol, (bool, np.bool_)) or not (
@@ -236,7 +241,13 @@ def lloyd_max(
     ):
         raise ValueError(f"tol must be a positive finite number, got {tol!r}")
     max_iter = check_count(max_iter, "max_iter", 1)
-    if isinstance(distribution, str):
+    if init is not None:
+        start = _check_levels(init)
+        if start.shape != (n,) or np.any(np.diff(start) <= 0):
+            raise ValueError(f"lloyd_max: init must be {n} strictly increasing levels, got shape {start.shape}")
+        density = as_density(distribution, what="lloyd_max")
+        result = _iterate(density, n, float(tol), max_iter, bool(newton), start)
+    elif isinstance(distribution, str):
         density = as_density(distribution, what="lloyd_max")  # clear error for an unknown name
         result = _named_table(distribution, n, float(tol), max_iter, bool(newton))
     else:

@@ -1,8 +1,8 @@
 """The weight strategy ``lloydmax``: b-bit indices into a Lloyd-Max codebook, run on the int8 kernels.
 
 For each group (the tensor, or each output channel) :func:`~refquant_lloydmax.codebook.design_codebook`
-fits the prior, scales the 2^b-level Lloyd-Max table to it and writes the levels on the narrow
-int8 grid. The :class:`~refquant.strategies.QuantizedWeight` it returns has
+fits the prior, scales the 2^b-level Lloyd-Max table to it, refines it on the group's own
+weights (option ``refine``) and writes the levels on the narrow int8 grid. The :class:`~refquant.strategies.QuantizedWeight` it returns has
 
 * ``values`` = ``codebook_int8[g, idx]`` (int8, the weight's layout) and ``qparams`` = the
   int8-narrow grid (zero point 0; one scale per tensor, or per output channel on axis 0): the
@@ -23,8 +23,10 @@ int8 grid. The :class:`~refquant.strategies.QuantizedWeight` it returns has
   codebook values ``codebook[g, idx]``, without the int8 rounding of the levels.
 
 Options (``LayerSpec.options``): ``prior`` = ``auto`` (KS choice, default) | ``gaussian`` |
-``laplace`` | ``empirical``; ``execution`` = ``integer`` | ``float``. Plan strings carry no
-options, so the strategy object also takes defaults for both
+``laplace`` | ``empirical``; ``refine`` = ``weights`` (default: the prior's codebook refined
+by Lloyd's iteration on the weights, never worse than the prior's nor than the empirical
+codebook) | ``none`` (the paper's codebook as it is); ``execution`` = ``integer`` | ``float``.
+Plan strings carry no options, so the strategy object also takes defaults for all three
 (``LloydMaxWeights(execution="float", name="lloydmax-float")`` registers the float path under
 a name of its own); an option in the spec wins over the default. Only the signed symmetric
 weight grid (the plan's default for weights) is supported: the codebook carries its own
@@ -85,17 +87,19 @@ class LloydMaxWeights:
     """Weights by Lloyd-Max: 2^b MSE-optimal levels for the KS-chosen Gaussian or Laplace prior.
 
     Data-free (arXiv 2412.07391): per tensor or output channel, fit both priors, keep the
-    smaller Kolmogorov-Smirnov statistic, scale the unit-variance Lloyd-Max table to the fit;
-    b-bit indices into the codebook, executed on the int8 kernels through an int8 lookup table
-    (narrow grid, scale max|level|/127). Options: ``prior`` (auto | gaussian | laplace |
-    empirical), ``execution`` (integer | float).
+    smaller Kolmogorov-Smirnov statistic, scale the unit-variance Lloyd-Max table to the fit,
+    then (``refine="weights"``, default) refine it by Lloyd's iteration on the weights
+    themselves; b-bit indices into the codebook, executed on the int8 kernels through an int8
+    lookup table (narrow grid, scale max|level|/127). Options: ``prior`` (auto | gaussian |
+    laplace | empirical), ``refine`` (weights | none), ``execution`` (integer | float).
     """
 
     kind = "weights"
     doc = __doc__
 
-    def __init__(self, *, prior: str = "auto", execution: str = "integer", name: str = "lloydmax"):
-        self.name, self.prior, self.execution = name, prior, execution
+    def __init__(self, *, prior: str = "auto", refine: str = "weights", execution: str = "integer",
+                 name: str = "lloydmax"):
+        self.name, self.prior, self.refine, self.execution = name, prior, refine, execution
 
     def design(self, w: np.ndarray, spec: LayerSpec) -> CodebookDesign:
         """The codebook design of ``w`` under ``spec`` (see :mod:`refquant_lloydmax.codebook`)."""
@@ -105,7 +109,8 @@ class LloydMaxWeights:
                              f"{'signed' if spec.signed else 'unsigned'} "
                              f"{'symmetric' if spec.symmetric else 'asymmetric'} weight grid")
         return design_codebook(w, spec.bits, per_channel=spec.per_channel,
-                               prior=spec.option("prior", self.prior), layer=spec.layer)
+                               prior=spec.option("prior", self.prior), refine=spec.option("refine", self.refine),
+                               layer=spec.layer)
 
     def quantize_weight(self, w: np.ndarray, spec: LayerSpec) -> QuantizedWeight:
         execution = spec.option("execution", self.execution)

@@ -44,7 +44,7 @@ def nearest(x, levels):
 def test_layer_row_against_independent_computations(granularity, bits):
     rng = np.random.default_rng(bits)
     w = np.concatenate([rng.normal(0, 0.1, (3, 60)), rng.laplace(0.02, 0.05, (3, 60))]).astype(np.float32)
-    row = layer_report(w, bits, granularity=granularity, layer="fc", op="Gemm")
+    row = layer_report(w, bits, granularity=granularity, refine="none", layer="fc", op="Gemm")
     rows = w.reshape(6, -1) if granularity == "per-channel" else w.reshape(1, -1)
     x64 = rows.astype(np.float64)
     fits = [lm.fit_prior(x) for x in x64]
@@ -77,6 +77,20 @@ def test_layer_row_against_independent_computations(granularity, bits):
         counts = {p: sum(f.prior == p for f in fits) for p in ("gaussian", "laplace")}
         assert row["prior"] == " ".join(f"{p}:{n}" for p, n in sorted(counts.items()) if n)
         assert row["ks_laplace"] == pytest.approx(np.mean([f.ks_laplace for f in fits]), rel=1e-12)
+    # the default refines each prior's codebook on the values: the better of Lloyd's iteration on
+    # them from the prior's levels and from their best uniform grid (levels stored as float32)
+    refined = layer_report(w, bits, granularity=granularity, layer="fc", op="Gemm")
+    best, starts = [], []
+    for x, fit in zip(x64, fits):
+        prior = fit.loc + fit.std * np.array(lm.lloyd_max(fit.prior, 2**bits).levels)
+        a, b = lm.lloyd_max(x, 2**bits, init=prior), lm.lloyd_max(x, 2**bits)
+        levels = np.float32(a.levels if a.mse <= b.mse else b.levels).astype(np.float64)
+        best.append(np.mean((nearest(x, levels) - x) ** 2))
+        starts.append(a.mse <= b.mse)
+    assert refined["mse_lloydmax"] == pytest.approx(np.mean(best), rel=1e-9)
+    assert refined["from_prior"] == sum(starts) and refined["refine"] == "weights"
+    assert refined["mse_lloydmax"] <= row["mse_lloydmax"] * (1 + 1e-6)
+    assert refined["mse_lloydmax"] <= row["mse_minmax"] * (1 + 1e-6)
 
 
 def test_engine_minmax_column_is_the_minmax_strategy():
@@ -90,11 +104,13 @@ def test_engine_minmax_column_is_the_minmax_strategy():
 
 
 # ------------------------------------------------------------------------- the MSE claim
+@pytest.mark.parametrize("prior", ["auto", "empirical"])
 @pytest.mark.parametrize("granularity", ["per-tensor", "per-channel"])
-def test_empirical_codebook_beats_minmax_and_aciq_on_every_shipped_layer(granularity):
-    """The empirical Lloyd-Max codebook starts from the best uniform grid on the same samples,
-    so its MSE cannot exceed min-max's; ACIQ's is a uniform grid too."""
-    rows = model_tables.reports(granularity=granularity, prior="empirical")
+def test_default_and_empirical_codebooks_beat_minmax_and_aciq_on_every_shipped_layer(granularity, prior):
+    """§10.2: the empirical Lloyd-Max codebook starts from the best uniform grid on the same
+    samples, so its MSE cannot exceed min-max's, and the default (the KS prior's codebook
+    refined on the weights) is never worse than the empirical one; ACIQ's is measured."""
+    rows = model_tables.reports(granularity=granularity, prior=prior)
     layers = sum(len(model_layers(get_model(m))) for m in model_tables.MODELS)
     assert {m for m, _ in rows} == set(model_tables.MODELS) and len(rows) == 4 * layers
     for model, r in rows:
@@ -115,13 +131,13 @@ def test_layer_table_in_the_spec_is_recomputed(spec_text):
 
 
 def test_representation_error_is_small_below_8_bits_and_dominates_at_8():
-    """§9: at 2-4 bits the int8 rounding of the levels adds under 1% to the Lloyd-Max MSE on
-    every shipped layer; at 8 bits it exceeds the Lloyd-Max MSE itself."""
+    """§9.2: at 2-3 bits the int8 rounding of the levels adds under 1% to the Lloyd-Max MSE on
+    every shipped layer, at 4 bits under 8%; at 8 bits it exceeds the Lloyd-Max MSE itself."""
     for gran in ("per-tensor", "per-channel"):
         for model, r in model_tables.reports(granularity=gran):
             assert r["rep_lsb_max"] <= 0.5 + 1e-5
             if r["bits"] <= 4:
-                assert r["rep_mse_ratio"] < 0.01, (model, gran, r["layer"], r["bits"])
+                assert r["rep_mse_ratio"] < (0.01 if r["bits"] <= 3 else 0.08), (model, gran, r["layer"], r["bits"])
             else:
                 assert r["rep_mse_ratio"] > 1, (model, gran, r["layer"], r["bits"])
 

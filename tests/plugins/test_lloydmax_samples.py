@@ -184,3 +184,27 @@ def test_one_million_gaussian_samples_agree_with_the_analytic_solution():
 
 def cell_members_fast(x, thresholds):
     return np.searchsorted(thresholds, x, side="left")
+
+
+@given(x=samples, n=st.integers(2, 12), seed=st.integers(0, 2**32 - 1))
+def test_lloyd_max_from_a_given_start(x, n, seed):
+    """``init``: the iteration starts at the given levels; the MSE never rises above theirs, the
+    history starts with it, and the result is a fixed point (a Lloyd step changes nothing)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = float(np.min(x)), float(np.max(x))
+    init = np.sort(rng.uniform(lo - 1, hi + 1, n))
+    if np.any(np.diff(init) <= 0):
+        return
+    r = lm.lloyd_max(x, n, init=init)
+    start = lm.quantizer_mse(x, init)
+    assert r.mse_history[0] == pytest.approx(start, rel=1e-9, abs=1e-12)
+    assert r.mse <= start * (1 + 1e-9) + 1e-12
+    assert r.converged
+    assert np.allclose(lm.lloyd_step(x, r.levels), r.levels, rtol=0, atol=1e-9 * (1 + np.std(x)))
+
+
+def test_init_errors():
+    with pytest.raises(ValueError, match="init must be 4 strictly increasing"):
+        lm.lloyd_max("gaussian", 4, init=[0.0, 1.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="init must be 4"):
+        lm.lloyd_max(np.arange(10.0), 4, init=[0.0, 1.0, 2.0])
