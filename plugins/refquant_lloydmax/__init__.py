@@ -2,7 +2,9 @@
 
 Model a weight tensor (or each output channel) as Gaussian or Laplace, chosen by the smaller
 Kolmogorov-Smirnov statistic (:func:`fit_prior`); take the N-level Lloyd-Max quantizer of that
-unit-variance density (:func:`lloyd_max`), and scale it to the fit. Uniform quantizers with
+unit-variance density (:func:`lloyd_max`), and scale it to the fit; by default, refine that
+codebook by Lloyd's iteration on the weights themselves (``refine="weights"``: never worse
+than the prior's codebook, the empirical one, or min-max). Uniform quantizers with
 min-max, ACIQ and MSE-optimal clipping are scored on the same densities, with the same exact
 MSE, for comparison (:func:`minmax_uniform`, :func:`aciq_uniform`, :func:`optimal_uniform`).
 
@@ -17,7 +19,7 @@ The mathematics is in ``spec/strategies/lloydmax.md``.
 from refquant.hookspecs import hookimpl
 
 from .aciq import aciq_clip, aciq_model_mse, aciq_uniform
-from .codebook import INT8_NARROW, CodebookDesign, design_codebook
+from .codebook import INT8_NARROW, REFINE_CHOICES, CodebookDesign, design_codebook
 from .densities import Gaussian, Laplace, Samples
 from .fit import PRIOR_CHOICES, PriorFit, fit_prior
 from .solver import LloydMaxResult, lloyd_max, lloyd_rates, lloyd_step, quantizer_mse
@@ -33,6 +35,7 @@ __all__ = [
     "LloydMaxWeights",
     "PRIOR_CHOICES",
     "PriorFit",
+    "REFINE_CHOICES",
     "Samples",
     "UniformResult",
     "aciq_clip",
