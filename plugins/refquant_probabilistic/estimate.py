@@ -185,7 +185,6 @@ class _Plan:
     """What one layer's estimate needs that depends only on the input's shape, dtype and zero
     point, the spec and the layer: worked out once per such combination."""
 
-    spec: LayerSpec  # the spec object this plan was made for (checked by identity)
     grid: PatchGrid
     z: np.integer  # the zero point in the accumulators' type
     scratch: tuple  # ((shape, dtype), ...) of ring1, ring2, ring_row, sums
@@ -215,7 +214,7 @@ def _make_plan(x_q: np.ndarray, zero_point: int, context: LayerContext, spec: La
         return None
     rows = channels if spec.per_channel else 1
     fmt = spec.fmt
-    return _Plan(spec, grid, ring(zero_point), tuple(_scratch(grid, np.int64, ring).values()), rows,
+    return _Plan(grid, ring(zero_point), tuple(_scratch(grid, np.int64, ring).values()), rows,
                  spec.per_channel and options.weight_model == "per-tensor", activation, fmt,
                  2 ** (fmt.bits - 1) - 1, 0 if fmt.signed else 2 ** (fmt.bits - 1))
 
@@ -232,10 +231,11 @@ def estimated_qparams(x_q: np.ndarray, x_qparams: QParams, context: LayerContext
     zero_point = int(x_qparams.zero_point)
     plans = context.cache.setdefault(_CACHE_KEY, {})
     key = (x_q.shape, x_q.dtype.num, zero_point, id(spec), context.fused_activation)
-    plan = plans.get(key)
-    if plan is None or plan.spec is not spec:
-        plan = plans[key] = _make_plan(x_q, zero_point, context, spec) or False
-    if plan is False:
+    entry = plans.get(key)
+    if entry is None or entry[0] is not spec:  # the id of a spec that is gone may be reused
+        entry = plans[key] = (spec, _make_plan(x_q, zero_point, context, spec))
+    plan = entry[1]
+    if plan is None:
         return None
     state = context.state
     alpha, beta = state["alpha"], state["beta"]

@@ -103,3 +103,20 @@ def test_widths_edited_after_the_first_call_are_seen():
     ctx.weight = QuantizedWeight(quantize(2 * w, wqp), wqp)  # a new weight: prepare again
     PROB.prepare(ctx, spec)
     assert PROB.qparams_before(xq, xqp, ctx, spec) == PROB.qparams_before_reference(xq, xqp, ctx, spec)
+
+
+def test_a_layer_the_compiled_path_declines_goes_to_the_reference_at_every_call():
+    """An unknown fused activation: no plan; each call runs the reference, which names it."""
+    rng = np.random.default_rng(2)
+    w = rng.normal(0, 0.3, (3, 5)).astype(np.float32)
+    wqp = qparams_from_range(-1.0, 1.0, "int8", symmetric=True, name="w")
+    ctx = LayerContext(Node("fc", "Gemm", ["x", "w"], ["y"], {}), QuantizedWeight(quantize(w, wqp), wqp), None, {},
+                       "gelu")
+    spec = LayerSpec("fc", "Gemm", 8, False, "per-tensor", False)
+    PROB.prepare(ctx, spec)
+    xqp = qparams_from_range(-1.0, 1.0, "uint8", name="x")
+    xq = quantize(rng.normal(0, 0.5, (2, 5)).astype(np.float32), xqp)
+    for _ in range(2):
+        assert estimated_qparams(xq, xqp, ctx, spec) is None
+        with pytest.raises(ValueError, match="'fc'.*gelu"):
+            PROB.qparams_before(xq, xqp, ctx, spec)
