@@ -39,9 +39,10 @@ the weight statistics and widths are read from ``LayerContext.state`` at every c
 calibration that replaces or edits them in place is seen at once.
 
 Where the reference would take another road, the kernel does not guess: it reports it and
-:func:`estimated_qparams` returns ``None`` so the caller runs the reference — when ``P·Q1 − T1²`` would need Python integers (``P·Q1`` bound
-≥ 2⁶³), for a float input, and when any moment or scale is not finite and positive (the
-reference then raises its error naming the layer).
+:func:`estimated_qparams` returns ``None`` so the caller runs the reference — when ``P·Q1 −
+T1²`` would need Python integers (``P·Q1`` bound ≥ 2⁶³), for a float input, and when any
+moment or scale is not finite and positive (the reference then raises its error naming the
+layer).
 """
 
 from __future__ import annotations
@@ -92,30 +93,36 @@ def _qparams_kernel(sums, count, s, per_channel, m, v, b, has_bias, tensor_weigh
     """Fill ``scale_out`` (float32) and ``zp_out`` (int32), ``[rows]``; return 0, or 1 when the
     caller must run the reference (a non-finite moment, or a scale that is not finite and > 0).
 
-    ``sums``: int64 ``[N, G, 3]`` patch sums ``(T1, Q1, T2)`` over ``count`` patches; ``m, v``:
-    ``[C_out]`` weight statistics, replaced by ``m_tensor, v_tensor`` when ``tensor_weights``;
-    ``b``: the bias when ``has_bias`` (else 0, as the reference's scalar 0.0) (per channel); ``mix_*``: float64 ``[G]``, :func:`~.weightstats.mixture_statistics`
-    (per tensor); ``alpha, beta``: float64 ``[rows]``; ``half = 2^(b−1) − 1`` (symmetric divisor)."""
+    ``sums``: int64 ``[N, G, 3]`` patch sums ``(T1, Q1, T2)`` over ``count`` patches. Per channel:
+    ``m, v`` the ``[C_out]`` weight statistics (``m_tensor, v_tensor`` instead when
+    ``tensor_weights``), ``b`` the bias when ``has_bias`` (else 0, the reference's scalar 0.0).
+    Per tensor: ``mix_*`` float64 ``[G]`` (:func:`~.weightstats.mixture_statistics`).
+    ``alpha, beta``: float64 ``[rows]``; ``half = 2^(b−1) − 1`` (the symmetric divisor)."""
     n_img, groups = sums.shape[0], sums.shape[1]
     rows = scale_out.shape[0]
     ss = s * s
     pp = float(count * count)
     lo_u = np.zeros(rows)
     hi_u = np.zeros(rows)
+    mean_s1 = np.empty(groups)  # the patch moments of one image, per group
+    var_s1 = np.empty(groups)
+    mean_s2 = np.empty(groups)
     mu_g = np.empty(groups)
     w_g = np.empty(groups)
     per_group = rows // groups if per_channel else 1
     for n in range(n_img):
+        for g in range(groups):
+            t1, q1, t2 = sums[n, g, 0], sums[n, g, 1], sums[n, g, 2]
+            mean_s1[g] = s * (t1 / count)
+            var_s1[g] = ss * (float(count * q1 - t1 * t1) / pp)  # P·Q1 − T1²: exact int64 (the plan's bound)
+            mean_s2[g] = ss * (t2 / count)
         if per_channel:
             for o in range(rows):
                 g = o // per_group
-                mean_s1 = s * (sums[n, g, 0] / count)
-                var_s1 = ss * (float(count * sums[n, g, 1] - sums[n, g, 0] * sums[n, g, 0]) / pp)
-                mean_s2 = ss * (sums[n, g, 2] / count)
                 mo = m_tensor if tensor_weights else np.float64(m[o])
                 vo = v_tensor if tensor_weights else np.float64(v[o])
-                mu = mo * mean_s1 + (np.float64(b[o]) if has_bias else 0.0)
-                var = vo * mean_s2 + (mo * mo) * var_s1
+                mu = mo * mean_s1[g] + (np.float64(b[o]) if has_bias else 0.0)
+                var = vo * mean_s2[g] + (mo * mo) * var_s1[g]
                 sigma = math.sqrt(var)
                 if not (math.isfinite(mu) and math.isfinite(sigma)):
                     return 1
@@ -126,15 +133,12 @@ def _qparams_kernel(sums, count, s, per_channel, m, v, b, has_bias, tensor_weigh
                 hi_u[o] = max(hi_u[o], hi)
             continue
         for g in range(groups):
-            mean_s1 = s * (sums[n, g, 0] / count)
-            var_s1 = ss * (float(count * sums[n, g, 1] - sums[n, g, 0] * sums[n, g, 0]) / pp)
-            mean_s2 = ss * (sums[n, g, 2] / count)
-            mu_g[g] = mix_mean[g] * mean_s1 + mix_bias[g]
-            w_g[g] = (mix_var[g] * mean_s2 + mix_mean_sq[g] * var_s1 + mix_mean_var[g] * (mean_s1 * mean_s1)
-                      + 2.0 * mix_cov[g] * mean_s1 + mix_bias_var[g])
+            mu_g[g] = mix_mean[g] * mean_s1[g] + mix_bias[g]
+            w_g[g] = (mix_var[g] * mean_s2[g] + mix_mean_sq[g] * var_s1[g] + mix_mean_var[g] * (mean_s1[g] * mean_s1[g])
+                      + 2.0 * mix_cov[g] * mean_s1[g] + mix_bias_var[g])
         if groups == 1:
             mu, var = mu_g[0], w_g[0]
-        else:
+        else:  # sequential sums in group order, as the reference's _group_mean
             total = 0.0
             for g in range(groups):
                 total += mu_g[g]
@@ -150,8 +154,6 @@ def _qparams_kernel(sums, count, s, per_channel, m, v, b, has_bias, tensor_weigh
         if not (math.isfinite(mu) and math.isfinite(var)):
             return 1
         sigma = math.sqrt(var if var >= 0.0 else 0.0)
-        if not (math.isfinite(mu) and math.isfinite(sigma)):
-            return 1
         lo, hi, finite = _image_range(mu, sigma, alpha[0], beta[0], activation)
         if not finite:
             return 1
