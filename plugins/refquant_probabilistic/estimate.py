@@ -57,7 +57,7 @@ from refquant.numerics import IntFormat, QParams
 from refquant.strategies import LayerContext, LayerSpec
 
 from .options import read_options
-from .patches import PatchGrid, _integer_plan, _patch_sums_kernel, _row_sums_kernel, _scratch, as_nchw, patch_grid
+from .patches import PatchGrid, _integer_plan, _scratch, as_nchw, fill_patch_sums, patch_grid
 
 __all__ = ["estimated_qparams"]
 
@@ -189,7 +189,7 @@ class _Plan:
 
     grid: PatchGrid
     z: np.integer  # the zero point in the accumulators' type
-    scratch: tuple  # ((shape, dtype), ...) of ring1, ring2, ring_row, sums
+    scratch: dict  # {name: (shape, dtype)} of the patch sums' arrays (patches._scratch)
     rows: int
     tensor_weights: bool
     activation: int
@@ -216,7 +216,7 @@ def _make_plan(x_q: np.ndarray, zero_point: int, context: LayerContext, spec: La
         return None
     rows = channels if spec.per_channel else 1
     fmt = spec.fmt
-    return _Plan(grid, ring(zero_point), tuple(_scratch(grid, np.int64, ring).values()), rows,
+    return _Plan(grid, ring(zero_point), _scratch(grid, np.int64, ring), rows,
                  spec.per_channel and options.weight_model == "per-tensor", activation, fmt,
                  2 ** (fmt.bits - 1) - 1, 0 if fmt.signed else 2 ** (fmt.bits - 1))
 
@@ -243,18 +243,12 @@ def estimated_qparams(x_q: np.ndarray, x_qparams: QParams, context: LayerContext
     alpha, beta = state["alpha"], state["beta"]
     if np.shape(alpha) != (plan.rows,) or np.shape(beta) != (plan.rows,):
         return None
-    grid, g, fmt = plan.grid, plan.grid.geometry, plan.fmt
-    ring1, ring2, ring_row, sums = (np.empty(shape, dtype) for shape, dtype in plan.scratch)
+    grid, fmt = plan.grid, plan.fmt
+    scratch = {name: np.empty(shape, dtype) for name, (shape, dtype) in plan.scratch.items()}
+    sums = fill_patch_sums(as_nchw(np.ascontiguousarray(x_q)), plan.z, grid, scratch)
     scale = np.empty(plan.rows, np.float32)
     zp = np.empty(plan.rows, np.int32)
     bias = context.bias
-    x = as_nchw(np.ascontiguousarray(x_q))
-    if grid.single:
-        _row_sums_kernel(x.reshape(g.n, g.c_in), plan.z, sums)
-    else:
-        _patch_sums_kernel(x, plan.z, g.group, g.kh, g.kw, g.strides[0], g.strides[1], g.dilations[0],
-                           g.dilations[1], g.pads[0], g.pads[1], grid.rows, grid.cols, grid.used_cols, grid.direct,
-                           ring1, ring2, ring_row, sums)
     status = _qparams_kernel(
         sums, grid.count, float(np.float32(x_qparams.scale)), spec.per_channel, state["weight_mean"],
         state["weight_var"], state["weight_mean"] if bias is None else bias, bias is not None, plan.tensor_weights,

@@ -48,7 +48,7 @@ from numba import njit
 
 from refquant.kernels.geometry import ConvGeometry, conv_geometry
 
-__all__ = ["PatchSums", "PatchGrid", "sample_positions", "patch_grid", "patch_sums",
+__all__ = ["PatchSums", "PatchGrid", "sample_positions", "patch_grid", "patch_sums", "fill_patch_sums",
            "patch_sums_reference", "patch_sums_scratch_bytes", "as_nchw"]
 
 
@@ -326,6 +326,19 @@ def _scratch(grid: PatchGrid, dtype, ring_dtype) -> dict:
             "ring_row": ((slots,), np.int64), "out": ((g.n, g.group, 3), dtype)}
 
 
+def fill_patch_sums(x: np.ndarray, z, grid: PatchGrid, scratch: dict) -> np.ndarray:
+    """Run the loop ``grid`` calls for (row sums, direct or ring) on the C-contiguous NCHW ``x``
+    with the zero point ``z`` already in the accumulators' type; ``scratch`` holds the arrays of
+    :func:`_scratch`. Returns ``scratch["out"]``, ``[N, G, 3]`` = ``(T1, Q1, T2)``."""
+    g, out = grid.geometry, scratch["out"]
+    if grid.single:
+        _row_sums_kernel(x.reshape(g.n, g.c_in), z, out)
+    else:
+        _patch_sums_kernel(x, z, g.group, g.kh, g.kw, g.strides[0], g.strides[1], g.dilations[0], g.dilations[1],
+                           g.pads[0], g.pads[1], grid.rows, grid.cols, grid.used_cols, grid.direct,
+                           scratch["ring1"], scratch["ring2"], scratch["ring_row"], out)
+    return out
+
 
 def patch_sums_scratch_bytes(grid: PatchGrid) -> int:
     """Bytes :func:`patch_sums` allocates for an 8-bit input: ``24·N·G`` for the results, plus on
@@ -359,13 +372,5 @@ def patch_sums(x: np.ndarray, zero_point, grid: PatchGrid, layer: str = "layer")
         bound, ring = 0, np.float64
     arrays = {k: np.empty(shape, dt) for k, (shape, dt) in _scratch(grid, acc, ring).items()}
     z = ring(zero_point) if integer else np.float64(zero_point)  # x̃ = x − z then has the ring's type
-    if grid.single:
-        out = np.empty((g.n, 1, 3), acc)
-        _row_sums_kernel(np.ascontiguousarray(x).reshape(g.n, g.c_in), z, out)
-        return PatchSums(out[:, :, 0], out[:, :, 1], out[:, :, 2], grid.count, bound)
-    _patch_sums_kernel(np.ascontiguousarray(x), z, g.group, g.kh, g.kw, g.strides[0], g.strides[1],
-                       g.dilations[0], g.dilations[1], g.pads[0], g.pads[1], grid.rows, grid.cols,
-                       grid.used_cols, grid.direct, arrays["ring1"], arrays["ring2"], arrays["ring_row"],
-                       arrays["out"])
-    out = arrays["out"]
+    out = fill_patch_sums(np.ascontiguousarray(x), z, grid, arrays)
     return PatchSums(out[:, :, 0], out[:, :, 1], out[:, :, 2], grid.count, bound)

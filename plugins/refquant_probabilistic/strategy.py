@@ -106,8 +106,7 @@ class ProbabilisticActivations:
         the patch sums), bit-identical to :meth:`qparams_before_reference`, which decides
         whenever the compiled path declines (and raises every error)."""
         x_q = np.asarray(x_q)
-        if (x_q.dtype.kind in "iu" and isinstance(x_qparams, QParams) and x_qparams.per_tensor
-                and x_q.ndim >= 2 and x_q.shape[0] > 0):
+        if isinstance(x_qparams, QParams) and x_qparams.per_tensor and x_q.ndim >= 2 and x_q.shape[0] > 0:
             qparams = estimated_qparams(x_q, x_qparams, context, spec)
             if qparams is not None:
                 return qparams
