@@ -1,6 +1,6 @@
 """The probabilistic strategy measured: estimator time, working memory, per-input accuracy.
 
-    python bench/probabilistic.py [--repeats 30] [--threads 1] [--markdown] [--memory] [--accuracy]
+    python bench/probabilistic.py [--repeats 30] [--threads 1] [--markdown] [--summary] [--memory] [--accuracy]
 
 **Timing** (always):
 For every quantizable layer of the shipped models (on one test image and on the whole test
@@ -41,7 +41,6 @@ setting in which per-input strategies adapt to each image — for 8-, 6- and 4-b
 from __future__ import annotations
 
 import argparse
-import time
 
 import numba
 import numpy as np
@@ -56,7 +55,7 @@ from refquant.registry import models
 from refquant.strategies import LayerContext, LayerSpec, QuantizedWeight
 from refquant_probabilistic import ProbabilisticActivations
 from refquant.executor import peak_working_bytes
-from refquant_probabilistic.diagnostics import (GAMMAS, kept_tensors, layer_call, per_input_accuracy,
+from refquant_probabilistic.diagnostics import (GAMMAS, interleaved_times, kept_tensors, layer_call, per_input_accuracy,
                                                per_tensor_input, reference_layer_bytes, traced_step_bytes,
                                                with_gamma)
 from refquant_probabilistic.patches import patch_grid, patch_sums
@@ -75,16 +74,7 @@ LARGE = [
 
 
 def _min_pair(first, second, repeats: int) -> tuple[float, float]:
-    first(), second()
-    a, b = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        first()
-        t1 = time.perf_counter()
-        second()
-        t2 = time.perf_counter()
-        a.append(t1 - t0)
-        b.append(t2 - t1)
+    a, b = interleaved_times(first, second, repeats)
     return min(a), min(b)
 
 
@@ -222,6 +212,30 @@ def _table(title: str, rows: list[dict], markdown: bool, fmt=_fmt) -> None:
             print("  ".join(f"{fmt(r.get(c, '')):>14}" for c in columns))
 
 
+#: the condensed table of ``bench/RESULTS.md`` and the spec: these layers at 599 images, then at one
+SUMMARY_LAYERS = (("digits-cnn/conv1", 599), ("digits-cnn/conv2", 599), ("digits-resnet/stem", 599),
+                  ("digits-resnet/block1_conv1", 599), ("digits-resnet/block2_conv2", 599),
+                  ("digits-mlp/fc1", 599), ("digits-resnet/fc", 599), ("digits-cnn/conv1", 1), ("digits-mlp/fc1", 1))
+
+
+def summary_table(rows: list[dict]) -> str:
+    """One Markdown line per layer (the :data:`SUMMARY_LAYERS` and every ResNet-like layer): the
+    γ = 1 layer time and, for γ = 1 / 2 / 4 / 8, the patch sums, the whole compiled estimate and
+    the NumPy reference as % of the layer."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["layer"], r["images"]), {})[r["gamma"]] = r
+    keys = [k for k in SUMMARY_LAYERS if k in by] + [k for k in by if k[0].startswith("conv ")]
+    lines = ["| layer | images | layer ms (γ=1 row) | patch sums % (γ = 1 / 2 / 4 / 8) | "
+             "whole estimate % (compiled) | NumPy reference % |", "|---|---|---|---|---|---|"]
+    for layer, images in keys:
+        g = by[(layer, images)]
+        cell = lambda col: " / ".join(f"{g[k][col]:.1f}" for k in GAMMAS)  # noqa: E731
+        lines.append(f"| {layer} | {images} | {g[1]['layer_ms']:.3f} | {cell('patch_sums_pct')} | "
+                     f"{cell('estimator_pct')} | {cell('reference_pct')} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -230,12 +244,18 @@ def main(argv=None) -> None:
     parser.add_argument("--memory", action="store_true", help="also the working-memory tables")
     parser.add_argument("--accuracy", action="store_true", help="also per-input accuracy (slow)")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing tables")
+    parser.add_argument("--summary", action="store_true",
+                        help="also the condensed timing table recorded in bench/RESULTS.md")
     args = parser.parse_args(argv)
     numba.set_num_threads(args.threads)
     what = f"Numba, {args.threads} thread(s), minimum of {args.repeats}"
     if not args.no_timing:
-        _table(f"estimator vs layer, shipped models ({what})", shipped_rows(args.repeats), args.markdown)
-        _table(f"estimator vs layer, ResNet-like layers ({what})", large_rows(args.repeats), args.markdown)
+        shipped, large = shipped_rows(args.repeats), large_rows(args.repeats)
+        _table(f"estimator vs layer, shipped models ({what})", shipped, args.markdown)
+        _table(f"estimator vs layer, ResNet-like layers ({what})", large, args.markdown)
+        if args.summary:
+            print(f"\nsummary ({what})\n")
+            print(summary_table(shipped + large))
     if args.memory:
         _table("working bytes per image and layer, test set as one batch (engine accounting; tracemalloc on "
                "the Numba backend; tracemalloc on the reference kernels, tiled)", memory_rows(), args.markdown,

@@ -45,7 +45,7 @@ from refquant.registry import get_backend
 
 from .patches import patch_grid, patch_sums_scratch_bytes
 
-__all__ = ["LayerDiagnostics", "range_diagnostics", "estimator_timing", "traced_step_bytes",
+__all__ = ["LayerDiagnostics", "range_diagnostics", "interleaved_times", "estimator_timing", "traced_step_bytes",
            "tiled_reference_requant", "reference_layer_bytes", "kept_tensors", "per_tensor_input", "layer_call",
            "with_gamma",
            "per_input_accuracy", "report", "plot_ranges", "add_report_command", "GAMMAS"]
@@ -183,6 +183,22 @@ def with_gamma(spec, gamma: int):
     return replace(spec, options=options)
 
 
+def interleaved_times(first, second, repeats: int) -> tuple[list, list]:
+    """Seconds of ``repeats`` calls of ``first`` and ``second``, taking turns, after one untimed
+    call of each (compilation, caches): on a shared machine both see the same disturbances."""
+    first(), second()
+    a, b = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        first()
+        t1 = time.perf_counter()
+        second()
+        t2 = time.perf_counter()
+        a.append(t1 - t0)
+        b.append(t2 - t1)
+    return a, b
+
+
 def estimator_timing(qm: QuantizedModel, x: np.ndarray, *, gammas=GAMMAS, repeats: int = 30,
                      backend: str = "numba") -> list[dict]:
     """Per probabilistic layer and γ: median ms of ``qparams_before`` and of the fused kernel call.
@@ -212,16 +228,7 @@ def estimator_timing(qm: QuantizedModel, x: np.ndarray, *, gammas=GAMMAS, repeat
             def run_estimator():
                 return layer.act_strategy.qparams_before(q, qp, layer.context, spec)
 
-            run_layer(), run_estimator()
-            t_layer, t_est = [], []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                run_layer()
-                t1 = time.perf_counter()
-                run_estimator()
-                t2 = time.perf_counter()
-                t_layer.append(t1 - t0)
-                t_est.append(t2 - t1)
+            t_layer, t_est = interleaved_times(run_layer, run_estimator, repeats)
             est, lay = float(np.median(t_est)), float(np.median(t_layer))
             grid = patch_grid(q.shape, layer.context.state["weight_shape"], layer.context.attributes, gamma,
                               layer.name)
