@@ -58,6 +58,7 @@ import numpy as np
 from refquant.numerics import IntFormat, QParams, qparams_from_range, quantize
 from refquant.strategies import weight_groups
 
+from .densities import Samples
 from .fit import PRIOR_CHOICES, PriorFit, fit_prior
 from .solver import lloyd_max
 
@@ -150,7 +151,8 @@ def group_levels(x: np.ndarray, bits: int, fit: PriorFit | None, refine: str = "
     prior = fit.loc + fit.std * np.array(lloyd_max(fit.prior, n).levels)
     if refine == "none":
         return prior, "prior"
-    from_prior, from_uniform = lloyd_max(x64, n, init=prior), lloyd_max(x64, n)
+    samples = Samples(x64)  # sorted once, with its prefix sums, for both starts
+    from_prior, from_uniform = lloyd_max(samples, n, init=prior), lloyd_max(samples, n)
     if from_prior.mse <= from_uniform.mse:
         return np.array(from_prior.levels), "prior"
     return np.array(from_uniform.levels), "uniform"
