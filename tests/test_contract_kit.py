@@ -1,6 +1,7 @@
 """The contract kit: every registered strategy passes it, and it catches broken strategies."""
 
 import numpy as np
+import pytest
 
 from refquant import registry
 from refquant.numerics import qparams_from_range, quantize
@@ -45,3 +46,20 @@ def test_the_kit_reports_what_a_broken_strategy_breaks():
     assert "FAIL check_weight_valid" in str(report)
     known = check_strategy(_IgnoresBits(), expected_failures={n: "known" for n in failed})
     assert known.ok and str(known).count("expected failures") == 1
+
+
+@parametrize_with_checks([_IgnoresBits()], expected_failures={"broken": {
+    "check_weight_valid": "always 8-bit per tensor", "check_weight_deterministic": "scale drifts per call",
+    "check_weight_bad_input": "NaN silently zeroed", "check_weight_constant": "ignores per-channel"}})
+def test_known_failures_are_marked_xfail(strategy, check):
+    check(strategy)
+
+
+def test_expected_failures_are_strict_and_checked():
+    deco = parametrize_with_checks([_IgnoresBits()], expected_failures={"broken": {"check_weight_valid": "x"}})
+    params = deco.args[1]
+    marked = {p.id: [m.kwargs for m in p.marks] for p in params}
+    assert marked["broken-check_weight_valid"] == [{"reason": "x", "strict": True, "raises": Exception}]
+    assert marked["broken-check_weight_constant"] == []
+    with pytest.raises(ValueError, match="broken:check_no_such"):
+        parametrize_with_checks([_IgnoresBits()], expected_failures={"broken": {"check_no_such": "typo"}})

@@ -8,7 +8,8 @@ A plugin author runs::
 
 or, with pytest, one test per check::
 
-    @parametrize_with_checks([MyStrategy()])
+    @parametrize_with_checks([MyStrategy()],
+                             expected_failures={"my-strategy": {"check_weight_constant": "why"}})
     def test_contract(strategy, check):
         check(strategy)
 
@@ -379,10 +380,29 @@ def check_strategy(strategy, *, expected_failures: dict | None = None) -> Report
     return report
 
 
-def parametrize_with_checks(strategies):
-    """A pytest decorator: one test per (strategy, check), ids ``name-check``."""
+def parametrize_with_checks(strategies, *, expected_failures: dict | None = None):
+    """A pytest decorator: one test per (strategy, check), ids ``name-check``.
+
+    ``expected_failures`` maps a strategy name to ``{check name: reason}``; those cases are
+    marked ``xfail(strict=True)`` with the reason, so a known failure is visible in the test
+    report and a fixed one (an unexpected pass) turns the run red until the mark is removed.
+    A name in ``expected_failures`` that matches no (strategy, check) case is an error: a
+    misspelt mark must not hide anything.
+    """
     import pytest
 
-    cases = [(s, c) for s in strategies for c in strategy_checks(s)]
-    ids = [f"{s.name}-{c.__name__}" for s, c in cases]
-    return pytest.mark.parametrize(("strategy", "check"), cases, ids=ids)
+    expected_failures = expected_failures or {}
+    cases, ids, used = [], [], set()
+    for s in strategies:
+        for c in strategy_checks(s):
+            reason = expected_failures.get(s.name, {}).get(c.__name__)
+            marks = ()
+            if reason is not None:
+                marks = (pytest.mark.xfail(reason=reason, strict=True, raises=Exception),)
+                used.add((s.name, c.__name__))
+            cases.append(pytest.param(s, c, marks=marks, id=f"{s.name}-{c.__name__}"))
+    declared = {(n, c) for n, checks in expected_failures.items() for c in checks}
+    if declared - used:
+        unknown = ", ".join(f"{n}:{c}" for n, c in sorted(declared - used))
+        raise ValueError(f"parametrize_with_checks: expected_failures name no such strategy check: {unknown}")
+    return pytest.mark.parametrize(("strategy", "check"), cases)
