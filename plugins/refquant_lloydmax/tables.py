@@ -26,7 +26,14 @@ def _g(x: float, digits: int = 5) -> str:
 
 
 def _snr(mse: float) -> str:
-    return f"{10.0 * math.log10(1.0 / mse):.3f}"
+    return _dB(10.0 * math.log10(1.0 / mse))
+
+
+def _dB(x: float) -> str:
+    """``x`` to 3 decimals, with -0.000 printed as 0.000: for N = 2 the Lloyd-Max quantizer *is*
+    the uniform one, and the sign of a gain of order 1e-16 depends on the scipy release."""
+    s = f"{x:.3f}"
+    return "0.000" if s == "-0.000" else s
 
 
 def lloyd_max_table(distribution: str) -> str:
@@ -57,7 +64,7 @@ def uniform_table(distribution: str) -> str:
         r = lloyd_max(distribution, n)
         gain = 10.0 * math.log10(u.mse / r.mse)
         rows.append(
-            f"| {n} | {_g(u.step)} | {_g(u.clip)} | {_g(u.mse)} | {_snr(u.mse)} | {gain:.3f} |"
+            f"| {n} | {_g(u.step)} | {_g(u.clip)} | {_g(u.mse)} | {_snr(u.mse)} | {_dB(gain)} |"
         )
     return "\n".join(rows)
 
