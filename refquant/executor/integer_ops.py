@@ -13,7 +13,8 @@ An entry (an :class:`IntegerOp`) says
   in the executor, the recorded ones in a golden replay);
 * when it applies — :meth:`IntegerOp.supports`, given the *operands*: in ONNX input order,
   a :class:`~refquant.numerics.QParams` for a quantized tensor, an array for a constant
-  (an initializer), ``None`` for an absent optional input;
+  (an initializer), ``None`` for an absent optional input (anything else, e.g. the name of a
+  tensor known only at run time, is neither quantized nor constant);
 * how it computes — :meth:`IntegerOp.compute`, given the operands as values
   (:class:`QTensor` for quantized tensors) and the node's attributes;
 * which ONNX nodes it exports to — :meth:`IntegerOp.emit`, given the exporter's
@@ -25,6 +26,7 @@ rule keeps the input's qparams (no new quantization follows them — what QAT re
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -128,8 +130,10 @@ class QOperatorGraph(Protocol):
         """The node's attributes as ONNX takes them."""
 
 
-class IntegerOp:
-    """One table entry. Subclasses set ``op_types`` and ``keeps_qparams`` and implement the three methods."""
+class IntegerOp(ABC):
+    """One table entry: subclasses set ``op_types`` (and ``keeps_qparams``/``kernel`` for a rule
+    with a float result) and implement ``compute`` and ``emit``; the default ``supports`` asks
+    for a quantized first input."""
 
     op_types: tuple = ()
     keeps_qparams = True
@@ -140,13 +144,14 @@ class IntegerOp:
         """Whether the rule applies to a node with these operands (module docstring)."""
         return isinstance(operands[0], QParams)
 
+    @abstractmethod
     def compute(self, op_type: str, values: list, attributes: dict, *, name: str) -> np.ndarray:
-        """Integers on the input's grid (``keeps_qparams``) or the float32 result to quantize."""
-        raise NotImplementedError
+        """Integers on the input's grid (``keeps_qparams``) or the float32 result to quantize;
+        ``name`` (the layer) is named in every error."""
 
+    @abstractmethod
     def emit(self, g: QOperatorGraph, node) -> None:
         """Append the ONNX nodes computing ``node``'s integer output to ``g``."""
-        raise NotImplementedError
 
     def float_bytes(self, values: list) -> int:
         """Bytes of the float32 copies of the inputs this rule makes (0 for integer rules)."""
