@@ -6,18 +6,13 @@ How each step runs (``spec/architecture.md`` tells the whole story):
   picks the kernel: ``offline`` and ``before`` use the fused kernel (int32 accumulators never
   exist as a buffer); ``after`` runs the unfused kernel, hands the int32 accumulators to the
   strategy, then requantizes them. A Relu / Clip(0, 6) that follows is fused into the clamp.
-* **Relu, Clip, MaxPool, Flatten, Reshape** stay in the integer domain with their input's
-  qparams — exact, because each commutes with a monotone quantizer
-  (``q(relu(x̂)) = max(q, z)``, ``q(clip(x̂, a, b)) = clip(q, q(a), q(b))``, max-pool of
-  integers = integer of max-pool).
-* **AveragePool, GlobalAveragePool** of a per-tensor quantized input average the integers
-  ``q - z`` exactly and then scale: ``y = float32(float32(Σ (q - z)) / count) · s`` — one
-  rounding for the mean, one for the product, whatever order the sum is taken in (a float
-  sum of dequantized values depends on the order, and NumPy's and onnxruntime's orders
-  differ in the last bit). Then ``y`` is quantized like any float tensor.
-* **Everything else** (Add, Softmax, an unfolded BatchNormalization) runs as dequantize →
-  float32 op → quantize, with the output qparams the activation strategy gives for a float
-  tensor (the QDQ semantics of ONNX Runtime).
+* **Every other step** runs by its entry in the integer-operator table
+  (:mod:`refquant.executor.integer_ops`, ``spec/integer-ops.md``): Relu, Clip, MaxPool,
+  Flatten and Reshape on the integers with their input's qparams (exact: each commutes with a
+  monotone quantizer); AveragePool and GlobalAveragePool as the exact mean of ``q - z`` times
+  the scale; everything else (Add, Softmax, an unfolded BatchNormalization) as dequantize →
+  float32 op → quantize. A result that is not on the input's grid is quantized with the
+  output qparams the activation strategy gives for a float tensor.
 
 The bias is kept in float32 and quantized at run time with the input scale actually used:
 ``b_q[c] = clamp_int32(round_half_even(b[c] / float32(s_x · s_w[c])))`` (float32 division) —
@@ -31,28 +26,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import Graph, validate_inputs
-from ..numerics import QParams, dequantize, make_requantizer, qparams_from_range, quantize
+from ..numerics import QParams, dequantize, make_requantizer, quantize
 from ..ops import FLOAT_OPS
 from ..plan import Plan, parse_plan
 from ..plugins import get_plugin_manager
 from ..registry import get_backend, get_quantizer
 from ..strategies import LayerContext, LayerSpec, QuantizedWeight
 from .float_exec import FloatEvent, run_float
+from .integer_ops import QTensor, operand_kinds, rule_for
+from .integer_ops import per_tensor as _per_tensor
 from .records import LayerRecord
 from .traverse import Step, lower, walk
 
-__all__ = ["QTensor", "QuantizedLayer", "QuantizedModel", "quantize_model", "RunResult", "average_integers"]
-
-_INTEGER_OPS = ("Relu", "Clip", "MaxPool", "Flatten", "Reshape")
-_AVERAGING_OPS = ("AveragePool", "GlobalAveragePool")
-
-
-@dataclass
-class QTensor:
-    """An integer tensor with its qparams."""
-
-    q: np.ndarray
-    qp: QParams
+__all__ = ["QTensor", "QuantizedLayer", "QuantizedModel", "quantize_model", "RunResult"]
 
 
 @dataclass
@@ -115,16 +101,6 @@ def quantize_bias(bias, x_scale, w_scale) -> np.ndarray | None:
     return np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)
 
 
-def _per_tensor(t: QTensor, name: str) -> QTensor:
-    """Requantize a per-channel tensor onto one per-tensor grid covering every channel's range."""
-    if t.qp.per_tensor:
-        return t
-    x = dequantize(t.q, t.qp)
-    lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
-    qp = qparams_from_range(lo, hi, t.qp.fmt, name=name)
-    return QTensor(quantize(x, qp), qp)
-
-
 class QuantizedModel:
     """A float graph, its plan, quantized weights and calibrated qparams; runs on any backend."""
 
@@ -168,10 +144,8 @@ class QuantizedModel:
                               None, None, None)
             if step.quantizable:
                 out = self._run_layer(step, env, kernels, rec, keep)
-            elif step.node.op_type in _INTEGER_OPS and self._integer_ok(step, env):
-                out = self._run_integer(step, env, rec)
             else:
-                out = self._run_float_op(step, env, rec)
+                out = self._run_table_op(step, env, rec)
             if keep:
                 rec.q_output = out.q
                 rec.float_output = dequantize(out.q, out.qp)
@@ -283,89 +257,25 @@ class QuantizedModel:
         return make_requantizer(x_qp.scale, w_qp.scale, y_qp.scale, y_qp.zero_point, y_qp.fmt,
                                 mode=self.requant, activation=step.fused_activation)
 
-    def _integer_ok(self, step: Step, env: dict) -> bool:
-        x = env.get(step.node.inputs[0])
-        if not isinstance(x, QTensor):
-            return False
-        if step.node.op_type == "Clip":
-            return all(t == "" or t in self.graph.initializers for t in step.node.inputs[1:])
-        if step.node.op_type in ("Flatten", "Reshape"):
-            return x.qp.per_tensor
-        return True
-
-    def _run_integer(self, step: Step, env: dict, rec: LayerRecord) -> QTensor:
+    def _run_table_op(self, step: Step, env: dict, rec: LayerRecord) -> QTensor:
+        """A non-kernel step, by its entry in the integer-operator table (:func:`rule_for`)."""
         node = step.node
-        x = self._input(step, env)
-        rec.kernel, rec.input_qparams, rec.input_bytes = "integer", x.qp, x.q.nbytes
-        scale, zp = x.qp.broadcast_to(x.q.shape)
-        if node.op_type == "Relu":
-            y = np.maximum(x.q, zp.astype(x.q.dtype) if np.ndim(zp) else x.q.dtype.type(zp))
-        elif node.op_type == "Clip":
-            lo = quantize(self.graph.initializers[node.inputs[1]], x.qp) if len(node.inputs) > 1 and node.inputs[1] else None
-            hi = quantize(self.graph.initializers[node.inputs[2]], x.qp) if len(node.inputs) > 2 and node.inputs[2] else None
-            y = np.clip(x.q, lo, hi) if (lo is not None or hi is not None) else x.q.copy()
-        elif node.op_type == "MaxPool":
-            # max-pool of exact float32 images of the integers, then back: no rounding anywhere
-            y = FLOAT_OPS["MaxPool"](x.q.astype(np.float32), **node.attributes).astype(x.q.dtype)
-        else:  # Flatten / Reshape
-            args = [x.q.astype(np.float32)] + [env[t] if t else None for t in node.inputs[1:]]
-            y = FLOAT_OPS[node.op_type](*args, **node.attributes).astype(x.q.dtype)
-        rec.buffers["output"] = y.nbytes
-        return QTensor(np.ascontiguousarray(y), x.qp)
-
-    def _run_float_op(self, step: Step, env: dict, rec: LayerRecord) -> QTensor:
-        node = step.node
-        x = env.get(node.inputs[0])
-        if node.op_type in _AVERAGING_OPS and isinstance(x, QTensor) and x.qp.per_tensor:
-            return self._run_average(step, x, rec)
-        args, fbytes = [], 0
-        for t in node.inputs:
-            v = env[t] if t else None
-            if isinstance(v, QTensor):
-                rec.input_bytes += v.q.nbytes
-                if rec.input_qparams is None:
-                    rec.input_qparams = v.qp
-                v = dequantize(v.q, v.qp)
-                fbytes += v.nbytes
-            args.append(v)
-        try:
-            y = FLOAT_OPS[node.op_type](*args, **node.attributes)
-        except (ValueError, TypeError) as exc:
-            raise type(exc)(f"{node}: {exc}") from exc
-        if step.activation is not None:
-            y = FLOAT_OPS[step.activation.op_type](y, *[env[t] if t else None for t in step.activation.inputs[1:]],
-                                                   **step.activation.attributes)
+        values = [env[t] if t else None for t in node.inputs]
+        rule = rule_for(node.op_type, operand_kinds(values))
+        y = rule.compute(node.op_type, values, node.attributes, name=step.name)
+        quantized = [v for v in values if isinstance(v, QTensor)]
+        rec.kernel = rule.kernel
+        rec.input_qparams = quantized[0].qp if quantized else None
+        rec.input_bytes = sum(v.q.nbytes for v in quantized)
+        if rule.keeps_qparams:
+            rec.buffers["output"] = y.nbytes
+            return QTensor(np.ascontiguousarray(y), values[0].qp)
         strategy, spec = self.tensor_specs[step.output]
         qp = strategy.qparams_for_float(y, spec, self.tensor_qparams.get(step.output))
         q = quantize(y, qp)
-        rec.kernel, rec.timing = "float", getattr(strategy, "timing", None)
-        rec.buffers.update({"float": fbytes + y.nbytes, "output": q.nbytes})
+        rec.timing = getattr(strategy, "timing", None)
+        rec.buffers.update({"float": rule.float_bytes(values) + y.nbytes, "output": q.nbytes})
         return QTensor(q, qp)
-
-    def _run_average(self, step: Step, x: QTensor, rec: LayerRecord) -> QTensor:
-        """AveragePool / GlobalAveragePool: average the integers exactly, then scale."""
-        node = step.node
-        y = average_integers(node.op_type, x.q, x.qp, node.attributes)
-        strategy, spec = self.tensor_specs[step.output]
-        qp = strategy.qparams_for_float(y, spec, self.tensor_qparams.get(step.output))
-        q = quantize(y, qp)
-        rec.kernel, rec.timing = "float", getattr(strategy, "timing", None)
-        rec.input_qparams, rec.input_bytes = x.qp, x.q.nbytes
-        rec.buffers.update({"float": 4 * x.q.size + y.nbytes, "output": q.nbytes})
-        return QTensor(q, qp)
-
-
-def average_integers(op_type: str, q: np.ndarray, qp: QParams, attributes: dict) -> np.ndarray:
-    """``float32(float32(Σ_window (q - z)) / count) · s`` for AveragePool / GlobalAveragePool.
-
-    For 8-bit (and narrower) formats ``|q - z| <= 255``, so every float32 partial sum of a
-    window of fewer than 65 793 elements is an integer below 2**24 — exact, in any order. The
-    float32 pool then divides once, correctly rounded, by the integer count (padding counts
-    as ``q = z``, real zero), and the mean is multiplied once by the float32 scale.
-    """
-    centred = (q.astype(np.int32) - np.int32(qp.zero_point)).astype(np.float32)
-    mean = FLOAT_OPS[op_type](centred, **attributes)
-    return (mean * np.float32(qp.scale)).astype(np.float32)
 
 
 def _layer_specs(plan: Plan, node) -> tuple:

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..executor.quantized import QTensor, _per_tensor, quantize_bias
+from ..executor.integer_ops import QTensor, per_tensor
+from ..executor.quantized import quantize_bias
 from ..graph import OP_SCHEMAS
 from ..graph.io import _jsonable
 from ..kernels import reference
@@ -220,7 +221,7 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
             entry["weight"] = {"representation": qw.representation, "execution": qw.execution,
                                "bits_per_weight": float(qw.bits_per_weight)}
             src_name, src = produced[node.inputs[0]]
-            x_t = _per_tensor(src, node.inputs[0])
+            x_t = per_tensor(src, node.inputs[0])
             if x_t is not src:
                 tensors["input"] = w.tensor(f"{base}.input.npy", x_t.q, "input")
             if qw.execution == "integer":

@@ -9,17 +9,18 @@ backend would write to an outputs file for :func:`refquant.golden.verify`.
 
 Only Conv/Gemm/MatMul layers run on the given kernel module (``kernels``: a module with the
 signatures of :mod:`refquant.kernels.reference`, e.g. one registered through the
-``register_backends`` hook); every other layer follows refquant's rules
-(``spec/architecture.md``): Relu, Clip, MaxPool, Flatten and Reshape on the integers with the
-input's qparams; AveragePool and GlobalAveragePool as the exact mean of ``q - z`` times the
-scale; Add, Softmax and the rest as dequantize → float32 op → quantize.
+``register_backends`` hook); every other layer follows its entry in the integer-operator
+table (:mod:`refquant.executor.integer_ops`, ``spec/integer-ops.md``) — the executor's rule:
+Relu, Clip, MaxPool, Flatten and Reshape on the integers with the input's qparams;
+AveragePool and GlobalAveragePool as the exact mean of ``q - z`` times the scale; Add,
+Softmax and the rest as dequantize → float32 op → quantize.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..executor.quantized import QTensor, _per_tensor, average_integers
+from ..executor.integer_ops import QTensor, operand_kinds, per_tensor, rule_for
 from ..kernels import reference
 from ..numerics import dequantize, make_requantizer, quantize, requantize
 from ..ops import FLOAT_OPS
@@ -42,7 +43,7 @@ def kernel_input(gs, layer: dict, x: np.ndarray) -> np.ndarray:
     producer = gs.layer(layer["inputs"][0])
     src_qp = gs.qparams(producer, "output")
     if not src_qp.per_tensor:
-        x = _per_tensor(QTensor(x, src_qp), layer["name"]).q
+        x = per_tensor(QTensor(x, src_qp), layer["name"]).q
     return x if layer["op"] == "Conv" else x.reshape(x.shape[0], -1)
 
 
@@ -127,21 +128,12 @@ def compute_layer(gs, layer: dict, inputs: list, *, kernels=reference, mode: str
     if op in KERNEL_OPS:
         return _float_kernel_layer(gs, layer, inputs[0])
     args = _operands(gs, layer, inputs)
-    x = args[0]
-    if kernel == "integer":
-        qp = x.qp
-        if op == "Relu":
-            return np.maximum(x.q, x.q.dtype.type(qp.zero_point))
-        if op == "Clip":
-            lo, hi = (None if a is None else quantize(a, qp) for a in (args + [None, None])[1:3])
-            return np.clip(x.q, lo, hi) if (lo is not None or hi is not None) else x.q.copy()
-        rest = [a.astype(np.int64) if a is not None and a.dtype.kind in "iu" else a for a in args[1:]]
-        y = FLOAT_OPS[op](x.q.astype(np.float32), *rest, **layer["attributes"])
-        return np.ascontiguousarray(y.astype(x.q.dtype))
-    if op in ("AveragePool", "GlobalAveragePool") and x.qp.per_tensor:
-        return quantize(average_integers(op, x.q, x.qp, layer["attributes"]), y_qp)
-    floats = [dequantize(a.q, a.qp) if isinstance(a, QTensor) else a for a in args]
-    return quantize(FLOAT_OPS[op](*floats, **layer["attributes"]), y_qp)
+    rule = rule_for(op, operand_kinds(args))
+    if rule.kernel != kernel:
+        raise ValueError(f"layer {layer['name']!r} ({op}): recorded kernel {kernel!r}, but its inputs' qparams "
+                         f"select the {type(rule).__name__} rule (kernel {rule.kernel!r})")
+    y = rule.compute(op, args, layer["attributes"], name=layer["name"])
+    return np.ascontiguousarray(y) if rule.keeps_qparams else quantize(y, y_qp)
 
 
 def replay(gs, kernels=reference, *, mode: str | None = None) -> dict:

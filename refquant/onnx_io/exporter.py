@@ -22,6 +22,9 @@ Add, Softmax, …             ``DequantizeLinear`` → float op → ``QuantizeLi
 graph output                ``DequantizeLinear``
 ==========================  ==============================================================
 
+Every row but the first four and the last is the ``emit`` of the step's entry in the
+integer-operator table (:mod:`refquant.executor.integer_ops`), chosen by the executor's rule.
+
 ONNX's ``QLinearMatMul`` has no bias, so a Gemm runs as a 1×1 ``QLinearConv``: the same
 accumulator ``Σ_k (x - z_x)(w - z_w) + B`` and the same requantization. ``QLinearConv`` has
 no fused activation: the output grid already saturates at ``[qmin, qmax]``, and where a fused
@@ -55,6 +58,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import __version__
+from ..executor.integer_ops import rule_for
 from ..executor.quantized import quantize_bias
 from ..graph import validate_graph
 from ..numerics import QParams, make_requantizer, quantize
@@ -65,8 +69,6 @@ __all__ = ["OPSET", "IR_VERSION", "ExportError", "ExportedModel", "export_float"
 
 OPSET = 15
 IR_VERSION = 8
-_INTEGER_OPS = ("Relu", "Clip", "MaxPool", "Flatten", "Reshape")
-_AVERAGING_OPS = ("AveragePool", "GlobalAveragePool")
 
 
 class ExportError(ValueError):
@@ -208,7 +210,7 @@ def static_tensor_qparams(qm) -> dict:
             if x not in qps:
                 raise ExportError(f"{where}: input {x!r} is not a quantized tensor")
             qps[step.output] = _check_activation(layer.observed, where)
-        elif node.op_type in _INTEGER_OPS and _integer_ok(qm, node, qps):
+        elif _rule(qm, node, qps).keeps_qparams:
             qps[step.output] = qps[node.inputs[0]]
         else:
             strategy, _ = qm.tensor_specs[step.output]
@@ -217,13 +219,12 @@ def static_tensor_qparams(qm) -> dict:
     return qps
 
 
-def _integer_ok(qm, node, qps) -> bool:
-    """The executor's rule for running Relu/Clip/MaxPool/Flatten/Reshape on the integers."""
-    if node.inputs[0] not in qps:
-        return False
-    if node.op_type == "Clip":
-        return all(t == "" or t in qm.graph.initializers for t in node.inputs[1:])
-    return True
+def _rule(qm, node, qps):
+    """The node's entry in the integer-operator table, as the executor picks it: operands are the
+    qparams of quantized tensors, the values of initializers, ``None`` for absent inputs."""
+    inits = qm.graph.initializers
+    operands = [None if not t else qps[t] if t in qps else inits[t] if t in inits else t for t in node.inputs]
+    return rule_for(node.op_type, operands)
 
 
 # ------------------------------------------------------------------------------------ QOperator
@@ -239,7 +240,42 @@ class _QGraph:
         self.int_name: dict = {}  # refquant tensor → ONNX integer tensor
         self.dq_name: dict = {}  # refquant tensor → ONNX float (dequantized) tensor
         self.pending: list = []  # Clip nodes to emit once their input's producer is emitted
+        self._shapes = None  # tensor → shape, computed when an operator asks for a rank
 
+    # ---- the graph protocol of the integer-operator table (refquant.executor.integer_ops) ----
+    def const(self, base: str, array) -> str:
+        return self.e.const(base, array)
+
+    def node(self, op: str, inputs: list, outputs: list, name: str, **attrs) -> None:
+        self.e.node(op, inputs, outputs, name, **attrs)
+
+    def fresh(self, base: str) -> str:
+        return self.e.fresh(base)
+
+    def integer_input(self, tensor: str) -> str:
+        return self.int_name[tensor]
+
+    def integer_output(self, tensor: str) -> str:
+        return self.integer_tensor(tensor)
+
+    def qparams(self, tensor: str) -> QParams:
+        return self.qps[tensor]
+
+    def initializer(self, tensor: str) -> np.ndarray:
+        return np.asarray(self.qm.graph.initializers[tensor])
+
+    def rank(self, tensor: str) -> int:
+        if self._shapes is None:
+            self._shapes = validate_graph(self.qm.graph)
+        return len(self._shapes[tensor])
+
+    def attributes(self, node) -> dict:
+        return _attributes(node)
+
+    def quantize_output(self, y_float: str, tensor: str, name: str) -> str:
+        return self.quantize_into(y_float, self.qps[tensor], tensor, name)
+
+    # ---- shared helpers ------------------------------------------------------------------------
     def scale(self, base, qp: QParams) -> str:
         return self.e.const(f"{base}.scale", np.asarray(qp.scale, np.float32))
 
@@ -342,53 +378,6 @@ def _emit_qlinear(q: _QGraph, step) -> None:
     q.flush()
 
 
-def _emit_integer(q: _QGraph, step) -> None:
-    """Relu / Clip / MaxPool / Flatten / Reshape on the integers (the input's qparams kept)."""
-    e, node, name = q.e, step.node, step.name
-    x = q.int_name[node.inputs[0]]
-    qp = q.qps[node.inputs[0]]
-    dtype = qp.fmt.storage_dtype
-    out = q.integer_tensor(step.output)
-    if node.op_type == "Relu":
-        e.node("Max", [x, e.const(f"{name}.zero_point", np.asarray(qp.zero_point).astype(dtype))], [out], name=name)
-    elif node.op_type == "Clip":
-        bounds = []
-        for t in node.inputs[1:3]:
-            if t:
-                bounds.append(e.const(f"{name}.{t}_quantized", quantize(q.qm.graph.initializers[t], qp)))
-            else:
-                bounds.append("")
-        while bounds and bounds[-1] == "":
-            bounds.pop()
-        e.node("Clip", [x] + bounds, [out], name=name)
-    elif node.op_type == "Reshape":
-        shape = e.const(node.inputs[1], np.asarray(q.qm.graph.initializers[node.inputs[1]], np.int64))
-        e.node("Reshape", [x, shape], [out], name=name)
-    else:
-        e.node(node.op_type, [x], [out], name=name, **_attributes(node))
-
-
-def _emit_float(q: _QGraph, step) -> None:
-    """Dequantize → float op → quantize; averaging pools average the integers ``q - z`` first."""
-    e, node, name = q.e, step.node, step.name
-    y_qp = q.qps[step.output]
-    x_t = node.inputs[0]
-    if node.op_type in _AVERAGING_OPS and x_t in q.qps:
-        x_qp = q.qps[x_t]
-        centred = e.fresh(f"{x_t}_centred")
-        e.node("DequantizeLinear", [q.int_name[x_t], e.const(f"{name}.unit_scale", np.float32(1.0)),
-                                    q.zero_point(f"{name}.x", x_qp)], [centred], name=f"{name}.centre")
-        mean = e.fresh(f"{name}.mean")
-        e.node(node.op_type, [centred], [mean], name=name, **_attributes(node))
-        y = e.fresh(f"{step.output}_float")
-        e.node("Mul", [mean, q.scale(f"{name}.x", x_qp)], [y], name=f"{name}.scale")
-    else:
-        ins = [q.float_input(t) for t in node.inputs]
-        y = e.fresh(f"{step.output}_float")
-        e.node(node.op_type, ins, [y], name=name, **_attributes(node))
-    q.quantize_into(y, y_qp, step.output, name)
-
-
 def _value_info(onnx, name, dtype, shape):
     return onnx.helper.make_tensor_value_info(name, _elem(onnx, dtype), list(shape))
 
@@ -424,10 +413,8 @@ def export_qoperator(qm, *, layer_outputs: bool = False) -> ExportedModel:
     for step in qm.steps:
         if step.quantizable:
             _emit_qlinear(q, step)
-        elif step.node.op_type in _INTEGER_OPS and _integer_ok(qm, step.node, qps):
-            _emit_integer(q, step)
         else:
-            _emit_float(q, step)
+            _rule(qm, step.node, qps).emit(q, step.node)
     doc = (f"refquant {__version__} QOperator export of {qm.graph.name}; plan: {qm.plan}; "
            f"requant float32 (onnxruntime's)")
     return _finish(q, "qoperator", layer_outputs, doc)

@@ -20,8 +20,9 @@ value: an ``x`` slightly beyond the last grid point that still rounds onto it pa
 * every graph input (spec ``(input name, "input")``);
 * the output of every step the executor requantizes: a Conv/Gemm/MatMul step (after its fused
   Relu) and every step it runs as dequantize → float op → quantize (Add, AveragePool,
-  GlobalAveragePool, Softmax, BatchNormalization). Relu, Clip, MaxPool, Flatten and Reshape
-  keep their input's qparams in the executor, so no fake-quant follows them.
+  GlobalAveragePool, Softmax, BatchNormalization). The operators whose integer rule keeps
+  the input's qparams (:data:`refquant.executor.integer_ops.INTEGER_OPS`: Relu, Clip, MaxPool,
+  Flatten, Reshape) get no fake-quant after them.
 
 **Quantizers** come from plugins through the ``register_qat_quantizers`` hook
 (:class:`refquant.strategies.QATQuantizer`); each point keeps its quantizer's state (a dict of
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..executor.integer_ops import INTEGER_OPS
 from ..executor.traverse import lower
 from ..graph import Graph, Node
 from ..numerics import QParams, dequantize, quantize
@@ -45,7 +47,7 @@ from ..strategies import LayerSpec
 __all__ = ["fake_quantize", "FakeQuant", "QATPoint", "QUANTIZED_INPUT_OPS", "channels_first"]
 
 #: ops the quantized executor runs on integers with their input's qparams (no new quantization)
-QUANTIZED_INPUT_OPS = ("Relu", "Clip", "MaxPool", "Flatten", "Reshape")
+QUANTIZED_INPUT_OPS = INTEGER_OPS
 
 
 def fake_quantize(x: np.ndarray, qp: QParams) -> tuple[np.ndarray, np.ndarray]:
