@@ -1,14 +1,20 @@
-"""What the plugins registered: strategies, models and kernel backends, by name."""
+"""What the plugins registered: strategies, models and kernel backends, by name.
+
+Each ``register_*`` hook is collected once, and again after the plugins change
+(:func:`refquant.plugins.generation`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from .plugins import get_plugin_manager, plugin_source
+from .graph import load_model
+from .plugins import generation, get_plugin_manager, plugin_source
 
-__all__ = ["Entry", "quantizers", "get_quantizer", "qat_quantizers", "get_qat_quantizer", "models", "get_model", "backends", "get_backend",
-           "clear_cache"]
+__all__ = ["Entry", "quantizers", "get_quantizer", "qat_quantizers", "get_qat_quantizer", "models", "get_model",
+           "resolve_model", "backends", "get_backend", "clear_cache"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class Entry:
 
 
 _cache: dict[str, dict[str, Entry]] = {}
+_cache_generation = -1
 
 
 def clear_cache() -> None:
@@ -31,6 +38,10 @@ def clear_cache() -> None:
 
 
 def _collect(hook_name: str, make: Callable[..., tuple[str, Any, str]]) -> dict[str, Entry]:
+    global _cache_generation
+    if _cache_generation != generation():  # plugins were registered, unregistered or reset
+        _cache.clear()
+        _cache_generation = generation()
     if hook_name in _cache:
         return _cache[hook_name]
     pm = get_plugin_manager()
@@ -112,6 +123,18 @@ def get_model(name: str):
     if name not in found:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(found)) or '(none)'}")
     return found[name].obj()
+
+
+def resolve_model(name_or_path: str):
+    """A registered model by name, or a model file (``NAME.json``/``NAME``) by path."""
+    if name_or_path in models():
+        return get_model(name_or_path)
+    p = Path(name_or_path)
+    if p.suffix == ".json" or p.with_suffix(".json").exists():
+        return load_model(p)
+    known = ", ".join(sorted(models())) or "(none registered)"
+    raise ValueError(f"unknown model {name_or_path!r}: not a registered model ({known}) "
+                     f"and no file {p.with_suffix('.json')}")
 
 
 def backends() -> dict[str, Entry]:

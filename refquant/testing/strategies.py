@@ -30,7 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..numerics import IntFormat, QParams
+from ..graph import Node
+from ..numerics import IntFormat, QParams, qparams_from_range, quantize
 from ..strategies import TIMINGS, LayerContext, LayerSpec, QuantizedWeight
 
 __all__ = ["CheckResult", "Report", "check_strategy", "strategy_checks", "parametrize_with_checks"]
@@ -240,9 +241,6 @@ def _batches(rng, n=3) -> list:
 
 def _context(rng) -> tuple[LayerContext, np.ndarray]:
     """A small Conv layer for before-layer strategies: its context and a quantized input."""
-    from ..numerics import qparams_from_range, quantize
-    from ..graph import Node
-
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32) * 0.3
     wqp = qparams_from_range(np.abs(w).max(), np.abs(w).max(), "int8", symmetric=True, name="w")
     qw = QuantizedWeight(quantize(w, wqp), wqp)
@@ -324,8 +322,6 @@ def check_after_layer(s) -> None:
 def check_before_layer(s) -> None:
     if s.timing != "before":
         return
-    from ..numerics import qparams_from_range, quantize
-
     rng = np.random.default_rng(10)
     ctx, _ = _context(rng)
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
