@@ -32,7 +32,7 @@ import numpy as np
 
 from ..graph import Node
 from ..numerics import IntFormat, QParams, qparams_from_range, quantize
-from ..strategies import TIMINGS, LayerContext, LayerSpec, QuantizedWeight
+from ..strategies import REQUIRED_METHODS, TIMING_METHODS, TIMINGS, LayerContext, LayerSpec, QuantizedWeight
 
 __all__ = ["CheckResult", "Report", "check_strategy", "strategy_checks", "parametrize_with_checks"]
 
@@ -258,9 +258,9 @@ def _observed(s, spec, batches):
 
 def check_activation_declares_timing(s) -> None:
     _require(s.timing in TIMINGS, f"timing must be one of {TIMINGS}, got {s.timing!r}")
-    needed = {"offline": "make_observer", "after": "qparams_after", "before": "qparams_before"}[s.timing]
-    _require(callable(getattr(s, needed, None)), f"timing {s.timing!r} needs a {needed}() method")
-    for m in ("make_observer", "qparams_for_float"):
+    for m in TIMING_METHODS[s.timing]:
+        _require(callable(getattr(s, m, None)), f"timing {s.timing!r} needs a {m}() method")
+    for m in REQUIRED_METHODS["activations"]:
         _require(callable(getattr(s, m, None)), f"every activation strategy needs {m}()")
 
 
