@@ -5,11 +5,19 @@ checked when the plugin registers it, and the error names the plugin. A kernel b
 registers serves the functional API (:mod:`refquant.functional`) and the executor alike.
 """
 
+import types
+
+import numpy as np
 import pytest
 
+from refquant import functional as F
 from refquant import plugins, registry
+from refquant.executor import quantize_model
 from refquant.hookspecs import hookimpl
+from refquant.kernels import reference
 from refquant.strategies import REQUIRED_METHODS, TIMING_METHODS, TIMINGS
+
+from tests_support import small_cnn
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +131,64 @@ def test_a_qat_quantizer_without_fake_quant_is_rejected():
     with pytest.raises(TypeError, match=r"plugin 'qat-plugin': register_qat_quantizers: QAT quantizer 'half' "
                                         r"lacks fake_quant\(\)"):
         registry.qat_quantizers()
+
+
+# ------------------------------------------------------------------- one registry of backends
+
+def _counting_backend(calls: list):
+    """A backend module that runs the reference kernels and records each call."""
+    module = types.ModuleType("counting_backend", "the reference kernels, counted")
+    for name in ("matmul_int32", "matmul_requant", "conv2d_int32", "conv2d_requant"):
+        def kernel(*args, _name=name, **kwargs):
+            calls.append(_name)
+            return getattr(reference, _name)(*args, **kwargs)
+        setattr(module, name, kernel)
+    module.requantize = reference.requantize
+    return module
+
+
+class _Backend:
+    def __init__(self, module):
+        self.module = module
+
+    @hookimpl
+    def register_backends(self, register):
+        register("counting", self.module)
+
+
+def test_a_plugin_backend_serves_the_functional_api_and_the_executor():
+    calls = []
+    plugin = _Backend(_counting_backend(calls))
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 5), dtype=np.uint8)
+    b = rng.integers(-128, 128, (5, 4), dtype=np.int8)
+    x = rng.integers(0, 256, (1, 2, 5, 5), dtype=np.uint8)
+    w = rng.integers(-128, 128, (3, 2, 3, 3), dtype=np.int8)
+    qlm = (a, np.float32(0.02), np.uint8(7), b, np.float32(0.01), np.int8(0), np.float32(0.05), np.uint8(3))
+    qlc = (x, np.float32(0.02), np.uint8(5), w, np.float32(0.01), np.int8(0), np.float32(0.1), np.uint8(2))
+
+    with pytest.raises(ValueError, match="unknown kernel backend 'counting'"):
+        F.qlinear_matmul(*qlm, backend="counting")
+    with pytest.raises(ValueError, match="unknown backend 'counting'"):
+        F.quantize_linear(np.zeros(3, np.float32), np.float32(1.0), backend="counting")
+
+    plugins.register_plugin(plugin, "counting-plugin")
+    try:
+        assert np.array_equal(F.qlinear_matmul(*qlm, backend="counting"), F.qlinear_matmul(*qlm))
+        assert np.array_equal(F.qlinear_conv(*qlc, pads=[1, 1, 1, 1], backend="counting"),
+                              F.qlinear_conv(*qlc, pads=[1, 1, 1, 1]))
+        assert np.array_equal(F.matmul_integer(a, b, backend="counting"), F.matmul_integer(a, b))
+        assert np.array_equal(F.conv_integer(x, w, backend="counting"), F.conv_integer(x, w))
+        assert calls == ["matmul_requant", "conv2d_requant", "matmul_int32", "conv2d_int32"]
+        y = F.quantize_linear(np.array([0.5, -1.0], np.float32), np.float32(0.5), np.int8(0), backend="counting")
+        assert y.tolist() == [1, -2]
+
+        calls.clear()
+        g, xs = small_cnn()
+        qm = quantize_model(g, "weights=minmax:8 activations=static-minmax:8", xs)
+        counted = qm.run(xs, backend="counting")
+        assert "conv2d_requant" in calls
+        for name, out in qm.run(xs, backend="reference").outputs.items():
+            assert np.array_equal(counted.outputs[name], out)
+    finally:
+        plugins.unregister_plugin(plugin)
