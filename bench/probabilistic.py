@@ -45,13 +45,12 @@ import argparse
 import numba
 import numpy as np
 
-from refquant.data import load_digits
-from refquant.engine_cli import digits_inputs, resolve_model
+from refquant.data import digits_inputs, load_digits
 from refquant.executor import quantize_model
 from refquant.graph import Node
 from refquant.kernels import fast
 from refquant.numerics import make_requantizer, qparams_from_range, quantize
-from refquant.registry import models
+from refquant.registry import models, resolve_model
 from refquant.strategies import LayerContext, LayerSpec, QuantizedWeight
 from refquant_probabilistic import ProbabilisticActivations
 from refquant.executor import peak_working_bytes

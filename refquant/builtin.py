@@ -2,12 +2,16 @@
 built-in quantization-aware-training quantizers (min-max) and the shipped models.
 
 Registered by the plugin manager directly (not through an entry point), so selecting plugins
-with ``REFQUANT_PLUGINS`` never removes them.
+with ``REFQUANT_PLUGINS`` never removes them. Like any plugin it sits above the plugin manager
+and the registry: :mod:`refquant.plugins` loads it by name and never imports it.
 """
 
 from pathlib import Path
 
+from .graph import load_model
 from .hookspecs import hookimpl
+from .kernels import fast, reference
+from .train.minmax_qat import EMAMinMaxQATActivations, MinMaxQATWeights
 
 #: shipped models: ``NAME.json`` + ``NAME.npz`` + the model card ``NAME.md``
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -15,16 +19,12 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 @hookimpl
 def register_backends(register):
-    from .kernels import fast, reference
-
     register("reference", reference)
     register("numba", fast)
 
 
 @hookimpl
 def register_qat_quantizers(register):
-    from .train.minmax_qat import EMAMinMaxQATActivations, MinMaxQATWeights
-
     register(MinMaxQATWeights())
     register(EMAMinMaxQATActivations())
 
@@ -38,8 +38,6 @@ def card_description(card: Path) -> str:
 @hookimpl
 def register_models(register):
     """Every ``models/NAME.json`` that has a model card ``models/NAME.md``."""
-    from .graph import load_model
-
     for graph_file in sorted(MODELS_DIR.glob("*.json")):
         card = graph_file.with_suffix(".md")
         if card.is_file():

@@ -19,19 +19,19 @@ weights' (activations are per tensor).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .data import load_digits
-from .engine_cli import digits_inputs, resolve_model
+from .data import digits_inputs, load_digits
 from .executor import peak_working_bytes, quantize_model, run_float
+from .metrics import accuracy, sqnr_db
 from .plan import Plan, TensorPlan
-from .registry import quantizers
+from .presentation import progress_bar
+from .registry import quantizers, resolve_model
 
-__all__ = ["CompareRow", "compare", "sqnr_db"]
+__all__ = ["CompareRow", "ROW_FIELDS", "compare", "summary_rows"]
 
 ROW_FIELDS = ("model", "weights", "activations", "bits", "activation_bits", "granularity", "dataset",
               "accuracy", "float_accuracy", "sqnr_db", "peak_working_bytes", "latency_ms")
@@ -54,22 +54,6 @@ class CompareRow:
 
     def as_dict(self) -> dict:
         return {f: getattr(self, f) for f in ROW_FIELDS}
-
-
-def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
-    """``10·log10(Σ ref² / Σ (approx − ref)²)``; +inf when they are equal."""
-    noise = float(np.sum((approx.astype(np.float64) - reference) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
-
-
-def _progress(done: int, total: int, label: str) -> None:
-    stream, width = sys.stderr, 30
-    filled = int(width * done / max(total, 1))
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:50]:<50}")
-    if done == total:
-        stream.write("\n")
-    stream.flush()
 
 
 def compare(models=("digits-cnn",), bits=(8, 4), weights=None, activations=None,
@@ -100,7 +84,7 @@ def compare(models=("digits-cnn",), bits=(8, 4), weights=None, activations=None,
         g = graphs[model]
         ab = b if activation_bits is None else activation_bits
         if progress:
-            _progress(i, len(combos), f"{model} {w}:{b} {a}:{ab} {gran}")
+            progress_bar(i, len(combos), f"{model} {w}:{b} {a}:{ab} {gran}")
         plan = Plan(TensorPlan(w, b, gran, True, True), TensorPlan(a, ab, "per-tensor", False, False))
         qm = quantize_model(g, plan, digits_inputs(g, data.calibration(calibration).x), requant=requant)
         for s in sets:
@@ -111,13 +95,13 @@ def compare(models=("digits-cnn",), bits=(8, 4), weights=None, activations=None,
             out, ref = res.outputs[g.outputs[0]], floats[model][s.name]
             rows.append(CompareRow(
                 model, w, a, b, ab, gran, s.name,
-                accuracy=float(np.mean(out.argmax(1) == s.y)),
-                float_accuracy=float(np.mean(ref.argmax(1) == s.y)),
-                sqnr_db=round(sqnr_db(ref, out), 3),
+                accuracy=accuracy(out, s.y),
+                float_accuracy=accuracy(ref, s.y),
+                sqnr_db=float(np.round(sqnr_db(ref, out), 3)),
                 peak_working_bytes=int(peak_working_bytes(res.records) // len(x)),
                 latency_ms=round(1e3 * dt / len(x), 5)))
     if progress:
-        _progress(len(combos), len(combos), "done")
+        progress_bar(len(combos), len(combos), "done")
     return rows
 
 

@@ -32,9 +32,11 @@ Type names are the ``ml_dtypes``/NumPy names, ONNX ``TensorProto`` codes or NumP
 ``"float64"`` (the ``onnx`` reference evaluator), ``"fixed-point"`` and ``"fixed-point-single"``
 (TFLite). Each is exact in its own convention; see ``refquant.numerics.requant``.
 
-**Backends.** ``backend="reference"`` (NumPy) or ``"numba"``: the same numbers, bit for bit.
-QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear have no kernel; they accept the
-argument for a uniform signature and compute the same NumPy formula for both.
+**Backends.** ``backend="reference"`` (NumPy) or ``"numba"``: the same numbers, bit for bit;
+or any backend a plugin registers (``register_backends``), looked up in
+:mod:`refquant.registry` exactly as the executor does. QuantizeLinear, DequantizeLinear and
+DynamicQuantizeLinear have no kernel; they accept the argument for a uniform signature (an
+unknown name is an error) and compute the same NumPy formula for every backend.
 
 **Scales.** float32 as ONNX gives them. A float64 array or Python float is rounded to float32
 once (ONNX has no float64 scales); float16 scales are accepted where ONNX allows them and
@@ -51,7 +53,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from .kernels import BACKENDS, get_backend
 from .numerics import (
     FLOAT_FORMATS,
     REQUANT_MODES,
@@ -70,6 +71,7 @@ from .numerics import (
     tensor_range,
 )
 from .numerics import saturate as saturate_to_range  # (``saturate`` is QuantizeLinear's attribute)
+from .registry import backends, get_backend
 
 __all__ = [
     "quantize_linear",
@@ -119,8 +121,8 @@ def _type_name(spec, what: str, op: str) -> str:
 
 
 def _check_backend(backend: str, op: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"{op}: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend not in backends():
+        raise ValueError(f"{op}: unknown backend {backend!r}; expected one of {', '.join(sorted(backends()))}")
 
 
 def _check_requant(requant: str, op: str) -> None:

@@ -5,24 +5,36 @@ entry point in that group, exactly as a third-party plugin does. ``REFQUANT_PLUG
 what loads: unset loads everything, a comma-separated list of entry-point names loads only
 those, and an empty string loads none. A plugin that fails to import is reported by name
 (:func:`load_errors`) while the others still load.
+
+The engine's own hook implementations (:mod:`refquant.builtin`: the kernel backends, the
+min-max QAT quantizers, the shipped models) are always registered, under the name
+``refquant``. Like every plugin they are loaded by name (:data:`BUILTIN_PLUGIN`), not
+imported here: plugins sit above the plugin manager and the registry, and use them.
+
+:func:`generation` counts changes to the set of registered plugins, so that what was collected
+from them (:mod:`refquant.registry`) knows when to collect again.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from importlib.metadata import entry_points
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
 
-__all__ = ["ENTRY_POINT_GROUP", "get_plugin_manager", "load_errors", "plugin_source", "register_plugin",
-           "unregister_plugin", "reset"]
+__all__ = ["ENTRY_POINT_GROUP", "BUILTIN_PLUGIN", "get_plugin_manager", "load_errors", "plugin_source",
+           "register_plugin", "unregister_plugin", "reset", "generation"]
 
 ENTRY_POINT_GROUP = "refquant"
+#: the module with the engine's own hook implementations, registered as plugin ``refquant``
+BUILTIN_PLUGIN = "refquant.builtin"
 _pm: pluggy.PluginManager | None = None
 _errors: dict[str, str] = {}
 _sources: dict[str, tuple[str, str]] = {}
+_generation = 0
 
 
 def _selected(name: str) -> bool:
@@ -38,9 +50,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     if _pm is None:
         pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         pm.add_hookspecs(hookspecs)
-        from . import builtin, __version__
-
-        pm.register(builtin, name="refquant")
+        pm.register(importlib.import_module(BUILTIN_PLUGIN), name="refquant")
         _sources["refquant"] = ("refquant", __version__)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if not _selected(ep.name):
@@ -71,20 +81,26 @@ def plugin_source(plugin) -> tuple[str, str, str]:
     return name, dist, version
 
 
+def generation() -> int:
+    """A number that changes whenever plugins are registered, unregistered or reset."""
+    return _generation
+
+
+def _changed() -> None:
+    global _generation
+    _generation += 1
+
+
 def register_plugin(plugin, name: str) -> None:
     """Register a plugin object at run time (tests, notebooks); what it registers is seen at once."""
-    from . import registry
-
     get_plugin_manager().register(plugin, name=name)
-    registry.clear_cache()
+    _changed()
 
 
 def unregister_plugin(plugin) -> None:
     """Undo :func:`register_plugin`."""
-    from . import registry
-
     get_plugin_manager().unregister(plugin)
-    registry.clear_cache()
+    _changed()
 
 
 def reset() -> None:
@@ -93,6 +109,4 @@ def reset() -> None:
     _pm = None
     _errors.clear()
     _sources.clear()
-    from . import registry
-
-    registry.clear_cache()
+    _changed()

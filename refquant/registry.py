@@ -1,14 +1,26 @@
-"""What the plugins registered: strategies, models and kernel backends, by name."""
+"""What the plugins registered: strategies, models and kernel backends, by name.
+
+Each ``register_*`` hook is collected once (again after the plugins change) and every
+registration is checked where it happens: a strategy must declare a known ``kind`` and, for
+activations, a known ``timing``, and implement the methods those require
+(:data:`refquant.strategies.REQUIRED_METHODS`, :data:`refquant.strategies.TIMING_METHODS`); a
+QAT quantizer implements :data:`refquant.strategies.QAT_METHODS`. A registration that breaks
+the contract is an error naming the plugin that made it. The executor, the functional API
+(:mod:`refquant.functional`) and the command line all look things up here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from .plugins import get_plugin_manager, plugin_source
+from .graph import load_model
+from .plugins import generation, get_plugin_manager, plugin_source
+from .strategies import QAT_METHODS, REQUIRED_METHODS, TIMING_METHODS, TIMINGS
 
-__all__ = ["Entry", "quantizers", "get_quantizer", "qat_quantizers", "get_qat_quantizer", "models", "get_model", "backends", "get_backend",
-           "clear_cache"]
+__all__ = ["Entry", "quantizers", "get_quantizer", "qat_quantizers", "get_qat_quantizer", "models", "get_model",
+           "resolve_model", "backends", "get_backend", "clear_cache"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +36,7 @@ class Entry:
 
 
 _cache: dict[str, dict[str, Entry]] = {}
+_cache_generation = -1
 
 
 def clear_cache() -> None:
@@ -31,6 +44,10 @@ def clear_cache() -> None:
 
 
 def _collect(hook_name: str, make: Callable[..., tuple[str, Any, str]]) -> dict[str, Entry]:
+    global _cache_generation
+    if _cache_generation != generation():  # plugins were registered, unregistered or reset
+        _cache.clear()
+        _cache_generation = generation()
     if hook_name in _cache:
         return _cache[hook_name]
     pm = get_plugin_manager()
@@ -39,7 +56,10 @@ def _collect(hook_name: str, make: Callable[..., tuple[str, Any, str]]) -> dict[
         plugin, dist, version = plugin_source(impl.plugin)
 
         def register(*args, _plugin=plugin, _dist=dist, _version=version):
-            name, obj, doc = make(*args)
+            try:
+                name, obj, doc = make(*args)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"plugin {_plugin!r}: {exc}") from None
             if name in found:
                 raise ValueError(f"{hook_name}: {name!r} is registered by both plugin "
                                  f"{found[name].plugin!r} and plugin {_plugin!r}")
@@ -54,12 +74,29 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
+def _require_methods(hook: str, what: str, obj, methods, why: str) -> None:
+    missing = [m for m in methods if not callable(getattr(obj, m, None))]
+    if missing:
+        raise TypeError(f"{hook}: {what} lacks {', '.join(f'{m}()' for m in missing)}, which {why}")
+
+
 def _strategy(strategy):
     for attr in ("name", "kind", "doc"):
         if not hasattr(strategy, attr):
             raise TypeError(f"register_quantizers: {strategy!r} has no {attr!r} attribute")
-    if strategy.kind not in ("weights", "activations"):
-        raise ValueError(f"strategy {strategy.name!r}: kind must be 'weights' or 'activations'")
+    what = f"strategy {strategy.name!r}"
+    if strategy.kind not in REQUIRED_METHODS:
+        raise ValueError(f"register_quantizers: {what}: kind must be 'weights' or 'activations', "
+                         f"got {strategy.kind!r}")
+    _require_methods("register_quantizers", what, strategy, REQUIRED_METHODS[strategy.kind],
+                     f"every {strategy.kind} strategy needs")
+    if strategy.kind == "activations":
+        timing = getattr(strategy, "timing", None)
+        if timing not in TIMINGS:
+            raise ValueError(f"register_quantizers: {what}: timing must be one of "
+                             f"{', '.join(TIMINGS)}, got {timing!r}")
+        _require_methods("register_quantizers", what, strategy, TIMING_METHODS[timing],
+                         f"timing {timing!r} needs")
     return strategy.name, strategy, _first_line(strategy.doc)
 
 
@@ -79,11 +116,14 @@ def get_quantizer(name: str, kind: str):
 
 
 def _qat_quantizer(quantizer):
-    for attr in ("name", "kind", "doc", "init_state", "fake_quant"):
+    for attr in ("name", "kind", "doc"):
         if not hasattr(quantizer, attr):
             raise TypeError(f"register_qat_quantizers: {quantizer!r} has no {attr!r} attribute")
+    what = f"QAT quantizer {quantizer.name!r}"
     if quantizer.kind not in ("weights", "activations"):
-        raise ValueError(f"QAT quantizer {quantizer.name!r}: kind must be 'weights' or 'activations'")
+        raise ValueError(f"register_qat_quantizers: {what}: kind must be 'weights' or 'activations', "
+                         f"got {quantizer.kind!r}")
+    _require_methods("register_qat_quantizers", what, quantizer, QAT_METHODS, "every QAT quantizer needs")
     return quantizer.name, quantizer, _first_line(quantizer.doc)
 
 
@@ -112,6 +152,18 @@ def get_model(name: str):
     if name not in found:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(found)) or '(none)'}")
     return found[name].obj()
+
+
+def resolve_model(name_or_path: str):
+    """A registered model by name, or a model file (``NAME.json``/``NAME``) by path."""
+    if name_or_path in models():
+        return get_model(name_or_path)
+    p = Path(name_or_path)
+    if p.suffix == ".json" or p.with_suffix(".json").exists():
+        return load_model(p)
+    known = ", ".join(sorted(models())) or "(none registered)"
+    raise ValueError(f"unknown model {name_or_path!r}: not a registered model ({known}) "
+                     f"and no file {p.with_suffix('.json')}")
 
 
 def backends() -> dict[str, Entry]:

@@ -38,6 +38,9 @@ from .numerics import IntFormat, QParams, dequantize
 __all__ = [
     "TIMINGS",
     "GRANULARITIES",
+    "REQUIRED_METHODS",
+    "TIMING_METHODS",
+    "QAT_METHODS",
     "LayerSpec",
     "QuantizedWeight",
     "LayerContext",
@@ -52,6 +55,13 @@ __all__ = [
 
 TIMINGS = ("offline", "after", "before")
 GRANULARITIES = ("per-tensor", "per-channel")
+
+#: the methods every strategy of a kind implements (checked when it registers)
+REQUIRED_METHODS = {"weights": ("quantize_weight",), "activations": ("make_observer", "qparams_for_float")}
+#: what an activation strategy's timing adds: the methods the executor calls for it
+TIMING_METHODS = {"offline": (), "after": ("qparams_after",), "before": ("prepare", "qparams_before")}
+#: the methods every QAT quantizer implements
+QAT_METHODS = ("init_state", "fake_quant")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from refquant.cli import main
-from refquant.compare import ROW_FIELDS, sqnr_db
+from refquant.compare import ROW_FIELDS
+from refquant.metrics import sqnr_db
 from refquant.data import SHIFTED_SETS
 from refquant.graph import save_model
 

@@ -244,7 +244,7 @@ def test_float_execution_of_a_weight_on_a_float_grid():
 @pytest.mark.parametrize("activations", ["static-minmax:8", "dynamic:8"])
 def test_static_and_dynamic_8_bit_stay_within_one_point_of_float(model, activations):
     from refquant.data import load_digits
-    from refquant.engine_cli import digits_inputs
+    from refquant.data import digits_inputs
     from refquant.registry import get_model
 
     g = get_model(model)

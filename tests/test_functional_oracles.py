@@ -31,8 +31,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from refquant import functional as F  # noqa: E402
-from refquant.kernels import BACKENDS  # noqa: E402
 from refquant.numerics import decode_format, expand_along_axis, float_format  # noqa: E402
+
+BACKENDS = ("reference", "numba")  # the engine's own kernel backends
 
 #: dtype combinations (a/x, b/w, y) onnxruntime 1.x implements for QLinearMatMul / QLinearConv
 ort.set_default_logger_severity(4)  # kernels refused on purpose log at ERROR

@@ -14,7 +14,7 @@ from refquant.golden import GoldenFileError, export_golden, graph_sha256, load_g
 from refquant.golden.shipped import (
     GOLDEN_DIR, INDEX, builtin_strategies, export_shipped_set, plan_text, shipped_models, shipped_plans,
 )
-from refquant.kernels import get_backend
+from refquant.registry import get_backend
 from refquant.registry import quantizers
 from tests_support import small_cnn, small_mlp
 

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numba import njit
 
-from refquant.kernels import fast, get_backend
+from refquant.kernels import fast
 from refquant.kernels import reference as ref
 from refquant.kernels.geometry import conv_geometry
 from refquant.numerics.requant import (
@@ -30,6 +30,7 @@ from refquant.numerics.requant import (
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 )
+from refquant.registry import get_backend
 
 PATHS = (("vnni",) if fast.HOST_HAS_VNNI else ()) + ("int32", "int64")
 EIGHT_BIT = (np.int8, np.uint8)

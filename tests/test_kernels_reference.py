@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import signal
 
-from refquant.kernels import get_backend
+from refquant.registry import get_backend
 
 BACKENDS = ("reference", "numba")
 

@@ -13,7 +13,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from refquant.data import load_digits  # noqa: E402
-from refquant.engine_cli import digits_inputs  # noqa: E402
+from refquant.data import digits_inputs  # noqa: E402
 from refquant.executor import quantize_model, run_float  # noqa: E402
 from refquant.executor.integer_ops import average_integers  # noqa: E402
 from refquant.golden.shipped import CALIBRATION, plan_text, shipped_models, shipped_plans  # noqa: E402

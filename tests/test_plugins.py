@@ -60,6 +60,9 @@ def test_environment_variable_selects_plugins(monkeypatch):
 class _Dup:
     name, kind, doc = "minmax", "weights", "a second minmax"
 
+    def quantize_weight(self, w, spec):
+        raise NotImplementedError
+
 
 class _DupPlugin:
     @hookimpl

@@ -22,6 +22,7 @@ from .aciq import aciq_clip, aciq_model_mse, aciq_uniform
 from .codebook import INT8_NARROW, REFINE_CHOICES, CodebookDesign, design_codebook
 from .densities import Gaussian, Laplace, Samples
 from .fit import PRIOR_CHOICES, PriorFit, fit_prior
+from .report import add_report_command
 from .solver import LloydMaxResult, lloyd_max, lloyd_rates, lloyd_step, quantizer_mse
 from .strategy import LloydMaxWeights, codebook_bits_per_weight, indices_of
 from .uniform import UniformResult, clipped_uniform, minmax_uniform, optimal_uniform, uniform_levels
@@ -63,6 +64,4 @@ def register_quantizers(register):
 
 @hookimpl
 def register_commands(cli):
-    from .report import add_report_command
-
     add_report_command(cli)

@@ -20,7 +20,12 @@ import functools
 
 import numpy as np
 
+from refquant.compare import compare
+from refquant.hookspecs import hookimpl
+from refquant.plugins import register_plugin, unregister_plugin
+
 from .report import DEFAULT_BITS, lloydmax_report
+from .strategy import LloydMaxWeights
 
 __all__ = ["MODELS", "ACCURACY_BITS", "VARIANTS", "CODEBOOKS", "reports", "claim_holds", "layer_table", "claim_table",
            "failure_table", "compare_rows", "accuracy_table", "main"]
@@ -108,10 +113,6 @@ class _Variants:
     """A plugin registering :data:`VARIANTS` for the duration of one comparison."""
 
     def __init__(self):
-        from refquant.hookspecs import hookimpl
-
-        from .strategy import LloydMaxWeights
-
         @hookimpl
         def register_quantizers(register):
             for name, options in VARIANTS.items():
@@ -124,9 +125,6 @@ def compare_rows(models=MODELS, bits=ACCURACY_BITS, backend: str = "numba") -> l
     """``refquant compare`` rows, 8-bit static-minmax activations, weights ``minmax``,
     ``lloydmax`` and its three variants (the paper's unrefined codebook; the empirical
     codebook; float execution), registered for the run only."""
-    from refquant.compare import compare
-    from refquant.plugins import register_plugin, unregister_plugin
-
     plugin = _Variants()
     register_plugin(plugin, "lloydmax-variants")
     try:

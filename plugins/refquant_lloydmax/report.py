@@ -36,11 +36,18 @@ weight histogram with the levels and thresholds (matplotlib, optional).
 """
 from __future__ import annotations
 
+import json
 import math
+import sys
 from collections import Counter
 
 import numpy as np
 
+from refquant.data import digits_inputs, load_digits
+from refquant.executor import lower, run_float, weight_matrix
+from refquant.metrics import accuracy, snr_db
+from refquant.presentation import format_table
+from refquant.registry import quantizers, resolve_model
 from refquant.strategies import LayerSpec
 
 from .aciq import aciq_uniform
@@ -59,15 +66,7 @@ QUANTIZERS = ("lloydmax", "lloydmax_int8", "minmax", "aciq", "minmax_int")
 
 def model_layers(graph) -> list[tuple[str, str, np.ndarray]]:
     """``(layer, op, weight)`` for every quantizable layer, weight output-channel first (float32)."""
-    from refquant.executor import lower
-    from refquant.executor.quantized import weight_matrix
-
     return [(s.name, s.node.op_type, weight_matrix(graph, s.node)) for s in lower(graph) if s.quantizable]
-
-
-def sqnr_db(signal_power: float, mse: float) -> float:
-    """``10·log10(signal_power / mse)``; +inf for a zero MSE."""
-    return math.inf if mse == 0 else 10.0 * math.log10(signal_power / mse)
 
 
 def _uniform_mses(rows: np.ndarray, bits: int, fits: tuple) -> tuple[float, float]:
@@ -91,8 +90,6 @@ def _uniform_mses(rows: np.ndarray, bits: int, fits: tuple) -> tuple[float, floa
 
 
 def _engine_minmax_mse(w: np.ndarray, spec: LayerSpec) -> float | None:
-    from refquant.registry import quantizers
-
     entry = quantizers("weights").get("minmax")
     if entry is None:
         return None
@@ -143,7 +140,7 @@ def layer_report(w, bits: int, *, granularity: str = "per-tensor", prior: str = 
     for q in QUANTIZERS:
         row[f"mse_{q}"] = mse[q]
     for q in QUANTIZERS:
-        row[f"sqnr_{q}"] = None if mse[q] is None else sqnr_db(power, mse[q])
+        row[f"sqnr_{q}"] = None if mse[q] is None else snr_db(power, mse[q])
     row["rep_lsb_max"] = float(lsb.max())
     row["rep_mse_ratio"] = rep_mse / mse["lloydmax"] if mse["lloydmax"] > 0 else math.nan
     row["bits_per_weight"] = codebook_bits_per_weight(w32.size, design.groups, bits)
@@ -152,8 +149,6 @@ def layer_report(w, bits: int, *, granularity: str = "per-tensor", prior: str = 
 
 def _resolve(model):
     if isinstance(model, str):
-        from refquant.engine_cli import resolve_model
-
         return resolve_model(model)
     return model
 
@@ -189,12 +184,6 @@ def weight_only_accuracy(model, bits=DEFAULT_BITS, *, granularity: str = "per-te
     ``lloydmax_int8`` (the levels on the int8 grid) and ``minmax_int`` (the engine's
     ``minmax`` strategy, dequantized; when the static plugin is loaded).
     """
-    from refquant.data import load_digits
-    from refquant.engine_cli import accuracy, digits_inputs
-    from refquant.executor import lower, run_float
-    from refquant.executor.quantized import weight_matrix
-    from refquant.registry import quantizers
-
     graph = _resolve(model)
     test = load_digits().test
     x = {graph.inputs[0].name: digits_inputs(graph, test.x)}
@@ -282,11 +271,6 @@ def cmd_report(args) -> int:
     ``--json`` prints ``{"model", "granularity", "prior", "layers": [rows],
     "weight_only_accuracy": [rows] or null}``.
     """
-    import json
-    import sys
-
-    from refquant.cli import format_table
-
     choice = {"granularity": args.granularity, "prior": args.prior, "refine": args.refine}
     rows = lloydmax_report(args.model, args.bits, **choice)
     acc = weight_only_accuracy(args.model, args.bits, **choice) if args.accuracy else None

@@ -16,6 +16,7 @@ time; ``refquant probabilistic-report``), :mod:`.options`. The math:
 
 from refquant.hookspecs import hookimpl
 
+from .diagnostics import add_report_command
 from .options import Options, read_options
 from .plans import probabilistic_plan
 from .strategy import ProbabilisticActivations
@@ -31,6 +32,4 @@ def register_quantizers(register):
 
 @hookimpl
 def register_commands(cli):
-    from .diagnostics import add_report_command
-
     add_report_command(cli)

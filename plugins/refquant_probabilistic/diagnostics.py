@@ -36,14 +36,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from refquant.executor import quantize_model
-from refquant.executor.quantized import QuantizedModel, quantize_bias
+from refquant.data import digits_inputs, load_digits
+from refquant.executor import QuantizedModel, quantize_bias, quantize_model
 from refquant.hookspecs import hookimpl
 from refquant.kernels import reference
 from refquant.numerics import dequantize, make_requantizer, qparams_from_range, quantize, requantize
-from refquant.registry import get_backend
+from refquant.plugins import register_plugin, unregister_plugin
+from refquant.presentation import format_table
+from refquant.registry import get_backend, resolve_model
 
+from .options import read_options
 from .patches import patch_grid, patch_sums_scratch_bytes
+from .plans import probabilistic_plan
 
 __all__ = ["LayerDiagnostics", "range_diagnostics", "interleaved_times", "estimator_timing", "traced_step_bytes",
            "tiled_reference_requant", "reference_layer_bytes", "kept_tensors", "per_tensor_input", "layer_call",
@@ -172,8 +176,6 @@ def range_diagnostics(qm: QuantizedModel, x: np.ndarray, *, backend: str = "numb
 
 
 def _gamma(spec) -> int:
-    from .options import read_options
-
     return read_options(spec).gamma
 
 
@@ -262,8 +264,6 @@ def traced_step_bytes(qm: QuantizedModel, x: np.ndarray, *, backend: str = "numb
     """Each step's peak ``tracemalloc`` bytes above what was allocated when it started, with
     the engine's ``working_bytes`` for the same step. The run is made once untraced first
     (Numba compilation or cache load allocates)."""
-    from refquant.plugins import register_plugin, unregister_plugin
-
     feeds = {qm.graph.inputs[0].name: np.asarray(x, np.float32)}
     qm.run(feeds, backend=backend)
     tracer = _StepTracer()
@@ -420,11 +420,6 @@ def report(model: str, *, bits: int = 8, gamma: int = 1, aggregator: str = "max"
     """Range diagnostics and estimator timing of ``model`` quantized with ``probabilistic``
     (``bits``-bit activations, ``weights`` at ``weight_bits``), calibrated on the documented
     calibration images, run on ``dataset`` as one batch."""
-    from refquant.data import load_digits
-    from refquant.engine_cli import digits_inputs, resolve_model
-
-    from .plans import probabilistic_plan
-
     graph = resolve_model(model)
     data = load_digits()
     split = data.test if dataset == "test" else data.shifted(dataset)
@@ -446,8 +441,6 @@ def report(model: str, *, bits: int = 8, gamma: int = 1, aggregator: str = "max"
 
 def cmd_report(args) -> int:
     """``refquant probabilistic-report MODEL``: ranges, coverage, miss rate, estimator time."""
-    from refquant.cli import format_table
-
     gammas = tuple(args.gammas)
     result = report(args.model, bits=args.bits, gamma=args.gamma, aggregator=args.aggregator,
                     granularity=args.granularity, weights=args.weights, weight_bits=args.weight_bits,

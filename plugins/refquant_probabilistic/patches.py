@@ -46,7 +46,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from refquant.kernels.geometry import ConvGeometry, conv_geometry
+from refquant.kernels import ConvGeometry, conv_geometry
 
 __all__ = ["PatchSums", "PatchGrid", "sample_positions", "patch_grid", "patch_sums", "fill_patch_sums",
            "patch_sums_reference", "patch_sums_scratch_bytes", "as_nchw"]

@@ -27,8 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from .errormodel import analytic_density, snr_db
+from refquant.metrics import snr_db
+
+from .errormodel import analytic_density
 from .grids import GRID_NAMES, grid
+from .kappa import KAPPA
 
 __all__ = ["OptimalScale", "optimal_scale", "analytic_scale", "exact_mse", "CLIP_RANGE", "SCAN_POINTS"]
 
@@ -91,8 +94,6 @@ def analytic_scale(grid_name, sigma=1.0, *, distribution: str = "gaussian"):
     ``grid_name`` is one of :data:`.grids.GRID_NAMES`; ``distribution`` ``"gaussian"`` (the
     analytic quantizer of StatQAT) or ``"laplace"``. ``sigma`` must be finite and ``>= 0``.
     """
-    from .kappa import KAPPA
-
     name = grid(grid_name).name
     if distribution not in KAPPA:
         raise ValueError(f"analytic_scale: unknown distribution {distribution!r}; expected one of {sorted(KAPPA)}")

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from refquant.metrics import snr_db
 from refquant_lloydmax.densities import Gaussian, Laplace
 
 from .grids import Grid, grid, quantize_to_grid
 
-__all__ = ["QuantizationError", "quantization_error", "snr_db", "snr_vs_clip", "ANALYTIC_DISTRIBUTIONS",
+__all__ = ["QuantizationError", "quantization_error", "snr_vs_clip", "ANALYTIC_DISTRIBUTIONS",
            "analytic_density", "as_samples", "float_binades"]
 
 ANALYTIC_DISTRIBUTIONS = ("gaussian", "laplace")
@@ -69,11 +70,6 @@ def as_samples(x, what: str = "samples") -> np.ndarray:
         raise ValueError(f"{what}: {int(bad.sum())} of {a.size} samples are NaN or infinite "
                          f"(first at index {int(np.flatnonzero(bad)[0])})")
     return a
-
-
-def snr_db(signal: float, mse: float) -> float:
-    """``10 log10(signal / mse)`` (``inf`` for a zero error)."""
-    return float("inf") if mse == 0 else float(10.0 * np.log10(signal / mse))
 
 
 @dataclass(frozen=True)

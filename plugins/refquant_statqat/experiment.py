@@ -40,6 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
+from refquant.data import digits_inputs, load_digits
+from refquant.executor import quantize_model
+from refquant.graph import load_model, save_model
+from refquant.metrics import accuracy_counts
+from refquant.numerics import QParams, qparams_from_range
+from refquant.train import Trainer, config_for, integer_accuracy, single_blas_thread
+
 __all__ = ["RECIPE", "GRIDS", "METHODS", "STABILITY_EPOCHS", "qat_plan", "run_one", "run_experiment",
            "summarize", "summary_table", "RunResult",
            "qat_activation_qparams", "executor_accuracy_with_qat_qparams"]
@@ -96,32 +103,22 @@ class RunResult:
         return dict(self.__dict__)
 
 
-def _trainer_class():
-    from refquant.train import Trainer
+class RecordingTrainer(Trainer):
+    """A Trainer that keeps every batch loss."""
 
-    class RecordingTrainer(Trainer):
-        """A Trainer that keeps every batch loss."""
-
-        def step(self, xb, yb, lr):
-            loss = super().step(xb, yb, lr)
-            self.step_losses.append(float(loss))
-            return loss
-
-    return RecordingTrainer
+    def step(self, xb, yb, lr):
+        loss = super().step(xb, yb, lr)
+        self.step_losses.append(float(loss))
+        return loss
 
 
 def run_one(model: str, grid_key: str, method: str, seed: int, epochs: int, data=None, *,
             executor: bool = True, progress=None) -> RunResult:
     """One QAT fine-tune (module docstring) and its measurements."""
-    from refquant.data import load_digits
-    from refquant.graph import load_model, save_model
-    from refquant.train import config_for
-    from refquant.train.report import integer_accuracy
-
     data = load_digits() if data is None else data
     plan, fmt = qat_plan(method, grid_key), GRIDS[grid_key][1]
     config = config_for(model, epochs=epochs, seed=seed, qat=plan, init=model, **RECIPE)
-    trainer = _trainer_class()(config, data)
+    trainer = RecordingTrainer(config, data)
     trainer.step_losses = []
     trainer.fit(progress=progress)
     _, fake_acc = trainer.evaluate(trainer.x_test, trainer.y_test)
@@ -144,8 +141,6 @@ def qat_activation_qparams(fake_quant) -> dict:
     """The activation qparams a QAT run ended with, per tensor: ``statqat-iterative``'s stored
     scale and zero point, or ``ema-minmax``'s stored range through ``qparams_from_range`` (the
     rule its forward uses)."""
-    from refquant.numerics import QParams, qparams_from_range
-
     out = {}
     for name, p in fake_quant.activations.items():
         st, spec = p.state, p.spec
@@ -164,27 +159,21 @@ def qat_activation_qparams(fake_quant) -> dict:
 def executor_accuracy_with_qat_qparams(graph, plan, fake_quant, data) -> float:
     """Test accuracy of the quantized executor with the weights of ``plan`` and, for every
     activation, the qparams the QAT run ended with instead of re-calibrated ones."""
-    from refquant.executor import quantize_model
-    from refquant.train.blas import single_blas_thread
-    from refquant.train.report import accuracy_counts, model_inputs
-
     with single_blas_thread():
-        qm = quantize_model(graph, plan, model_inputs(graph, data.calibration(CALIBRATION).x))
+        qm = quantize_model(graph, plan, digits_inputs(graph, data.calibration(CALIBRATION).x))
         qat = qat_activation_qparams(fake_quant)
         # tensors without a QAT point are outputs of Relu/MaxPool/Flatten…, which keep their
         # input's qparams in the executor: their calibrated entry is never used
         qm.tensor_qparams.update({k: v for k, v in qat.items() if k in qm.tensor_specs})
         for layer in qm.layers.values():
             layer.observed = qm.tensor_qparams[layer.step.output]
-        logits = qm.run(model_inputs(graph, data.test.x)).outputs[graph.outputs[0]]
+        logits = qm.run(digits_inputs(graph, data.test.x)).outputs[graph.outputs[0]]
     correct, total = accuracy_counts(logits, data.test.y)
     return correct / total
 
 
 def run_experiment(models, grids, seeds, epochs: int, *, executor: bool = True, log=None) -> list[RunResult]:
     """Every (model, grid, method, seed) run, in that order."""
-    from refquant.data import load_digits
-
     data = load_digits()
     results = []
     for model in models:

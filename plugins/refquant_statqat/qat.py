@@ -35,6 +35,7 @@ import numpy as np
 
 from refquant.numerics import QParams
 from refquant.strategies import LayerSpec
+from refquant.train import fake_quantize
 
 from .grids import fake_quantize_float, grid, uniform_grid
 from .iterative import iterative_scale
@@ -70,8 +71,6 @@ def _iterations(spec: LayerSpec) -> int:
 
 def _fake_quant(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, spec: LayerSpec, axis: int, name: str):
     """Integer grid: the engine's fake quantization; float format: the float path."""
-    from refquant.train.fakequant import fake_quantize
-
     fmt = float_format_option(spec)
     scale = np.asarray(scale, dtype=np.float32)
     if fmt is not None:

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from refquant.executor import weight_matrix
+from refquant.metrics import snr_db
+from refquant.registry import get_model, get_quantizer
+from refquant.strategies import LayerSpec
+
 from .analytic import optimal_scale
-from .errormodel import quantization_error, snr_db
+from .errormodel import quantization_error
 from .grids import FLOAT_GRIDS, GRID_NAMES, INT_GRIDS, UINT_GRIDS, grid
 from .iterative import iterative_scale, naive_float_update
 from .samples import SortedSamples
@@ -165,10 +170,6 @@ def weight_snr(model: str, bits: int = 4) -> list[dict]:
     """Per Conv/Gemm/MatMul layer of a shipped model: weight SNR (dB) of ``minmax``, of the
     Gaussian-only analytic scale and of ``statqat-analytic`` (prior ``auto``), per tensor and
     per output channel, from the dequantized weights the kernels use (errors summed in float64)."""
-    from refquant.executor.quantized import weight_matrix
-    from refquant.registry import get_model, get_quantizer
-    from refquant.strategies import LayerSpec
-
     graph = get_model(model)
     rows = []
     for node in graph.nodes:

@@ -9,6 +9,8 @@
     >>> flatten(digits.test.x).shape                        # for MLPs
     (599, 64)
 
+``digits_inputs(graph, x)`` shapes images for a model's input (flattened for an MLP).
+
 The split, the normalisation and every shift are specified in ``spec/data.md``.
 """
 
@@ -26,6 +28,7 @@ from refquant.data.digits import (
     normalize,
     pixel_statistics,
 )
+from refquant.data.inputs import digits_inputs
 from refquant.data.shifts import SHIFTED_SETS, SHIFTS, apply_shift
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "DigitsData",
     "DigitsSplit",
     "apply_shift",
+    "digits_inputs",
     "flatten",
     "load_digits",
     "normalize",

@@ -27,6 +27,8 @@ import numpy as np
 
 from ..graph import Graph, validate_inputs
 from ..numerics import QParams, dequantize, make_requantizer, quantize
+from ..numerics import requantize as reference_requantize
+from ..numerics.requant import check_mode
 from ..ops import FLOAT_OPS
 from ..plan import Plan, parse_plan
 from ..plugins import get_plugin_manager
@@ -196,7 +198,7 @@ class QuantizedModel:
             rq = self._requantizer(x.qp, w.qparams, qp, step)
             requantize = getattr(kernels, "requantize", None)
             if requantize is None:
-                from ..numerics import requantize
+                requantize = reference_requantize
             y = requantize(acc, rq, channel_axis=1)
             rec.kernel = "unfused"
             rec.buffers["accumulators"] = acc.nbytes
@@ -293,8 +295,6 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
     4. calibrate: one float pass over ``calibration`` (an array for the first input, or a
        dict) in batches, every activation observer seeing its tensor, then ``qparams()``.
     """
-    from ..numerics.requant import check_mode
-
     check_mode(requant)
     plan = parse_plan(plan) if isinstance(plan, str) else plan
     steps = lower(graph)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 
@@ -34,10 +33,11 @@ from ..graph import OP_SCHEMAS
 from ..graph.io import _jsonable
 from ..kernels import reference
 from ..numerics import make_requantizer, quantize
-from .files import GoldenFileError, file_entry, npy_bytes, write_bytes
-from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, dumps, layout_of, load_golden
+from .manifest import FORMAT, FORMAT_VERSION
+from .onnx_layout import add_model_layout
+from .writer import GoldenWriter, write_golden_files
 
-__all__ = ["export_golden", "graph_sha256", "requantization_constants", "safe_name", "write_golden_files"]
+__all__ = ["export_golden", "graph_sha256", "requantization_constants", "safe_name"]
 
 
 def safe_name(name: str) -> str:
@@ -79,26 +79,6 @@ def requantization_constants(x_qp, w_qp, y_qp, mode: str, activation) -> dict:
             "zero_point": compact(rq.zero_point), "lo": compact(rq.lo), "hi": compact(rq.hi)}
 
 
-class _Writer:
-    """Collects file bytes and their manifest entries."""
-
-    def __init__(self):
-        self.blobs: dict = {}
-        self.files: dict = {}
-
-    def tensor(self, name: str, array: np.ndarray, role: str, op: str = "") -> str:
-        data = npy_bytes(array)
-        self.blobs[name] = data
-        self.files[name] = file_entry(data, dtype=array.dtype.name, shape=list(array.shape),
-                                      layout=layout_of(role, op, array.ndim))
-        return name
-
-    def raw(self, name: str, data: bytes, **extra) -> str:
-        self.blobs[name] = data
-        self.files[name] = file_entry(data, **extra)
-        return name
-
-
 def _qp(qp):
     return None if qp is None else qp.to_dict()
 
@@ -122,44 +102,6 @@ def _operands(graph, node, produced) -> tuple[list, dict]:
     return operands, constants
 
 
-def _prepare_directory(root: Path, index: str = MANIFEST) -> None:
-    """Create ``root``; a previous set there (its ``index`` file lists its files) is removed
-    file by file; any other non-empty directory is refused."""
-    if root.exists():
-        if not root.is_dir():
-            raise GoldenFileError(f"{root}: exists and is not a directory")
-        mpath = root / index
-        if mpath.is_file():
-            try:
-                old = json.loads(mpath.read_text())
-                names = list(old.get("files", {}))
-            except (ValueError, AttributeError):
-                names = []
-            for name in names:
-                f = root / name
-                if f.is_file() and root.resolve() in f.resolve().parents:
-                    f.unlink()
-            mpath.unlink()
-            for d in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
-                if not any(d.iterdir()):
-                    d.rmdir()
-        if any(root.iterdir()):
-            raise GoldenFileError(f"{root}: directory is not empty and is not a golden set; "
-                                  f"refusing to write into it")
-    root.mkdir(parents=True, exist_ok=True)
-
-
-def write_golden_files(root, manifest: dict, writer: _Writer):
-    """Write ``writer``'s files and ``manifest`` (with its ``files`` table) into ``root``."""
-    root = Path(root)
-    _prepare_directory(root)
-    manifest = dict(manifest, files=writer.files)
-    for name, data in writer.blobs.items():
-        write_bytes(root / name, data)
-    write_bytes(root / MANIFEST, dumps(manifest))
-    return load_golden(root)
-
-
 def export_golden(qm, inputs, directory, *, model_name: str | None = None, backend: str = "reference",
                   seed: int | None = None, input_description: str = "", accumulators: bool = False,
                   onnx: bool = False):
@@ -173,7 +115,7 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
     feeds = inputs if isinstance(inputs, dict) else {graph.inputs[0].name: inputs}
     feeds = {k: np.asarray(v, np.float32) for k, v in feeds.items()}
     result = qm.run(feeds, backend=backend, keep=True)
-    w = _Writer()
+    w = GoldenWriter()
     layers: list = []
     produced: dict = {}  # refquant tensor → (layer name, QTensor)
     records = result.records
@@ -259,8 +201,6 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
         "layers": layers, "outputs": outputs, "onnx": None,
     }
     if onnx:
-        from .onnx_layout import add_model_layout
-
         manifest["onnx"] = add_model_layout(w, qm, feeds, result, layers, produced)
     return write_golden_files(directory, manifest, w)
 

@@ -15,12 +15,15 @@ shape, raises ``ValueError`` naming it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from ..onnx_io import OPSET, export_qoperator
 from ..onnx_io.runtime import require_onnx
 from .files import GoldenFileError, write_bytes
+from .writer import GoldenWriter, prepare_directory
 
 __all__ = ["tensor_pb_bytes", "read_pb", "read_output_dir", "add_model_layout", "write_onnx_case"]
 
@@ -80,8 +83,6 @@ def add_model_layout(w, qm, feeds, result, layers, produced) -> dict:
     Outputs, in ``graph.output`` order: the float graph outputs, then every layer's integer
     output (the QOperator model's extra outputs). Returns the manifest's ``onnx`` entry.
     """
-    from ..onnx_io import OPSET, export_qoperator
-
     exported = export_qoperator(qm, layer_outputs=True)
     by_onnx_name = {v: k for k, v in exported.layer_outputs.items()}
     golden = {entry["name"]: entry for entry in layers}
@@ -108,15 +109,11 @@ def write_onnx_case(directory, model, inputs, outputs, *, description: str = "",
 
     ``inputs``/``outputs``: lists of ``(name, array)``. Returns the path of ``case.json``.
     """
-    import json
-
-    from .export import _prepare_directory, _Writer
-
     root = Path(directory)
-    w = _Writer()
+    w = GoldenWriter()
     entry = _case_files(w, "", model.SerializeToString(), [(n, a, None) for n, a in inputs],
                         [(n, a, None) for n, a in outputs])
-    _prepare_directory(root, "case.json")
+    prepare_directory(root, "case.json")
     for name, data in w.blobs.items():
         write_bytes(root / name, data)
     doc = {"format": "refquant.onnx-case", "format_version": 1, "description": description,

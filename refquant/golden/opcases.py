@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import functional as F
 from ..onnx_io.runtime import require_onnx
+from .onnx_layout import write_onnx_case
 
 __all__ = ["OPERATOR_CASES", "operator_case", "write_operator_cases"]
 
@@ -125,8 +126,6 @@ def operator_case(name: str, requant: str = "float32"):
 
 def write_operator_cases(root) -> list[dict]:
     """Write every case (and its ``_float64`` twin for QLinear ops) under ``root``; return the index rows."""
-    from .onnx_layout import write_onnx_case
-
     rows = []
     for base in sorted(OPERATOR_CASES):
         variants = [(base, "float32")]

@@ -21,7 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..registry import quantizers
+from ..data import digits_inputs, load_digits
+from ..executor import quantize_model
+from ..registry import get_model, models, quantizers
+from .export import export_golden
+from .opcases import write_operator_cases
+from .writer import prepare_directory
 
 __all__ = ["GOLDEN_DIR", "IMAGES", "SEED", "CALIBRATION", "BITS", "shipped_models", "builtin_strategies",
            "shipped_plans", "plan_text", "shipped_inputs", "export_shipped_set", "refresh", "INDEX"]
@@ -35,8 +40,6 @@ BUILTIN_DISTRIBUTION = "refquant"
 
 def shipped_models() -> list[str]:
     """Models registered by refquant itself (``models/NAME.json`` with a model card)."""
-    from ..registry import models
-
     return sorted(n for n, e in models().items() if e.plugin == "refquant")
 
 
@@ -59,9 +62,6 @@ def plan_text(weights: str, activations: str) -> str:
 
 def shipped_inputs(graph) -> tuple[np.ndarray, np.ndarray, list]:
     """``(inputs, calibration, indices)``: the golden images (in the graph's layout) and the calibration set."""
-    from ..data import load_digits
-    from ..engine_cli import digits_inputs
-
     digits = load_digits()
     indices = sorted(int(i) for i in np.random.default_rng(SEED).choice(len(digits.test), IMAGES, replace=False))
     x = digits_inputs(graph, digits.test.x[indices])
@@ -70,10 +70,6 @@ def shipped_inputs(graph) -> tuple[np.ndarray, np.ndarray, list]:
 
 def export_shipped_set(model: str, weights: str, activations: str, directory, *, onnx: bool = False):
     """Quantize ``model`` with the pair's plan and write its golden set into ``directory``."""
-    from ..executor import quantize_model
-    from ..registry import get_model
-    from .export import export_golden
-
     graph = get_model(model)
     x, calibration, indices = shipped_inputs(graph)
     qm = quantize_model(graph, plan_text(weights, activations), calibration, requant="float32")
@@ -91,12 +87,10 @@ def _set_dir(model: str, weights: str, activations: str) -> str:
 def _remove_stale_sets(root: Path, keep: set) -> None:
     """Delete golden sets under ``root/MODEL/`` that the new index no longer lists (a model or
     strategy that is gone), file by file as their manifests list them."""
-    from .export import _prepare_directory
-
     for manifest in sorted(root.glob("*/*/manifest.json")):
         rel = manifest.parent.relative_to(root).as_posix()
         if rel not in keep:
-            _prepare_directory(manifest.parent)
+            prepare_directory(manifest.parent)
             manifest.parent.rmdir()
             if not any(manifest.parent.parent.iterdir()):
                 manifest.parent.parent.rmdir()
@@ -104,8 +98,6 @@ def _remove_stale_sets(root: Path, keep: set) -> None:
 
 def refresh(root=GOLDEN_DIR, *, progress=None) -> dict:
     """Rewrite every checked-in golden set, the operator cases and ``index.json`` under ``root``."""
-    from .opcases import write_operator_cases
-
     root = Path(root)
     sets = []
     for model in shipped_models():

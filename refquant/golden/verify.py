@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..presentation import format_table
 from .explain import explain_requantization
 from .manifest import GoldenSet, load_golden
+from .onnx_layout import read_output_dir
 from .replay import KERNEL_OPS, compute_layer, kernel_input, layer_accumulators, layer_requantizer
 
 __all__ = ["POLICIES", "LayerResult", "VerifyReport", "read_outputs", "verify"]
@@ -94,8 +96,6 @@ class VerifyReport:
         return asdict(self)
 
     def format_text(self) -> str:
-        from ..cli import format_table
-
         lines = [f"golden set {self.golden} (manifest sha256 {self.manifest_sha256[:16]}…)",
                  f"outputs    {self.outputs}", ""]
         lines.append(format_table([r.row() for r in self.layers + self.graph_outputs]))
@@ -133,8 +133,6 @@ def read_outputs(path, gs: GoldenSet) -> tuple[dict, list, str]:
     out_names = {o["name"] for o in gs.manifest["outputs"]}
     found, unknown = {}, []
     if path.is_dir():
-        from .onnx_layout import read_output_dir
-
         onnx = gs.manifest.get("onnx") or {}
         by_onnx = {v: k for k, v in onnx.get("layer_outputs", {}).items()}
         listed = (onnx.get("test_data_sets") or [{}])[0].get("outputs", [])

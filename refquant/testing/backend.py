@@ -38,17 +38,24 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import random
 import shlex
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .. import __version__, registry
+from ..golden.explain import combine_explanations, explain_requantization
+from ..golden.export import requantization_constants
+from ..golden.manifest import FORMAT, FORMAT_VERSION
+from ..golden.writer import GoldenWriter, write_golden_files
 from ..kernels import reference
 from ..numerics import REQUANT_MODES, QParams, int_format, make_requantizer
+from ..presentation import format_table
 
 __all__ = ["KernelCase", "SuiteResult", "BackendReport", "CommandBackend", "check_backend", "resolve_backend",
            "write_kernel_case", "kernel_cases", "shrink_to_element", "DTYPE_COMBOS", "OPS"]
@@ -288,8 +295,6 @@ def shrink_to_element(case: KernelCase, index) -> KernelCase:
 
 
 def _explanation(case: KernelCase, got: np.ndarray) -> dict:
-    from ..golden.explain import explain_requantization
-
     x_qp, w_qp, y_qp = case.qparams()
     return explain_requantization(case.accumulators(), got, x_qp, w_qp, y_qp, case.activation, case.bias, case.mode)
 
@@ -299,8 +304,6 @@ def _evidence(strategy, kernels, found: KernelCase, count: int, seed: int) -> di
     more generated cases (:func:`refquant.golden.explain.combine_explanations`)."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
-
-    from ..golden.explain import combine_explanations
 
     cases = [found]
 
@@ -351,11 +354,7 @@ def write_kernel_case(case: KernelCase, directory, backend_output=None, *, with_
     """Write ``case`` as a golden case: an ``Input`` layer (the integer input as given) and one
     Conv or MatMul layer, with the reference's output; ``backend_output`` goes next to it as
     ``DIRECTORY.backend.npz`` (array ``case``). Returns the loaded golden set."""
-    from .. import __version__
-    from ..golden.export import _Writer, requantization_constants, write_golden_files
-    from ..golden.manifest import FORMAT, FORMAT_VERSION
-
-    w = _Writer()
+    w = GoldenWriter()
     op = "Conv" if case.conv else "MatMul"
     x_qp, w_qp, y_qp = case.qparams()
     if not case.requantizes:
@@ -426,8 +425,6 @@ class CommandBackend:
 
 def resolve_backend(spec: str):
     """A backend module from a registered backend name, a dotted module name, or a ``.py`` path."""
-    from .. import registry
-
     if spec in registry.backends():
         return registry.get_backend(spec)
     if spec.endswith(".py"):
@@ -489,15 +486,11 @@ class BackendReport:
             raise AssertionError(str(self))
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return {"backend": self.backend, "ok": self.ok, "cases": self.cases,
                 "results": [asdict(r) for r in self.results],
                 "skipped": [{"op": o, "mode": m, "reason": why} for o, m, why in self.skipped]}
 
     def __str__(self) -> str:
-        from ..cli import format_table
-
         lines = [f"backend {self.backend}: {len(self.results)} operator/mode suites, {self.cases} cases, "
                  f"{len(self.results) - len(self.failures)} passed, {len(self.failures)} failed",
                  format_table([r.row() for r in self.results])]
@@ -583,6 +576,4 @@ def check_backend(kernels, *, name: str | None = None, ops=None, modes=None, max
 
 
 def _random(seed: int):
-    import random
-
     return random.Random(seed)

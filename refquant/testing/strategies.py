@@ -31,8 +31,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..numerics import IntFormat, QParams
-from ..strategies import TIMINGS, LayerContext, LayerSpec, QuantizedWeight
+from ..graph import Node
+from ..numerics import IntFormat, QParams, qparams_from_range, quantize
+from ..strategies import REQUIRED_METHODS, TIMING_METHODS, TIMINGS, LayerContext, LayerSpec, QuantizedWeight
 
 __all__ = ["CheckResult", "Report", "check_strategy", "strategy_checks", "parametrize_with_checks"]
 
@@ -241,9 +242,6 @@ def _batches(rng, n=3) -> list:
 
 def _context(rng) -> tuple[LayerContext, np.ndarray]:
     """A small Conv layer for before-layer strategies: its context and a quantized input."""
-    from ..numerics import qparams_from_range, quantize
-    from ..graph import Node
-
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32) * 0.3
     wqp = qparams_from_range(np.abs(w).max(), np.abs(w).max(), "int8", symmetric=True, name="w")
     qw = QuantizedWeight(quantize(w, wqp), wqp)
@@ -261,9 +259,9 @@ def _observed(s, spec, batches):
 
 def check_activation_declares_timing(s) -> None:
     _require(s.timing in TIMINGS, f"timing must be one of {TIMINGS}, got {s.timing!r}")
-    needed = {"offline": "make_observer", "after": "qparams_after", "before": "qparams_before"}[s.timing]
-    _require(callable(getattr(s, needed, None)), f"timing {s.timing!r} needs a {needed}() method")
-    for m in ("make_observer", "qparams_for_float"):
+    for m in TIMING_METHODS[s.timing]:
+        _require(callable(getattr(s, m, None)), f"timing {s.timing!r} needs a {m}() method")
+    for m in REQUIRED_METHODS["activations"]:
         _require(callable(getattr(s, m, None)), f"every activation strategy needs {m}()")
 
 
@@ -325,8 +323,6 @@ def check_after_layer(s) -> None:
 def check_before_layer(s) -> None:
     if s.timing != "before":
         return
-    from ..numerics import qparams_from_range, quantize
-
     rng = np.random.default_rng(10)
     ctx, _ = _context(rng)
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)

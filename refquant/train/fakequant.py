@@ -42,6 +42,7 @@ from ..executor.traverse import lower
 from ..graph import Graph, Node
 from ..numerics import QParams, dequantize, quantize
 from ..plan import Plan, parse_plan
+from ..registry import get_qat_quantizer
 from ..strategies import LayerSpec
 
 __all__ = ["fake_quantize", "FakeQuant", "QATPoint", "QUANTIZED_INPUT_OPS", "channels_first"]
@@ -94,7 +95,7 @@ class FakeQuant:
 
     def __init__(self, graph: Graph, plan, *, get_quantizer=None):
         if get_quantizer is None:
-            from ..registry import get_qat_quantizer as get_quantizer
+            get_quantizer = get_qat_quantizer
         self.plan: Plan = parse_plan(plan) if isinstance(plan, str) else plan
         bn = [n.name for n in graph.nodes if n.op_type == "BatchNormalization"]
         if bn:

@@ -9,24 +9,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
-
+from ..data import digits_inputs
 from ..executor import quantize_model, run_float
-from ..graph import Graph
+from ..graph import Graph, load_model
+from ..metrics import accuracy_counts
 from .architectures import Architecture
 from .blas import single_blas_thread
+from .card import train_command
+from .trainer import Trainer, config_for
 
-__all__ = ["model_inputs", "accuracy_counts", "float_accuracies", "integer_accuracy", "qat_versus_ptq"]
-
-
-def model_inputs(graph: Graph, x: np.ndarray) -> np.ndarray:
-    """Digits images ``[N, 1, 8, 8]`` shaped for ``graph``: flattened to ``[N, 64]`` for a 2-D input."""
-    return np.ascontiguousarray(x.reshape(len(x), -1) if len(graph.inputs[0].shape) == 2 else x)
-
-
-def accuracy_counts(logits: np.ndarray, y: np.ndarray) -> tuple[int, int]:
-    """``(correct, total)``: arg-max predictions equal to the labels (first maximum on ties)."""
-    return int(np.sum(np.argmax(logits, axis=1) == y)), int(len(y))
+__all__ = ["float_accuracies", "integer_accuracy", "qat_versus_ptq"]
 
 
 def float_accuracies(graph: Graph, data) -> list[dict]:
@@ -34,7 +26,7 @@ def float_accuracies(graph: Graph, data) -> list[dict]:
     rows = []
     with single_blas_thread():
         for split in data.test_sets():
-            logits = run_float(graph, {graph.inputs[0].name: model_inputs(graph, split.x)})[graph.outputs[0]]
+            logits = run_float(graph, {graph.inputs[0].name: digits_inputs(graph, split.x)})[graph.outputs[0]]
             correct, total = accuracy_counts(logits, split.y)
             rows.append({"dataset": split.name, "images": total, "correct": correct, "accuracy": correct / total})
     return rows
@@ -46,8 +38,8 @@ def integer_accuracy(graph: Graph, plan: str, data, *, calibration: int = 128, b
     run by the quantized executor."""
     split = data.test if dataset == "test" else data.shifted(dataset)
     with single_blas_thread():
-        qm = quantize_model(graph, plan, model_inputs(graph, data.calibration(calibration).x))
-        logits = qm.run(model_inputs(graph, split.x), backend=backend).outputs[graph.outputs[0]]
+        qm = quantize_model(graph, plan, digits_inputs(graph, data.calibration(calibration).x))
+        logits = qm.run(digits_inputs(graph, split.x), backend=backend).outputs[graph.outputs[0]]
     correct, total = accuracy_counts(logits, split.y)
     return {"plan": plan, "dataset": split.name, "calibration": calibration, "images": total,
             "correct": correct, "accuracy": correct / total}
@@ -58,10 +50,6 @@ def qat_versus_ptq(arch: Architecture, model_path, data, *,
     """The architecture's :class:`~refquant.train.architectures.QATCheck` on the saved model at
     ``model_path``: post-training quantization of it, then a short QAT fine-tune from it,
     quantized with the same post-training plan. Returns every number the card reports."""
-    from ..graph import load_model
-    from .card import train_command
-    from .trainer import Trainer, config_for
-
     check = arch.qat_check
     if check is None:
         raise ValueError(f"architecture {arch.name!r} declares no QAT check")

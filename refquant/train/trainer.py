@@ -37,7 +37,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..data import load_digits
 from ..graph import Graph, fold_batchnorm
+from ..registry import resolve_model
 from .architectures import get_architecture
 from .autodiff import backward, forward, trainable_parameters
 from .blas import single_blas_thread
@@ -113,15 +115,11 @@ class Trainer:
     """A training run of ``config`` on the digits' training split."""
 
     def __init__(self, config: TrainConfig, data=None):
-        from ..data import load_digits
-
         self.config = config
         self.arch = get_architecture(config.model)
         self.data = load_digits() if data is None else data
         self.rng = np.random.Generator(np.random.PCG64(config.seed))
         if config.init is not None:
-            from ..engine_cli import resolve_model
-
             graph = resolve_model(config.init)
             graph.name = config.model
         else:

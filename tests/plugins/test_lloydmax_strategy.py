@@ -302,7 +302,7 @@ def test_backends_give_identical_integers_on_small_models(make, activations):
 @pytest.mark.parametrize("model", model_tables.MODELS)
 def test_backends_give_identical_integers_on_shipped_models(model):
     from refquant.data import load_digits
-    from refquant.engine_cli import digits_inputs
+    from refquant.data import digits_inputs
 
     g = registry.get_model(model)
     data = load_digits()

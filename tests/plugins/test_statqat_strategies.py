@@ -179,15 +179,15 @@ def test_executor_runs_statqat_plans(model, digits):
 @pytest.mark.skipif("digits-cnn" not in SHIPPED, reason="digits-cnn not shipped")
 def test_executor_runs_fp4_weights_as_codebooks(digits):
     from refquant.executor import quantize_model
-    from refquant.train.report import model_inputs
+    from refquant.data import digits_inputs
 
     graph = get_model("digits-cnn")
     plan = "weights=statqat-analytic:4:per-channel:format=float4_e2m1fn activations=statqat-iterative:8"
-    qm = quantize_model(graph, plan, model_inputs(graph, digits.calibration(128).x))
+    qm = quantize_model(graph, plan, digits_inputs(graph, digits.calibration(128).x))
     for layer in qm.layers.values():
         assert layer.weight.representation == "codebook"
         assert np.unique(layer.weight.values).size <= 15
-    out = qm.run(model_inputs(graph, digits.test.x[:64])).outputs[graph.outputs[0]]
+    out = qm.run(digits_inputs(graph, digits.test.x[:64])).outputs[graph.outputs[0]]
     assert np.mean(np.argmax(out, axis=1) == digits.test.y[:64]) > 0.8
 
 

@@ -21,6 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import digits_inputs, load_digits
+from ..executor import quantize_model
+from ..golden import POLICIES, export_golden, load_golden, replay, verify
+from ..golden.shipped import GOLDEN_DIR, refresh
+from ..numerics import REQUANT_MODES, dequantize
+from ..registry import resolve_model
+from ..testing.backend import CommandBackend, check_backend, resolve_backend
+
 __all__ = ["add_golden_commands"]
 
 
@@ -29,11 +37,6 @@ def _emit_json(doc) -> None:
 
 
 def cmd_export(args) -> int:
-    from ..data import load_digits
-    from ..engine_cli import digits_inputs, resolve_model
-    from ..executor import quantize_model
-    from .export import export_golden
-
     graph = resolve_model(args.model)
     digits = load_digits()
     indices = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(digits.test), args.images,
@@ -64,11 +67,6 @@ def _backend_arg(parser) -> None:
 
 
 def cmd_run(args) -> int:
-    from ..numerics import dequantize
-    from ..testing.backend import resolve_backend
-    from .manifest import load_golden
-    from .replay import replay
-
     if not args.backend:
         raise ValueError("golden run: --backend is required")
     gs = load_golden(args.dir)
@@ -89,8 +87,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import verify
-
     report = verify(args.dir, args.outputs, policy=args.policy)
     if args.json:
         _emit_json(report.to_dict())
@@ -100,8 +96,6 @@ def cmd_verify(args) -> int:
 
 
 def cmd_conform(args) -> int:
-    from ..testing.backend import CommandBackend, check_backend, resolve_backend
-
     if bool(args.backend) == bool(args.command):
         raise ValueError("golden conform: give exactly one of --backend and --command")
     if args.command:
@@ -120,8 +114,6 @@ def cmd_conform(args) -> int:
 
 
 def cmd_refresh(args) -> int:
-    from .shipped import GOLDEN_DIR, refresh
-
     root = Path(args.dir) if args.dir else GOLDEN_DIR
     index = refresh(root, progress=None if args.json else (lambda rel: print(f"  {rel}", file=sys.stderr)))
     if args.json:
@@ -141,9 +133,6 @@ def _cmd_help(parser):
 
 def add_golden_commands(cli) -> None:
     """Add the ``golden`` command group to the ``refquant`` command line."""
-    from ..numerics import REQUANT_MODES
-    from .verify import POLICIES
-
     group = cli.command("golden", "golden sets: export, run a backend on one, verify its outputs, conformance")
     group.set_defaults(handler=_cmd_help(group))
     sub = group.add_subparsers(dest="golden_command", metavar="SUBCOMMAND")

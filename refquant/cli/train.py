@@ -16,12 +16,19 @@ import json
 import sys
 from pathlib import Path
 
+from ..data import load_digits
+from ..graph import load_model, save_model
+from ..presentation import format_table
+from ..train.architectures import ARCHITECTURES
+from ..train.card import render_card
+from ..train.optim import OPTIMIZERS
+from ..train.report import float_accuracies, integer_accuracy, qat_versus_ptq
+from ..train.trainer import Trainer, config_for, format_progress
+
 __all__ = ["add_train_commands", "cmd_train"]
 
 
 def _progress(prefix: str = ""):
-    from .trainer import format_progress
-
     def show(record: dict) -> None:
         print(prefix + format_progress(record), file=sys.stderr, flush=True)
 
@@ -29,13 +36,6 @@ def _progress(prefix: str = ""):
 
 
 def cmd_train(args) -> int:
-    from ..cli import format_table
-    from ..data import load_digits
-    from ..graph import load_model, save_model
-    from .card import render_card
-    from .report import float_accuracies, integer_accuracy, qat_versus_ptq
-    from .trainer import Trainer, config_for
-
     data = load_digits()
     if args.resume:
         trainer = Trainer.resume(args.resume, data)
@@ -100,9 +100,7 @@ def cmd_train(args) -> int:
 
 
 def add_train_commands(cli) -> None:
-    from .architectures import ARCHITECTURES
-    from .optim import OPTIMIZERS
-
+    """Add ``train`` to the ``refquant`` command line."""
     p = cli.command("train", "train a model (seeded, resumable; bit-reproducible on one machine)")
     p.add_argument("name", choices=sorted(ARCHITECTURES), help="the architecture to train")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the model's recipe)")

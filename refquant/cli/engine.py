@@ -1,47 +1,23 @@
-"""Command-line commands that run models: ``refquant run``."""
+"""``refquant run`` and ``refquant compare``: quantize models and measure them."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
+from ..compare import compare, summary_rows
+from ..data import digits_inputs, load_digits
+from ..executor import peak_working_bytes, quantize_model, run_float
+from ..metrics import accuracy
+from ..numerics import REQUANT_MODES
+from ..plan import parse_plan
+from ..presentation import format_table
+from ..registry import resolve_model
 
-__all__ = ["add_engine_commands", "resolve_model", "digits_inputs", "accuracy"]
-
-
-def resolve_model(name_or_path: str):
-    """A registered model by name, or a model file (``NAME.json``/``NAME``) by path."""
-    from .graph import load_model
-    from .registry import get_model, models
-
-    if name_or_path in models():
-        return get_model(name_or_path)
-    p = Path(name_or_path)
-    if p.suffix == ".json" or p.with_suffix(".json").exists():
-        return load_model(p)
-    known = ", ".join(sorted(models())) or "(none registered)"
-    raise ValueError(f"unknown model {name_or_path!r}: not a registered model ({known}) "
-                     f"and no file {p.with_suffix('.json')}")
-
-
-def digits_inputs(graph, x: np.ndarray) -> np.ndarray:
-    """Shape NCHW digits images for ``graph``'s input: flattened to [N, 64] for rank-2 inputs."""
-    rank = len(graph.inputs[0].shape)
-    return x.reshape(len(x), -1) if rank == 2 else x
-
-
-def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=1) == y))
+__all__ = ["add_engine_commands", "cmd_run", "cmd_compare"]
 
 
 def cmd_run(args) -> int:
     """Quantize MODEL with the given strategies, evaluate on the digits test set, show each layer."""
-    from .cli import format_table
-    from .data import load_digits
-    from .executor import peak_working_bytes, quantize_model, run_float
-    from .plan import parse_plan
-
     graph = resolve_model(args.model)
     data = load_digits()
     test = data.shifted(args.dataset) if args.dataset != "test" else data.test
@@ -70,9 +46,6 @@ def cmd_run(args) -> int:
 
 def cmd_compare(args) -> int:
     """Every strategy combination × bit width × granularity × test set, as one table."""
-    from .cli import format_table
-    from .compare import compare, summary_rows
-
     rows = compare(args.models or ["digits-cnn"], bits=args.bits, weights=args.weights,
                    activations=args.activations, backend=args.backend, calibration=args.calibration,
                    requant=args.requant, progress=not args.quiet, activation_bits=args.activation_bits)
@@ -84,8 +57,7 @@ def cmd_compare(args) -> int:
 
 
 def add_engine_commands(cli) -> None:
-    from .numerics import REQUANT_MODES
-
+    """Add ``compare`` and ``run`` to the ``refquant`` command line."""
     p = cli.command("compare", "compare every strategy combination on the test and shifted sets")
     p.add_argument("models", nargs="*", help="registered model names or .json paths (default digits-cnn)")
     p.add_argument("--bits", type=int, nargs="+", default=[8, 4], help="bit widths (default 8 4)")
@@ -110,7 +82,3 @@ def add_engine_commands(cli) -> None:
                    help="calibration images (default 32)")
     p.add_argument("--dataset", default="test", help="'test' or a shifted test set's name")
     p.set_defaults(handler=cmd_run)
-
-    from .golden.cli import add_golden_commands
-
-    add_golden_commands(cli)

@@ -1,0 +1,59 @@
+"""``refquant plugins``, ``refquant models``, ``refquant modes``: what is registered, and the
+requant modes measured."""
+
+from __future__ import annotations
+
+import sys
+
+from ..modes_report import modes_report
+from ..plugins import load_errors
+from ..presentation import print_rows
+from ..registry import backends, models, qat_quantizers, quantizers
+
+__all__ = ["add_registered_commands", "cmd_plugins", "cmd_models", "cmd_modes"]
+
+
+def cmd_plugins(args) -> int:
+    """List registered strategies, models and backends with their source plugin."""
+    rows = []
+    for name, e in sorted(quantizers().items()):
+        rows.append({"name": name, "kind": e.obj.kind, "timing": getattr(e.obj, "timing", "-"),
+                     "plugin": e.plugin, "source": f"{e.distribution} {e.version}".strip(),
+                     "doc": e.doc})
+    for name, e in sorted(qat_quantizers().items()):
+        rows.append({"name": name, "kind": f"qat-{e.obj.kind}", "timing": "training", "plugin": e.plugin,
+                     "source": f"{e.distribution} {e.version}".strip(), "doc": e.doc})
+    for name, e in sorted(backends().items()):
+        rows.append({"name": name, "kind": "backend", "timing": "-", "plugin": e.plugin,
+                     "source": f"{e.distribution} {e.version}".strip(), "doc": e.doc})
+    print_rows(rows, as_json=args.json)
+    for name, err in load_errors().items():
+        print(f"refquant: plugin {name!r} failed to load: {err}", file=sys.stderr)
+    return 0
+
+
+def cmd_models(args) -> int:
+    """List registered models."""
+    rows = [{"name": n, "plugin": e.plugin, "description": e.doc}
+            for n, e in sorted(models().items())]
+    print_rows(rows, as_json=args.json)
+    return 0
+
+
+def cmd_modes(args) -> int:
+    """Measure how each requant mode differs from exact rounding on random accumulators."""
+    rows = modes_report(args.n, args.seed)
+    for r in rows:
+        r["differ_%"] = round(100.0 * r["differ"] / r["outputs"], 3)
+    print_rows(rows, ["mode", "outputs", "differ", "differ_%", "max_lsb"], as_json=args.json)
+    return 0
+
+
+def add_registered_commands(cli) -> None:
+    """Add ``plugins``, ``models`` and ``modes`` to the ``refquant`` command line."""
+    cli.command("plugins", "list strategies and backends with their source plugin").set_defaults(handler=cmd_plugins)
+    cli.command("models", "list registered models").set_defaults(handler=cmd_models)
+    p = cli.command("modes", "measure each requant mode against exact rounding")
+    p.add_argument("--n", type=int, default=20000, help="accumulators to test (default 20000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_modes)
