@@ -70,7 +70,6 @@ class PreparedStep:
         self._bias = (None, None, None)  # (x_qp, float bias, b_q)
         self._bound: dict = {}          # input dtype → (x_qp, float bias, binding)
         self._rq = (None, None, None, None)  # (x_qp, y_qp, requantizer, its kernel arguments)
-        self._scratch: dict = {}        # (shape, dtype, threads) → bytes
 
     def stale(self) -> bool:
         """The layer's weight was replaced since this step was prepared."""
@@ -127,19 +126,16 @@ class PreparedStep:
 
     def scratch_bytes(self, q_in: np.ndarray) -> int | None:
         """``kernels.requant_scratch_bytes`` for this input (``None`` if the backend declares
-        none), memoised per shape, dtype and thread count."""
+        none); a prepared backend layer memoises it with the input shape's plan."""
+        packed = self._packed.get(q_in.dtype)
+        if packed is not None:
+            return packed.scratch_bytes(q_in.shape)
         scratch = getattr(self.kernels, "requant_scratch_bytes", None)
         if scratch is None:
             return None
-        threads = _thread_count()
-        key = (q_in.shape, q_in.dtype, threads)
-        found = self._scratch.get(key)
-        if found is None:
-            w = self._weight.values
-            found = int(scratch("conv2d" if self.conv else "matmul", q_in.shape, w.shape,
-                                a_dtype=q_in.dtype, w_dtype=w.dtype, **self.attrs))
-            self._scratch[key] = found
-        return found
+        w = self._weight.values
+        return int(scratch("conv2d" if self.conv else "matmul", q_in.shape, w.shape,
+                           a_dtype=q_in.dtype, w_dtype=w.dtype, **self.attrs))
 
     # ---- the kernel calls ---------------------------------------------------------------------
     def accumulators(self, q_in: np.ndarray, x_qp: QParams, b_q) -> np.ndarray:
@@ -168,12 +164,6 @@ class PreparedStep:
         if self.conv:
             return self.kernels.conv2d_requant(*args, name=self.name, **self.attrs)
         return self.kernels.matmul_requant(*args, name=self.name)
-
-
-def _thread_count() -> int:
-    import numba
-
-    return numba.get_num_threads()
 
 
 class Program:

@@ -230,11 +230,15 @@ class QuantizedModel:
         if bias_q is not None:
             rec.buffers["bias"] = bias_q.nbytes
         conv = step.node.op_type == "Conv"
-        attrs = {k: v for k, v in step.node.attributes.items() if k != "kernel_shape"} if conv else {}
+        if prep is not None:
+            attrs = prep.attrs
+        else:
+            attrs = {k: v for k, v in step.node.attributes.items() if k != "kernel_shape"} if conv else {}
         if w.execution == "float":
             return self._run_layer_in_float(step, layer, x, rec, attrs)
         q_in = x.q if conv else x.q.reshape(x.q.shape[0], -1)
-        args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
+        if prep is None:
+            args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
         if strategy.timing == "after":
             if prep is not None:
                 acc = prep.accumulators(q_in, x.qp, bias_q)

@@ -90,10 +90,10 @@ class PreparedLayer:
             self.weights = np.zeros((self.n_out, k_padded), op.w.dtype)  # columns past K stay 0
             fast._pack_weights(op.w, op.w_flip, self.weights)
             self.w_flip = op.w.dtype.type(0)  # the flip is packed in
-            self._kernel = fast._CONV_KERNELS[self.path]
+            self.kernel = fast._CONV_KERNELS[self.path]
         else:
             self.weights, self.w_flip = op.w, op.w_flip
-            self._kernel = fast._MATMUL_KERNELS[self.path]
+            self.kernel = fast._MATMUL_KERNELS[self.path]
         self.w_shape = w.shape
         self._plans: dict = {}
 
@@ -123,23 +123,33 @@ class PreparedLayer:
                                              threads)
             geometry = (g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.pads[0], g.pads[1],
                         g.kh, g.kw, g.group)
-            plan = ((g.n, g.c_out, g.oh, g.ow), arrays, geometry)
+            plan = ((g.n, g.c_out, g.oh, g.ow), arrays, geometry, self._scratch_bytes(shape, threads))
         else:
             if len(shape) != 2 or shape[1] != self.k:
                 raise ValueError(f"{self.name}: expected a [M, K] and w [N, K] with equal K, "
                                  f"got {shape} and {self.w_shape}")
             split_rows, _, arrays = fast._matmul_plan(shape[0], self.n_out, self.k, threads)
-            plan = ((shape[0], self.n_out), arrays, split_rows)
+            plan = ((shape[0], self.n_out), arrays, split_rows, self._scratch_bytes(shape, threads))
         self._plans[key] = plan
         return plan
 
-    def run(self, x: np.ndarray, binding: Binding, rq_args, out_dtype) -> np.ndarray:
-        """The kernel on ``x``: requantized to ``out_dtype`` (``rq_args`` from
-        :meth:`requant_args`), or int32 accumulators (``requant_args(None)``, ``np.int32``)."""
+    def _scratch_bytes(self, shape, threads) -> int:
+        return int(fast.requant_scratch_bytes(self.kind, shape, self.w_shape, a_dtype=self.x_dtype,
+                                              w_dtype=self.weights.dtype, threads=threads, **self.attrs))
+
+    def scratch_bytes(self, shape) -> int:
+        """:func:`fast.requant_scratch_bytes` of a call on an input of ``shape`` (the unprepared
+        call's accounting, packed weights included), memoised with the shape's plan."""
+        return self._plan(tuple(shape), fast._threads(None))[3]
+
+    def arguments(self, x: np.ndarray, binding: Binding, rq_args, out_dtype) -> tuple:
+        """``(output, status, args)``: the freshly allocated output and scratch of one call and
+        the jitted kernel's arguments (``self.kernel(*args)`` fills ``output``; a
+        non-negative ``status`` entry records an overflow — see :meth:`run`)."""
         if x.dtype != self.x_dtype:
             raise TypeError(f"{self.name}: prepared for {self.x_dtype} inputs, got {x.dtype}")
         x = fast._kernel_operand(x)
-        out_shape, arrays, extra = self._plan(x.shape, fast._threads(None))
+        out_shape, arrays, extra, _ = self._plan(x.shape, fast._threads(None))
         out = np.empty(out_shape, out_dtype)
         a = x.view(self.a_view_dtype)
         blocks = np.zeros(arrays["blocks"][0], np.int64)
@@ -149,23 +159,36 @@ class PreparedLayer:
             ring_keys = np.full(arrays["ring_keys"][0], -1, np.int64)
             patches = np.zeros(arrays["patches"][0], self.a_view_dtype)  # columns past K stay 0
             row_sums = np.zeros(arrays["row_sums"][0], np.int64)
-            self._kernel(a, self.weights, extra, self.a_flip, binding.pad_value, self.zw_shifted,
-                         binding.col_const, self.need_row_sums, rq_args, fast._signed_view(out),
-                         rings, ring_keys, patches, row_sums, blocks, status)
+            args = (a, self.weights, extra, self.a_flip, binding.pad_value, self.zw_shifted,
+                    binding.col_const, self.need_row_sums, rq_args, fast._signed_view(out),
+                    rings, ring_keys, patches, row_sums, blocks, status)
         else:
-            self._kernel(a, self.weights, self.a_flip, self.w_flip, self.zw_shifted, binding.col_const,
-                         self.need_row_sums, extra, rq_args, fast._signed_view(out), blocks, status)
-        if status.max() >= 0:
+            args = (a, self.weights, self.a_flip, self.w_flip, self.zw_shifted, binding.col_const,
+                    self.need_row_sums, extra, rq_args, fast._signed_view(out), blocks, status)
+        return out, status, args
+
+    def run(self, x: np.ndarray, binding: Binding, rq_args, out_dtype) -> np.ndarray:
+        """The kernel on ``x``: requantized to ``out_dtype`` (``rq_args`` from
+        :meth:`requant_args`), or int32 accumulators (``requant_args(None)``, ``np.int32``).
+        Raises what the unprepared call raises on an overflow."""
+        out, status, args = self.arguments(x, binding, rq_args, out_dtype)
+        self.kernel(*args)
+        if max(status.reshape(-1).tolist()) >= 0:  # a handful of entries: faster than a NumPy reduction
             fast._raise_overflows(status, out.shape, self.name)
         return out
 
 
 def prepare_layer(kind: str, w, w_zero_point, *, x_dtype, name: str, **attrs) -> PreparedLayer | None:
     """Prepare ``w`` for inputs of ``x_dtype``; ``None`` when the operands are not both 8-bit
-    (the caller then uses the unprepared kernels)."""
+    (the caller then uses the unprepared kernels).
+
+    ``kind`` is ``"conv2d"`` (``w`` OIHW; ``attrs`` the conv attributes ``strides``, ``pads``,
+    ``dilations``, ``group``, ``auto_pad``) or ``"matmul"`` (``w`` is ``[N, K]``).
+    """
     w = np.asarray(w)
-    if np.dtype(x_dtype).itemsize != 1 or w.dtype.itemsize != 1 or np.dtype(x_dtype).kind not in "iu":
-        return None
     if kind not in ("conv2d", "matmul"):
         raise ValueError(f"prepare_layer: kind must be 'conv2d' or 'matmul', got {kind!r}")
+    x_dtype = np.dtype(x_dtype)
+    if x_dtype.kind not in "iu" or x_dtype.itemsize != 1 or w.dtype.kind not in "iu" or w.dtype.itemsize != 1:
+        return None
     return PreparedLayer(kind, w, w_zero_point, x_dtype, name=name, attrs=attrs)
