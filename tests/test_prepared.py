@@ -27,7 +27,8 @@ from test_kernels_fast import PATHS, assert_same, conv_case, forced_path, matmul
 
 
 def _prepared_call(kind, x, w, x_zp, w_zp, bias, rq, attrs):
-    layer = fast_prepared.prepare_layer(kind, w, w_zp, x_dtype=x.dtype, name=kind, **attrs)
+    name = {"conv2d": "conv", "matmul": "matmul"}[kind]  # the unprepared kernels' default names
+    layer = fast_prepared.prepare_layer(kind, w, w_zp, x_dtype=x.dtype, name=name, **attrs)
     assert layer is not None
     binding = layer.bind(x_zp, bias)
     if rq is None:

@@ -100,7 +100,7 @@ class PreparedStep:
         kx, ky, krq, args = self._rq
         if krq is rq and args is not None:
             return args
-        args = packed.requant_args(rq)
+        args = (packed.requant_args(rq), rq.out_dtype)
         if kx is x_qp and ky is y_qp and krq is rq:
             self._rq = (kx, ky, krq, args)
         return args
@@ -138,32 +138,38 @@ class PreparedStep:
                            a_dtype=q_in.dtype, w_dtype=w.dtype, **self.attrs))
 
     # ---- the kernel calls ---------------------------------------------------------------------
-    def accumulators(self, q_in: np.ndarray, x_qp: QParams, b_q) -> np.ndarray:
-        """``kernels.*_int32(q_in, w, z_x, z_w, b_q)``: the int32 accumulators."""
+    def accumulators(self, q_in: np.ndarray, x_qp: QParams, b_q) -> tuple[np.ndarray, int | None]:
+        """``kernels.*_int32(q_in, w, z_x, z_w, b_q)`` — the int32 accumulators — and the
+        call's scratch bytes (:meth:`scratch_bytes`)."""
         packed, binding = self._backend_layer(q_in, x_qp, b_q)
         if packed is not None:
-            return packed.run(q_in, binding, packed.requant_args(None), np.int32)
+            return packed.call(q_in, binding, packed.requant_args(None), np.int32)
         w = self._weight
         args = (q_in, w.values, int(x_qp.zero_point), w.qparams.zero_point, b_q)
         if self.conv:
-            return self.kernels.conv2d_int32(*args, name=self.name, **self.attrs)
-        return self.kernels.matmul_int32(*args, name=self.name)
+            acc = self.kernels.conv2d_int32(*args, name=self.name, **self.attrs)
+        else:
+            acc = self.kernels.matmul_int32(*args, name=self.name)
+        return acc, self.scratch_bytes(q_in)
 
-    def requantized(self, q_in: np.ndarray, x_qp: QParams, b_q, y_qp: QParams, rq) -> np.ndarray:
-        """``kernels.*_requant(q_in, w, z_x, z_w, b_q, rq)``: the fused kernel's output."""
+    def requantized(self, q_in: np.ndarray, x_qp: QParams, b_q, y_qp: QParams, rq) -> tuple[np.ndarray, int | None]:
+        """``kernels.*_requant(q_in, w, z_x, z_w, b_q, rq)`` — the fused kernel's output — and
+        the call's scratch bytes (:meth:`scratch_bytes`)."""
         packed, binding = self._backend_layer(q_in, x_qp, b_q)
         if packed is not None:
             try:
-                rq_args = self._rq_args(packed, x_qp, y_qp, rq)
+                rq_args, out_dtype = self._rq_args(packed, x_qp, y_qp, rq)
             except ValueError:
                 rq_args = None  # a requantizer of the wrong width: the unprepared call raises
             if rq_args is not None:
-                return packed.run(q_in, binding, rq_args, rq.out_dtype)
+                return packed.call(q_in, binding, rq_args, out_dtype)
         w = self._weight
         args = (q_in, w.values, int(x_qp.zero_point), w.qparams.zero_point, b_q, rq)
         if self.conv:
-            return self.kernels.conv2d_requant(*args, name=self.name, **self.attrs)
-        return self.kernels.matmul_requant(*args, name=self.name)
+            y = self.kernels.conv2d_requant(*args, name=self.name, **self.attrs)
+        else:
+            y = self.kernels.matmul_requant(*args, name=self.name)
+        return y, self.scratch_bytes(q_in)
 
 
 class Program:

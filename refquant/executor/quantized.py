@@ -241,7 +241,7 @@ class QuantizedModel:
             args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
         if strategy.timing == "after":
             if prep is not None:
-                acc = prep.accumulators(q_in, x.qp, bias_q)
+                acc, scratch_bytes = prep.accumulators(q_in, x.qp, bias_q)
             else:
                 acc = (kernels.conv2d_int32(*args, name=step.name, **attrs) if conv
                        else kernels.matmul_int32(*args, name=step.name))
@@ -267,14 +267,13 @@ class QuantizedModel:
                                      f"has no calibrated qparams (calibrate with data first)")
             if prep is not None:
                 rq = prep.requantizer(x.qp, qp)
-                y = prep.requantized(q_in, x.qp, bias_q, qp, rq)
+                y, scratch_bytes = prep.requantized(q_in, x.qp, bias_q, qp, rq)
             else:
                 rq = self._requantizer(x.qp, w.qparams, qp, step)
                 y = (kernels.conv2d_requant(*args, rq, name=step.name, **attrs) if conv
                      else kernels.matmul_requant(*args, rq, name=step.name))
             rec.kernel = "fused"
         if prep is not None:
-            scratch_bytes = prep.scratch_bytes(q_in)
             if scratch_bytes is not None:
                 rec.buffers["scratch"] = scratch_bytes
         else:

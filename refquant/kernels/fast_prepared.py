@@ -143,20 +143,21 @@ class PreparedLayer:
         return self._plan(tuple(shape), fast._threads(None))[3]
 
     def arguments(self, x: np.ndarray, binding: Binding, rq_args, out_dtype) -> tuple:
-        """``(output, status, args)``: the freshly allocated output and scratch of one call and
-        the jitted kernel's arguments (``self.kernel(*args)`` fills ``output``; a
-        non-negative ``status`` entry records an overflow — see :meth:`run`)."""
+        """``(output, status, args, scratch_bytes)``: the freshly allocated output and scratch
+        of one call, the jitted kernel's arguments (``self.kernel(*args)`` fills ``output``; a
+        non-negative ``status`` entry records an overflow — see :meth:`run`) and
+        :meth:`scratch_bytes` of the call."""
         if x.dtype != self.x_dtype:
             raise TypeError(f"{self.name}: prepared for {self.x_dtype} inputs, got {x.dtype}")
         x = fast._kernel_operand(x)
-        out_shape, arrays, extra, _ = self._plan(x.shape, fast._threads(None))
+        out_shape, arrays, extra, scratch_bytes = self._plan(x.shape, fast._threads(None))
         out = np.empty(out_shape, out_dtype)
         a = x.view(self.a_view_dtype)
         blocks = np.zeros(arrays["blocks"][0], np.int64)
-        status = np.full(arrays["status"][0], -1, np.int64)
+        status = _filled(arrays["status"][0], np.int64, -1)
         if self.kind == "conv2d":
-            rings = np.full(arrays["rings"][0], binding.pad_value, self.a_view_dtype)  # pad columns stay z_x
-            ring_keys = np.full(arrays["ring_keys"][0], -1, np.int64)
+            rings = _filled(arrays["rings"][0], self.a_view_dtype, binding.pad_value)  # pad columns stay z_x
+            ring_keys = _filled(arrays["ring_keys"][0], np.int64, -1)
             patches = np.zeros(arrays["patches"][0], self.a_view_dtype)  # columns past K stay 0
             row_sums = np.zeros(arrays["row_sums"][0], np.int64)
             args = (a, self.weights, extra, self.a_flip, binding.pad_value, self.zw_shifted,
@@ -165,17 +166,28 @@ class PreparedLayer:
         else:
             args = (a, self.weights, self.a_flip, self.w_flip, self.zw_shifted, binding.col_const,
                     self.need_row_sums, extra, rq_args, fast._signed_view(out), blocks, status)
-        return out, status, args
+        return out, status, args, scratch_bytes
+
+    def call(self, x: np.ndarray, binding: Binding, rq_args, out_dtype) -> tuple[np.ndarray, int]:
+        """:meth:`run`, and the call's :meth:`scratch_bytes` (one plan look-up for both)."""
+        out, status, args, scratch_bytes = self.arguments(x, binding, rq_args, out_dtype)
+        self.kernel(*args)
+        if max(status.reshape(-1).tolist()) >= 0:  # a handful of entries: faster than a NumPy reduction
+            fast._raise_overflows(status, out.shape, self.name)
+        return out, scratch_bytes
 
     def run(self, x: np.ndarray, binding: Binding, rq_args, out_dtype) -> np.ndarray:
         """The kernel on ``x``: requantized to ``out_dtype`` (``rq_args`` from
         :meth:`requant_args`), or int32 accumulators (``requant_args(None)``, ``np.int32``).
         Raises what the unprepared call raises on an overflow."""
-        out, status, args = self.arguments(x, binding, rq_args, out_dtype)
-        self.kernel(*args)
-        if max(status.reshape(-1).tolist()) >= 0:  # a handful of entries: faster than a NumPy reduction
-            fast._raise_overflows(status, out.shape, self.name)
-        return out
+        return self.call(x, binding, rq_args, out_dtype)[0]
+
+
+def _filled(shape, dtype, value) -> np.ndarray:
+    """``np.full`` without its Python-level overhead (these arrays are small)."""
+    a = np.empty(shape, dtype)
+    a.fill(value)
+    return a
 
 
 def prepare_layer(kind: str, w, w_zero_point, *, x_dtype, name: str, **attrs) -> PreparedLayer | None:
