@@ -14,14 +14,19 @@ How each step runs (``spec/architecture.md`` tells the whole story):
   float32 op → quantize. A result that is not on the input's grid is quantized with the
   output qparams the activation strategy gives for a float tensor.
 
-The bias is kept in float32 and quantized at run time with the input scale actually used:
+The bias is kept in float32 and quantized with the input scale actually used:
 ``b_q[c] = clamp_int32(round_half_even(b[c] / float32(s_x · s_w[c])))`` (float32 division) —
 for offline qparams this is the same number every run; for per-input qparams it must be.
+
+``run`` executes the model's prepared program (:mod:`refquant.executor.program`): the int32
+bias, the requantizer and the backend's packed weights of each layer are computed once for
+the qparams fixed offline and reused; ``run(..., prepared=False)`` computes them on every
+call, as written in ``_run_layer`` — the same bits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,6 +42,7 @@ from ..strategies import LayerContext, LayerSpec, QuantizedWeight
 from .float_exec import FloatEvent, run_float
 from .integer_ops import QTensor, operand_kinds, rule_for
 from .integer_ops import per_tensor as _per_tensor
+from .program import Program, prepare_program, quantize_bias
 from .records import LayerRecord
 from .traverse import Step, lower, walk
 
@@ -93,14 +99,6 @@ def layer_bias(graph: Graph, node) -> np.ndarray | None:
     return b
 
 
-def quantize_bias(bias, x_scale, w_scale) -> np.ndarray | None:
-    """``clamp_int32(round_half_even(b / float32(s_x · s_w)))`` with float32 arithmetic."""
-    if bias is None:
-        return None
-    s = (np.float32(x_scale) * np.asarray(w_scale, np.float32)).astype(np.float32)
-    with np.errstate(over="ignore"):
-        q = np.rint(bias / s).astype(np.float64)
-    return np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)
 
 
 class QuantizedModel:
@@ -113,14 +111,31 @@ class QuantizedModel:
         self.tensor_specs: dict[str, tuple] = tensor_specs  # tensor → (strategy, spec)
         self.tensor_qparams: dict[str, QParams] = tensor_qparams  # calibrated (may be empty)
         self.requant = requant
+        self._programs: dict[str, Program] = {}
+
+    # ---- preparing ---------------------------------------------------------------------------
+    def prepare(self, backend: str = "reference") -> Program:
+        """The prepared program for ``backend`` (built once, then reused by every ``run``).
+
+        See :mod:`refquant.executor.program`: int32 biases, requantizers and the backend's
+        packed weights, computed once for the layers whose qparams are fixed offline.
+        """
+        program = self._programs.get(backend)
+        if program is None:
+            program = prepare_program(self, backend, get_backend(backend))
+            self._programs[backend] = program
+        return program
 
     # ---- running ---------------------------------------------------------------------------
-    def run(self, feeds, *, backend: str = "reference", keep: bool = False) -> RunResult:
+    def run(self, feeds, *, backend: str = "reference", keep: bool = False,
+            prepared: bool = True) -> RunResult:
         """Run on ``feeds`` (dict, or one array for a single-input graph).
 
         Returns dequantized float32 outputs and one :class:`LayerRecord` per step (plus one
         per quantized graph input). ``keep=True`` stores integer and float outputs (and int32
-        accumulators) in the records.
+        accumulators) in the records. ``prepared=False`` recomputes every layer's bias,
+        requantizer and kernel constants on this call (the plain form, which the prepared
+        program reproduces bit for bit).
         """
         if isinstance(feeds, np.ndarray):
             feeds = {self.graph.inputs[0].name: feeds}
@@ -128,6 +143,7 @@ class QuantizedModel:
                  for k, v in feeds.items()}
         validate_inputs(self.graph, feeds)
         kernels = get_backend(backend)
+        program = self.prepare(backend) if prepared else None
         hook = get_plugin_manager().hook
         records: list[LayerRecord] = []
         env: dict = dict(self.graph.initializers)
@@ -145,7 +161,7 @@ class QuantizedModel:
             rec = LayerRecord(step.name, step.node.op_type, "", None, step.fused_activation,
                               None, None, None)
             if step.quantizable:
-                out = self._run_layer(step, env, kernels, rec, keep)
+                out = self._run_layer(step, env, kernels, rec, keep, program)
             else:
                 out = self._run_table_op(step, env, rec)
             if keep:
@@ -172,30 +188,45 @@ class QuantizedModel:
             raise ValueError(f"{step.node}: input {step.node.inputs[0]!r} is not a quantized tensor")
         return x
 
-    def _run_layer(self, step: Step, env: dict, kernels, rec: LayerRecord, keep: bool) -> QTensor:
+    def _run_layer(self, step: Step, env: dict, kernels, rec: LayerRecord, keep: bool,
+                   program: Program | None = None) -> QTensor:
+        """A Conv/Gemm/MatMul step on the integer kernels (module doc).
+
+        With a ``program`` the int32 bias, the requantizer and the kernel call come from the
+        layer's :class:`~refquant.executor.program.PreparedStep` (memoised, bit-identical);
+        without one each is computed here, on this call — the plain form.
+        """
         layer = self.layers[step.name]
+        prep = program.step(layer) if program is not None else None
         x = _per_tensor(self._input(step, env), step.node.inputs[0])
         strategy, spec = layer.act_strategy, layer.act_spec
         w = layer.weight
         w_scale = w.qparams.scale
-        bias_q = quantize_bias(layer.bias, x.qp.scale, w_scale)
+        bias_q = prep.bias(x.qp) if prep is not None else quantize_bias(layer.bias, x.qp.scale, w_scale)
         rec.input_qparams, rec.weight_qparams, rec.timing = x.qp, w.qparams, strategy.timing
         rec.input_bytes = x.q.nbytes
         if bias_q is not None:
             rec.buffers["bias"] = bias_q.nbytes
         conv = step.node.op_type == "Conv"
-        attrs = {k: v for k, v in step.node.attributes.items() if k != "kernel_shape"} if conv else {}
+        if prep is not None:
+            attrs = prep.attrs
+        else:
+            attrs = {k: v for k, v in step.node.attributes.items() if k != "kernel_shape"} if conv else {}
         if w.execution == "float":
             return self._run_layer_in_float(step, layer, x, rec, attrs)
         q_in = x.q if conv else x.q.reshape(x.q.shape[0], -1)
-        args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
+        if prep is None:
+            args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
         if strategy.timing == "after":
-            acc = (kernels.conv2d_int32(*args, name=step.name, **attrs) if conv
-                   else kernels.matmul_int32(*args, name=step.name))
+            if prep is not None:
+                acc, scratch_bytes = prep.accumulators(q_in, x.qp, bias_q)
+            else:
+                acc = (kernels.conv2d_int32(*args, name=step.name, **attrs) if conv
+                       else kernels.matmul_int32(*args, name=step.name))
             acc_scale = (np.float32(x.qp.scale) * np.atleast_1d(w_scale)).astype(np.float32)
             qp = strategy.qparams_after(acc, acc_scale, spec, channel_axis=1,
                                         fused_activation=step.fused_activation)
-            rq = self._requantizer(x.qp, w.qparams, qp, step)
+            rq = prep.requantizer(x.qp, qp) if prep is not None else self._requantizer(x.qp, w.qparams, qp, step)
             requantize = getattr(kernels, "requantize", None)
             if requantize is None:
                 requantize = reference_requantize
@@ -212,14 +243,22 @@ class QuantizedModel:
                 if qp is None:
                     raise ValueError(f"layer {step.name!r}: activation strategy {strategy.name!r} "
                                      f"has no calibrated qparams (calibrate with data first)")
-            rq = self._requantizer(x.qp, w.qparams, qp, step)
-            y = (kernels.conv2d_requant(*args, rq, name=step.name, **attrs) if conv
-                 else kernels.matmul_requant(*args, rq, name=step.name))
+            if prep is not None:
+                rq = prep.requantizer(x.qp, qp)
+                y, scratch_bytes = prep.requantized(q_in, x.qp, bias_q, qp, rq)
+            else:
+                rq = self._requantizer(x.qp, w.qparams, qp, step)
+                y = (kernels.conv2d_requant(*args, rq, name=step.name, **attrs) if conv
+                     else kernels.matmul_requant(*args, rq, name=step.name))
             rec.kernel = "fused"
-        scratch = getattr(kernels, "requant_scratch_bytes", None)
-        if scratch is not None:
-            rec.buffers["scratch"] = int(scratch("conv2d" if conv else "matmul", q_in.shape, w.values.shape,
-                                                 a_dtype=q_in.dtype, w_dtype=w.values.dtype, **attrs))
+        if prep is not None:
+            if scratch_bytes is not None:
+                rec.buffers["scratch"] = scratch_bytes
+        else:
+            scratch = getattr(kernels, "requant_scratch_bytes", None)
+            if scratch is not None:
+                rec.buffers["scratch"] = int(scratch("conv2d" if conv else "matmul", q_in.shape, w.values.shape,
+                                                     a_dtype=q_in.dtype, w_dtype=w.values.dtype, **attrs))
         rec.buffers["output"] = y.nbytes
         return QTensor(y, qp)
 
