@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .graph import load_model
 from .hookspecs import hookimpl
-from .kernels import fast, reference
+from .kernels import numba_backend, reference
 from .train.minmax_qat import EMAMinMaxQATActivations, MinMaxQATWeights
 
 #: shipped models: ``NAME.json`` + ``NAME.npz`` + the model card ``NAME.md``
@@ -20,7 +20,7 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 @hookimpl
 def register_backends(register):
     register("reference", reference)
-    register("numba", fast)
+    register("numba", numba_backend)
 
 
 @hookimpl

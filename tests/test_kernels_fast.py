@@ -357,8 +357,15 @@ def test_bad_input_raises_what_the_reference_raises(kernel, args, kwargs):
     assert_same(expected, outcome(getattr(fast, kernel), *args, **kwargs))
 
 
-def test_backend_lookup_returns_this_module():
-    assert get_backend("numba") is fast
+def test_backend_lookup_returns_these_kernels_with_their_prepared_form():
+    from refquant.kernels import fast_prepared, numba_backend
+
+    backend = get_backend("numba")
+    assert backend is numba_backend
+    for name in fast.__all__:
+        if callable(getattr(fast, name)):
+            assert getattr(backend, name) is getattr(fast, name), name
+    assert backend.prepare_layer is fast_prepared.prepare_layer
 
 
 # --- requantization of one accumulator vs requantize ---------------------------------------

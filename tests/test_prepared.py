@@ -221,19 +221,21 @@ def test_changed_qparams_or_weights_are_seen_by_the_program():
 
 
 def test_a_backend_without_preparation_runs_unprepared_kernels(monkeypatch):
+    from refquant.kernels import numba_backend
+
     qm, xs = _static_cnn()
     calls = []
-    original = fast.conv2d_requant
+    original = numba_backend.conv2d_requant
 
     def counting(*args, **kwargs):
         calls.append(kwargs["name"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(fast, "conv2d_requant", counting)
+    monkeypatch.setattr(numba_backend, "conv2d_requant", counting)
     qm.run(xs[:2], backend="numba")
     assert calls == []  # prepared: the backend's prepare_layer path
-    monkeypatch.delattr(fast, "prepare_layer")
-    unprepared = PreparedStep(qm.layers["l1"], fast, qm.requant)
+    monkeypatch.delattr(numba_backend, "prepare_layer")
+    unprepared = PreparedStep(qm.layers["l1"], numba_backend, qm.requant)
     assert unprepared._prepare is None
     qm._programs.clear()
     got = qm.run(xs[:2], backend="numba")

@@ -845,8 +845,3 @@ def conv2d_requant(x, w, x_zero_point, w_zero_point, bias, rq: Requantizer, *, s
     rq_args = _fused_requant_args(rq, g.c_out, unfused)
     return _run_conv(x, w, zx, zw, b, g, rq_args, np.empty(shape, rq.out_dtype), name)
 
-
-# The prepared form of these kernels (weights packed once per layer) lives in its own module;
-# importing it here makes ``prepare_layer`` part of this backend (imported last: it reads
-# this module's names).
-from .fast_prepared import prepare_layer  # noqa: E402

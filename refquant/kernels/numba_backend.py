@@ -1,0 +1,15 @@
+"""The ``numba`` kernel backend as the registry hands it out: the Numba kernels of
+:mod:`refquant.kernels.fast` together with their prepared form, ``prepare_layer`` from
+:mod:`refquant.kernels.fast_prepared` (weights packed once per layer).
+
+Two modules, one backend: ``fast_prepared`` is built on ``fast``'s jitted kernels, so neither
+may import the other's dependant; this module imports both. The functions are ``fast``'s own
+objects — switches such as ``fast.USE_VNNI`` keep working.
+"""
+
+from .fast import (AccumulatorOverflowError, TILE_PATHS, check_operands, conv2d_int32, conv2d_requant,
+                   matmul_int32, matmul_requant, requant_scratch_bytes)
+from .fast_prepared import prepare_layer
+
+__all__ = ["AccumulatorOverflowError", "TILE_PATHS", "check_operands", "conv2d_int32", "conv2d_requant",
+           "matmul_int32", "matmul_requant", "requant_scratch_bytes", "prepare_layer"]
