@@ -96,3 +96,43 @@ def run_graph_onnxruntime(graph, feeds: dict) -> list[np.ndarray]:
 
 def run_graph_reference(graph, feeds: dict) -> list[np.ndarray]:
     return ReferenceEvaluator(graph_to_onnx(graph)).run(None, feeds)
+
+
+# ------------------------------------------------- onnxruntime's u8·s8 products on this host
+
+def ort_u8s8_exact() -> bool:
+    """Measured once per session (:func:`refquant.onnx_io.integer_product_probe`): does the
+    installed onnxruntime compute uint8 × int8 products exactly on this CPU? False on x86-64
+    without AVX-VNNI, where MLAS saturates each pair sum to int16 (spec/numerics.md)."""
+    from refquant.onnx_io import exact_integer_products
+
+    return exact_integer_products("uint8", "int8")
+
+
+def u8s8_quirk() -> str:
+    """The measured quirk, for skip reasons."""
+    from refquant.onnx_io import u8s8_saturation_note
+
+    return u8s8_saturation_note()
+
+
+def has_u8s8_qlinear(model) -> bool:
+    """Whether a QLinearConv/QLinearMatMul in ``model`` multiplies uint8 inputs by int8 weights
+    (judged by the dtypes of its zero points, which QOperator exports always carry)."""
+    dtypes = {t.name: t.data_type for t in model.graph.initializer}
+    return any(n.op_type in ("QLinearConv", "QLinearMatMul")
+               and dtypes.get(n.input[2]) == TensorProto.UINT8 and dtypes.get(n.input[5]) == TensorProto.INT8
+               for n in model.graph.node)
+
+
+def for_reference_evaluator(model):
+    """``model`` with its default-domain opset raised to 21: onnx 1.23's reference evaluator
+    implements QuantizeLinear/DequantizeLinear from opset 19 only. Between opset 13 and 21
+    nothing changes for what refquant exports (8-bit integers, no ``block_size``; ``saturate``
+    concerns float8 only)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for op in m.opset_import:
+        if op.domain in ("", "ai.onnx") and op.version < 21:
+            op.version = 21
+    return m

@@ -9,7 +9,8 @@ inside each kernel.
 
 from __future__ import annotations
 
-__all__ = ["require_onnx", "require_onnxruntime", "ort_session", "run_onnxruntime"]
+__all__ = ["require_onnx", "require_onnxruntime", "ort_session", "run_onnxruntime", "integer_product_probe",
+           "exact_integer_products", "u8s8_saturation_note"]
 
 _EXTRA = "pip install 'refquant[onnx]'"
 
@@ -56,3 +57,100 @@ def run_onnxruntime(model, feeds: dict, *, optimize: bool = False, outputs=None)
     sess = ort_session(model, optimize=optimize)
     names = outputs or [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, feeds)))
+
+
+#: (a, b) dtype pairs of the integer products the probe measures, and the ops it measures them in
+PROBED_PAIRS = (("uint8", "int8"), ("int8", "int8"), ("uint8", "uint8"), ("int8", "uint8"))
+#: QLinearConv's dtype combinations in onnxruntime: (x, w) with the output in x's type
+_QLINEAR_PAIRS = (("uint8", "int8"), ("int8", "int8"), ("uint8", "uint8"))
+
+_probe_cache: dict = {}
+
+
+def _extremes(dtype: str, negative: bool) -> int:
+    import numpy as np
+
+    info = np.iinfo(dtype)
+    return int(info.min) if negative and info.min < 0 else int(info.max)
+
+
+def integer_product_probe() -> dict:
+    """Whether the installed onnxruntime computes 8-bit integer products exactly on this host.
+
+    Measured once per process, on the CPU provider as :func:`ort_session` opens it. For every
+    ``(a, b)`` in :data:`PROBED_PAIRS`, ``MatMulInteger`` of ``a = [A]*4`` by ``b = [B]*4`` with
+    ``A``, ``B`` the dtypes' extremes (both signs of the product where ``b`` is signed), and
+    for the pairs ``QLinearConv`` implements, a 2×2 ``QLinearConv`` of the same values (two output
+    channels: onnxruntime's depthwise kernel, taken for one, is exact) whose int32 bias cancels the exact accumulator (so the output is ``y_zero_point`` exactly when the
+    accumulator is exact). Every pair sum ``a[k]·b[k] + a[k+1]·b[k+1]`` there exceeds int16.
+
+    Returns ``{(a, b): {"exact": bool, "MatMulInteger": [[got, exact], ...], "QLinearConv":
+    [[got, expected], ...]}}``. onnxruntime 1.32 on x86-64 without AVX-VNNI (AVX2 only, e.g. AMD
+    Zen 3) computes u8·s8 with ``vpmaddubsw``, which saturates each pair sum to int16:
+    ``[255]*4 · [127]*4`` gives 65534 instead of 129540; with VNNI or AMX it is exact.
+    """
+    if "result" in _probe_cache:
+        return _probe_cache["result"]
+    import numpy as np
+
+    onnx = require_onnx()
+    h = onnx.helper
+    result = {}
+    for ad, bd in PROBED_PAIRS:
+        entry = {"exact": True, "MatMulInteger": [], "QLinearConv": []}
+        signs = (False, True) if np.iinfo(bd).min < 0 else (False,)
+        for negative in signs:
+            av, bv = _extremes(ad, False if ad == "uint8" else negative), _extremes(bd, negative)
+            if ad == "int8" and bd == "int8":
+                av, bv = -128, (-128 if not negative else 127)
+            a, b = np.full((1, 4), av, ad), np.full((4, 1), bv, bd)
+            exact = int(a.astype(np.int64).ravel() @ b.astype(np.int64).ravel())
+            graph = h.make_graph([h.make_node("MatMulInteger", ["a", "b"], ["y"])], "probe",
+                                 [h.make_tensor_value_info("a", h.np_dtype_to_tensor_dtype(a.dtype), a.shape),
+                                  h.make_tensor_value_info("b", h.np_dtype_to_tensor_dtype(b.dtype), b.shape)],
+                                 [h.make_tensor_value_info("y", onnx.TensorProto.INT32, None)])
+            model = h.make_model(graph, opset_imports=[h.make_opsetid("", 10)])
+            model.ir_version = 8
+            got = int(ort_session(model).run(None, {"a": a, "b": b})[0].ravel()[0])
+            entry["MatMulInteger"].append([got, exact])
+            entry["exact"] &= got == exact
+            if (ad, bd) in _QLINEAR_PAIRS:
+                zy = 128 if ad == "uint8" else 0
+                feeds = {"x": a.reshape(1, 1, 2, 2), "x_scale": np.array(1, np.float32),
+                         "x_zero_point": np.array(0, ad), "w": np.tile(b.reshape(1, 1, 2, 2), (2, 1, 1, 1)),
+                         "w_scale": np.array(1, np.float32), "w_zero_point": np.array(0, bd),
+                         "y_scale": np.array(1, np.float32), "y_zero_point": np.array(zy, ad),
+                         "B": np.array([-exact, -exact], np.int32)}
+                graph = h.make_graph([h.make_node("QLinearConv", list(feeds), ["y"])], "probe",
+                                     [h.make_tensor_value_info(k, h.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                                      for k, v in feeds.items()],
+                                     [h.make_tensor_value_info("y", h.np_dtype_to_tensor_dtype(np.dtype(ad)), None)])
+                model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+                model.ir_version = 8
+                got = int(ort_session(model).run(None, feeds)[0].ravel()[0])  # channel 0
+                entry["QLinearConv"].append([got, zy])
+                entry["exact"] &= got == zy
+        result[(ad, bd)] = entry
+    _probe_cache["result"] = result
+    return result
+
+
+def exact_integer_products(a_dtype="uint8", b_dtype="int8") -> bool:
+    """Whether onnxruntime computes ``a_dtype × b_dtype`` products exactly on this host
+    (:func:`integer_product_probe`; pairs it does not probe count as exact)."""
+    import numpy as np
+
+    key = (np.dtype(a_dtype).name, np.dtype(b_dtype).name)
+    entry = integer_product_probe().get(key)
+    return True if entry is None else entry["exact"]
+
+
+def u8s8_saturation_note() -> str:
+    """One sentence naming the measured quirk (for skip reasons and declared limitations)."""
+    import onnxruntime
+
+    entry = integer_product_probe()[("uint8", "int8")]
+    got, exact = entry["MatMulInteger"][0]
+    return (f"onnxruntime {onnxruntime.__version__} on this CPU (x86-64 without AVX-VNNI: MLAS u8s8 uses "
+            f"vpmaddubsw) saturates each u8·s8 pair sum to int16: MatMulInteger [255]*4 · [127]*4 = "
+            f"{got}, exact {exact}")
