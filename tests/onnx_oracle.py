@@ -118,8 +118,9 @@ def u8s8_quirk() -> str:
 
 def has_u8s8_qlinear(model) -> bool:
     """Whether a QLinearConv/QLinearMatMul in ``model`` multiplies uint8 inputs by int8 weights
-    (judged by the dtypes of its zero points, which QOperator exports always carry)."""
+    (judged by the dtypes of its zero points: initializers or graph inputs)."""
     dtypes = {t.name: t.data_type for t in model.graph.initializer}
+    dtypes.update({i.name: i.type.tensor_type.elem_type for i in model.graph.input})
     return any(n.op_type in ("QLinearConv", "QLinearMatMul")
                and dtypes.get(n.input[2]) == TensorProto.UINT8 and dtypes.get(n.input[5]) == TensorProto.INT8
                for n in model.graph.node)
