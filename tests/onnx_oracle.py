@@ -137,3 +137,63 @@ def for_reference_evaluator(model):
         if op.domain in ("", "ai.onnx") and op.version < 21:
             op.version = 21
     return m
+
+
+def saturating_u8s8_matmul(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
+    """MatMulInteger as MLAS computes it on x86-64 without AVX-VNNI (``vpmaddubsw``): the raw
+    products ``a[k]·b[k]`` summed in pairs ``(2i, 2i+1)`` of the natural K order (an odd K padded
+    with a zero), each pair sum saturated to int16, the pair sums added in int32; then the zero
+    points as corrections: ``- z_b·Σa - z_a·Σb + K·z_a·z_b`` (per column for a per-column ``z_b``)."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    vector = a.ndim == 1
+    a = a[None, :] if vector else a
+    k = a.shape[-1]
+    products = a[..., :, :, None] * b[..., None, :, :]  # [..., M, K, N]
+    if k % 2:
+        products = np.concatenate([products, np.zeros_like(products[..., :1, :])], axis=-2)
+    pairs = np.clip(products[..., 0::2, :] + products[..., 1::2, :], -32768, 32767)
+    acc = pairs.sum(axis=-2)
+    za = 0 if a_zero_point is None else int(a_zero_point)
+    zb = np.zeros(b.shape[-1], np.int64) if b_zero_point is None else np.asarray(b_zero_point, np.int64)
+    acc = acc - zb * a.sum(axis=-1)[..., None] - za * b.sum(axis=-2)[..., None, :] + k * za * zb
+    return acc[..., 0, :] if vector else acc
+
+
+def conv_pairs_may_saturate(x, w, x_zero_point, attrs) -> np.ndarray:
+    """Per output element of a Conv: could some int16 pair sum of raw products saturate, in
+    whatever order the kernel pairs them? True where the two largest ``|x·w|`` of the window
+    (padding is ``x_zero_point``, as onnxruntime pads raw values) add up to more than 32767."""
+    x, w = np.asarray(x, np.int64), np.asarray(w, np.int64)
+    nd = x.ndim - 2
+    ks = w.shape[2:]
+    strides = list(attrs.get("strides") or [1] * nd)
+    dil = list(attrs.get("dilations") or [1] * nd)
+    group = int(attrs.get("group", 1))
+    span = [(ks[i] - 1) * dil[i] + 1 for i in range(nd)]
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * (2 * nd)
+        for i in range(nd):
+            n_in = x.shape[2 + i]
+            total = max((-(-n_in // strides[i]) - 1) * strides[i] + span[i] - n_in, 0)
+            begin = total // 2 if auto_pad == "SAME_UPPER" else (total + 1) // 2
+            pads[i], pads[i + nd] = begin, total - begin
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * nd)
+    else:
+        pads = list(attrs.get("pads") or [0] * (2 * nd))
+    zx = 0 if x_zero_point is None else int(x_zero_point)
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)], constant_values=zx)
+    out = [(xp.shape[2 + i] - span[i]) // strides[i] + 1 for i in range(nd)]
+    cols = np.empty(x.shape[:2] + tuple(ks) + tuple(out), np.int64)
+    for kidx in np.ndindex(*ks):
+        window = tuple(slice(kidx[i] * dil[i], kidx[i] * dil[i] + (out[i] - 1) * strides[i] + 1, strides[i])
+                       for i in range(nd))
+        cols[(slice(None), slice(None)) + kidx] = xp[(slice(None), slice(None)) + window]
+    n, c = x.shape[:2]
+    kg = (c // group) * int(np.prod(ks))
+    cols = cols.reshape(n, group, 1, kg, *out)
+    wg = w.reshape(group, w.shape[0] // group, kg).reshape((1, group, w.shape[0] // group, kg) + (1,) * nd)
+    p = np.sort(np.abs(cols * wg), axis=3)
+    top2 = p[:, :, :, -2:].sum(axis=3)
+    return (top2 > 32767).reshape((n, w.shape[0]) + tuple(out))
