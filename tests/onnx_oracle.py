@@ -102,11 +102,12 @@ def run_graph_reference(graph, feeds: dict) -> list[np.ndarray]:
 
 def ort_u8s8_exact() -> bool:
     """Measured once per session (:func:`refquant.onnx_io.integer_product_probe`): does the
-    installed onnxruntime compute uint8 × int8 products exactly on this CPU? False on x86-64
-    without AVX-VNNI, where MLAS saturates each pair sum to int16 (spec/numerics.md)."""
+    installed onnxruntime compute uint8 × int8 products exactly on this CPU in QLinearConv and
+    QLinearMatMul (which multiplies as MatMulInteger)? False on x86-64 without AVX-VNNI, where
+    MLAS saturates each pair sum to int16 (spec/numerics.md)."""
     from refquant.onnx_io import exact_integer_products
 
-    return exact_integer_products("uint8", "int8")
+    return all(exact_integer_products("uint8", "int8", op) for op in ("QLinearConv", "QLinearMatMul"))
 
 
 def u8s8_quirk() -> str:
@@ -159,6 +160,21 @@ def saturating_u8s8_matmul(a, b, a_zero_point=None, b_zero_point=None) -> np.nda
     return acc[..., 0, :] if vector else acc
 
 
+def _top_two_exceed_int16(products, axis) -> np.ndarray:
+    top = np.sort(np.abs(products), axis=axis)
+    return np.take(top, range(max(top.shape[axis] - 2, 0), top.shape[axis]), axis=axis).sum(axis=axis) > 32767
+
+
+def matmul_pairs_may_saturate(a, b) -> np.ndarray:
+    """Per output element of a MatMul: could some int16 pair sum of raw products saturate, in
+    whatever order the kernel pairs them (the two largest ``|a·b|`` add up to more than 32767)?"""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    vector = a.ndim == 1
+    a = a[None, :] if vector else a
+    mask = _top_two_exceed_int16(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+    return mask[..., 0, :] if vector else mask
+
+
 def conv_pairs_may_saturate(x, w, x_zero_point, attrs) -> np.ndarray:
     """Per output element of a Conv: could some int16 pair sum of raw products saturate, in
     whatever order the kernel pairs them? True where the two largest ``|x·w|`` of the window
@@ -194,6 +210,4 @@ def conv_pairs_may_saturate(x, w, x_zero_point, attrs) -> np.ndarray:
     kg = (c // group) * int(np.prod(ks))
     cols = cols.reshape(n, group, 1, kg, *out)
     wg = w.reshape(group, w.shape[0] // group, kg).reshape((1, group, w.shape[0] // group, kg) + (1,) * nd)
-    p = np.sort(np.abs(cols * wg), axis=3)
-    top2 = p[:, :, :, -2:].sum(axis=3)
-    return (top2 > 32767).reshape((n, w.shape[0]) + tuple(out))
+    return _top_two_exceed_int16(cols * wg, axis=3).reshape((n, w.shape[0]) + tuple(out))

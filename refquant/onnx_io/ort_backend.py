@@ -39,7 +39,8 @@ from ..hookspecs import hookimpl
 from ..kernels.reference import check_operands
 from .runtime import ort_session, require_onnx
 
-__all__ = ["CAPABILITIES", "capabilities", "conv2d_requant", "matmul_requant", "conv2d_int32", "matmul_int32", "register_backends"]
+__all__ = ["CAPABILITIES", "capabilities", "conv2d_requant", "matmul_requant", "conv2d_int32", "matmul_int32",
+           "register_backends"]
 
 _DECLARED = {
     "modes": ("float32",),
