@@ -96,3 +96,118 @@ def run_graph_onnxruntime(graph, feeds: dict) -> list[np.ndarray]:
 
 def run_graph_reference(graph, feeds: dict) -> list[np.ndarray]:
     return ReferenceEvaluator(graph_to_onnx(graph)).run(None, feeds)
+
+
+# ------------------------------------------------- onnxruntime's u8·s8 products on this host
+
+def ort_u8s8_exact() -> bool:
+    """Measured once per session (:func:`refquant.onnx_io.integer_product_probe`): does the
+    installed onnxruntime compute uint8 × int8 products exactly on this CPU in QLinearConv and
+    QLinearMatMul (which multiplies as MatMulInteger)? False on x86-64 without AVX-VNNI, where
+    MLAS saturates each pair sum to int16 (spec/numerics.md)."""
+    from refquant.onnx_io import exact_integer_products
+
+    return all(exact_integer_products("uint8", "int8", op) for op in ("QLinearConv", "QLinearMatMul"))
+
+
+def u8s8_quirk() -> str:
+    """The measured quirk, for skip reasons."""
+    from refquant.onnx_io import u8s8_saturation_note
+
+    return u8s8_saturation_note()
+
+
+def has_u8s8_qlinear(model) -> bool:
+    """Whether a QLinearConv/QLinearMatMul in ``model`` multiplies uint8 inputs by int8 weights
+    (judged by the dtypes of its zero points: initializers or graph inputs)."""
+    dtypes = {t.name: t.data_type for t in model.graph.initializer}
+    dtypes.update({i.name: i.type.tensor_type.elem_type for i in model.graph.input})
+    return any(n.op_type in ("QLinearConv", "QLinearMatMul")
+               and dtypes.get(n.input[2]) == TensorProto.UINT8 and dtypes.get(n.input[5]) == TensorProto.INT8
+               for n in model.graph.node)
+
+
+def for_reference_evaluator(model):
+    """``model`` with its default-domain opset raised to 21: onnx 1.23's reference evaluator
+    implements QuantizeLinear/DequantizeLinear from opset 19 only. Between opset 13 and 21
+    nothing changes for what refquant exports (8-bit integers, no ``block_size``; ``saturate``
+    concerns float8 only)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for op in m.opset_import:
+        if op.domain in ("", "ai.onnx") and op.version < 21:
+            op.version = 21
+    return m
+
+
+def saturating_u8s8_matmul(a, b, a_zero_point=None, b_zero_point=None) -> np.ndarray:
+    """MatMulInteger as MLAS computes it on x86-64 without AVX-VNNI (``vpmaddubsw``): the raw
+    products ``a[k]·b[k]`` summed in pairs ``(2i, 2i+1)`` of the natural K order (an odd K padded
+    with a zero), each pair sum saturated to int16, the pair sums added in int32; then the zero
+    points as corrections: ``- z_b·Σa - z_a·Σb + K·z_a·z_b`` (per column for a per-column ``z_b``)."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    vector = a.ndim == 1
+    a = a[None, :] if vector else a
+    k = a.shape[-1]
+    products = a[..., :, :, None] * b[..., None, :, :]  # [..., M, K, N]
+    if k % 2:
+        products = np.concatenate([products, np.zeros_like(products[..., :1, :])], axis=-2)
+    pairs = np.clip(products[..., 0::2, :] + products[..., 1::2, :], -32768, 32767)
+    acc = pairs.sum(axis=-2)
+    za = 0 if a_zero_point is None else int(a_zero_point)
+    zb = np.zeros(b.shape[-1], np.int64) if b_zero_point is None else np.asarray(b_zero_point, np.int64)
+    acc = acc - zb * a.sum(axis=-1)[..., None] - za * b.sum(axis=-2)[..., None, :] + k * za * zb
+    return acc[..., 0, :] if vector else acc
+
+
+def _top_two_exceed_int16(products, axis) -> np.ndarray:
+    top = np.sort(np.abs(products), axis=axis)
+    return np.take(top, range(max(top.shape[axis] - 2, 0), top.shape[axis]), axis=axis).sum(axis=axis) > 32767
+
+
+def matmul_pairs_may_saturate(a, b) -> np.ndarray:
+    """Per output element of a MatMul: could some int16 pair sum of raw products saturate, in
+    whatever order the kernel pairs them (the two largest ``|a·b|`` add up to more than 32767)?"""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    vector = a.ndim == 1
+    a = a[None, :] if vector else a
+    mask = _top_two_exceed_int16(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+    return mask[..., 0, :] if vector else mask
+
+
+def conv_pairs_may_saturate(x, w, x_zero_point, attrs) -> np.ndarray:
+    """Per output element of a Conv: could some int16 pair sum of raw products saturate, in
+    whatever order the kernel pairs them? True where the two largest ``|x·w|`` of the window
+    (padding is ``x_zero_point``, as onnxruntime pads raw values) add up to more than 32767."""
+    x, w = np.asarray(x, np.int64), np.asarray(w, np.int64)
+    nd = x.ndim - 2
+    ks = w.shape[2:]
+    strides = list(attrs.get("strides") or [1] * nd)
+    dil = list(attrs.get("dilations") or [1] * nd)
+    group = int(attrs.get("group", 1))
+    span = [(ks[i] - 1) * dil[i] + 1 for i in range(nd)]
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * (2 * nd)
+        for i in range(nd):
+            n_in = x.shape[2 + i]
+            total = max((-(-n_in // strides[i]) - 1) * strides[i] + span[i] - n_in, 0)
+            begin = total // 2 if auto_pad == "SAME_UPPER" else (total + 1) // 2
+            pads[i], pads[i + nd] = begin, total - begin
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * nd)
+    else:
+        pads = list(attrs.get("pads") or [0] * (2 * nd))
+    zx = 0 if x_zero_point is None else int(x_zero_point)
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)], constant_values=zx)
+    out = [(xp.shape[2 + i] - span[i]) // strides[i] + 1 for i in range(nd)]
+    cols = np.empty(x.shape[:2] + tuple(ks) + tuple(out), np.int64)
+    for kidx in np.ndindex(*ks):
+        window = tuple(slice(kidx[i] * dil[i], kidx[i] * dil[i] + (out[i] - 1) * strides[i] + 1, strides[i])
+                       for i in range(nd))
+        cols[(slice(None), slice(None)) + kidx] = xp[(slice(None), slice(None)) + window]
+    n, c = x.shape[:2]
+    kg = (c // group) * int(np.prod(ks))
+    cols = cols.reshape(n, group, 1, kg, *out)
+    wg = w.reshape(group, w.shape[0] // group, kg).reshape((1, group, w.shape[0] // group, kg) + (1,) * nd)
+    return _top_two_exceed_int16(cols * wg, axis=3).reshape((n, w.shape[0]) + tuple(out))

@@ -33,12 +33,29 @@ def test_numba_backend_conforms_in_every_mode():
 
 
 def test_onnxruntime_backend_conforms_in_float32_and_declares_only_that():
+    """Where onnxruntime saturates u8·s8 pair sums on this host (measured), the backend declares
+    (uint8, int8, uint8) a limitation instead of a capability, and refuses it by name."""
     ort_backend = pytest.importorskip("refquant.onnx_io.ort_backend")
     pytest.importorskip("onnxruntime")
+    from refquant.onnx_io import exact_integer_products
+
     report = check_backend(ort_backend)
     assert report.ok, str(report)
     assert [(r.op, r.mode) for r in report.results] == [("conv", "float32"), ("matmul", "float32")]
     assert len(report.skipped) == 6 and all("declares modes float32" in why for *_, why in report.skipped)
+    u8s8 = ("uint8", "int8", "uint8")
+    if exact_integer_products("uint8", "int8"):
+        assert u8s8 in ort_backend.CAPABILITIES["dtypes"] and not report.limitations
+    else:
+        assert u8s8 not in ort_backend.CAPABILITIES["dtypes"] and len(ort_backend.CAPABILITIES["dtypes"]) == 2
+        assert len(report.limitations) == 1 and "saturates each u8·s8 pair sum to int16" in report.limitations[0]
+        assert "declared limitation: (uint8, int8, uint8) not offered" in str(report)
+        assert report.to_dict()["limitations"] == report.limitations
+        case = KernelCase("matmul", np.full((1, 4), 255, np.uint8), np.full((2, 4), 127, np.int8), 0,
+                          np.zeros(2, np.int8), None, 0.5, np.full(2, 0.5, np.float32), 0.25, 0, "uint8", "float32",
+                          None)
+        with pytest.raises(ValueError, match="uint8 x int8 is not offered on this host.*65534"):
+            case.run(ort_backend)
     case = KernelCase("matmul", np.ones((1, 3), np.uint8), np.ones((2, 3), np.int8), 0, np.zeros(2, np.int8), None,
                       0.5, np.full(2, 0.5, np.float32), 0.25, 0, "uint8", "fixed-point", None)
     with pytest.raises(ValueError, match="'float32' mode only"):
@@ -54,16 +71,29 @@ def test_onnxruntime_backend_registers_through_the_backends_hook():
     from tests_support import small_cnn
 
     graph, x = small_cnn(seed=8, n=16)
-    qm = quantize_model(graph, "weights=minmax:8:per-channel activations=static-minmax:8", x)
+    # (activations, weights) uint8 x int8, uint8 x uint8, int8 x int8: the ones the backend
+    # declares on this host run bit-exactly; a refused one raises (see the test above)
+    plans = {("uint8", "int8", "uint8"): "weights=minmax:8:per-channel activations=static-minmax:8",
+             ("uint8", "uint8", "uint8"): "weights=minmax:8:unsigned:asym activations=static-minmax:8",
+             ("int8", "int8", "int8"): "weights=minmax:8:per-channel activations=static-minmax:8:signed"}
+    declared = [plans[d] for d in ort_backend.CAPABILITIES["dtypes"]]
+    assert "weights=minmax:8:unsigned:asym activations=static-minmax:8" in declared
     register_plugin(ort_backend, "onnxruntime-kernels")
     try:
         assert "onnxruntime" in backends()
-        got = qm.run(x, backend="onnxruntime", keep=True)
+        for plan in plans.values():
+            qm = quantize_model(graph, plan, x)
+            if plan not in declared:
+                with pytest.raises(ValueError, match="not offered on this host"):
+                    qm.run(x, backend="onnxruntime")
+                continue
+            got = qm.run(x, backend="onnxruntime", keep=True)
+            want = qm.run(x, backend="reference", keep=True)
+            for a, b in zip(got.records, want.records):
+                assert (a.q_output is None and b.q_output is None) or np.array_equal(a.q_output, b.q_output), \
+                    f"{plan}: {a.name}"
     finally:
         unregister_plugin(ort_backend)
-    want = qm.run(x, backend="reference", keep=True)
-    for a, b in zip(got.records, want.records):
-        assert (a.q_output is None and b.q_output is None) or np.array_equal(a.q_output, b.q_output), a.name
     assert "onnxruntime" not in backends()
 
 

@@ -21,7 +21,10 @@ from .exporter import (
     static_tensor_qparams,
 )
 from .importer import TRANSLATED_OPS, import_onnx
-from .runtime import ort_session, require_onnx, require_onnxruntime, run_onnxruntime
+from .runtime import (
+    exact_integer_products, integer_product_probe, ort_session, require_onnx, require_onnxruntime, run_onnxruntime,
+    u8s8_saturation_note,
+)
 
 __all__ = [
     "IR_VERSION",
@@ -31,11 +34,14 @@ __all__ = [
     "ExportedModel",
     "export_float",
     "export_qdq",
+    "exact_integer_products",
     "export_qoperator",
     "import_onnx",
+    "integer_product_probe",
     "ort_session",
     "require_onnx",
     "require_onnxruntime",
     "run_onnxruntime",
     "static_tensor_qparams",
+    "u8s8_saturation_note",
 ]

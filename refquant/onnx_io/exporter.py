@@ -43,7 +43,9 @@ requant mode other than ``float32`` cannot be expressed: :class:`ExportError` sa
 layer and why.
 
 With ``requant="float32"`` onnxruntime (CPU, graph optimizations disabled) runs the
-QOperator model bit-exactly like refquant — tests check every shipped model.
+QOperator model bit-exactly like refquant — tests check every shipped model — where it
+multiplies uint8 by int8 exactly: not on x86-64 without AVX-VNNI, where it saturates each pair
+sum to int16 (:func:`~refquant.onnx_io.integer_product_probe` measures it).
 
 **QDQ** (:func:`export_qdq`) — the float graph with ``QuantizeLinear → DequantizeLinear`` on
 every quantized tensor and ``DequantizeLinear`` on the integer weights and int32 biases: the

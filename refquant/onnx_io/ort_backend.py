@@ -16,7 +16,13 @@ bias runs as a 1×1 ``QLinearConv`` (the same accumulator and requantization).
 
 onnxruntime implements the dtype combinations (input, weight, output) (uint8, uint8, uint8),
 (uint8, int8, uint8) and (int8, int8, int8) — :data:`CAPABILITIES` says so to the
-conformance kit. It does not check int32 accumulator overflow (refquant raises; here the
+conformance kit, measured on this host: on x86-64 without AVX-VNNI (AVX2 only, e.g. AMD Zen 3)
+onnxruntime's MLAS multiplies uint8 by int8 with ``vpmaddubsw``, which saturates every pair sum
+``x[k]·w[k] + x[k+1]·w[k+1]`` to int16. Where :func:`~refquant.onnx_io.integer_product_probe`
+measures that, (uint8, int8, uint8) is left out of ``CAPABILITIES["dtypes"]`` and named under
+``CAPABILITIES["limitations"]`` (the kit reports it as a declared limitation), and the kernels
+refuse uint8 × int8 with a ValueError naming the measured quirk rather than return integers
+that are not refquant's. It does not check int32 accumulator overflow (refquant raises; here the
 result would wrap), so it is not a backend for models near that limit.
 
 Register it for the executor and the command line with the ``register_backends`` hook this
@@ -33,15 +39,56 @@ from ..hookspecs import hookimpl
 from ..kernels.reference import check_operands
 from .runtime import ort_session, require_onnx
 
-__all__ = ["CAPABILITIES", "conv2d_requant", "matmul_requant", "conv2d_int32", "matmul_int32", "register_backends"]
+__all__ = ["CAPABILITIES", "capabilities", "conv2d_requant", "matmul_requant", "conv2d_int32", "matmul_int32",
+           "register_backends"]
 
-CAPABILITIES = {
+_DECLARED = {
     "modes": ("float32",),
     "dtypes": [("uint8", "uint8", "uint8"), ("uint8", "int8", "uint8"), ("int8", "int8", "int8")],
     "weight_zero_points": True,
     "ops": ("conv", "matmul"),
 }
 _sessions: dict = {}
+_capabilities: dict = {}
+
+
+def capabilities() -> dict:
+    """What this backend does exactly on this host: the dtype combinations onnxruntime
+    implements, less (uint8, int8, uint8) where the probe measures int16 pair saturation (then
+    named under ``"limitations"``). Measured on first use; without onnxruntime, the declaration."""
+    if not _capabilities:
+        caps = dict(_DECLARED, dtypes=list(_DECLARED["dtypes"]), limitations=[])
+        try:
+            exact = _u8s8_exact()
+        except ImportError:
+            exact = True
+        if not exact:
+            from .runtime import u8s8_saturation_note
+
+            caps["dtypes"].remove(("uint8", "int8", "uint8"))
+            caps["limitations"].append(f"(uint8, int8, uint8) not offered: {u8s8_saturation_note()}")
+        _capabilities.update(caps)
+    return _capabilities
+
+
+def _u8s8_exact() -> bool:
+    """uint8 × int8 exact in the two operators this backend runs (measured once per process)."""
+    from .runtime import exact_integer_products
+
+    return all(exact_integer_products("uint8", "int8", op) for op in ("QLinearConv", "QLinearMatMul"))
+
+
+def __getattr__(name):  # CAPABILITIES is measured on first access (PEP 562)
+    if name == "CAPABILITIES":
+        return capabilities()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _refuse_saturating(x, w, name):
+    if x.dtype == np.uint8 and w.dtype == np.int8 and not _u8s8_exact():
+        from .runtime import u8s8_saturation_note
+
+        raise ValueError(f"{name}: uint8 x int8 is not offered on this host: {u8s8_saturation_note()}")
 
 
 def _session(op: str, dtypes: tuple, per_channel: bool, with_bias: bool, attrs: tuple):
@@ -73,6 +120,7 @@ def _run(op, x, w, x_zero_point, w_zero_point, bias, rq, attrs, name):
         raise ValueError(f"{name}: onnxruntime requantizes in refquant's 'float32' mode only, not {rq.mode!r}")
     n_out = w.shape[0]
     za, zw, _ = check_operands(x, w, x_zero_point, w_zero_point, bias, n_out, name)
+    _refuse_saturating(x, w, name)
     rq = rq.for_channels(n_out) if rq.channels != n_out else rq
     if np.unique(rq.zero_point).size != 1 or np.unique(rq.lo).size != 1 or np.unique(rq.hi).size != 1:
         raise ValueError(f"{name}: onnxruntime takes one output zero point per tensor")
@@ -122,6 +170,7 @@ def _run_matmul(a, w, a_zero_point, w_zero_point, rq, name):
     za, zw, _ = check_operands(a, w, a_zero_point, w_zero_point, None, n_out, name)
     if rq.mode != "float32":
         raise ValueError(f"{name}: onnxruntime requantizes in refquant's 'float32' mode only, not {rq.mode!r}")
+    _refuse_saturating(a, w, name)
     rq = rq.for_channels(n_out) if rq.channels != n_out else rq
     yd = rq.out_dtype
     feeds = {"x": np.ascontiguousarray(a), "x_scale": np.array(1, np.float32), "x_zero_point": np.asarray(za, a.dtype),

@@ -29,7 +29,12 @@ What a backend supports is declared in an optional module attribute ``CAPABILITI
     CAPABILITIES = {"modes": ("float32",),                   # requant modes (default: all four)
                     "dtypes": [("uint8", "int8", "uint8")],  # (input, weight, output) dtypes
                     "weight_zero_points": True,              # nonzero weight zero points
-                    "ops": ("conv", "matmul")}               # + "conv_int32", "matmul_int32"
+                    "ops": ("conv", "matmul"),               # + "conv_int32", "matmul_int32"
+                    "limitations": ["(uint8, int8, uint8) not offered: ..."]}  # reported, not tested
+
+``limitations`` are sentences the report carries as declared limitations (what the backend
+leaves out of the other entries and why, e.g. a dtype combination its arithmetic cannot do
+exactly on this host); they change nothing the kit tests.
 
 The kit needs ``hypothesis`` (the ``test`` extra).
 """
@@ -468,6 +473,7 @@ class BackendReport:
     backend: str
     results: list = field(default_factory=list)
     skipped: list = field(default_factory=list)  # (op, mode, reason)
+    limitations: list = field(default_factory=list)  # declared by the backend (CAPABILITIES)
 
     @property
     def failures(self) -> list:
@@ -488,7 +494,8 @@ class BackendReport:
     def to_dict(self) -> dict:
         return {"backend": self.backend, "ok": self.ok, "cases": self.cases,
                 "results": [asdict(r) for r in self.results],
-                "skipped": [{"op": o, "mode": m, "reason": why} for o, m, why in self.skipped]}
+                "skipped": [{"op": o, "mode": m, "reason": why} for o, m, why in self.skipped],
+                "limitations": list(self.limitations)}
 
     def __str__(self) -> str:
         lines = [f"backend {self.backend}: {len(self.results)} operator/mode suites, {self.cases} cases, "
@@ -501,6 +508,8 @@ class BackendReport:
                              f"--outputs {r.case_dir}.backend.npz)")
         for op, mode, why in self.skipped:
             lines.append(f"  skipped {op} ({mode}): {why}")
+        for why in self.limitations:
+            lines.append(f"  declared limitation: {why}")
         return "\n".join(lines)
 
 
@@ -526,7 +535,7 @@ def check_backend(kernels, *, name: str | None = None, ops=None, modes=None, max
     modes = [m for m in (modes or REQUANT_MODES)]
     dtypes = [tuple(c) for c in caps.get("dtypes", DTYPE_COMBOS)]
     n = max_examples or settings().max_examples
-    report = BackendReport(name)
+    report = BackendReport(name, limitations=[str(v) for v in caps.get("limitations", ())])
     for op in ops:
         for mode in modes if not op.endswith("_int32") else ["float32"]:
             if mode not in claimed:
