@@ -37,7 +37,7 @@ import numpy as np
 
 from ..hookspecs import hookimpl
 from ..kernels.reference import check_operands
-from .runtime import ort_session, require_onnx
+from .runtime import exact_integer_products, ort_session, require_onnx, u8s8_saturation_note
 
 __all__ = ["CAPABILITIES", "capabilities", "conv2d_requant", "matmul_requant", "conv2d_int32", "matmul_int32",
            "register_backends"]
@@ -63,7 +63,6 @@ def capabilities() -> dict:
         except ImportError:
             exact = True
         if not exact:
-            from .runtime import u8s8_saturation_note
 
             caps["dtypes"].remove(("uint8", "int8", "uint8"))
             caps["limitations"].append(f"(uint8, int8, uint8) not offered: {u8s8_saturation_note()}")
@@ -73,7 +72,6 @@ def capabilities() -> dict:
 
 def _u8s8_exact() -> bool:
     """uint8 × int8 exact in the two operators this backend runs (measured once per process)."""
-    from .runtime import exact_integer_products
 
     return all(exact_integer_products("uint8", "int8", op) for op in ("QLinearConv", "QLinearMatMul"))
 
@@ -86,7 +84,6 @@ def __getattr__(name):  # CAPABILITIES is measured on first access (PEP 562)
 
 def _refuse_saturating(x, w, name):
     if x.dtype == np.uint8 and w.dtype == np.int8 and not _u8s8_exact():
-        from .runtime import u8s8_saturation_note
 
         raise ValueError(f"{name}: uint8 x int8 is not offered on this host: {u8s8_saturation_note()}")
 

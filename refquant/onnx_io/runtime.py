@@ -9,6 +9,8 @@ inside each kernel.
 
 from __future__ import annotations
 
+import numpy as np
+
 __all__ = ["require_onnx", "require_onnxruntime", "ort_session", "run_onnxruntime", "integer_product_probe",
            "exact_integer_products", "u8s8_saturation_note"]
 
@@ -68,7 +70,6 @@ _probe_cache: dict = {}
 
 
 def _one_node(op: str, feeds: dict, out_dtype, opset: int):
-    import numpy as np
 
     onnx = require_onnx()
     h = onnx.helper
@@ -101,7 +102,6 @@ def integer_product_probe() -> dict:
     """
     if "result" in _probe_cache:
         return _probe_cache["result"]
-    import numpy as np
 
     result = {}
     for ad, bd in PROBED_PAIRS:
@@ -148,7 +148,6 @@ def exact_integer_products(a_dtype="uint8", b_dtype="int8", op: str | None = Non
     ``op`` (``MatMulInteger``, ``ConvInteger``, ``QLinearConv``) or in every probed op
     (:func:`integer_product_probe`; a pair or op not probed counts as exact). ``QLinearMatMul``
     multiplies as ``MatMulInteger`` does."""
-    import numpy as np
 
     key = (np.dtype(a_dtype).name, np.dtype(b_dtype).name)
     entry = integer_product_probe().get(key)
