@@ -28,9 +28,9 @@ images, as ``refquant compare`` reports them: every buffer scales with the batch
 batch makes Python's own small objects negligible in ``tracemalloc``'s counts), per quantizable layer
 and for static-minmax, probabilistic and dynamic activations (8 bits, min-max weights per
 channel): the engine's ``working_bytes``; ``tracemalloc``'s peak during the step on the Numba
-backend (:func:`~refquant_probabilistic.diagnostics.traced_step_bytes`); and ``tracemalloc``'s
+backend (:func:`~refquant_probabilistic.memory.traced_step_bytes`); and ``tracemalloc``'s
 peak of the layer replayed with the reference kernels, tiled
-(:func:`~refquant_probabilistic.diagnostics.reference_layer_bytes`); plus each model's
+(:func:`~refquant_probabilistic.memory.reference_layer_bytes`); plus each model's
 ``peak_working_bytes``.
 
 **Accuracy per input** (``--accuracy``, minutes): every test image run alone (batch 1) — the
@@ -55,8 +55,8 @@ from refquant.strategies import LayerContext, LayerSpec, QuantizedWeight
 from refquant_probabilistic import ProbabilisticActivations
 from refquant.executor import peak_working_bytes
 from refquant_probabilistic.diagnostics import (GAMMAS, interleaved_times, kept_tensors, layer_call, per_input_accuracy,
-                                               per_tensor_input, reference_layer_bytes, traced_step_bytes,
-                                               with_gamma)
+                                               per_tensor_input, with_gamma)
+from refquant_probabilistic.memory import reference_layer_bytes, traced_step_bytes
 from refquant_probabilistic.patches import patch_grid, patch_sums
 from refquant_probabilistic.plans import probabilistic_plan
 

@@ -23,7 +23,8 @@ from importlib.metadata import entry_points
 
 import pluggy
 
-from . import __version__, hookspecs
+from . import hookspecs
+from ._version import __version__
 
 __all__ = ["ENTRY_POINT_GROUP", "BUILTIN_PLUGIN", "get_plugin_manager", "load_errors", "plugin_source",
            "register_plugin", "unregister_plugin", "reset", "generation"]

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the ``refquant`` modules a plugin may import: the packages' front doors plus the reference
 #: kernels (the backend signatures every kernel backend follows)
 PUBLIC_API = frozenset({
-    "refquant",                    # __version__
+    "refquant",                    # the front door (quantize_model, parse_plan, ...), __version__
     "refquant.hookspecs",          # hookimpl and the hooks' documentation
     "refquant.plugins",            # register_plugin / unregister_plugin
     "refquant.registry",           # strategies, backends, models by name; resolve_model

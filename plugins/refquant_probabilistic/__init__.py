@@ -10,13 +10,14 @@ the fused kernel — the memory of static quantization, the input-adaptivity of 
 Modules: :mod:`.weightstats` (offline weight statistics), :mod:`.patches` (patch moments of
 the input), :mod:`.surrogate` (the moments of the pre-activations), :mod:`.calibration` (α,
 β), :mod:`.strategy`, :mod:`.diagnostics` (predicted vs actual ranges, coverage, estimator
-time; ``refquant probabilistic-report``), :mod:`.options`. The math:
+time), :mod:`.memory` (traced bytes per step and per replayed layer), :mod:`.report` (the
+command ``refquant probabilistic-report``), :mod:`.options`, :mod:`.plans`. The math:
 ``spec/strategies/probabilistic.md``.
 """
 
 from refquant.hookspecs import hookimpl
 
-from .diagnostics import add_report_command
+from .report import add_report_command
 from .options import Options, read_options
 from .plans import probabilistic_plan
 from .strategy import ProbabilisticActivations

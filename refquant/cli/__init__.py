@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
+from .._version import __version__
 from ..plugins import get_plugin_manager
 from .engine import add_engine_commands
 from .golden import add_golden_commands

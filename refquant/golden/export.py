@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..executor.integer_ops import QTensor, per_tensor
 from ..executor.quantized import quantize_bias
 from ..graph import OP_SCHEMAS

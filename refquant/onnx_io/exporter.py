@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..executor.integer_ops import rule_for
 from ..executor.quantized import quantize_bias
 from ..graph import validate_graph

@@ -53,7 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, registry
+from .. import registry
+from .._version import __version__
 from ..golden.explain import combine_explanations, explain_requantization
 from ..golden.export import requantization_constants
 from ..golden.manifest import FORMAT, FORMAT_VERSION

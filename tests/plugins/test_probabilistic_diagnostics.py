@@ -10,14 +10,9 @@ import pytest
 from refquant.cli import main
 from refquant.executor import quantize_model
 from refquant.graph import save_model
-from refquant_probabilistic.diagnostics import (
-    GAMMAS,
-    estimator_timing,
-    per_input_accuracy,
-    plot_ranges,
-    range_diagnostics,
-    tiled_reference_requant,
-)
+from refquant_probabilistic.diagnostics import GAMMAS, estimator_timing, per_input_accuracy, range_diagnostics
+from refquant_probabilistic.memory import tiled_reference_requant
+from refquant_probabilistic.report import plot_ranges
 from refquant_probabilistic.plans import probabilistic_plan
 
 from tests_support import small_cnn, small_mlp

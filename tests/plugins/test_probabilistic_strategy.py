@@ -17,7 +17,7 @@ from refquant.strategies import LayerContext, LayerSpec, QuantizedWeight
 from refquant.testing import check_strategy, parametrize_with_checks
 from refquant_probabilistic import ProbabilisticActivations
 from refquant_probabilistic.calibration import ProbabilisticObserver, aggregate, image_extremes
-from refquant_probabilistic.diagnostics import reference_layer_bytes, traced_step_bytes
+from refquant_probabilistic.memory import reference_layer_bytes, traced_step_bytes
 from refquant_probabilistic.options import read_options
 from refquant_probabilistic.plans import probabilistic_plan
 from refquant_probabilistic.surrogate import layer_moments
