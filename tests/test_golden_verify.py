@@ -107,6 +107,18 @@ def test_a_difference_inherited_from_an_earlier_layer_is_marked(model_set):
     assert "'conv1'" in report.summary
 
 
+def one_lsb_away(v, scale: float) -> np.float32:
+    """The float32 farthest above ``v`` that is still at most one LSB (``scale``) away —
+    constructed, not left to ``v + scale``'s rounding, which can land just over 1 LSB
+    depending on ``v`` (and so on the machine that computed ``v``)."""
+    v = np.float32(v)
+    w = np.float32(np.float64(v) + scale)
+    while np.float64(w) - np.float64(v) > scale:
+        w = np.nextafter(w, np.float32(-np.inf))
+    assert 0.99 * scale < np.float64(w) - np.float64(v) <= scale
+    return w
+
+
 def test_missing_and_unknown_arrays_and_float_outputs(model_set):
     gs = model_set
     out = replay(gs)
@@ -115,7 +127,7 @@ def test_missing_and_unknown_arrays_and_float_outputs(model_set):
     out_name = gs.manifest["outputs"][0]["name"]
     y = gs.tensor(gs.manifest["outputs"][0]["file"]).copy()
     scale = float(gs.qparams(gs.layer(gs.manifest["outputs"][0]["layer"]), "output").scale)
-    y.flat[0] += np.float32(scale)
+    y.flat[0] = one_lsb_away(y.flat[0], scale)
     partial[out_name] = y
     report = verify(gs, partial)
     assert report.unknown == ["surprise"]

@@ -88,6 +88,18 @@ def optimal_scale(distribution: str, grid_name) -> OptimalScale:
     return OptimalScale(distribution, g.name, scale, scale * g.top, mse, float(flat[0]), float(flat[-1]))
 
 
+def scale_at(distribution: str, grid_name, scale: float) -> OptimalScale:
+    """The :class:`OptimalScale` record of a *given* (e.g. stored) κ: its clip, its exact MSE,
+    and the flat range of the same scan :func:`optimal_scale` uses — every field a function
+    of ``scale`` through the quadrature only, with no minimiser involved."""
+    g = grid(grid_name)
+    clips = np.geomspace(CLIP_RANGE[0], CLIP_RANGE[1], SCAN_POINTS)
+    scan = exact_mse(distribution, g, clips / g.top)
+    mse = float(exact_mse(distribution, g, scale))
+    flat = clips[scan <= 1.01 * mse]
+    return OptimalScale(distribution, g.name, float(scale), float(scale) * g.top, mse, float(flat[0]), float(flat[-1]))
+
+
 def analytic_scale(grid_name, sigma=1.0, *, distribution: str = "gaussian"):
     """``κ(grid) · σ`` with κ from the precomputed table :data:`.kappa.KAPPA` (``sigma`` may be an array).
 

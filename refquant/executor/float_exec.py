@@ -1,5 +1,9 @@
 """Float execution in NumPy float32: the accuracy baseline, and the calibration pass.
 
+It runs :data:`refquant.ops.FLOAT_OPS`, the float reference path (spec/numerics.md): Conv,
+Gemm and MatMul sum exact float64 products in a fixed order and round once to float32, so
+every output and every calibrated range is the same on every host, whatever its BLAS.
+
 A fused step runs its layer and then its activation, exactly as the two nodes would; the
 pre-activation output is handed to observers too, since a layer's estimate of its own output
 (the probabilistic strategy) concerns the pre-activation.

@@ -6,16 +6,23 @@ arguments with the ONNX names and defaults, so that a graph node runs as::
 
     FLOAT_OPS[node.op_type](*inputs, **node.attributes)
 
-Inputs and outputs are float32 (Reshape's ``shape`` is int64).  An output may share memory
+Inputs and outputs are float32 (Reshape's ``shape`` is int64).
+
+Two tables (spec/numerics.md, "float reference path"): :data:`FLOAT_OPS` is the inference
+forward — Conv, Gemm and MatMul accumulate in float64 in a fixed order and round once to
+float32, so every result is the same on every IEEE-754 host; :data:`TRAINING_OPS` is the
+training forward — the same except that Conv, Gemm and MatMul are float32 BLAS products
+(``np.matmul``), whose summation order is the host BLAS kernel's.  The shipped models were
+trained with the latter; the float executor, calibration and golden replay use the former.  An output may share memory
 with an input (Reshape, Flatten, Clip without bounds): callers never write into tensors.
 """
 
 from __future__ import annotations
 
 from .batchnorm import batch_normalization
-from .conv import conv
+from .conv import conv, conv_float32_blas
 from .elementwise import add, clip, relu
-from .gemm import gemm, matmul
+from .gemm import gemm, gemm_float32_blas, matmul, matmul_float32_blas
 from .pool import average_pool, global_average_pool, max_pool
 from .shape import flatten, reshape
 from .softmax import softmax
@@ -36,17 +43,29 @@ FLOAT_OPS = {
     "BatchNormalization": batch_normalization,
 }
 
+#: The training forward: FLOAT_OPS with float32 BLAS Conv, Gemm and MatMul.
+TRAINING_OPS = {
+    **FLOAT_OPS,
+    "Conv": conv_float32_blas,
+    "Gemm": gemm_float32_blas,
+    "MatMul": matmul_float32_blas,
+}
+
 __all__ = [
     "FLOAT_OPS",
+    "TRAINING_OPS",
     "add",
     "average_pool",
     "batch_normalization",
     "clip",
     "conv",
+    "conv_float32_blas",
     "flatten",
     "gemm",
+    "gemm_float32_blas",
     "global_average_pool",
     "matmul",
+    "matmul_float32_blas",
     "max_pool",
     "relu",
     "reshape",

@@ -1,4 +1,4 @@
-"""Conv (ONNX, 2-D spatial, NCHW) in float32.
+"""Conv (ONNX, 2-D spatial, NCHW): float32 in and out.
 
 ::
 
@@ -9,12 +9,20 @@ where ``g = m // (M/group)`` is the group of output channel ``m``, ``c`` runs ov
 ``C/group`` input channels of that group and ``xpad`` is ``x`` zero-padded by the effective
 pads (see :mod:`refquant.ops.padding`).
 
-Numeric decisions: the input is unrolled (im2col) into columns of ``C/group * kH * kW``
-float32 values and multiplied by the float32 weight matrix with ``np.matmul`` — the sum is
-float32 in BLAS order (not a fixed order), then the bias is added in float32.  The result is
-therefore within ``gamma_(K+1) * sum|w*x| + |b|`` of the exact value, ``K = C/group*kH*kW``,
-``gamma_n = n*u/(1-n*u)``, ``u = 2**-24`` — the bound the tests check against the onnx
-reference evaluator and onnxruntime.
+Numeric decisions (the *float reference path*, spec/numerics.md): the input is unrolled
+(im2col) into columns of ``K = C/group * kH * kW`` float32 values; :func:`conv` (the
+inference forward: float executor, calibration, golden replay) multiplies them with the
+weights by :func:`refquant.ops.dot.batched_dot_f64` — exact float64 products summed in
+float64 in increasing ``k`` (order: input channel, kernel row, kernel column), the bias added
+in float64, one rounding to float32.  The result does not depend on the host's BLAS, SIMD
+width or thread count, and is within ``gamma64_(K+1) * (sum|w*x| + |b|) + u*|y|`` of the
+exact value (``u = 2**-24``, ``gamma64_n ~ n*2**-53``) — well inside the float32 bound
+``gamma_(K+1) * sum|w*x| + |b|`` the tests check against the onnx reference evaluator and
+onnxruntime.
+
+:func:`conv_float32_blas` is the training forward (:data:`refquant.ops.TRAINING_OPS`): the
+same unrolling, ``np.matmul`` in float32 (BLAS order, which depends on the host's BLAS
+kernel) and the bias added in float32 — the numerics the shipped models were trained with.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import require_float, require_float32, require_grad_shape, require_ndim
+from .dot import batched_dot_f64
 from .padding import window_plan
 
 
@@ -63,8 +72,32 @@ def conv(
     """ONNX Conv: ``x`` (N, C, H, W), ``w`` (M, C/group, kH, kW), ``b`` (M,) -> (N, M, OH, OW).
 
     Attributes keep their ONNX names and defaults (strides, dilations 1; pads 0; group 1;
-    kernel_shape taken from ``w``).
+    kernel_shape taken from ``w``).  The inference forward: float64 accumulation in a fixed
+    order, one rounding to float32 (see the module docstring) — machine-independent.
     """
+    return _conv(x, w, b, "float64-fixed-order", auto_pad=auto_pad, dilations=dilations, group=group,
+                 kernel_shape=kernel_shape, pads=pads, strides=strides)
+
+
+def conv_float32_blas(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    auto_pad: str = "NOTSET",
+    dilations=None,
+    group: int = 1,
+    kernel_shape=None,
+    pads=None,
+    strides=None,
+) -> np.ndarray:
+    """ONNX Conv as the training forward computes it: float32 ``np.matmul`` (BLAS order, not
+    machine-independent) and the bias added in float32.  Same arguments as :func:`conv`."""
+    return _conv(x, w, b, "float32-blas", auto_pad=auto_pad, dilations=dilations, group=group,
+                 kernel_shape=kernel_shape, pads=pads, strides=strides)
+
+
+def _conv(x, w, b, accumulate, *, auto_pad, dilations, group, kernel_shape, pads, strides):
     require_float32("Conv", x=x, w=w, b=b)
     require_ndim("Conv", "x", x, 4)
     require_ndim("Conv", "w", w, 4)
@@ -86,10 +119,19 @@ def conv(
     cols = im2col(x, (kh, kw), plan, strides, dilations)
     cols = cols.reshape(n, group, cg * kh * kw, oh * ow)
     wmat = w.reshape(group, m // group, cg * kh * kw)
-    y = np.matmul(wmat, cols).reshape(n, m, oh, ow)
+    if accumulate == "float32-blas":
+        y = np.matmul(wmat, cols).reshape(n, m, oh, ow)
+        if b is not None:
+            y += b[None, :, None, None]
+        return y
+    # batch i = (image, group) in C order: weights of group i % group, columns of batch i
+    ia = np.tile(np.arange(group, dtype=np.int64), n)
+    ib = np.arange(n * group, dtype=np.int64)
+    acc = batched_dot_f64(wmat, cols.reshape(n * group, cg * kh * kw, oh * ow), ia, ib)
+    acc = acc.reshape(n, m, oh, ow)
     if b is not None:
-        y += b[None, :, None, None]
-    return y
+        acc += b.astype(np.float64)[None, :, None, None]
+    return acc.astype(np.float32)
 
 
 # ---- backward -------------------------------------------------------------------------------

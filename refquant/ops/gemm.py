@@ -1,4 +1,4 @@
-"""Gemm and MatMul (ONNX) in float32.
+"""Gemm and MatMul (ONNX): float32 in and out.
 
 Gemm::
 
@@ -8,11 +8,21 @@ Gemm::
 ``C`` is optional and broadcast one way to (M, N).  MatMul is ``numpy.matmul`` (ONNX MatMul is
 defined as NumPy's matmul, including 1-D promotion and batch broadcasting).
 
-Numeric decisions: the K-term sums are float32 in BLAS order; ``alpha`` and ``beta`` are
-applied as float32 multiplies, in the order of the formula, each skipped when it is exactly 1
-(multiplying by 1 is exact, so this changes no value); with ``beta = 0`` the C term is left
-out, as the onnx reference evaluator does.  Error bound versus the exact value:
-``gamma_(K+3) * (|alpha| * sum|a*b| + |beta*C|)``.
+Numeric decisions (the *float reference path*, spec/numerics.md): :func:`gemm` and
+:func:`matmul` are the inference forward (float executor, calibration, golden replay).  Their
+K-term sums are :func:`refquant.ops.dot.batched_dot_f64` — exact float64 products summed in
+float64 in increasing ``k`` — and for Gemm ``alpha`` and ``beta`` are float64 multiplies by
+the float32-rounded attribute, in the order of the formula, each skipped when it is exactly 1;
+the result is rounded to float32 once, at the end.  So the output does not depend on the
+host's BLAS, SIMD width or thread count.  With ``beta = 0`` the C term is left out, as the
+onnx reference evaluator does.  Error versus the exact value: one float32 rounding plus
+``gamma64_(K+3) * (|alpha| * sum|a*b| + |beta*C|)``, ``gamma64_n ~ n*2**-53`` — inside the
+float32 bound ``gamma_(K+3) * (...)`` the tests check.
+
+:func:`gemm_float32_blas` and :func:`matmul_float32_blas` are the training forward
+(:data:`refquant.ops.TRAINING_OPS`): float32 products and sums in BLAS order (host-dependent),
+``alpha`` and ``beta`` as float32 multiplies — the numerics the shipped models were trained
+with.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import require_float, require_float32, require_grad_shape, require_ndim
+from .dot import batched_dot_f64, dot_f64
 from .elementwise import unbroadcast
 
 
@@ -33,7 +44,26 @@ def gemm(
     transA: int = 0,  # noqa: N803 - ONNX attribute name
     transB: int = 0,  # noqa: N803 - ONNX attribute name
 ) -> np.ndarray:
-    """ONNX Gemm: ``alpha * op(A) @ op(B) + beta * C`` with A, B 2-D."""
+    """ONNX Gemm: ``alpha * op(A) @ op(B) + beta * C`` with A, B 2-D; float64 accumulation in a
+    fixed order, one rounding to float32 (machine-independent)."""
+    return _gemm(a, b, c, alpha, beta, transA, transB, reference=True)
+
+
+def gemm_float32_blas(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: np.ndarray | None = None,
+    *,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    transA: int = 0,  # noqa: N803 - ONNX attribute name
+    transB: int = 0,  # noqa: N803 - ONNX attribute name
+) -> np.ndarray:
+    """ONNX Gemm as the training forward computes it: float32 BLAS sums (host-dependent)."""
+    return _gemm(a, b, c, alpha, beta, transA, transB, reference=False)
+
+
+def _gemm(a, b, c, alpha, beta, transA, transB, *, reference):  # noqa: N803
     require_float32("Gemm", a=a, b=b, c=c)
     require_ndim("Gemm", "A", a, 2)
     require_ndim("Gemm", "B", b, 2)
@@ -44,14 +74,22 @@ def gemm(
             f"Gemm: inner dimensions differ: A' is {a2.shape} and B' is {b2.shape} "
             f"(transA={transA}, transB={transB})"
         )
-    y = a2 @ b2
+    if c is not None and beta != 0.0 and not broadcasts_to(c.shape, (a2.shape[0], b2.shape[1])):
+        raise ValueError(f"Gemm: C of shape {c.shape} does not broadcast to {(a2.shape[0], b2.shape[1])}")
+    if not reference:
+        y = a2 @ b2
+        if alpha != 1.0:
+            y *= np.float32(alpha)
+        if c is not None and beta != 0.0:
+            y += c if beta == 1.0 else c * np.float32(beta)
+        return y
+    y = dot_f64(a2, b2)
     if alpha != 1.0:
-        y *= np.float32(alpha)
+        y *= np.float64(np.float32(alpha))
     if c is not None and beta != 0.0:
-        if not broadcasts_to(c.shape, y.shape):
-            raise ValueError(f"Gemm: C of shape {c.shape} does not broadcast to {y.shape}")
-        y += c if beta == 1.0 else c * np.float32(beta)
-    return y
+        c64 = c.astype(np.float64)
+        y += c64 if beta == 1.0 else c64 * np.float64(np.float32(beta))
+    return y.astype(np.float32)
 
 
 def broadcasts_to(shape, target) -> bool:
@@ -63,7 +101,34 @@ def broadcasts_to(shape, target) -> bool:
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """ONNX MatMul = ``numpy.matmul(a, b)`` (float32 sums in BLAS order)."""
+    """ONNX MatMul = ``numpy.matmul(a, b)`` semantics (1-D promotion, batch broadcasting), each
+    sum in float64 in increasing k, rounded once to float32 (machine-independent)."""
+    require_float32("MatMul", a=a, b=b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"MatMul: shapes {a.shape} and {b.shape} are not compatible")
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    try:
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    except ValueError:
+        raise ValueError(f"MatMul: shapes {a.shape} and {b.shape} are not compatible") from None
+    if a2.shape[-1] != b2.shape[-2]:
+        raise ValueError(f"MatMul: shapes {a.shape} and {b.shape} are not compatible")
+    na = int(np.prod(a2.shape[:-2], dtype=np.int64))
+    nb = int(np.prod(b2.shape[:-2], dtype=np.int64))
+    ia = np.broadcast_to(np.arange(na, dtype=np.int64).reshape(a2.shape[:-2]), batch).ravel()
+    ib = np.broadcast_to(np.arange(nb, dtype=np.int64).reshape(b2.shape[:-2]), batch).ravel()
+    y = batched_dot_f64(a2.reshape((na,) + a2.shape[-2:]), b2.reshape((nb,) + b2.shape[-2:]), ia, ib)
+    y = y.reshape(batch + (a2.shape[-2], b2.shape[-1])).astype(np.float32)
+    if a.ndim == 1:
+        y = y[..., 0, :]
+    if b.ndim == 1:
+        y = y[..., 0]
+    return y
+
+
+def matmul_float32_blas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX MatMul as the training forward computes it: ``numpy.matmul`` in float32 (BLAS order)."""
     require_float32("MatMul", a=a, b=b)
     try:
         return np.matmul(a, b)

@@ -6,7 +6,7 @@ Forward (one pass in :meth:`Graph.topological_order`)::
     env = {**params, **feeds}
     for node in order:
         args = [env[t] for t in node.inputs]          (a fake-quantized weight replaces args[1])
-        env[out] = FLOAT_OPS[op](*args, **attrs)      (training-mode BatchNormalization instead
+        env[out] = TRAINING_OPS[op](*args, **attrs)   (training-mode BatchNormalization instead
                                                        of the inference op, when training)
         env[out] = fake_quant(env[out])               (if the tensor is a quantization point)
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..graph import Graph, Node
-from ..ops import FLOAT_OPS
+from ..ops import TRAINING_OPS
 from ..ops.batchnorm import batch_normalization_train, batch_normalization_train_backward
 from ..ops.conv import conv_backward
 from ..ops.elementwise import add_backward, relu_backward
@@ -98,9 +98,11 @@ def forward(graph: Graph, params: dict, feeds: dict, *, training: bool, fake_qua
     ``training``: BatchNormalization uses batch statistics (and the tape carries the updated
     running statistics) and fake-quantizers update their state. ``fake_quant``: a
     :class:`refquant.train.fakequant.FakeQuant` or None. ``ops``: the forward table (default
+    :data:`refquant.ops.TRAINING_OPS` — float32 BLAS Conv/Gemm/MatMul, the numerics the
+    shipped models were trained with, not the float64-accumulating inference ops of
     :data:`refquant.ops.FLOAT_OPS`; the gradient checks pass float64 oracles).
     """
-    ops = FLOAT_OPS if ops is None else ops
+    ops = TRAINING_OPS if ops is None else ops
     order = graph.topological_order() if order is None else order
     tape = Tape(order, {**params, **feeds}, training=training)
     env = tape.values

@@ -19,7 +19,10 @@ import contextlib
 import ctypes
 from pathlib import Path
 
-__all__ = ["single_blas_thread"]
+__all__ = ["single_blas_thread", "blas_configuration", "UNKNOWN_CONFIGURATION"]
+
+#: What the model cards of weights trained before the configuration was recorded say.
+UNKNOWN_CONFIGURATION = "unknown"
 
 
 def _openblas_libraries() -> list:
@@ -47,6 +50,47 @@ def _openblas_libraries() -> list:
                 found.append((set_fn, get_fn))
                 break
     return found
+
+
+def _openblas_core() -> str | None:
+    """The kernel family the loaded OpenBLAS chose for this CPU (``openblas_get_corename``:
+    e.g. ``Haswell`` on AVX2 hosts such as AMD Zen 3, ``SkylakeX``/``Cooperlake`` with AVX-512)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    paths = sorted({line.split()[-1] for line in maps.splitlines()
+                    if "openblas" in line.rsplit("/", 1)[-1].lower() and line.split()[-1].startswith("/")})
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                     "openblas_get_corename64_", "openblas_get_corename"):
+            if hasattr(lib, name):
+                fn = getattr(lib, name)
+                fn.argtypes, fn.restype = [], ctypes.c_char_p
+                core = fn()
+                return core.decode() if core else None
+    return None
+
+
+def blas_configuration() -> str:
+    """The configuration float32 training's BLAS sums depend on, as one line: NumPy's version,
+    its BLAS library and version, and the kernel family (core type) it picked on this CPU, e.g.
+    ``numpy 2.4.6, scipy-openblas 0.3.31.188.0, core Haswell, 1 thread``.  Training is
+    reproducible bit for bit between hosts whose lines are equal (``spec/training.md``)."""
+    import numpy as np
+
+    blas = {}
+    try:
+        blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
+    except (AttributeError, KeyError, TypeError):
+        pass
+    library = f"{blas.get('name', 'unknown BLAS')} {blas.get('version', '')}".strip()
+    core = _openblas_core() if "openblas" in library.lower() else None
+    return f"numpy {np.__version__}, {library}, core {core or 'unknown'}, 1 thread"
 
 
 @contextlib.contextmanager

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from ..graph import Graph, validate_graph
 from .architectures import Architecture
+from .blas import blas_configuration
 from .trainer import TrainConfig
 
-__all__ = ["parameter_count", "train_command", "render_card"]
+__all__ = ["parameter_count", "train_command", "render_card", "card_blas"]
 
 
 def parameter_count(graph: Graph, exclude=()) -> int:
@@ -33,6 +34,14 @@ def train_command(config: TrainConfig, arch: Architecture, out: str) -> str:
     if config.qat:
         parts += ["--qat", config.qat]
     return " ".join(parts)
+
+
+def card_blas(card: str) -> str | None:
+    """The BLAS configuration a card records (its Training table's ``BLAS`` row), or None."""
+    for line in card.splitlines():
+        if line.startswith("| BLAS | ") and line.endswith(" |"):
+            return line[len("| BLAS | "):-2]
+    return None
 
 
 def _pct(x: float) -> str:
@@ -67,8 +76,8 @@ def render_card(*, arch: Architecture, config: TrainConfig, graph: Graph, traine
         train_command(config, arch, out),
         "```",
         "",
-        "which reproduces the weights bit for bit on the machine that trained them "
-        "(`spec/training.md`, *Determinism*).",
+        "which reproduces the weights bit for bit on a host with the BLAS configuration recorded "
+        "under *Training* (`spec/training.md`, *Determinism*).",
         "",
         "## Architecture",
         "",
@@ -106,6 +115,7 @@ def render_card(*, arch: Architecture, config: TrainConfig, graph: Graph, traine
         "| augmentation | none |",
         f"| seed | {r.seed} (`numpy.random.Generator(PCG64({r.seed}))`: initial weights, then each epoch's order) |",
         f"| loss | softmax cross-entropy, mean over the batch |",
+        f"| BLAS | {blas_configuration()} |",
         "",
         f"After the last epoch: training loss {last['train_loss']:.4f}, training accuracy "
         f"{_pct(last['train_accuracy'])} (inference mode).",

@@ -16,9 +16,26 @@ SPEC = Path(__file__).resolve().parents[2] / "spec" / "strategies" / "statqat.md
 FLAT = {"float8_e4m3fn", "float8_e5m2"}
 
 
+#: relative precision of the exact MSE at a given scale across scipy releases: measured
+#: agreement 2.3e-13 (scipy 1.17.1 versus the release that wrote the κ module); 50x margin
+MSE_PRECISION = 1e-11
+
+
 @pytest.fixture(scope="module")
 def fresh():
     return tables.kappa_values()
+
+
+def scale_tolerance(distribution, g, k) -> float:
+    """How far (relative) the minimiser's κ may move when the MSE is known to MSE_PRECISION:
+    near the minimum ``MSE(k(1+r)) ≈ MSE(k) + ½·c·k²·r²`` (c the curvature in the scale), so
+    the MSE cannot tell apart κs within ``r = sqrt(2·ε·MSE / (c·k²))``; times 4 for the
+    finite-difference curvature and the minimiser's own xatol."""
+    h = 1e-3
+    f0 = float(exact_mse(distribution, g, k))
+    fp, fm = float(exact_mse(distribution, g, k * (1 + h))), float(exact_mse(distribution, g, k * (1 - h)))
+    ck2 = (fp - 2 * f0 + fm) / h**2  # c·k², per unit relative change
+    return 4 * float(np.sqrt(2 * MSE_PRECISION * f0 / ck2))
 
 
 @pytest.mark.parametrize("distribution", ["gaussian", "laplace"])
@@ -29,7 +46,11 @@ def test_kappa_module_is_recomputed(fresh, distribution):
         assert float(exact_mse(distribution, g, stored)) == pytest.approx(o.mse, rel=1e-9), g
         assert kappa.MSE[distribution][g] == pytest.approx(o.mse, rel=1e-9), g
         if g not in FLAT:
-            assert stored == pytest.approx(o.scale, rel=1e-6), g
+            # the optimum is flat: the scale is pinned only as well as the MSE determines it
+            # (measured: up to 1.03e-6 relative between scipy releases, uint8 gaussian)
+            tol = scale_tolerance(distribution, g, stored)
+            assert tol < 1e-3, (g, tol)
+            assert stored == pytest.approx(o.scale, rel=tol), (g, tol)
 
 
 def test_kappa_is_a_minimum(fresh):
@@ -40,12 +61,15 @@ def test_kappa_is_a_minimum(fresh):
             assert here <= float(exact_mse(d, g, k * 1.001)) and here <= float(exact_mse(d, g, k / 1.001))
 
 
-def test_kappa_tables_in_the_spec(fresh):
+def test_kappa_tables_in_the_spec():
+    """The tables are printed at the stored κ (not a fresh minimisation, whose last digits
+    depend on the scipy release; the test above pins the stored κ against it)."""
     text = SPEC.read_text(encoding="utf-8")
+    stored = tables.stored_kappa_values()
     for d in ("gaussian", "laplace"):
-        assert tables.kappa_table(d, fresh) in text, f"regenerate with python -m refquant_statqat.tables ({d})"
+        assert tables.kappa_table(d, stored) in text, f"regenerate with python -m refquant_statqat.tables ({d})"
     assert tables.snr_clip_table("gaussian") in text
-    assert tables.decomposition_table("gaussian", fresh) in text
+    assert tables.decomposition_table("gaussian", stored) in text
     assert tables.float_update_table() in text
 
 
