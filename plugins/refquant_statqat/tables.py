@@ -23,6 +23,7 @@ from .analytic import optimal_scale, scale_at
 from .errormodel import quantization_error
 from .grids import FLOAT_GRIDS, GRID_NAMES, INT_GRIDS, UINT_GRIDS, grid
 from .iterative import iterative_scale, naive_float_update
+from .kappa import KAPPA
 from .samples import SortedSamples
 
 __all__ = ["kappa_values", "stored_kappa_values", "kappa_module_text", "kappa_table", "snr_clip_table", "decomposition_table",
@@ -53,8 +54,6 @@ def stored_kappa_values() -> dict:
     κ depend only on the quadrature; the test of :mod:`.kappa` checks the stored κ against a
     fresh minimisation to the tolerance the flatness justifies.
     """
-    from .kappa import KAPPA
-
     return {d: {g: scale_at(d, g, KAPPA[d][g]) for g in GRID_NAMES} for d in ("gaussian", "laplace")}
 
 

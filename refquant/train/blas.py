@@ -19,6 +19,8 @@ import contextlib
 import ctypes
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["single_blas_thread", "blas_configuration", "UNKNOWN_CONFIGURATION"]
 
 #: What the model cards of weights trained before the configuration was recorded say.
@@ -81,8 +83,6 @@ def blas_configuration() -> str:
     its BLAS library and version, and the kernel family (core type) it picked on this CPU, e.g.
     ``numpy 2.4.6, scipy-openblas 0.3.31.188.0, core Haswell, 1 thread``.  Training is
     reproducible bit for bit between hosts whose lines are equal (``spec/training.md``)."""
-    import numpy as np
-
     blas = {}
     try:
         blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
