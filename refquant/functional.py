@@ -776,7 +776,11 @@ def _conv_args(x, w, auto_pad, dilations, group, kernel_shape, pads, strides, op
     Returns ``(x4, w4, kwargs, squeeze)``. ``pads`` is ONNX's ``[begin..., end...]``.
     """
     if isinstance(auto_pad, bytes):  # string attributes read from ONNX protobufs are bytes
-        auto_pad = auto_pad.decode()
+        auto_pad = auto_pad.decode("utf-8", "replace")
+    from .ops.padding import AUTO_PAD_MODES
+
+    if auto_pad is not None and auto_pad not in AUTO_PAD_MODES:
+        raise ValueError(f"{op}: auto_pad must be one of {', '.join(AUTO_PAD_MODES)}, got {auto_pad!r}")
     if x.ndim != w.ndim or x.ndim not in (3, 4):
         raise ValueError(f"{op}: expected x and w of rank 4 (NCHW, OIHW) or 3 (NCL, OIL), got "
                          f"shapes {x.shape} and {w.shape}; 3-D convolutions are not supported")

@@ -127,7 +127,7 @@ def _check_qparams(d, lw: str, role) -> None:
         _require(ok, qw, f"'{key}' must be a number or a list of numbers, got {v!r}")
     try:
         QParams.from_dict(d, name=str(role))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise GoldenFileError(f"{qw}: {exc}") from None
 
 
