@@ -186,6 +186,7 @@ def _edit_manifest(root: Path, edit) -> None:
     (lambda d: next(iter(d["files"].values())).__setitem__("shape", [-1]), "'shape' must be a list"),
     (lambda d: d.__setitem__("requant", 3), "'requant' must be one of"),
     (lambda d: d.__setitem__("onnx", []), "'onnx' must be an object"),
+    (lambda d: d["layers"][1].__setitem__("operands", [{"layer": ["x"]}]), "operand"),  # found by the campaign
 ])
 def test_manifest_fields_of_the_wrong_type_are_named(golden_copy, edit, match):
     _edit_manifest(golden_copy, edit)

@@ -167,7 +167,8 @@ def _check_layer(layer, i: int, where: str, files: dict, names: set) -> None:
         _require(isinstance(c, dict) and {"values", "dtype", "shape"} <= set(c), lw,
                  f"constant {cname!r} needs 'values', 'dtype' and 'shape'")
     for o in operands or []:
-        _require(("layer" in o and o["layer"] in names) or ("constant" in o and o["constant"] in constants), lw,
+        _require((isinstance(o.get("layer"), str) and o["layer"] in names)
+                 or (isinstance(o.get("constant"), str) and o["constant"] in constants), lw,
                  f"operand {o!r} must name an earlier layer or one of the layer's constants")
 
 
