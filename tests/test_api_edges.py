@@ -132,10 +132,23 @@ def test_rounding_divide_by_pot_is_round_half_away(x, n):
     assert int(rounding_divide_by_pot(x, n)) == want
 
 
-@pytest.mark.parametrize("a, b", [(2**40, 2**40), (2**31, 1), (1, -(2**31) - 1), (1.5, 2)])
-def test_saturating_rounding_doubling_high_mul_refuses_non_int32(a, b):
+@pytest.mark.parametrize("a, b", [(2**40, 2**40), (2**62, 2), (-(2**63), 1), (2**64, 1), (1.5, 2)])
+def test_saturating_rounding_doubling_high_mul_refuses_products_beyond_int64(a, b):
     with pytest.raises((ValueError, TypeError), match=r"\b[ab]\b"):
         saturating_rounding_doubling_high_mul(a, b)
+
+
+@given(st.integers(-(2**62), 2**62), st.integers(-3, 3))
+@settings(max_examples=200, deadline=None)
+def test_saturating_rounding_doubling_high_mul_is_exact_wherever_the_product_fits(a, b):
+    import math
+    from fractions import Fraction
+
+    if abs(a * b) > 2**63 - 1 - 2**30:  # the product and its nudge would not fit int64
+        with pytest.raises(ValueError, match="does not fit int64"):
+            saturating_rounding_doubling_high_mul(a, b)
+        return
+    assert int(saturating_rounding_doubling_high_mul(a, b)) == math.floor(Fraction(a * b, 2**31) + Fraction(1, 2))
 
 
 @given(st.integers(-(2**31), 2**31 - 1), st.integers(-(2**31), 2**31 - 1))

@@ -190,7 +190,7 @@ def _api_case(rng):
         if rng.integers(2):
             x_, e_ = [(5, -1), (5, 64), (5, 2**40), (1.5, 1), (5, 1.0), (2**70, 1)][rng.integers(6)]
             return (lambda: N.rounding_divide_by_pot(x_, e_)), ("rounding_divide_by_pot",), f"rdbp {x_} {e_}"
-        a_, b_ = [(2**31, 1), (1, -(2**31) - 1), (2**40, 2**40), (0.5, 1), (np.int64(2**33), 1)][rng.integers(5)]
+        a_, b_ = [(2**62, 4), (-(2**63), 1), (2**40, 2**40), (0.5, 1), (2**70, 1)][rng.integers(5)]
         return (lambda: N.saturating_rounding_doubling_high_mul(a_, b_)), ("saturating_rounding",), f"srdhm {a_} {b_}"
     if op == 11:  # float formats
         fmt = ["float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float4_e2m1fn"][rng.integers(4)]

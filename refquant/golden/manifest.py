@@ -152,7 +152,6 @@ def _check_layer(layer, i: int, where: str, files: dict, names: set) -> None:
     _require(isinstance(layer["qparams"].get("output"), dict), lw, "needs 'output' qparams")
     tensors = layer["tensors"]
     _require(isinstance(tensors, dict), lw, f"'tensors' must be an object, got {tensors!r}")
-    _require("output" in tensors, lw, "'tensors' must name the layer's 'output' file")
     for role, file in tensors.items():
         _require(isinstance(file, str), lw, f"tensor {role!r} must name a file (a string), got {file!r}")
         _require(file in files, lw, f"tensor {role!r} names file {file!r}, which 'files' does not list")

@@ -115,12 +115,22 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     (``a · b / 2**31 = -0.5`` gives 0, ``-1.5`` gives -1). The one overflow,
     ``a == b == -2**31``, saturates.
 
-    ``a`` and ``b`` must be integers in the int32 range (gemmlowp's domain; the int64
-    product is then exact): anything else raises ``ValueError``/``TypeError`` naming the
-    argument rather than returning a wrapped product.
+    gemmlowp's domain is int32 ``a`` and ``b``; the formula is exact for any integers whose
+    product with its nudge fits int64 (``|a · b| <= 2**63 - 1 - 2**30``), and refquant takes
+    those (the kernel tests pin values beyond int32). A larger product (``2**40 · 2**40``),
+    which would wrap silently, raises ``ValueError``; a non-integer raises ``TypeError``.
     """
-    a = _int_operand(a, "a", "saturating_rounding_doubling_high_mul", _INT32_MIN, _INT32_MAX, "int32")
-    b = _int_operand(b, "b", "saturating_rounding_doubling_high_mul", _INT32_MIN, _INT32_MAX, "int32")
+    op = "saturating_rounding_doubling_high_mul"
+    big = np.iinfo(np.int64).max
+    a = _int_operand(a, "a", op, -big, big, "int64 (excluding -2**63)")
+    b = _int_operand(b, "b", op, -big, big, "int64 (excluding -2**63)")
+    limit = big - 2**30  # |a·b| plus the nudge must not wrap
+    fits = np.abs(b) <= limit // np.maximum(np.abs(a), 1)  # exact: |a·b| <= limit
+    if not np.all(fits):
+        i = np.unravel_index(int(np.argmin(fits)), np.shape(fits)) if np.ndim(fits) else ()
+        ai, bi = np.broadcast_to(a, np.shape(fits))[i], np.broadcast_to(b, np.shape(fits))[i]
+        raise ValueError(f"{op}: the product a · b = {int(ai)} · {int(bi)} does not fit int64 "
+                         f"(gemmlowp's operands are int32)")
     ab = a * b
     nudged = ab + np.where(ab >= 0, 2**30, 1 - 2**30)
     high = np.where(nudged >= 0, nudged >> 31, -((-nudged) >> 31))  # truncation toward zero
