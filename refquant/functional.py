@@ -100,6 +100,35 @@ _FLOAT_OUTPUTS = ("float32", "float16")
 
 # --------------------------------------------------------------------------- argument checks
 
+def _native(value) -> np.ndarray:
+    """``value`` as an array in the machine's byte order (a big-endian ``>f4`` becomes ``float32``).
+
+    Byte order is storage, not value: every function here accepts either order and computes
+    on the same numbers (converted once, exactly).
+    """
+    a = np.asarray(value)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def _int_attr(value, what: str, op: str) -> int:
+    """An integer attribute (``axis``, ``group``, one entry of ``strides`` ...) as a Python int.
+
+    ONNX attributes of type INT are integers; a float (``1.9``), a string (``"1"``) or a bool
+    is refused with ``TypeError`` instead of being truncated by ``int()``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {what} must be an integer, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def _int_list_attr(value, what: str, op: str) -> list[int]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{op}: {what} must be a list of integers, got {value!r}")
+    return [_int_attr(v, f"{what} entry", op) for v in value]
+
+
 def _type_name(spec, what: str, op: str) -> str:
     """Canonical name of a type given as a name, an ONNX code or a NumPy dtype."""
     if isinstance(spec, (bool, np.bool_)):
@@ -135,7 +164,7 @@ def _scale(value, what: str, op: str) -> tuple[np.ndarray, str]:
 
     float16 widens to float32 exactly; float64 (and Python floats) round to float32 once.
     """
-    s = np.asarray(value)
+    s = _native(value)
     name = s.dtype.name
     if name == "float16":
         precision = "float16"
@@ -162,7 +191,7 @@ def _quantized(value, what: str, op: str, declared=None, allowed=_INT_QTYPES) ->
     bit patterns. ``declared`` names the type a uint8/int8 array holds; ``ml_dtypes`` arrays
     say it themselves. Values outside the type's range raise ``ValueError``.
     """
-    a = np.asarray(value)
+    a = _native(value)
     own = a.dtype.name
     if own in FLOAT_FORMATS:
         values, tname = a.view(np.uint8), own
@@ -214,7 +243,7 @@ def _zero_point(value, tname: str, what: str, op: str, shape=None) -> np.ndarray
     """
     if value is None:
         return np.zeros(() if shape is None else shape, np.int64)
-    a = np.asarray(value)
+    a = _native(value)
     if not _is_python_int(value) and a.dtype.name != tname and a.dtype != _storage(tname):
         raise TypeError(f"{op}: {what} has dtype {a.dtype.name} but its tensor is {tname} "
                         f"(ONNX requires the same type)")
@@ -244,15 +273,16 @@ def _granularity(scale_shape, x_shape, axis: int, block_size: int, op: str, what
     reference does); ``block_size > 0`` is blocked along ``axis`` (the scale has ``x``'s rank);
     otherwise a 1-D scale is per axis.
     """
+    axis = _int_attr(axis, "axis", op)
+    block_size = _int_attr(block_size, "block_size", op)
+    if block_size < 0:
+        raise ValueError(f"{op}: block_size must be >= 0, got {block_size}")
     if int(np.prod(scale_shape)) == 1:
         return None, 0
     nd = len(x_shape)
-    if not -nd <= int(axis) < nd:
+    if not -nd <= axis < nd:
         raise ValueError(f"{op}: axis {axis} out of range for x of rank {nd}")
-    axis = int(axis) % nd
-    block_size = int(block_size)
-    if block_size < 0:
-        raise ValueError(f"{op}: block_size must be >= 0, got {block_size}")
+    axis %= nd
     if block_size:
         if len(scale_shape) != nd:
             raise ValueError(f"{op}: blocked {what} must have x's rank {nd}, got shape {tuple(scale_shape)}")
@@ -265,7 +295,7 @@ def _granularity(scale_shape, x_shape, axis: int, block_size: int, op: str, what
 
 def _float_tensor(value, what: str, op: str, *, allow_int32: bool = False) -> np.ndarray:
     """A real input as NumPy float16/float32 (float64 rounded to float32 once; int32 if allowed)."""
-    a = np.asarray(value)
+    a = _native(value)
     if a.dtype in (np.float32, np.float16):
         return a
     if a.dtype == np.float64:
@@ -327,8 +357,14 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_
 
     Output type: ``y_zero_point``'s type, else ``output_dtype``, else uint8 (both given: they
     must agree; an int8/uint8 zero point may hold the int4/int2/uint4/uint2/float-format value
-    that ``output_dtype`` names). Integer types come back in their storage dtype (int4/int2 as
-    int8 values, uint4/uint2 as uint8 values), float formats as uint8 bit patterns.
+    that ``output_dtype`` names). When the caller passed an ``ml_dtypes`` type — a
+    ``y_zero_point`` array of ``ml_dtypes.float8_e4m3fn``/``int4``/..., or ``output_dtype``
+    given as that dtype — the output is an array of that ``ml_dtypes`` type, as the onnx
+    reference evaluator and onnxruntime's Python API return it (the same bits; comparing the
+    two then compares values). Otherwise (a type named by string or ONNX code, a uint8/int8
+    zero point) integer types come back in their storage dtype (int4/int2 as int8 values,
+    uint4/uint2 as uint8 values) and float formats as uint8 bit patterns: ``ml_dtypes`` stays
+    optional, not a dependency of refquant's runtime.
 
     Numeric decisions:
 
@@ -363,7 +399,34 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_
     """
     op = "quantize_linear"
     _check_backend(backend, op)
+    y, tname = _quantize_linear(x, y_scale, y_zero_point, axis, saturate, block_size, output_dtype, precision, op)
+    if not _ml_dtypes_requested(y_zero_point, output_dtype):
+        return y
+    import ml_dtypes  # present: the caller passed one of its types
+
+    target = np.dtype(getattr(ml_dtypes, tname))
+    return y.view(target) if tname in FLOAT_FORMATS else y.astype(target)
+
+
+def _ml_dtypes_requested(y_zero_point, output_dtype) -> bool:
+    """Did the caller hand QuantizeLinear an ``ml_dtypes`` type (a typed zero point, or the dtype)?"""
+    if y_zero_point is not None and not _is_python_int(y_zero_point):
+        if np.asarray(y_zero_point).dtype.name in tuple(FLOAT_FORMATS) + tuple(_SUB_BYTE):
+            return True
+    if output_dtype is None or isinstance(output_dtype, (str, int, np.integer)):
+        return False
+    try:
+        return np.dtype(output_dtype).name in tuple(FLOAT_FORMATS) + tuple(_SUB_BYTE)
+    except TypeError:
+        return False
+
+
+def _quantize_linear(x, y_scale, y_zero_point, axis, saturate, block_size, output_dtype, precision, op):
     x = _float_tensor(x, "x", op, allow_int32=True)
+    if isinstance(saturate, (bool, np.bool_)):
+        saturate = int(saturate)
+    if _int_attr(saturate, "saturate", op) not in (0, 1):
+        raise ValueError(f"{op}: saturate must be 0 or 1, got {saturate!r}")
     s32, scale_precision = _scale(y_scale, "y_scale", op)
     prec = scale_precision if precision is None else _type_name(precision, "precision", op)
     if prec not in ("float32", "float16"):
@@ -380,7 +443,7 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_
         if not tname.startswith("float8"):  # FP6/FP4: ONNX's "+ y_zero_point" (±0), -0.0 + 0.0 = +0.0
             z = decode_format(zp, tname)
             r = r + (z if g_axis is None else expand_along_axis(z, x.shape, g_axis, g_block, f"{op} y_zero_point"))
-        return encode_format(r, tname, saturate=bool(saturate), name=f"{op} x / y_scale")
+        return encode_format(r, tname, saturate=bool(saturate), name=f"{op} x / y_scale"), tname
 
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         n_bad = int(np.count_nonzero(~np.isfinite(x)))
@@ -388,10 +451,10 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, block_
     fmt = int_format(tname)
     qp = QParams(s32, zp, fmt, axis=g_axis, block_size=g_block, name=f"{op} y_scale/y_zero_point")
     if prec == "float32":
-        return quantize(x.astype(np.float32), qp)
+        return quantize(x.astype(np.float32), qp), tname
     s_b, zp_b = qp.broadcast_to(x.shape)
     r = round_half_even(_quotient(x, s_b, prec)).astype(np.float64)
-    return saturate_to_range(r + zp_b, fmt.qmin, fmt.qmax).astype(fmt.storage_dtype)
+    return saturate_to_range(r + zp_b, fmt.qmin, fmt.qmax).astype(fmt.storage_dtype), tname
 
 
 def dequantize_linear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, output_dtype=None,
@@ -454,7 +517,7 @@ def dynamic_quantize_linear(x, *, backend="reference") -> tuple[np.ndarray, np.n
     """
     op = "dynamic_quantize_linear"
     _check_backend(backend, op)
-    x = np.asarray(x)
+    x = _native(x)
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"{op}: x must be float32, got dtype {x.dtype.name}")
     x = x.astype(np.float32)
@@ -467,7 +530,7 @@ def dynamic_quantize_linear(x, *, backend="reference") -> tuple[np.ndarray, np.n
 # ----------------------------------------------------------------------------- matmul family
 
 def _int8_operand(value, what: str, op: str) -> np.ndarray:
-    a = np.asarray(value)
+    a = _native(value)
     if a.dtype not in (np.int8, np.uint8):
         raise TypeError(f"{op}: {what} must be int8 or uint8, got dtype {a.dtype.name}")
     return a
@@ -506,14 +569,18 @@ def _cols_zero_point(zp: np.ndarray, b: np.ndarray, what: str, op: str) -> np.nd
         raise ValueError(f"{op}: {what} of shape {zp.shape} does not fit b of shape {b.shape}") from None
 
 
-def _matmul_2d(kernel_call, a2, w, za_rows, zb_cols):
-    """One ``[M, K] x [N, K]`` product; rows with different zero points go in separate calls."""
+def _matmul_2d(kernel_call, a2, w, za_rows, zb_cols, index=None):
+    """One ``[M, K] x [N, K]`` product; rows with different zero points go in separate calls.
+
+    ``index`` is the batch index of this product (``None`` for a single 2-D product); it is
+    passed on to ``kernel_call`` (per-batch requantization of QLinearMatMul).
+    """
     if za_rows.ndim == 0:
-        return kernel_call(a2, w, za_rows, zb_cols)
+        return kernel_call(a2, w, za_rows, zb_cols, index)
     out = None
     for v in np.unique(za_rows):
         rows = za_rows == v
-        part = kernel_call(a2[rows], w, v, zb_cols)
+        part = kernel_call(a2[rows], w, v, zb_cols, index)
         if out is None:
             out = np.empty((a2.shape[0], w.shape[0]), part.dtype)
         out[rows] = part
@@ -540,6 +607,12 @@ def _matmul_nd(a, b, za, zb, kernel_call, op: str) -> np.ndarray:
         raise ValueError(f"{op}: batch dimensions of a {a.shape} and b {b.shape} do not broadcast") from None
     za_rows = _rows_zero_point(za, A, "a_zero_point", op)
     zb_cols = _cols_zero_point(zb, B, "b_zero_point", op)
+    if k == 0:
+        # An empty sum is 0 (numpy.matmul gives zeros). The kernels take K >= 1, so add one
+        # term that is exactly 0: a column equal to a's zero point and a row equal to b's.
+        A = np.broadcast_to(za_rows, A.shape[:-1])[..., None].astype(A.dtype)
+        B = np.broadcast_to(zb_cols, B.shape[:-2] + (n,))[..., None, :].astype(B.dtype)
+        k = 1
     if B.ndim == 2:
         w = np.ascontiguousarray(B.T)
         rows = A.reshape(-1, k)
@@ -552,7 +625,7 @@ def _matmul_nd(a, b, za, zb, kernel_call, op: str) -> np.ndarray:
         zb_b = zb_cols if zb_cols.ndim == 0 else np.broadcast_to(zb_cols, batch + (n,))
         parts = [
             _matmul_2d(kernel_call, a_b[i], np.ascontiguousarray(b_b[i].T),
-                       za_b if za_b.ndim == 0 else za_b[i], zb_b if zb_b.ndim == 0 else zb_b[i])
+                       za_b if za_b.ndim == 0 else za_b[i], zb_b if zb_b.ndim == 0 else zb_b[i], i)
             for i in np.ndindex(*batch)
         ]
         y = np.stack(parts).reshape(batch + (m, n))
@@ -616,7 +689,11 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     ``a [..., M, K]`` and ``b [..., K, N]`` are int8/uint8 with numpy.matmul semantics (batch
     dimensions broadcast; 1-D operands as numpy treats them). ``a_scale``/``a_zero_point`` are
     per tensor; ``b_scale``/``b_zero_point`` per tensor or per column (1-D of length N, the
-    zero point also ``[..., 1, N]``), which makes the requantization per column;
+    zero point also ``[..., 1, N]``), which makes the requantization per column; for a
+    batched ``b`` (rank >= 3) ``b_scale`` may also be ``[..., 1, N]``, one scale per batch
+    and column, as onnxruntime accepts (measured: onnxruntime takes exactly ``b``'s batch
+    dimensions there and refuses ``[1, N]`` or a rank-3 scale with a 2-D ``b``; refquant also
+    takes batch dimensions that broadcast to ``b``'s);
     ``y_scale``/``y_zero_point`` per tensor. The output type is ``y_zero_point``'s (int8 or
     uint8; a Python int takes ``a``'s type).
 
@@ -637,10 +714,36 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     zb = _typed_zero_point(b_zero_point, b, "b_zero_point", op)
     y_type, zy = _output_zero_point(y_zero_point, a, za, "a_zero_point", op)
     n = b.shape[-1] if b.ndim >= 2 else 1
-    rq = _requantizer(a_scale, b_scale, y_scale, zy, y_type, requant, n, ("a_scale", "b_scale", "y_scale"), op)
+    names = ("a_scale", "b_scale", "y_scale")
+    sb = _native(b_scale)
+    if sb.ndim >= 2 and sb.size != 1:  # per batch and column: b_scale [..., 1, N] (onnxruntime's form)
+        if b.ndim < 3 or sb.shape[-2:] != (1, n) or sb.ndim > b.ndim:
+            raise ValueError(f"{op}: a b_scale of rank >= 2 must have shape [..., 1, {n}] with batch "
+                             f"dimensions that broadcast to b's {list(b.shape[:-2])} (b has shape "
+                             f"{list(b.shape)}); got {list(sb.shape)}")
+        per_batch = sb[..., 0, :]
+        try:
+            np.broadcast_shapes(per_batch.shape[:-1], b.shape[:-2])
+        except ValueError:
+            raise ValueError(f"{op}: b_scale of shape {list(sb.shape)} does not fit b of shape {list(b.shape)}") from None
+        lb = per_batch.ndim - 1
+        cache = {}
 
-    def call(a2, w, z_a, z_b):
-        return kern.matmul_requant(a2, w, z_a, z_b, None, rq, name=op)
+        def rq_at(index):
+            j = tuple(0 if per_batch.shape[d] == 1 else index[len(index) - lb + d] for d in range(lb))
+            if j not in cache:
+                cache[j] = _requantizer(a_scale, per_batch[j], y_scale, zy, y_type, requant, n, names, op)
+            return cache[j]
+
+        rq_at(tuple(0 for _ in range(lb)))  # check the scales before any product runs
+    else:
+        rq = _requantizer(a_scale, b_scale, y_scale, zy, y_type, requant, n, names, op)
+
+        def rq_at(index):
+            return rq
+
+    def call(a2, w, z_a, z_b, index):
+        return kern.matmul_requant(a2, w, z_a, z_b, None, rq_at(index), name=op)
 
     return _matmul_nd(a, b, za, zb, call, op)
 
@@ -661,7 +764,7 @@ def matmul_integer(a, b, a_zero_point=None, b_zero_point=None, *, backend="refer
     za = _typed_zero_point(a_zero_point, a, "a_zero_point", op)
     zb = _typed_zero_point(b_zero_point, b, "b_zero_point", op)
 
-    def call(a2, w, z_a, z_b):
+    def call(a2, w, z_a, z_b, index):
         return kern.matmul_int32(a2, w, z_a, z_b, None, name=op)
 
     return _matmul_nd(a, b, za, zb, call, op)
@@ -675,17 +778,21 @@ def _conv_args(x, w, auto_pad, dilations, group, kernel_shape, pads, strides, op
     Returns ``(x4, w4, kwargs, squeeze)``. ``pads`` is ONNX's ``[begin..., end...]``.
     """
     if isinstance(auto_pad, bytes):  # string attributes read from ONNX protobufs are bytes
-        auto_pad = auto_pad.decode()
+        auto_pad = auto_pad.decode("utf-8", "replace")
+    from .ops.padding import AUTO_PAD_MODES
+
+    if auto_pad is not None and auto_pad not in AUTO_PAD_MODES:
+        raise ValueError(f"{op}: auto_pad must be one of {', '.join(AUTO_PAD_MODES)}, got {auto_pad!r}")
     if x.ndim != w.ndim or x.ndim not in (3, 4):
         raise ValueError(f"{op}: expected x and w of rank 4 (NCHW, OIHW) or 3 (NCL, OIL), got "
                          f"shapes {x.shape} and {w.shape}; 3-D convolutions are not supported")
     nd = x.ndim - 2
     spatial = tuple(w.shape[2:])
-    if kernel_shape is not None and tuple(int(k) for k in kernel_shape) != spatial:
+    if kernel_shape is not None and tuple(_int_list_attr(kernel_shape, "kernel_shape", op)) != spatial:
         raise ValueError(f"{op}: kernel_shape {list(kernel_shape)} differs from w's spatial shape {list(spatial)}")
 
     def ints(v, default, what, length):
-        v = [int(i) for i in (default if v is None else v)]
+        v = list(default) if v is None else _int_list_attr(v, what, op)
         if len(v) != length:
             raise ValueError(f"{op}: {what} must have {length} entries for a {nd}-D convolution, got {v}")
         return v
@@ -697,7 +804,7 @@ def _conv_args(x, w, auto_pad, dilations, group, kernel_shape, pads, strides, op
         x, w = x[:, :, None, :], w[:, :, None, :]
         strides, dilations = [1] + strides, [1] + dilations
         pads = None if pads is None else [0, pads[0], 0, pads[1]]
-    kwargs = dict(strides=strides, dilations=dilations, pads=pads, group=int(group),
+    kwargs = dict(strides=strides, dilations=dilations, pads=pads, group=_int_attr(group, "group", op),
                   auto_pad=auto_pad or "NOTSET", name=op)
     return x, w, kwargs, nd == 1
 
@@ -705,7 +812,7 @@ def _conv_args(x, w, auto_pad, dilations, group, kernel_shape, pads, strides, op
 def _bias(B, c_out: int, op: str):
     if B is None:
         return None
-    b = np.asarray(B)
+    b = _native(B)
     if b.dtype != np.int32:
         raise TypeError(f"{op}: B must be int32, got dtype {b.dtype.name}")
     if b.shape != (c_out,):

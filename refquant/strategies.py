@@ -51,6 +51,9 @@ __all__ = [
     "BeforeLayerQuantizer",
     "QATQuantizer",
     "weight_groups",
+    "MAX_SATURATED_FRACTION",
+    "CollapsedRangeError",
+    "check_saturation",
 ]
 
 TIMINGS = ("offline", "after", "before")
@@ -62,6 +65,46 @@ REQUIRED_METHODS = {"weights": ("quantize_weight",), "activations": ("make_obser
 TIMING_METHODS = {"offline": (), "after": ("qparams_after",), "before": ("prepare", "qparams_before")}
 #: the methods every QAT quantizer implements
 QAT_METHODS = ("init_state", "fake_quant")
+
+
+#: The default share of a tensor's non-zero calibration values that a calibrated range may
+#: saturate (values at or beyond its ends) before :func:`check_saturation` refuses it.
+MAX_SATURATED_FRACTION = 0.9
+
+
+class CollapsedRangeError(ValueError):
+    """Calibrated qparams that would saturate (almost) the whole tensor: its values would collapse
+    onto the grid's end points and carry no information."""
+
+
+def check_saturation(layer: str, strategy: str, saturated, nonzero, chosen, seen,
+                     limit: float = MAX_SATURATED_FRACTION) -> None:
+    """Refuse a calibrated range that saturates more than ``limit`` of the values it was chosen on.
+
+    ``saturated`` and ``nonzero`` are per-channel counts (or scalars): the calibration values at
+    or beyond the chosen range's ends, and all non-zero values (exact zeros are on every grid,
+    they never saturate). ``chosen`` and ``seen`` are ``(lo, hi)`` pairs, the range the
+    strategy chose and the one the data spans, for the message. A channel with
+    ``saturated / nonzero > limit`` raises :class:`CollapsedRangeError` naming the layer, the
+    strategy, both ranges and the share. The default limit 0.9 sits far above what a sound
+    clipping rule does — on the shipped models, at 2 to 8 bits, the built-in rules saturate
+    at most 60 % (static-mse at 2 bits, the MSE optimum) — and below what a degenerate one
+    does (static-entropy before its fix: 97-99 % at 4 bits, chance accuracy).
+    """
+    saturated = np.atleast_1d(np.asarray(saturated, np.float64))
+    nonzero = np.atleast_1d(np.asarray(nonzero, np.float64))
+    share = np.where(nonzero > 0, saturated / np.maximum(nonzero, 1), 0.0)
+    worst = int(np.argmax(share))
+    if share[worst] > limit:
+        lo, hi = (np.atleast_1d(np.asarray(v, np.float64))[worst if np.size(v) > 1 else 0] for v in chosen)
+        slo, shi = (np.atleast_1d(np.asarray(v, np.float64))[worst if np.size(v) > 1 else 0] for v in seen)
+        where = f"layer {layer!r}" + (f" channel {worst}" if share.size > 1 else "")
+        raise CollapsedRangeError(
+            f"{where}: activation strategy {strategy!r} chose the range [{lo:.6g}, {hi:.6g}] for data "
+            f"spanning [{slo:.6g}, {shi:.6g}]; it saturates {100 * share[worst]:.1f}% of the "
+            f"{int(nonzero[worst])} non-zero calibration values (limit {100 * limit:g}%), which "
+            f"collapses the tensor onto the grid's ends. Use another strategy or more bits, or raise "
+            f"the limit with the option max_saturation=FRACTION")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ PLANS = [
     "weights=minmax:8:per-channel activations=static-mse:8",
     "weights=mse:8:per-channel activations=dynamic:8",
     "weights=minmax:8:per-channel activations=dynamic:8:per-channel",
-    "weights=minmax:4:per-channel activations=static-entropy:6",
+    # 96 calibration values of the pooled tensor: the KL search clips 99 % of them, which the
+    # collapse check refuses by default; this test compares backends, so it lifts the limit
+    "weights=minmax:4:per-channel activations=static-entropy:6:max_saturation=1",
 ]
 
 

@@ -28,10 +28,15 @@ Where refquant follows and where it differs:
 * Exact zeros are left out of ``P`` and ``Q`` (every grid holds 0 exactly, so they carry no
   quantization error); TensorRT instead overwrites the zero bin with its neighbour's count
   (``bins[0] = bins[1]``) to tame the spike a ReLU leaves at 0.
-* Candidates start at ``i = L`` (the first ``i`` at which every level covers at least one bin;
-  TensorRT starts at 128, which is ``L`` for signed 8-bit), and stop at the last non-empty bin.
-  With fewer non-empty bins than ``L`` there is nothing to search: the threshold is the top of
-  the data (no clipping).
+* Candidates start at ``i0 = max(L, N/16)`` (:func:`first_candidate`) and stop at the last
+  non-empty bin. TensorRT starts at 128 whatever the bit width, which is ``N/16`` of its 2048
+  bins and ``L`` for signed 8-bit; at 8 bits ``i0 = L`` (the first ``i`` at which every level
+  covers at least one bin). Below 8 bits the floor matters: starting at ``L`` (8 levels at
+  4 bits) let the search pick thresholds of a few bins that clip nearly the whole tensor
+  into the last bin, where ``P`` and ``Q`` are both a spike and ``KL ≈ 0`` — digits-cnn at
+  4 bits got an input scale of 0.0026 for data spanning about ±2, and chance accuracy.
+  With fewer non-empty bins than ``i0`` there is nothing to search: the threshold is the top
+  of the data (no clipping).
 * The histogram has a power-of-two bin width (see :mod:`.histogram`), so the observed range
   spans between ``N/2`` and ``N`` of its ``N = 2048`` bins, where TensorRT's spans exactly
   ``N`` after the first batch.
@@ -92,19 +97,36 @@ def kl_divergences(hist, levels: int) -> tuple[np.ndarray, np.ndarray]:
     return i, kl
 
 
-def entropy_threshold_bins(hist, levels: int) -> int:
+def first_candidate(levels: int, bins: int) -> int:
+    """The smallest threshold (in bins) the search considers: ``max(levels, bins // 16)``.
+
+    TensorRT starts at bin 128 of 2048 whatever the bit width (``start_bin=128``), and
+    onnxruntime merges into 128 quantized bins whatever the target; both are the number of
+    levels of signed 8-bit. At 8 bits ``levels`` is 128 or 256 and this is ``levels``; below
+    8 bits it keeps TensorRT's floor (``bins / 16``, 128 of 2048) rather than falling to
+    ``levels`` (8 at 4 bits), where a threshold of a few bins folds nearly all of the tensor
+    into the last bin, ``P`` and ``Q`` both become a spike there and ``KL → 0``: the search
+    then "prefers" clipping everything.
+    """
+    return max(int(levels), int(bins) // 16)
+
+
+def entropy_threshold_bins(hist, levels: int, start: int | None = None) -> int:
     """The number of bins ``i*`` kept by the KL search (threshold ``i*·w``); see the module doc.
 
-    Trailing empty bins are ignored. Fewer than ``levels`` occupied bins: all of them (no clip).
+    Candidates run from ``start`` (default :func:`first_candidate`) to the last occupied bin;
+    trailing empty bins are ignored. Fewer than ``start`` occupied bins: all of them (no clip).
     """
     h = np.asarray(hist, dtype=np.int64)
+    start = first_candidate(levels, h.shape[0]) if start is None else int(start)
     nz = np.flatnonzero(h)
     if nz.size == 0:
         return 0
     used = int(nz[-1]) + 1
-    if used < levels:
+    if used < start:
         return used
     i, kl = kl_divergences(h[:used], levels)
+    i, kl = i[i >= start], kl[i >= start]
     last_min = len(kl) - 1 - int(np.argmin(kl[::-1]))
     return int(i[last_min])
 

@@ -19,9 +19,10 @@ from typing import Callable
 import numpy as np
 
 from refquant.numerics import QParams, qparams_from_range
-from refquant.strategies import LayerSpec
+from refquant.strategies import LayerSpec, check_saturation
 
 from .histogram import SignMagnitudeHistogram
+from .options import max_saturation_option
 
 __all__ = ["channel_rows", "range_qparams", "MinMaxObserver", "HistogramObserver"]
 
@@ -116,6 +117,28 @@ class HistogramObserver(MinMaxObserver):
         self._require_data()
         return self.rule(self.hist, self.lo.astype(np.float64), self.hi.astype(np.float64))
 
+    def saturated(self, lo, hi) -> np.ndarray:
+        """Per row, the calibration values at or beyond ``[lo, hi]``: every histogram bin whose
+        lower edge ``m·w`` is ``>= hi`` (positive side) or ``>= -lo`` (negative side). Bins are
+        exact (:mod:`.histogram`), and every range rule here returns bin edges or the observed
+        ends, so this is the exact count of values ``>= hi`` or ``<= lo``."""
+        h = self.hist
+        edges = np.arange(h.bins)[None, :] * h.width[:, None]
+        hi = np.asarray(hi, np.float64).reshape(-1, 1)
+        lo = np.asarray(lo, np.float64).reshape(-1, 1)
+        above = np.where(edges >= hi, h.pos, 0).sum(axis=1)
+        below = np.where(edges >= -lo, h.neg, 0).sum(axis=1)
+        return np.where(h.width > 0, above + below, 0)
+
     def qparams(self) -> QParams:
+        """The rule's range on the grid, after :func:`refquant.strategies.check_saturation`:
+        a range that saturates more than ``max_saturation`` (default 0.9) of the non-zero
+        calibration values raises ``CollapsedRangeError`` naming the layer."""
         lo, hi = self.ranges()
+        h = self.hist
+        # the observed ends themselves are not saturated: only clipping counts
+        clipped_hi = np.where(np.asarray(hi) < self.hi, hi, np.inf)
+        clipped_lo = np.where(np.asarray(lo) > self.lo, lo, -np.inf)
+        check_saturation(self.spec.layer, self.strategy, self.saturated(clipped_lo, clipped_hi),
+                         h.count() - h.zeros, (lo, hi), (self.lo, self.hi), max_saturation_option(self.spec))
         return range_qparams(lo, hi, self.spec)

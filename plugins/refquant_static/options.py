@@ -7,14 +7,17 @@ grid        100                     candidates per side of the MSE search (``α 
 percentile  99.99                   static-percentile: the share of values kept, in percent
 tails       ``"abs"``               ``"abs"``: one threshold on ``|y|``; ``"both"``: one per tail
 bins        2048                    histogram bins per sign (a power of two, at least 256)
+max_satu…   0.9                     ``max_saturation``: the largest share of non-zero
+                                    calibration values a chosen range may saturate
+                                    (:func:`refquant.strategies.check_saturation`); 1 disables
 =========== ======================= =========================================================
 """
 
 from __future__ import annotations
 
-from refquant.strategies import LayerSpec
+from refquant.strategies import MAX_SATURATED_FRACTION, LayerSpec
 
-__all__ = ["grid_option", "percentile_option", "tails_option", "bins_option"]
+__all__ = ["grid_option", "percentile_option", "tails_option", "bins_option", "max_saturation_option"]
 
 
 def _int_option(spec: LayerSpec, key: str, default: int) -> int:
@@ -59,3 +62,14 @@ def bins_option(spec: LayerSpec) -> int:
     if bins < 256 or bins & (bins - 1):
         raise ValueError(f"layer {spec.layer!r}: option 'bins' must be a power of two >= 256, got {bins}")
     return bins
+
+
+def max_saturation_option(spec: LayerSpec) -> float:
+    value = spec.option("max_saturation", MAX_SATURATED_FRACTION)
+    try:
+        limit = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"layer {spec.layer!r}: option 'max_saturation' must be a number, got {value!r}") from None
+    if not 0 < limit <= 1:
+        raise ValueError(f"layer {spec.layer!r}: option 'max_saturation' must be in (0, 1], got {value!r}")
+    return limit

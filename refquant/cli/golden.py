@@ -4,7 +4,7 @@
 
     refquant golden export MODEL DIR [--plan PLAN] [--images 4] [--onnx] [--accumulators]
     refquant golden run DIR --backend NAME|MODULE|FILE.py -o OUT.npz
-    refquant golden verify DIR --outputs OUT.npz|PB_DIR [--policy exact|lsb1] [--json]
+    refquant golden verify DIR --outputs OUT.npz|PB_DIR [--policy exact|lsb1] [--manifest-sha256 HEX] [--json]
     refquant golden conform (--backend NAME|MODULE|FILE.py | --command "CMD {in} {out}") [--out DIR]
     refquant golden refresh [DIR]
 
@@ -87,7 +87,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    report = verify(args.dir, args.outputs, policy=args.policy)
+    report = verify(args.dir, args.outputs, policy=args.policy, manifest_sha256=args.manifest_sha256)
     if args.json:
         _emit_json(report.to_dict())
     else:
@@ -171,6 +171,7 @@ def add_golden_commands(cli) -> None:
                                                     "or a directory of ONNX output_K.pb files")
     p.add_argument("--policy", default="exact", choices=tuple(POLICIES),
                    help="exact: every integer equal; lsb1: within ±1 LSB (default exact)")
+    p.add_argument("--manifest-sha256", metavar="HEX", help="refuse the set unless its manifest has this SHA-256")
     p.set_defaults(handler=cmd_verify)
 
     p = command("conform", "run the hypothesis operator suite (Conv, MatMul) against the reference kernels")

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..presentation import format_table
 from .explain import explain_requantization
+from .files import GoldenFileError, check_sha256_hex
 from .manifest import GoldenSet, load_golden
 from .onnx_layout import read_output_dir
 from .replay import KERNEL_OPS, compute_layer, kernel_input, layer_accumulators, layer_requantizer
@@ -145,19 +146,12 @@ def read_outputs(path, gs: GoldenSet) -> tuple[dict, list, str]:
         return found, unknown, f"{path} ({len(items)} ONNX .pb tensors)"
     if not path.is_file():
         raise FileNotFoundError(f"backend outputs {path} not found (expected an .npz file or a directory of .pb files)")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # zip, format and pickle errors all mean "not an npz we can read"
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: a single array, not an .npz archive of named outputs")
-    with archive:
-        for key in archive.files:
-            try:
-                a = archive[key]
-            except Exception as exc:  # a damaged member: bad CRC, truncated data, object dtype
-                raise ValueError(f"{path}: array {key!r} cannot be read ({exc})") from None
-            (found.__setitem__(key, a) if key in layer_names | out_names else unknown.append(key))
+    from ..graph.io import read_npz_checked
+
+    # headers checked against the members' sizes and refquant's limits before anything is
+    # allocated; a damaged member (bad CRC, truncated, object dtype) is a ValueError naming it
+    for key, a in read_npz_checked(path, what="named outputs").items():
+        (found.__setitem__(key, a) if key in layer_names | out_names else unknown.append(key))
     return found, sorted(unknown), f"{path} ({len(found) + len(unknown)} arrays)"
 
 
@@ -245,11 +239,26 @@ def _explain(gs, layer, r: LayerResult, got, given: dict, results: dict) -> None
     r.explanation = text
 
 
-def verify(golden, outputs, *, policy: str = "exact", explain: bool = True) -> VerifyReport:
-    """Compare a backend's ``outputs`` (path, or ``{name: array}``) with the golden set ``golden``."""
+def verify(golden, outputs, *, policy: str = "exact", explain: bool = True,
+           manifest_sha256: str | None = None) -> VerifyReport:
+    """Compare a backend's ``outputs`` (path, or ``{name: array}``) with the golden set ``golden``.
+
+    The report carries the SHA-256 of the set's manifest (``VerifyReport.manifest_sha256``);
+    ``manifest_sha256``, when given, pins it: a set whose manifest has another digest raises
+    :class:`GoldenFileError` before anything is compared (the manifest holds every other file's
+    digest, so the pin covers the whole set).
+    """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
-    gs = golden if isinstance(golden, GoldenSet) else load_golden(golden)
+    if isinstance(golden, GoldenSet):
+        gs = golden
+        if manifest_sha256 is not None:
+            pinned = check_sha256_hex(manifest_sha256, "manifest_sha256")
+            if gs.manifest_sha256 != pinned:
+                raise GoldenFileError(f"{gs.root}: manifest SHA-256 {gs.manifest_sha256} differs from the "
+                                      f"pinned {pinned} (the manifest was changed or corrupted)")
+    else:
+        gs = load_golden(golden, manifest_sha256=manifest_sha256)
     gs.check_files()  # every golden file whole and unchanged before anything is compared
     if isinstance(outputs, dict):
         names = {layer["name"] for layer in gs.layers} | {o["name"] for o in gs.manifest["outputs"]}

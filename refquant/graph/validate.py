@@ -34,6 +34,8 @@ def validate_graph(graph: Graph) -> dict[str, Shape]:
     for node in graph.nodes:
         check_node_signature(node)
     graph.topological_order()
+    if not graph.outputs:
+        raise ValueError(f"graph {graph.name!r}: has no outputs; a model must name at least one output tensor")
     known = set(graph.input_names()) | set(graph.initializers) | {t for n in graph.nodes for t in n.outputs}
     for out in graph.outputs:
         if out not in known:

@@ -17,6 +17,7 @@ from .intformats import INT_FORMAT_NAMES, IntFormat, int_format, pack_nibbles, u
 from .qparams import QParams, expand_along_axis, qparams_from_range, tensor_range
 from .quantize import dequantize, quantize, round_half_even, saturate
 from .requant import (
+    MAX_POT_EXPONENT,
     REQUANT_MODES,
     Requantizer,
     float32_multiplier,

@@ -234,6 +234,11 @@ def qparams_from_range(
     A narrow-range signed format ``[-127, 127]`` makes the symmetric grid exactly symmetric.
     A degenerate range ``lo' == hi'`` (only possible as ``[0, 0]``) gets ``scale = 1``, as
     ONNX Runtime's DynamicQuantizeLinear does, with the zero point from the same formula.
+
+    A span beyond float32 (e.g. ``[-3e38, 3e38]``: ``hi' - lo'`` rounds to inf in float32)
+    raises ``ValueError`` saying the scale *overflows*; onnxruntime's DynamicQuantizeLinear
+    returns ``scale = inf`` and an all-zero output there, which no later step can use. A
+    scale that rounds to 0 raises saying it *underflows*.
     """
     fmt = int_format(fmt)
     lo = np.asarray(lo, dtype=np.float64)
@@ -246,8 +251,12 @@ def qparams_from_range(
     hi32 = np.maximum(hi, 0).astype(np.float32)
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
         scale, zp = _scale_and_zero_point(lo32, hi32, fmt, symmetric)
-    if np.any(~np.isfinite(scale) | (scale <= 0)):
-        raise ValueError(f"{name}: range [{lo}, {hi}] gives a scale that underflows float32")
+    if np.any(~np.isfinite(scale)):
+        raise ValueError(f"{name}: range [{lo}, {hi}] gives a scale that overflows float32 (the span "
+                         f"hi - lo exceeds float32's largest value {float(np.finfo(np.float32).max):.6g}); "
+                         f"refquant refuses it where onnxruntime returns scale inf and all-zero outputs")
+    if np.any(scale <= 0):
+        raise ValueError(f"{name}: range [{lo}, {hi}] gives a scale that underflows float32 to 0")
     return QParams(scale, zp, fmt, axis=axis, name=name)
 
 

@@ -53,6 +53,7 @@ from .intformats import IntFormat, int_format
 
 __all__ = [
     "REQUANT_MODES",
+    "MAX_POT_EXPONENT",
     "Requantizer",
     "make_requantizer",
     "requantize",
@@ -113,19 +114,63 @@ def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     from zero for positive products, but half *toward* zero for negative ones
     (``a · b / 2**31 = -0.5`` gives 0, ``-1.5`` gives -1). The one overflow,
     ``a == b == -2**31``, saturates.
+
+    gemmlowp's domain is int32 ``a`` and ``b``; the formula is exact for any integers whose
+    product with its nudge fits int64 (``|a · b| <= 2**63 - 1 - 2**30``), and refquant takes
+    those (the kernel tests pin values beyond int32). A larger product (``2**40 · 2**40``),
+    which would wrap silently, raises ``ValueError``; a non-integer raises ``TypeError``.
     """
-    a = np.asarray(a, np.int64)
-    b = np.asarray(b, np.int64)
+    op = "saturating_rounding_doubling_high_mul"
+    big = np.iinfo(np.int64).max
+    a = _int_operand(a, "a", op, -big, big, "int64 (excluding -2**63)")
+    b = _int_operand(b, "b", op, -big, big, "int64 (excluding -2**63)")
+    limit = big - 2**30  # |a·b| plus the nudge must not wrap
+    fits = np.abs(b) <= limit // np.maximum(np.abs(a), 1)  # exact: |a·b| <= limit
+    if not np.all(fits):
+        i = np.unravel_index(int(np.argmin(fits)), np.shape(fits)) if np.ndim(fits) else ()
+        ai, bi = np.broadcast_to(a, np.shape(fits))[i], np.broadcast_to(b, np.shape(fits))[i]
+        raise ValueError(f"{op}: the product a · b = {int(ai)} · {int(bi)} does not fit int64 "
+                         f"(gemmlowp's operands are int32)")
     ab = a * b
     nudged = ab + np.where(ab >= 0, 2**30, 1 - 2**30)
     high = np.where(nudged >= 0, nudged >> 31, -((-nudged) >> 31))  # truncation toward zero
     return np.where((a == _INT32_MIN) & (b == _INT32_MIN), _INT32_MAX, high)
 
 
+#: The largest shift :func:`rounding_divide_by_pot` takes: ``2**exponent - 1`` must fit int64.
+MAX_POT_EXPONENT = 62
+
+
+def _int_operand(value, what: str, op: str, lo: int, hi: int, range_name: str) -> np.ndarray:
+    """``value`` as int64, refusing non-integers and values outside ``[lo, hi]`` (named errors)."""
+    raw = np.asarray(value)
+    if raw.dtype.kind == "O":  # Python ints beyond int64
+        try:
+            raw = np.asarray(value, np.int64)
+        except (OverflowError, TypeError, ValueError):
+            raise ValueError(f"{op}: {what} must be integers in the {range_name} range [{lo}, {hi}]") from None
+    if raw.dtype.kind not in "iu":
+        raise TypeError(f"{op}: {what} must be an integer (array), got dtype {raw.dtype}")
+    if raw.dtype == np.uint64 and raw.size and raw.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{op}: {what} must lie in the {range_name} range [{lo}, {hi}]")
+    v = raw.astype(np.int64)
+    if v.size and (v.min() < lo or v.max() > hi):
+        bad = v[(v < lo) | (v > hi)].reshape(-1)[0]
+        raise ValueError(f"{op}: {what} must lie in the {range_name} range [{lo}, {hi}], got {int(bad)}")
+    return v
+
+
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:
-    """gemmlowp ``RoundingDivideByPOT``: ``round_half_away(x / 2**exponent)`` with shifts."""
-    x = np.asarray(x, np.int64)
-    exponent = np.asarray(exponent, np.int64)
+    """gemmlowp ``RoundingDivideByPOT``: ``round_half_away(x / 2**exponent)`` with shifts.
+
+    ``x`` is any int64 integer; ``exponent`` an integer in ``0 … MAX_POT_EXPONENT`` (62, so
+    that ``2**exponent - 1`` fits int64; gemmlowp's own domain is int32 ``x`` and 0 … 31).
+    A negative exponent (a left shift) or a larger one raises ``ValueError``: NumPy's shift
+    by a negative or >= 64 amount is not defined and gave wrong values silently.
+    """
+    op = "rounding_divide_by_pot"
+    x = _int_operand(x, "x", op, np.iinfo(np.int64).min, np.iinfo(np.int64).max, "int64")
+    exponent = _int_operand(exponent, "exponent", op, 0, MAX_POT_EXPONENT, "shift")
     mask = (np.int64(1) << exponent) - 1
     remainder = x & mask
     threshold = (mask >> 1) + (x < 0)
@@ -236,8 +281,14 @@ def requantize(acc, rq: Requantizer, *, channel_axis: int = 1) -> np.ndarray:
     exact integer arithmetic (fixed-point modes, in int64) or the stated float precision.
     """
     acc = np.asarray(acc)
-    if acc.dtype != np.int32:
+    if acc.dtype.kind != "i" or acc.dtype.itemsize != 4:  # int32 of either byte order
         raise TypeError(f"requantize: accumulators must be int32, got {acc.dtype}")
+    acc = acc.astype(np.int32, copy=False)
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+        raise TypeError(f"requantize: channel_axis must be an int, got {channel_axis!r}")
+    if acc.ndim and not -acc.ndim <= channel_axis < acc.ndim:
+        raise ValueError(f"requantize: channel_axis {channel_axis} is out of range for accumulators "
+                         f"of rank {acc.ndim} (shape {acc.shape})")
     c = acc.shape[channel_axis] if acc.ndim else 1
     rq = rq.for_channels(c) if rq.channels != c else rq
 

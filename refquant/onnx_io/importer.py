@@ -34,6 +34,8 @@ from .runtime import require_onnx
 __all__ = ["import_onnx", "TRANSLATED_OPS"]
 
 TRANSLATED_OPS = ("Constant", "Identity", "Dropout")
+#: The largest ``.onnx`` file read (bytes): protobuf's own 2 GiB message limit.
+MAX_ONNX_BYTES = 2**31 - 1
 _DROPPED_ATTRIBUTES = {
     "BatchNormalization": {"spatial": 1, "is_test": None, "consumed_inputs": None},
     "MaxPool": {"storage_order": 0},
@@ -46,10 +48,22 @@ def _load(onnx, model):
     path = Path(model)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes), not an ONNX model")
+    if size > MAX_ONNX_BYTES:
+        raise ValueError(f"{path}: {size} bytes, over the limit of {MAX_ONNX_BYTES} for an ONNX model "
+                         f"(protobuf's own limit for one message)")
     try:
-        return onnx.load_model(str(path)), str(path)
+        m = onnx.load_model(str(path))
     except Exception as exc:  # protobuf decode errors have no common base class
         raise ValueError(f"{path}: not a readable ONNX model ({exc})") from None
+    # protobuf parses many byte strings (an empty one, a text file) into a message with
+    # default fields: a real model has an IR version and a graph with at least one output
+    if m.ir_version <= 0 or not m.HasField("graph") or not m.graph.output:
+        raise ValueError(f"{path}: not an ONNX model (ir_version {m.ir_version}, "
+                         f"{'a graph' if m.HasField('graph') else 'no graph'} with {len(m.graph.output)} outputs)")
+    return m, str(path)
 
 
 def _opset(m) -> int:
