@@ -71,6 +71,7 @@ from .numerics import (
     tensor_range,
 )
 from .numerics import saturate as saturate_to_range  # (``saturate`` is QuantizeLinear's attribute)
+from .ops.padding import AUTO_PAD_MODES
 from .registry import backends, get_backend
 
 __all__ = [
@@ -779,8 +780,6 @@ def _conv_args(x, w, auto_pad, dilations, group, kernel_shape, pads, strides, op
     """
     if isinstance(auto_pad, bytes):  # string attributes read from ONNX protobufs are bytes
         auto_pad = auto_pad.decode("utf-8", "replace")
-    from .ops.padding import AUTO_PAD_MODES
-
     if auto_pad is not None and auto_pad not in AUTO_PAD_MODES:
         raise ValueError(f"{op}: auto_pad must be one of {', '.join(AUTO_PAD_MODES)}, got {auto_pad!r}")
     if x.ndim != w.ndim or x.ndim not in (3, 4):

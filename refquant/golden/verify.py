@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..graph.io import read_npz_checked
 from ..presentation import format_table
 from .explain import explain_requantization
 from .files import GoldenFileError, check_sha256_hex
@@ -146,8 +147,6 @@ def read_outputs(path, gs: GoldenSet) -> tuple[dict, list, str]:
         return found, unknown, f"{path} ({len(items)} ONNX .pb tensors)"
     if not path.is_file():
         raise FileNotFoundError(f"backend outputs {path} not found (expected an .npz file or a directory of .pb files)")
-    from ..graph.io import read_npz_checked
-
     # headers checked against the members' sizes and refquant's limits before anything is
     # allocated; a damaged member (bad CRC, truncated, object dtype) is a ValueError naming it
     for key, a in read_npz_checked(path, what="named outputs").items():
