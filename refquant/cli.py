@@ -65,9 +65,10 @@ def cmd_plugins(args) -> int:
 def cmd_models(args) -> int:
     """List registered models."""
     from . import registry
+    from .zoo import annotate_model_rows
 
-    rows = [{"name": n, "plugin": e.plugin, "description": e.doc}
-            for n, e in sorted(registry.models().items())]
+    rows = annotate_model_rows([{"name": n, "plugin": e.plugin, "description": e.doc}
+                                for n, e in sorted(registry.models().items())])
     _emit(args, rows)
     return 0
 
