@@ -74,8 +74,8 @@ PHOTOS: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                                                         "disk brake")),
     "rocket": ("scikit-image", "skimage/data/rocket.jpg", ("missile", "projectile", "space shuttle")),
     "brick": ("scikit-image", "skimage/data/brick.png", ()),
-    "china": ("scikit-learn", "sklearn/datasets/images/china.jpg", ("palace", "monastery", "pagoda", "stupa",
-                                                                     "bell cote", "church", "mosque")),
+    "china": ("scikit-learn", "sklearn/datasets/images/china.jpg", ("palace", "monastery", "stupa", "bell cote",
+                                                                     "church", "mosque")),
     "flower": ("scikit-learn", "sklearn/datasets/images/flower.jpg", ()),
 }
 
