@@ -1,6 +1,5 @@
 """The engine's own hook implementations: the kernel backends every installation has, the
-built-in quantization-aware-training quantizers (min-max), the shipped models and the real
-pretrained models whose weights come from packages (:mod:`refquant.zoo`).
+built-in quantization-aware-training quantizers (min-max) and the shipped models.
 
 Registered by the plugin manager directly (not through an entry point), so selecting plugins
 with ``REFQUANT_PLUGINS`` never removes them.
@@ -45,6 +44,3 @@ def register_models(register):
         card = graph_file.with_suffix(".md")
         if card.is_file():
             register(graph_file.stem, lambda path=graph_file: load_model(path), card_description(card))
-    from .zoo import register_real_models
-
-    register_real_models(register)

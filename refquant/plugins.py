@@ -42,6 +42,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
         pm.register(builtin, name="refquant")
         _sources["refquant"] = ("refquant", __version__)
+        from .zoo import plugin as zoo_plugin
+
+        pm.register(zoo_plugin, name="refquant.zoo")
+        _sources["refquant.zoo"] = ("refquant", __version__)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if not _selected(ep.name):
                 continue

