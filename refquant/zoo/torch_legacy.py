@@ -40,6 +40,7 @@ bytes that remain in the file *before* anything is allocated.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
         raise UnsafePickleError("_rebuild_tensor_v2: offset, size and stride must be ints")
     if len(size) != len(stride):
         raise UnsafePickleError(f"_rebuild_tensor_v2: size {size} and stride {stride} differ in length")
-    if backward_hooks not in (None,) and not (isinstance(backward_hooks, OrderedDict) and not backward_hooks):
+    if backward_hooks is not None and not (isinstance(backward_hooks, OrderedDict) and not backward_hooks):
         raise UnsafePickleError("_rebuild_tensor_v2: backward hooks are not allowed")
     return _TensorRef(storage, storage_offset, size, stride)
 
@@ -226,7 +227,7 @@ def _materialize(storage: np.ndarray, t: _TensorRef, where: str) -> np.ndarray:
     """``storage[offset + sum(i_k * stride_k)]`` as a fresh C-contiguous native-order array."""
     if t.offset < 0 or any(s < 0 for s in t.size) or any(s < 0 for s in t.stride):
         raise TorchFileError(f"{where}: negative offset, size or stride")
-    numel = int(np.prod(t.size, dtype=np.int64)) if t.size else 1
+    numel = math.prod(t.size)  # Python ints: no overflow for hostile sizes
     if numel:
         last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride))
         if last >= storage.size:
