@@ -20,7 +20,7 @@ import argparse
 import sys
 
 from .._version import __version__
-from ..plugins import get_plugin_manager
+from ..plugins import get_plugin_manager, record_hook_error
 from .engine import add_engine_commands
 from .golden import add_golden_commands
 from .registered import add_registered_commands
@@ -53,8 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_commands(cli)
     add_golden_commands(cli)
     add_train_commands(cli)
-    get_plugin_manager().hook.register_commands(cli=cli)
+    _plugin_commands(cli)
     return parser
+
+
+def _plugin_commands(cli) -> None:
+    """Each plugin's ``register_commands``; one that fails is reported (``refquant plugins``,
+    :func:`refquant.plugins.load_errors`) and skipped, the others' commands still exist."""
+    pm = get_plugin_manager()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — a broken plugin must not end every command
+            record_hook_error(pm.get_name(impl.plugin) or repr(impl.plugin), "register_commands", exc)
 
 
 def main(argv: list[str] | None = None) -> int:

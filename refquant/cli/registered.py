@@ -28,7 +28,7 @@ def cmd_plugins(args) -> int:
                      "source": f"{e.distribution} {e.version}".strip(), "doc": e.doc})
     print_rows(rows, as_json=args.json)
     for name, err in load_errors().items():
-        print(f"refquant: plugin {name!r} failed to load: {err}", file=sys.stderr)
+        print(f"refquant: plugin {name!r} {err}", file=sys.stderr)
     return 0
 
 
