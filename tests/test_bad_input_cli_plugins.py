@@ -55,6 +55,138 @@ def _fails_cleanly(capsys, argv, *needles):
     return lines[0]
 
 
+# ------------------------------------------------------------------------------------------ CLI
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "corrupt.json").write_text("{not json", encoding="utf-8")
+    (d / "empty.json").write_text("", encoding="utf-8")
+    (d / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip")
+    (d / "notgolden").mkdir()
+    (d / "afile.txt").write_text("x", encoding="utf-8")
+    (d / "nokernels.py").write_text("X = 1\n", encoding="utf-8")
+    return d
+
+
+def _cases(d):
+    m, o = str(d / "missing"), str(d / "out.npz")
+    return [
+        (["nosuchcommand"], "nosuchcommand"),
+        (["--bogus"], "--bogus"),
+        (["modes", "--n", "0"], "--n"),
+        (["modes", "--n", "-5"], "--n"),
+        (["modes", "--n", "3"], "--n"),
+        (["modes", "--n", "many"], "--n"),
+        (["modes", "--seed", "-1"], "--seed"),
+        (["run", "no-such-model"], "no-such-model"),
+        (["run", m + ".json"], "missing"),
+        (["run", str(d / "corrupt.json")], "corrupt.json"),
+        (["run", str(d / "empty.json")], "empty.json"),
+        (["run", "digits-mlp", "--weights", "nosuch:8"], "nosuch"),
+        (["run", "digits-mlp", "--weights", "minmax:8:bogus=1"], "'bogus'"),
+        (["run", "digits-mlp", "--activations", "static-percentile:8:percentil=99"], "'percentil'"),
+        (["run", "digits-mlp", "--weights", "minmax:9"], "bits"),
+        (["run", "digits-mlp", "--weights", "minmax:8:sideways"], "sideways"),
+        (["run", "digits-mlp", "--plan", "garbage"], "garbage"),
+        (["run", "digits-mlp", "--calibration", "7"], "--calibration"),
+        (["run", "digits-mlp", "--requant", "nope"], "--requant"),
+        (["run", "digits-mlp", "--dataset", "nosuch"], "nosuch"),
+        (["compare", "--bits", "0"], "--bits"),
+        (["compare", "--bits", "9"], "--bits"),
+        (["compare", "--activation-bits", "x"], "--activation-bits"),
+        (["compare", "--calibration", "-1"], "--calibration"),
+        (["compare", "--weights", "nosuch", "--quiet"], "'nosuch'"),
+        (["compare", "no-such-model", "--quiet"], "no-such-model"),
+        (["golden"], None),
+        (["golden", "nosuch"], "nosuch"),
+        (["golden", "run", m, "--backend", "reference", "-o", o], "DIR"),
+        (["golden", "run", str(d / "afile.txt"), "--backend", "reference", "-o", o], "not a directory"),
+        (["golden", "run", GOLDEN, "-o", o], "--backend"),
+        (["golden", "run", GOLDEN, "--backend", "os", "-o", o], "'os'"),
+        (["golden", "run", GOLDEN, "--backend", "no_such_module_xyz", "-o", o], "no_such_module_xyz"),
+        (["golden", "run", GOLDEN, "--backend", m + ".py", "-o", o], "missing.py"),
+        (["golden", "run", GOLDEN, "--backend", str(d / "nokernels.py"), "-o", o], "nokernels"),
+        (["golden", "run", GOLDEN, "--backend", "reference"], "-o"),
+        (["golden", "verify", m, "--outputs", o], "DIR"),
+        (["golden", "verify", GOLDEN, "--outputs", m + ".npz"], "--outputs"),
+        (["golden", "verify", GOLDEN, "--outputs", str(d / "corrupt.npz")], "corrupt.npz"),
+        (["golden", "verify", GOLDEN, "--outputs", o, "--policy", "nope"], "--policy"),
+        (["golden", "verify", str(d / "notgolden"), "--outputs", str(d / "corrupt.npz")], "notgolden"),
+        (["golden", "export", "no-such-model", str(d / "g")], "no-such-model"),
+        (["golden", "export", "digits-mlp", str(d / "g"), "--images", "0"], "--images"),
+        (["golden", "export", "digits-mlp", str(d / "g"), "--images", "-3"], "--images"),
+        (["golden", "export", "digits-mlp", str(d / "g"), "--images", "100000"], "--images"),
+        (["golden", "export", "digits-mlp", str(d / "g"), "--seed", "-1"], "--seed"),
+        (["golden", "conform"], "--backend"),
+        (["golden", "conform", "--backend", "reference", "--command", "x {in} {out}"], "--command"),
+        (["golden", "conform", "--backend", "reference", "--examples", "0"], "--examples"),
+        (["golden", "conform", "--backend", "reference", "--ops", "nope"], "--ops"),
+        (["golden", "conform", "--backend", "os"], "'os'"),
+        (["train", "nosuch"], "nosuch"),
+        (["train", "digits-mlp", "--epochs", "0"], "--epochs"),
+        (["train", "digits-mlp", "--batch-size", "1"], "--batch-size"),
+        (["train", "digits-mlp", "--lr", "-1"], "--lr"),
+        (["train", "digits-mlp", "--lr", "inf"], "--lr"),
+        (["train", "digits-mlp", "--weight-decay", "1"], "--weight-decay"),
+        (["train", "digits-mlp", "--lr", "fast"], "--lr"),
+        (["train", "digits-mlp", "--stop-at", "0"], "--stop-at"),
+        (["train", "digits-mlp", "--resume", m + ".npz"], "--resume"),
+        (["train", "digits-mlp", "--optimizer", "nope"], "--optimizer"),
+    ]
+
+
+def test_cli_fixed_cases(capsys, files):
+    for argv, needle in _cases(files):
+        if argv == ["golden"]:  # the group alone prints its help and exits 2
+            assert main(argv) == 2
+            capsys.readouterr()
+            continue
+        _fails_cleanly(capsys, argv, needle)
+
+
+def test_cli_unknown_plugin_in_environment(capsys, monkeypatch):
+    monkeypatch.setenv("REFQUANT_PLUGINS", "statc")
+    plugins.reset()
+    line = _fails_cleanly(capsys, ["compare"], "'statc'", "REFQUANT_PLUGINS")
+    assert "static" in line  # the installed ones are listed
+    monkeypatch.setenv("REFQUANT_PLUGINS", "static, statc")
+    plugins.reset()
+    _fails_cleanly(capsys, ["plugins"], "'statc'")
+
+
+def test_cli_seeded_random_arguments(capsys):
+    """Random bad values in every numeric/named argument of the cheap-to-reject commands."""
+    rng = np.random.default_rng(15)
+    bad_ints = ["0", "-1", "-999999", "1.5", "", "x", "nan", "inf", "0x10", "1e3"]
+    slots = [
+        (["modes", "--n"], []), (["modes", "--seed"], []),
+        (["compare", "--bits"], []), (["compare", "--activation-bits"], []),
+        (["golden", "export", "digits-mlp", "/nonexistent/g", "--images"], []),
+        (["train", "digits-mlp", "--epochs"], []), (["train", "digits-mlp", "--batch-size"], []),
+        (["golden", "conform", "--backend", "reference", "--examples"], []),
+    ]
+    names = [(["run"], "model"), (["run", "digits-mlp", "--weights"], "w"),
+             (["run", "digits-mlp", "--activations"], "a"), (["train"], "t"), (["golden", "export"], "m")]
+    n = 400 if LARGE else 40
+    for _ in range(n):
+        if rng.random() < 0.6:
+            prefix, _unused = slots[rng.integers(len(slots))]
+            value = bad_ints[rng.integers(len(bad_ints))]
+            if prefix[-1] == "--seed" and value == "0":
+                continue  # a valid seed
+            if prefix[-1] in ("--bits", "--activation-bits") and value in ("1e3",):
+                pass
+            argv = prefix + [value]
+            _fails_cleanly(capsys, argv, prefix[-1])
+        else:
+            prefix, kind = names[rng.integers(len(names))]
+            word = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz-"), size=int(rng.integers(3, 12))))
+            word = "zz" + word
+            argv = prefix + [word] + (["/nonexistent/g"] if kind == "m" else [])
+            _fails_cleanly(capsys, argv, word)
+
+
 # -------------------------------------------------------------------------------------- plugins
 
 def _entry_point_module(tmp_path, monkeypatch, name: str, source: str):
@@ -247,6 +379,23 @@ def test_strategy_value_errors_keep_their_type_and_gain_provenance():
     graph, x = small_cnn()
     with pytest.raises(ValueError, match=r"layer 'x': strategy 'static-mse' \(plugin 'static'.*option 'grid'"):
         quantize_model(graph, "weights=minmax:8 activations=static-mse:8:grid=0", x)
+
+
+@pytest.mark.parametrize("entry, bad", [
+    ("minmax:8:bogus=1", "'bogus'"),
+    ("static-percentile:8:percentil=99", "'percentil'"),
+    ("mse:8:gird=10", "'gird'"),
+])
+def test_misspelled_plan_option_is_an_error_listing_the_valid_ones(entry, bad):
+    graph, x = small_cnn()
+    kind = "weights" if entry.startswith(("minmax", "mse")) else "activations"
+    other = "activations=static-minmax:8" if kind == "weights" else "weights=minmax:8"
+    with pytest.raises(ValueError, match="unknown option") as info:
+        quantize_model(graph, f"{kind}={entry} {other}", x)
+    msg = str(info.value)
+    assert bad in msg and "valid options" in msg
+    if "percentil" in bad:
+        assert "percentile" in msg.split("valid options")[1]
 
 
 def test_seeded_random_broken_strategies():

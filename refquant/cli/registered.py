@@ -9,6 +9,7 @@ from ..modes_report import modes_report
 from ..plugins import load_errors
 from ..presentation import print_rows
 from ..registry import backends, models, qat_quantizers, quantizers
+from .args import int_at_least
 
 __all__ = ["add_registered_commands", "cmd_plugins", "cmd_models", "cmd_modes"]
 
@@ -54,6 +55,7 @@ def add_registered_commands(cli) -> None:
     cli.command("plugins", "list strategies and backends with their source plugin").set_defaults(handler=cmd_plugins)
     cli.command("models", "list registered models").set_defaults(handler=cmd_models)
     p = cli.command("modes", "measure each requant mode against exact rounding")
-    p.add_argument("--n", type=int, default=20000, help="accumulators to test (default 20000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int_at_least(8), default=20000,
+                   help="accumulators to test, at least 8 (default 20000)")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.set_defaults(handler=cmd_modes)

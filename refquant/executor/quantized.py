@@ -38,7 +38,7 @@ from ..ops import FLOAT_OPS
 from ..plan import Plan, parse_plan
 from ..plugins import call_hook
 from ..registry import get_backend, get_quantizer
-from ..strategies import LayerContext, LayerSpec, QuantizedWeight
+from ..strategies import LayerContext, LayerSpec, QuantizedWeight, check_options
 from .contract import call, check_qparams, check_weight
 from .float_exec import FloatEvent, run_float
 from .integer_ops import QTensor, operand_kinds, rule_for
@@ -326,8 +326,11 @@ class QuantizedModel:
 
 
 def _strategy(tp, kind: str, layer: str):
-    """The registered strategy for ``tp``."""
-    return get_quantizer(tp.strategy, kind)
+    """The registered strategy for ``tp``, with the plan's options checked against the ones it
+    declares (:func:`refquant.strategies.check_options`)."""
+    strategy = get_quantizer(tp.strategy, kind)
+    check_options(strategy, tp.options, f"layer {layer!r}: {kind} {tp.strategy!r}")
+    return strategy
 
 
 def _layer_specs(plan: Plan, node) -> tuple:
