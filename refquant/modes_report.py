@@ -38,6 +38,12 @@ def modes_report(n: int = 20000, seed: int = 0, *, trials: int = 8) -> list[dict
     even int8 output zero point, and ``n // trials`` accumulators: half uniform in ±2**17, half
     placed exactly on rounding ties (``acc = (k + 1/2) / m`` where that is an integer).
     """
+    if not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"modes_report: trials must be an integer >= 1, got {trials!r}")
+    if not isinstance(n, (int, np.integer)) or n < trials:
+        raise ValueError(f"modes_report: n must be an integer >= trials ({trials}), got {n!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"modes_report: seed must be an integer >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     per = n // trials
     rows = {m: {"mode": m, "outputs": 0, "differ": 0, "max_lsb": 0} for m in REQUANT_MODES}

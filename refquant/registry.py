@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .graph import load_model
-from .plugins import generation, get_plugin_manager, plugin_source
+from .plugins import generation, get_plugin_manager, load_errors, plugin_source, record_hook_error
 from .strategies import QAT_METHODS, REQUIRED_METHODS, TIMING_METHODS, TIMINGS
 
 __all__ = ["Entry", "quantizers", "get_quantizer", "qat_quantizers", "get_qat_quantizer", "models", "get_model",
@@ -55,17 +55,31 @@ def _collect(hook_name: str, make: Callable[..., tuple[str, Any, str]]) -> dict[
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         plugin, dist, version = plugin_source(impl.plugin)
 
-        def register(*args, _plugin=plugin, _dist=dist, _version=version):
+        added: list[str] = []
+
+        def register(*args, _plugin=plugin, _dist=dist, _version=version, _added=added):
             try:
                 name, obj, doc = make(*args)
             except (TypeError, ValueError) as exc:
-                raise type(exc)(f"plugin {_plugin!r}: {exc}") from None
+                err = type(exc)(f"plugin {_plugin!r}: {exc} (package {f'{_dist} {_version}'.strip()})")
+                err.refquant_contract = True
+                raise err from None
             if name in found:
-                raise ValueError(f"{hook_name}: {name!r} is registered by both plugin "
+                err = ValueError(f"{hook_name}: {name!r} is registered by both plugin "
                                  f"{found[name].plugin!r} and plugin {_plugin!r}")
+                err.refquant_contract = True
+                raise err
             found[name] = Entry(name, obj, _plugin, _dist, _version, doc)
+            _added.append(name)
 
-        impl.function(register)
+        try:
+            impl.function(register)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — a broken hook is reported, not fatal
+            if getattr(exc, "refquant_contract", False):
+                raise  # a registration that breaks the contract: an error naming the plugin
+            for name in added:  # the plugin is skipped; the others keep working
+                found.pop(name, None)
+            record_hook_error(plugin, hook_name, exc)
     _cache[hook_name] = found
     return found
 
@@ -100,6 +114,13 @@ def _strategy(strategy):
     return strategy.name, strategy, _first_line(strategy.doc)
 
 
+def _failed_plugins() -> str:
+    """`` (plugins that failed to load: a, b — see `refquant plugins`)`` or ``""``: a name
+    may be missing because the plugin that registers it broke."""
+    failed = sorted(load_errors())
+    return f" (plugins that failed: {', '.join(failed)}; `refquant plugins` says why)" if failed else ""
+
+
 def quantizers(kind: str | None = None) -> dict[str, Entry]:
     """Registered strategies (all, or only ``kind`` = ``"weights"`` / ``"activations"``)."""
     allq = _collect("register_quantizers", _strategy)
@@ -111,7 +132,7 @@ def get_quantizer(name: str, kind: str):
     found = quantizers(kind)
     if name not in found:
         known = ", ".join(sorted(found)) or "(none loaded)"
-        raise ValueError(f"unknown {kind} strategy {name!r}; registered: {known}")
+        raise ValueError(f"unknown {kind} strategy {name!r}; registered: {known}{_failed_plugins()}")
     return found[name].obj
 
 
@@ -139,7 +160,7 @@ def get_qat_quantizer(name: str, kind: str | None = None):
     if name not in found:
         known = ", ".join(sorted(found)) or "(none loaded)"
         what = f"{kind} QAT quantizer" if kind else "QAT quantizer"
-        raise ValueError(f"unknown {what} {name!r}; registered: {known}")
+        raise ValueError(f"unknown {what} {name!r}; registered: {known}{_failed_plugins()}")
     return found[name].obj
 
 

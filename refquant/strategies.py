@@ -54,6 +54,7 @@ __all__ = [
     "MAX_SATURATED_FRACTION",
     "CollapsedRangeError",
     "check_saturation",
+    "check_options",
 ]
 
 TIMINGS = ("offline", "after", "before")
@@ -160,6 +161,26 @@ def weight_groups(w, *, per_channel: bool, layer: str) -> np.ndarray:
             raise ValueError(f"{where}: per-channel quantization needs output channels on axis 0, got a scalar")
         return arr.reshape(arr.shape[0], -1)
     return arr.reshape(1, -1)
+
+
+def check_options(strategy, options, where: str) -> None:
+    """Raise ``ValueError`` if ``options`` (``(key, value)`` pairs from a plan) name an option
+    the strategy does not declare.
+
+    A strategy declares the ``KEY=VALUE`` options it reads as ``options``: a tuple of names
+    (``()`` for none). A misspelled option is an error naming it and listing the valid ones,
+    not silently ignored. A strategy without the attribute is not checked (it reads whatever
+    it reads; declare ``options`` to have plans checked).
+    """
+    declared = getattr(strategy, "options", None)
+    if declared is None or not options:
+        return
+    unknown = [k for k, _ in options if k not in declared]
+    if unknown:
+        name = getattr(strategy, "name", "?")
+        valid = ", ".join(declared) if declared else "none"
+        raise ValueError(f"{where}: unknown option(s) {', '.join(repr(k) for k in unknown)} for strategy "
+                         f"{name!r}; valid options: {valid}")
 
 
 @dataclass(eq=False)

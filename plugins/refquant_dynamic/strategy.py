@@ -52,6 +52,7 @@ class DynamicActivations:
     """
 
     name = "dynamic"
+    options = ()
     kind = "activations"
     timing = "after"
     doc = __doc__

@@ -96,6 +96,7 @@ class LloydMaxWeights:
 
     kind = "weights"
     doc = __doc__
+    options = ("prior", "refine", "execution")
 
     def __init__(self, *, prior: str = "auto", refine: str = "weights", execution: str = "integer",
                  name: str = "lloydmax"):

@@ -9,7 +9,7 @@ from refquant.strategies import LayerContext, LayerSpec
 
 from .calibration import ProbabilisticObserver
 from .estimate import estimated_qparams
-from .options import read_options
+from .options import _KNOWN, read_options
 from .surrogate import activation_range, layer_moments
 from .weightstats import mixture_statistics, weight_statistics
 
@@ -48,6 +48,7 @@ class ProbabilisticActivations:
     """
 
     name = "probabilistic"
+    options = _KNOWN
     kind = "activations"
     timing = "before"
     doc = __doc__

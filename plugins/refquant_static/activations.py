@@ -46,6 +46,7 @@ class StaticMinMax(_Offline):
     """Activations by min-max: the range is the observed ``[min, max]`` over all calibration data."""
 
     name = "static-minmax"
+    options = ()
     doc = __doc__
 
     def make_observer(self, spec: LayerSpec) -> MinMaxObserver:
@@ -62,6 +63,7 @@ class StaticPercentile(_Offline):
     """
 
     name = "static-percentile"
+    options = ("percentile", "tails", "bins")
     doc = __doc__
 
     def make_observer(self, spec: LayerSpec) -> HistogramObserver:
@@ -78,6 +80,7 @@ class StaticMSE(_Offline):
     """
 
     name = "static-mse"
+    options = ("grid", "bins")
     doc = __doc__
 
     def make_observer(self, spec: LayerSpec) -> HistogramObserver:
@@ -95,6 +98,7 @@ class StaticEntropy(_Offline):
     """
 
     name = "static-entropy"
+    options = ("tails", "bins")
     doc = __doc__
 
     def make_observer(self, spec: LayerSpec) -> HistogramObserver:

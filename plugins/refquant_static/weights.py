@@ -72,6 +72,7 @@ class MinMaxWeights:
     """
 
     name = "minmax"
+    options = ()
     kind = "weights"
     doc = __doc__
 
@@ -90,6 +91,7 @@ class MSEWeights:
     """
 
     name = "mse"
+    options = ("grid",)
     kind = "weights"
     doc = __doc__
 

@@ -161,6 +161,7 @@ class AnalyticWeights:
     """
 
     name = "statqat-analytic"
+    options = ("format", "prior")
     kind = "weights"
     doc = __doc__
 
@@ -274,6 +275,7 @@ class IterativeActivations:
     """
 
     name = "statqat-iterative"
+    options = ("format",)
     kind = "activations"
     timing = "offline"
     doc = __doc__

@@ -20,7 +20,8 @@ import argparse
 import sys
 
 from .._version import __version__
-from ..plugins import get_plugin_manager
+from ..plugins import available_plugins, get_plugin_manager, record_hook_error, unknown_selected
+from .args import ArgumentError, Parser
 from .engine import add_engine_commands
 from .golden import add_golden_commands
 from .registered import add_registered_commands
@@ -40,10 +41,10 @@ class _Commands:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser = argparse.ArgumentParser(prog="refquant", parents=[common],
+    parser = Parser(prog="refquant", parents=[common],
                                      description="A reference engine for quantized neural networks.")
     parser.add_argument("--version", action="version", version=f"refquant {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -53,16 +54,39 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_commands(cli)
     add_golden_commands(cli)
     add_train_commands(cli)
-    get_plugin_manager().hook.register_commands(cli=cli)
+    _plugin_commands(cli)
     return parser
+
+
+def _plugin_commands(cli) -> None:
+    """Each plugin's ``register_commands``; one that fails is reported (``refquant plugins``,
+    :func:`refquant.plugins.load_errors`) and skipped, the others' commands still exist."""
+    pm = get_plugin_manager()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — a broken plugin must not end every command
+            record_hook_error(pm.get_name(impl.plugin) or repr(impl.plugin), "register_commands", exc)
+
+
+def _check_selection() -> None:
+    unknown = unknown_selected()
+    if unknown:
+        raise ArgumentError(f"REFQUANT_PLUGINS names {', '.join(repr(n) for n in unknown)}, which "
+                            f"{'is not an installed plugin' if len(unknown) == 1 else 'are not installed plugins'}; "
+                            f"installed: {', '.join(available_plugins()) or '(none)'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
+        _check_selection()
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version
+            return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 2
         if not getattr(args, "handler", None):
             parser.print_help()
             return 2
@@ -75,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"refquant: error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 — a bug: still one line, never a bare traceback
+        if debug:
+            raise
+        print(f"refquant: error: internal error {type(exc).__name__}: {exc} (a bug in refquant or a "
+              f"plugin; --debug shows the traceback)", file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,7 @@ from ..numerics import REQUANT_MODES
 from ..plan import parse_plan
 from ..presentation import format_table
 from ..registry import resolve_model
+from .args import int_in_range
 
 __all__ = ["add_engine_commands", "cmd_run", "cmd_compare"]
 
@@ -60,8 +61,8 @@ def add_engine_commands(cli) -> None:
     """Add ``compare`` and ``run`` to the ``refquant`` command line."""
     p = cli.command("compare", "compare every strategy combination on the test and shifted sets")
     p.add_argument("models", nargs="*", help="registered model names or .json paths (default digits-cnn)")
-    p.add_argument("--bits", type=int, nargs="+", default=[8, 4], help="bit widths (default 8 4)")
-    p.add_argument("--activation-bits", type=int, default=None, metavar="B",
+    p.add_argument("--bits", type=int_in_range(2, 8), nargs="+", default=[8, 4], help="bit widths (default 8 4)")
+    p.add_argument("--activation-bits", type=int_in_range(2, 8), default=None, metavar="B",
                    help="activations' bit width (default: the same as --bits)")
     p.add_argument("--weights", nargs="+", default=None, help="weight strategies (default: all)")
     p.add_argument("--activations", nargs="+", default=None, help="activation strategies (default: all)")

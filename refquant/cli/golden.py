@@ -27,7 +27,8 @@ from ..golden import POLICIES, export_golden, load_golden, replay, verify
 from ..golden.shipped import GOLDEN_DIR, refresh
 from ..numerics import REQUANT_MODES, dequantize
 from ..registry import resolve_model
-from ..testing.backend import CommandBackend, check_backend, resolve_backend
+from ..testing.backend import CommandBackend, check_backend, require_kernels, resolve_backend
+from .args import existing_dir, existing_file, int_at_least
 
 __all__ = ["add_golden_commands"]
 
@@ -39,6 +40,9 @@ def _emit_json(doc) -> None:
 def cmd_export(args) -> int:
     graph = resolve_model(args.model)
     digits = load_digits()
+    if args.images > len(digits.test):
+        raise ValueError(f"golden export: --images {args.images}: the digits test set has only "
+                         f"{len(digits.test)} images")
     indices = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(digits.test), args.images,
                                                                               replace=False))
     x = digits_inputs(graph, digits.test.x[indices])
@@ -69,9 +73,13 @@ def _backend_arg(parser) -> None:
 def cmd_run(args) -> int:
     if not args.backend:
         raise ValueError("golden run: --backend is required")
+    existing_dir("golden run", "DIR", args.dir)
     gs = load_golden(args.dir)
     gs.check_files()
-    outputs = replay(gs, resolve_backend(args.backend), mode=args.requant)
+    kernels = resolve_backend(args.backend)
+    require_kernels(kernels, ("conv2d_requant", "matmul_requant", "conv2d_int32", "matmul_int32"),
+                    f"golden run: --backend {args.backend}")
+    outputs = replay(gs, kernels, mode=args.requant)
     for out in gs.manifest["outputs"]:  # the float graph outputs: the last layers' integers dequantized
         outputs[out["name"]] = dequantize(outputs[out["layer"]], gs.qparams(gs.layer(out["layer"]), "output"))
     out = Path(args.output)
@@ -87,6 +95,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    existing_dir("golden verify", "DIR", args.dir)
+    existing_file("golden verify", "--outputs", args.outputs)
     report = verify(args.dir, args.outputs, policy=args.policy, manifest_sha256=args.manifest_sha256)
     if args.json:
         _emit_json(report.to_dict())
@@ -149,8 +159,8 @@ def add_golden_commands(cli) -> None:
     p.add_argument("--plan", default=None, help="a plan string (overrides --weights/--activations)")
     p.add_argument("--weights", default="minmax:8:per-channel")
     p.add_argument("--activations", default="static-minmax:8")
-    p.add_argument("--images", type=int, default=4, help="test images to record (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="chooses the images (default 0)")
+    p.add_argument("--images", type=int_at_least(1), default=4, help="test images to record (default 4)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="chooses the images (default 0)")
     p.add_argument("--calibration", type=int, default=32, choices=(16, 32, 128))
     p.add_argument("--requant", default="float32", choices=REQUANT_MODES)
     p.add_argument("--backend", default="reference", help="kernel backend that computes the set")
@@ -180,12 +190,12 @@ def add_golden_commands(cli) -> None:
                                                    "golden case directory, {out}: the .npz to write)")
     p.add_argument("--ops", nargs="+", default=None, choices=("conv", "matmul", "conv_int32", "matmul_int32"))
     p.add_argument("--modes", nargs="+", default=None, choices=REQUANT_MODES)
-    p.add_argument("--examples", type=int, default=None,
+    p.add_argument("--examples", type=int_at_least(1), default=None,
                    help="cases per operator and mode (default: the hypothesis profile's)")
     p.add_argument("--out", default=None, help="directory for minimal failing cases (golden cases)")
-    p.add_argument("--evidence", type=int, default=60,
+    p.add_argument("--evidence", type=int_at_least(0), default=60,
                    help="after a failure, further cases that the explanation must fit (default 60)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.set_defaults(handler=cmd_conform)
 
     p = command("refresh", "rewrite the checked-in golden sets (spec/golden) and their index")

@@ -10,6 +10,7 @@ from ..plugins import load_errors
 from ..presentation import print_rows
 from ..registry import backends, models, qat_quantizers, quantizers
 from ..zoo import annotate_model_rows
+from .args import int_at_least
 
 __all__ = ["add_registered_commands", "cmd_plugins", "cmd_models", "cmd_modes"]
 
@@ -29,7 +30,7 @@ def cmd_plugins(args) -> int:
                      "source": f"{e.distribution} {e.version}".strip(), "doc": e.doc})
     print_rows(rows, as_json=args.json)
     for name, err in load_errors().items():
-        print(f"refquant: plugin {name!r} failed to load: {err}", file=sys.stderr)
+        print(f"refquant: plugin {name!r} {err}", file=sys.stderr)
     return 0
 
 
@@ -55,6 +56,7 @@ def add_registered_commands(cli) -> None:
     cli.command("plugins", "list strategies and backends with their source plugin").set_defaults(handler=cmd_plugins)
     cli.command("models", "list registered models").set_defaults(handler=cmd_models)
     p = cli.command("modes", "measure each requant mode against exact rounding")
-    p.add_argument("--n", type=int, default=20000, help="accumulators to test (default 20000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int_at_least(8), default=20000,
+                   help="accumulators to test, at least 8 (default 20000)")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.set_defaults(handler=cmd_modes)

@@ -24,6 +24,7 @@ from ..train.card import render_card
 from ..train.optim import OPTIMIZERS
 from ..train.report import float_accuracies, integer_accuracy, qat_versus_ptq
 from ..train.trainer import Trainer, config_for, format_progress
+from .args import existing_file, float_in, int_at_least
 
 __all__ = ["add_train_commands", "cmd_train"]
 
@@ -38,6 +39,7 @@ def _progress(prefix: str = ""):
 def cmd_train(args) -> int:
     data = load_digits()
     if args.resume:
+        existing_file("train", "--resume", args.resume)
         trainer = Trainer.resume(args.resume, data)
         if trainer.config.model != args.name:
             raise ValueError(f"checkpoint {args.resume} is a run of {trainer.config.model!r}, not {args.name!r}")
@@ -103,15 +105,15 @@ def add_train_commands(cli) -> None:
     """Add ``train`` to the ``refquant`` command line."""
     p = cli.command("train", "train a model (seeded, resumable; bit-reproducible on one machine)")
     p.add_argument("name", choices=sorted(ARCHITECTURES), help="the architecture to train")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the model's recipe)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the run's generator (default: recipe's)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--epochs", type=int_at_least(1), default=None, help="epochs (default: the model's recipe)")
+    p.add_argument("--seed", type=int_at_least(0), default=None, help="seed of the run's generator (default: recipe's)")
+    p.add_argument("--batch-size", type=int_at_least(2), default=None)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--lr", type=float_in(0, float("inf"), low_open=True), default=None, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float_in(0, 1), default=None)
     p.add_argument("--out", default=".", help="directory for the model files and card (default: .)")
     p.add_argument("--checkpoint", default=None, metavar="CKPT", help="write a checkpoint (.npz) after every epoch")
-    p.add_argument("--stop-at", type=int, default=None, metavar="K",
+    p.add_argument("--stop-at", type=int_at_least(1), default=None, metavar="K",
                    help="stop after epoch K (keeping the schedule of --epochs); resume later with --resume")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue the run a checkpoint recorded")
     p.add_argument("--from", dest="init", default=None, metavar="MODEL",

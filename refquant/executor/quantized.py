@@ -36,9 +36,10 @@ from ..numerics import requantize as reference_requantize
 from ..numerics.requant import check_mode
 from ..ops import FLOAT_OPS
 from ..plan import Plan, parse_plan
-from ..plugins import get_plugin_manager
+from ..plugins import call_hook
 from ..registry import get_backend, get_quantizer
-from ..strategies import LayerContext, LayerSpec, QuantizedWeight
+from ..strategies import LayerContext, LayerSpec, QuantizedWeight, check_options
+from .contract import call, check_qparams, check_weight
 from .float_exec import FloatEvent, run_float
 from .integer_ops import QTensor, operand_kinds, rule_for
 from .integer_ops import per_tensor as _per_tensor
@@ -144,18 +145,18 @@ class QuantizedModel:
         validate_inputs(self.graph, feeds)
         kernels = get_backend(backend)
         program = self.prepare(backend) if prepared else None
-        hook = get_plugin_manager().hook
         records: list[LayerRecord] = []
         env: dict = dict(self.graph.initializers)
         for name, x in feeds.items():
             strategy, spec = self.tensor_specs[name]
-            qp = strategy.qparams_for_float(x, spec, self.tensor_qparams.get(name))
+            qp = check_qparams(call(strategy, "qparams_for_float", name, x, spec, self.tensor_qparams.get(name)),
+                               strategy, "qparams_for_float", name)
             q = quantize(x, qp)
             env[name] = QTensor(q, qp)
             rec = LayerRecord(name, "QuantizeLinear", "input", getattr(strategy, "timing", None), None,
                               None, qp, None, {"output": q.nbytes}, x.nbytes)
             records.append(rec)
-            hook.layer_executed(record=rec)
+            call_hook("layer_executed", record=rec)
 
         def run_step(step: Step, env: dict):
             rec = LayerRecord(step.name, step.node.op_type, "", None, step.fused_activation,
@@ -173,7 +174,7 @@ class QuantizedModel:
 
         def on_step(step, out, seconds):
             records[-1].seconds = seconds
-            hook.layer_executed(record=records[-1])
+            call_hook("layer_executed", record=records[-1])
 
         walk(self.steps, env, run_step, on_step)
         outputs = {}
@@ -224,8 +225,9 @@ class QuantizedModel:
                 acc = (kernels.conv2d_int32(*args, name=step.name, **attrs) if conv
                        else kernels.matmul_int32(*args, name=step.name))
             acc_scale = (np.float32(x.qp.scale) * np.atleast_1d(w_scale)).astype(np.float32)
-            qp = strategy.qparams_after(acc, acc_scale, spec, channel_axis=1,
-                                        fused_activation=step.fused_activation)
+            qp = check_qparams(call(strategy, "qparams_after", step.name, acc, acc_scale, spec, channel_axis=1,
+                                    fused_activation=step.fused_activation),
+                               strategy, "qparams_after", step.name, channels=acc.shape[1])
             rq = prep.requantizer(x.qp, qp) if prep is not None else self._requantizer(x.qp, w.qparams, qp, step)
             requantize = getattr(kernels, "requantize", None)
             if requantize is None:
@@ -237,7 +239,8 @@ class QuantizedModel:
                 rec.accumulators = acc
         else:
             if strategy.timing == "before":
-                qp = strategy.qparams_before(x.q, x.qp, layer.context, spec)
+                qp = check_qparams(call(strategy, "qparams_before", step.name, x.q, x.qp, layer.context, spec),
+                                   strategy, "qparams_before", step.name, channels=w.values.shape[0])
             else:
                 qp = layer.observed
                 if qp is None:
@@ -281,9 +284,11 @@ class QuantizedModel:
         if step.fused_activation is not None:
             y = np.clip(y, 0, 6 if step.fused_activation == "relu6" else None).astype(np.float32)
         if strategy.timing == "before":
-            qp = strategy.qparams_before(x.q, x.qp, layer.context, spec)
+            qp = check_qparams(call(strategy, "qparams_before", step.name, x.q, x.qp, layer.context, spec),
+                               strategy, "qparams_before", step.name, channels=y.shape[1])
         elif strategy.timing == "after":
-            qp = strategy.qparams_for_float(y, spec, layer.observed)
+            qp = check_qparams(call(strategy, "qparams_for_float", step.name, y, spec, layer.observed),
+                               strategy, "qparams_for_float", step.name, channels=y.shape[1])
         else:
             qp = layer.observed
             if qp is None:
@@ -312,11 +317,20 @@ class QuantizedModel:
             rec.buffers["output"] = y.nbytes
             return QTensor(np.ascontiguousarray(y), values[0].qp)
         strategy, spec = self.tensor_specs[step.output]
-        qp = strategy.qparams_for_float(y, spec, self.tensor_qparams.get(step.output))
+        qp = check_qparams(call(strategy, "qparams_for_float", step.name, y, spec, self.tensor_qparams.get(step.output)),
+                           strategy, "qparams_for_float", step.name)
         q = quantize(y, qp)
         rec.timing = getattr(strategy, "timing", None)
         rec.buffers.update({"float": rule.float_bytes(values) + y.nbytes, "output": q.nbytes})
         return QTensor(q, qp)
+
+
+def _strategy(tp, kind: str, layer: str):
+    """The registered strategy for ``tp``, with the plan's options checked against the ones it
+    declares (:func:`refquant.strategies.check_options`)."""
+    strategy = get_quantizer(tp.strategy, kind)
+    check_options(strategy, tp.options, f"layer {layer!r}: {kind} {tp.strategy!r}")
+    return strategy
 
 
 def _layer_specs(plan: Plan, node) -> tuple:
@@ -337,22 +351,22 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
     check_mode(requant)
     plan = parse_plan(plan) if isinstance(plan, str) else plan
     steps = lower(graph)
-    hook = get_plugin_manager().hook
     layers: dict[str, QuantizedLayer] = {}
     tensor_specs: dict[str, tuple] = {}
     for t in graph.inputs:
         _, ap = plan.for_layer(t.name)
-        tensor_specs[t.name] = (get_quantizer(ap.strategy, "activations"), ap.spec(t.name, "input"))
+        tensor_specs[t.name] = (_strategy(ap, "activations", t.name), ap.spec(t.name, "input"))
     for step in steps:
         node = step.node
         wp, ap, wspec, aspec = _layer_specs(plan, node)
-        astrat = get_quantizer(ap.strategy, "activations")
+        astrat = _strategy(ap, "activations", node.name)
         if step.quantizable:
-            wstrat = get_quantizer(wp.strategy, "weights")
-            qw = wstrat.quantize_weight(weight_matrix(graph, node), wspec)
+            wstrat = _strategy(wp, "weights", node.name)
+            w = weight_matrix(graph, node)
+            qw = check_weight(call(wstrat, "quantize_weight", node.name, w, wspec), w, wstrat, node.name)
             ctx = LayerContext(node, qw, layer_bias(graph, node), dict(node.attributes), step.fused_activation)
             if astrat.timing == "before":
-                astrat.prepare(ctx, aspec)
+                call(astrat, "prepare", node.name, ctx, aspec)
             layers[node.name] = QuantizedLayer(step, qw, ctx.bias, wspec, aspec, wstrat, astrat, ctx)
         tensor_specs[step.output] = (astrat, aspec)
 
@@ -360,22 +374,26 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
     if calibration is not None:
         feeds = calibration if isinstance(calibration, dict) else {graph.inputs[0].name: calibration}
         n = len(next(iter(feeds.values())))
-        observers = {t: strat.make_observer(spec) for t, (strat, spec) in tensor_specs.items()}
+        observers = {t: call(strat, "make_observer", spec.layer, spec) for t, (strat, spec) in tensor_specs.items()}
+        strategies = {t: strat for t, (strat, _) in tensor_specs.items()}
         contexts = {layer.step.output: layer.context for layer in layers.values()}
         total = -(-n // batch_size)
         for i, start in enumerate(range(0, n, batch_size)):
             batch = {k: np.asarray(v[start:start + batch_size], np.float32) for k, v in feeds.items()}
             for name, x in batch.items():
-                observers[name].observe(x)
+                call(strategies[name], "observe", name, x, target=observers[name])
 
             def observe(ev: FloatEvent):
                 obs = observers.get(ev.step.output)
                 if obs is not None:
-                    obs.observe(ev.y, context=contexts.get(ev.step.output), x=ev.x)
+                    call(strategies[ev.step.output], "observe", ev.step.name, ev.y,
+                         context=contexts.get(ev.step.output), x=ev.x, target=obs)
 
             run_float(graph, batch, steps=steps, observe=observe)
-            hook.calibration_progress(stage="calibration", done=i + 1, total=total)
-        tensor_qparams = {t: obs.qparams() for t, obs in observers.items()}
+            call_hook("calibration_progress", stage="calibration", done=i + 1, total=total)
+        tensor_qparams = {t: check_qparams(call(strategies[t], "qparams", tensor_specs[t][1].layer, target=obs),
+                                           strategies[t], "observer qparams", tensor_specs[t][1].layer)
+                          for t, obs in observers.items()}
         for layer in layers.values():
             layer.observed = tensor_qparams.get(layer.step.output)
     return QuantizedModel(graph, plan, steps, layers, tensor_specs, tensor_qparams, requant)

@@ -441,13 +441,31 @@ def resolve_backend(spec: str):
         module = importlib.util.module_from_spec(module_spec)
         sys.modules.setdefault(path.stem, module)
         module_spec.loader.exec_module(module)
-        return module
+        return _with_kernels(module, spec)
     try:
-        return importlib.import_module(spec)
+        module = importlib.import_module(spec)
     except ImportError as exc:
         known = ", ".join(sorted(registry.backends()))
         raise ValueError(f"backend {spec!r} is neither a registered backend ({known}) nor an importable "
                          f"module ({exc})") from None
+    return _with_kernels(module, spec)
+
+
+def _with_kernels(module, spec: str):
+    """``module`` if it defines at least one kernel function (or ``run_case``), else an error."""
+    names = sorted(set(_KERNEL.values()))
+    if not any(callable(getattr(module, n, None)) for n in names) and not hasattr(module, "run_case"):
+        known = ", ".join(sorted(registry.backends()))
+        raise ValueError(f"backend {spec!r}: module {module.__name__!r} defines none of the kernel functions "
+                         f"{', '.join(names)} (nor run_case); registered backends: {known}")
+    return module
+
+
+def require_kernels(module, names, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` if ``module`` lacks any of the functions ``names``."""
+    missing = [n for n in names if not callable(getattr(module, n, None))]
+    if missing:
+        raise ValueError(f"{what}: the backend lacks {', '.join(f'{n}()' for n in missing)}")
 
 
 # ----------------------------------------------------------------------------------- report

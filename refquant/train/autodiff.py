@@ -114,6 +114,8 @@ def forward(graph: Graph, params: dict, feeds: dict, *, training: bool, fake_qua
         args = [env[t] if t else None for t in node.inputs]
         if fake_quant is not None and fake_quant.has_weight(node.name):
             args[1], tape.weight_masks[node.name] = fake_quant.weight(node, args[1], training)
+            if len(args) > 2 and args[2] is not None:  # the bias the executor adds (STE: identity gradient)
+                args[2] = fake_quant.bias(node, args[2])
         try:
             if node.op_type == "BatchNormalization" and training:
                 y, mean, var = batch_normalization_train(*args, **_bn_attrs(node))
@@ -123,6 +125,8 @@ def forward(graph: Graph, params: dict, feeds: dict, *, training: bool, fake_qua
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{node}: {exc}") from exc
         out = node.outputs[0]
+        if fake_quant is not None:
+            fake_quant.carry(node)
         if fake_quant is not None and fake_quant.has_activation(out):
             y, tape.masks[out] = fake_quant.activation(out, y, training)
         env[out] = y

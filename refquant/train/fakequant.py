@@ -24,6 +24,16 @@ value: an ``x`` slightly beyond the last grid point that still rounds onto it pa
   the input's qparams (:data:`refquant.executor.integer_ops.INTEGER_OPS`: Relu, Clip, MaxPool,
   Flatten, Reshape) get no fake-quant after them.
 
+**The bias** of a layer whose weight is fake-quantized is fake-quantized too, as the integer
+executor will hold it (:func:`refquant.executor.program.quantize_bias`): ``b_q =
+clamp_int32(round_half_even(b / float32(s_x · s_w)))`` and the forward uses ``b_q · float32(s_x ·
+s_w)``, with ``s_x`` the scale of the layer's input (the qparams of the last fake-quantization
+point before it, carried through Relu/MaxPool/Flatten as the executor carries them) and ``s_w``
+the weight's. Its gradient is the straight-through identity. At 2 bits ``s_x · s_w`` is coarse
+and a float bias would train a model the executor does not run. The bias stays float where the
+executor keeps it float: a weight on a float-format grid, or an input whose qparams are not one
+per-tensor scale.
+
 **Quantizers** come from plugins through the ``register_qat_quantizers`` hook
 (:class:`refquant.strategies.QATQuantizer`); each point keeps its quantizer's state (a dict of
 arrays: checkpointed). A point's state is created by ``init_state`` from the first tensor it
@@ -38,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..executor.integer_ops import INTEGER_OPS
+from ..executor.program import quantize_bias
 from ..executor.traverse import lower
 from ..graph import Graph, Node
 from ..numerics import QParams, dequantize, quantize
@@ -45,7 +56,7 @@ from ..plan import Plan, parse_plan
 from ..registry import get_qat_quantizer
 from ..strategies import LayerSpec
 
-__all__ = ["fake_quantize", "FakeQuant", "QATPoint", "QUANTIZED_INPUT_OPS", "channels_first"]
+__all__ = ["fake_quantize", "fake_quantize_bias", "FakeQuant", "QATPoint", "QUANTIZED_INPUT_OPS", "channels_first"]
 
 #: ops the quantized executor runs on integers with their input's qparams (no new quantization)
 QUANTIZED_INPUT_OPS = INTEGER_OPS
@@ -60,11 +71,28 @@ def fake_quantize(x: np.ndarray, qp: QParams) -> tuple[np.ndarray, np.ndarray]:
     """
     if x.dtype != np.float32:
         raise TypeError(f"fake_quantize {qp.name!r}: expected float32, got {x.dtype}")
+    if _recorded is not None:
+        _recorded.append(qp)
     q = quantize(x, qp)
     scale, zp = qp.broadcast_to(x.shape)
     r = np.rint(x / scale).astype(np.float64) + zp
     mask = (r >= qp.fmt.qmin) & (r <= qp.fmt.qmax)
     return dequantize(q, qp), mask
+
+
+#: while :class:`FakeQuant` calls a quantizer, the qparams :func:`fake_quantize` was given
+_recorded: list | None = None
+
+
+def fake_quantize_bias(b: np.ndarray, x_qp: QParams, w_qp: QParams) -> np.ndarray:
+    """The float32 bias the integer executor computes with: ``b_q · float32(s_x · s_w)``.
+
+    ``b_q`` is :func:`refquant.executor.program.quantize_bias` — the same int32 numbers;
+    ``x_qp`` is per tensor, ``w_qp`` per tensor or per output channel.
+    """
+    s = (np.float32(np.asarray(x_qp.scale).reshape(())) * np.asarray(w_qp.scale, np.float32)).astype(np.float32)
+    b_q = quantize_bias(np.asarray(b, np.float32), np.asarray(x_qp.scale).reshape(()), w_qp.scale)
+    return (b_q.astype(np.float32) * s).astype(np.float32).reshape(np.shape(b))
 
 
 def channels_first(node: Node, w: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -88,6 +116,7 @@ class QATPoint:
     quantizer: object
     spec: LayerSpec
     state: dict | None = None
+    qparams: QParams | None = None  # of the last call (when the quantizer used fake_quantize)
 
 
 class FakeQuant:
@@ -105,6 +134,9 @@ class FakeQuant:
                 f"(folded) form, e.g. `refquant train NAME --from NAME --qat ...`")
         self.weights: dict[str, QATPoint] = {}
         self.activations: dict[str, QATPoint] = {}
+        self._carried: dict[str, QParams | None] = {}  # tensor -> qparams the executor would give it
+        #: fake-quantize biases (module docstring); False trains with float biases (for comparisons)
+        self.fake_quant_bias = True
         for t in graph.inputs:
             _, ap = self.plan.for_layer(t.name)
             self.activations[t.name] = QATPoint(t.name, "activations", get_quantizer(ap.strategy, "activations"),
@@ -134,14 +166,40 @@ class FakeQuant:
         y, mask = self._apply(point, np.ascontiguousarray(wc), training)
         return (y.T, mask.T) if transposed else (y, mask)
 
+    def bias(self, node: Node, b: np.ndarray | None) -> np.ndarray | None:
+        """The layer's bias as the integer executor will add it (module docstring), or ``b``
+        unchanged where the executor keeps a float bias. Call after :meth:`weight`."""
+        point = self.weights.get(node.name)
+        if b is None or point is None or point.qparams is None or not self.fake_quant_bias:
+            return b
+        x_qp = self._carried.get(node.inputs[0])
+        if x_qp is None or np.asarray(x_qp.scale).size != 1:
+            return b
+        return fake_quantize_bias(b, x_qp, point.qparams)
+
+    def carry(self, node: Node) -> None:
+        """Record the qparams of ``node``'s output where the executor keeps its input's
+        (Relu, Clip, MaxPool, Flatten, Reshape); call after the node ran."""
+        if node.op_type in QUANTIZED_INPUT_OPS and node.inputs and node.inputs[0] in self._carried:
+            self._carried[node.outputs[0]] = self._carried[node.inputs[0]]
+
     def activation(self, tensor: str, x: np.ndarray, training: bool) -> tuple[np.ndarray, np.ndarray]:
-        return self._apply(self.activations[tensor], x, training)
+        point = self.activations[tensor]
+        out = self._apply(point, x, training)
+        self._carried[tensor] = point.qparams
+        return out
 
     def _apply(self, point: QATPoint, x: np.ndarray, training: bool):
+        global _recorded
         q = point.quantizer
         if point.state is None:
             point.state = dict(q.init_state(x, point.spec))
-        y, mask, new_state = q.fake_quant(x, point.state, point.spec, training)
+        outer, _recorded = _recorded, []
+        try:
+            y, mask, new_state = q.fake_quant(x, point.state, point.spec, training)
+            point.qparams = _recorded[-1] if _recorded else None
+        finally:
+            _recorded = outer
         where = f"QAT quantizer {q.name!r} at {point.kind} of {point.spec.layer!r}"
         if not isinstance(y, np.ndarray) or y.shape != x.shape or y.dtype != np.float32:
             raise TypeError(f"{where}: fake_quant must return a float32 array of shape {x.shape}")
