@@ -136,7 +136,7 @@ def resnet18(hw: int, seed: int = 0):
 
 def shipped(name: str):
     from refquant.data import load_digits
-    from refquant.train.report import model_inputs
+    from refquant.data import digits_inputs as model_inputs
 
     graph = get_model(name)
     data = load_digits()

@@ -20,7 +20,8 @@ from refquant_static.entropy import entropy_threshold_bins, first_candidate
 
 def _digits_input():
     from refquant.data import load_digits
-    from refquant.engine_cli import digits_inputs, resolve_model
+    from refquant.data import digits_inputs
+    from refquant.registry import resolve_model
 
     g = resolve_model("digits-cnn")
     return g, digits_inputs(g, load_digits().calibration(32).x)
@@ -64,7 +65,7 @@ def test_the_old_candidate_start_is_refused_as_a_collapse(monkeypatch):
 
 def test_digits_cnn_at_4_bits_with_static_entropy_is_far_above_chance():
     from refquant.data import load_digits
-    from refquant.engine_cli import digits_inputs
+    from refquant.data import digits_inputs
     from refquant.executor import quantize_model
     from refquant.plan import Plan, TensorPlan
 

@@ -63,7 +63,7 @@ class StaticPercentile(_Offline):
     """
 
     name = "static-percentile"
-    options = ("percentile", "tails", "bins")
+    options = ("percentile", "tails", "bins", "max_saturation")
     doc = __doc__
 
     def make_observer(self, spec: LayerSpec) -> HistogramObserver:
@@ -80,7 +80,7 @@ class StaticMSE(_Offline):
     """
 
     name = "static-mse"
-    options = ("grid", "bins")
+    options = ("grid", "bins", "max_saturation")
     doc = __doc__
 
     def make_observer(self, spec: LayerSpec) -> HistogramObserver:
@@ -98,7 +98,7 @@ class StaticEntropy(_Offline):
     """
 
     name = "static-entropy"
-    options = ("tails", "bins")
+    options = ("tails", "bins", "max_saturation")
     doc = __doc__
 
     def make_observer(self, spec: LayerSpec) -> HistogramObserver:
