@@ -32,15 +32,17 @@ Two semantics for a QDQ model (a QOperator model means the same under both):
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..executor.records import LayerRecord
 from ..numerics import QParams, make_requantizer
-from ..numerics.requant import check_mode, requantize as reference_requantize
+from ..numerics.requant import check_mode
 from ..ops import FLOAT_OPS
 from ..registry import get_backend
+from .runtime import require_onnx
 
 __all__ = ["SEMANTICS", "KERNEL_RULES", "QStep", "ImportedModel", "ImportRunResult", "import_quantized",
            "fuse_qdq"]
@@ -115,13 +117,9 @@ class ImportRunResult:
 
 
 def _load(model):
-    from .runtime import require_onnx
-
     onnx = require_onnx()
     if hasattr(model, "graph"):
         return onnx, model
-    from pathlib import Path
-
     path = Path(model)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} not found")
@@ -165,8 +163,10 @@ def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
 
     Rules (``qdq_selector_action_transformer.cc``, selectors in ``qdq_selectors.cc``):
 
-    * every DQ feeding the op has that op as its only consumer and is not a graph output; the
-      op's output has one consumer, a Q, and is not a graph output (``NodeGroupSelector``);
+    * a DQ shared by several consumers counts as one DQ per consumer (``EnsureUniqueDQForNodeUnit``,
+      ``qdq_transformer/ensure_unique_dq_for_node_unit.cc``, which duplicates it); it is dropped
+      only when every consumer was fused; the op's output has one consumer, a Q, and is not a
+      graph output (``NodeGroupSelector``);
     * ``Conv``/``MatMul``/``Gemm`` with DQ'd input and weight (and an optional int32 bias
       DQ for Conv/Gemm) → ``QLinearConv``/``QLinearMatMul``/``QGemm`` (``ConvNodeGroupSelector``,
       ``MatMulNodeGroupSelector``, ``GemmNodeGroupSelector``); the weight's DQ reads a constant;
@@ -190,9 +190,7 @@ def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
         i = producer.get(t)
         if i is None or steps[i].op != "DequantizeLinear":
             return None
-        if t in graph_outputs or consumers.get(t, []) != [j]:
-            return None
-        return i
+        return i  # EnsureUniqueDQForNodeUnit: each consumer gets its own copy of a shared DQ
 
     def q_after(j):
         out = steps[j].outputs[0]
@@ -261,6 +259,15 @@ def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
         removed.update(used)
         removed.add(qi)
         replaced[j] = new
+    # a DQ goes when every consumer of its output was fused (and it is not a graph output)
+    fused_inputs = {t for j in replaced for t in steps[j].inputs}
+    for i in list(removed):
+        st = steps[i]
+        if st.op == "DequantizeLinear":
+            out = st.outputs[0]
+            if out in graph_outputs or any(c not in replaced for c in consumers.get(out, [])):
+                removed.discard(i)
+    del fused_inputs
     return [replaced.get(i, s) for i, s in enumerate(steps) if i not in removed]
 
 
@@ -352,6 +359,7 @@ class ImportedModel:
         self.inputs: list = inputs      # [(name, dtype name, shape list with None/str for dynamic)]
         self.outputs: list = outputs
         self.form, self.semantics, self.source = form, semantics, source
+        self.output_types: dict = {}    # output name → ONNX element type
 
     # ---- describing ----------------------------------------------------------------------------
     def _qp(self, scale, zp, what) -> dict | None:
@@ -396,6 +404,23 @@ class ImportedModel:
 
     def unsupported(self) -> list:
         return [r["name"] + " (" + r["op"] + ")" for r in self.describe() if r["format"] == "unsupported"]
+
+    def to_onnx(self):
+        """The steps as an ONNX model (the model's own initializers and names): for a fused QDQ
+        model, the QOperator model its ``integer`` semantics computes. Opset 13 + com.microsoft 1."""
+        onnx = require_onnx()
+        h, nh = onnx.helper, onnx.numpy_helper
+        used = {t for s in self.steps for t in s.inputs if t}
+        inits = [nh.from_array(np.asarray(v), name=k) for k, v in self.consts.items() if k in used]
+        nodes = [h.make_node(s.op, s.inputs, s.outputs, name=s.name, domain=s.domain or None,
+                             **{k: v for k, v in s.attrs.items() if not k.startswith("_")}) for s in self.steps]
+        ins = [h.make_tensor_value_info(n, h.np_dtype_to_tensor_dtype(np.dtype(d)), shape)
+               for n, d, shape in self.inputs]
+        outs = [h.make_tensor_value_info(n, self.output_types.get(n, 1), None) for n in self.outputs]
+        model = h.make_model(h.make_graph(nodes, "refquant-import", ins, outs, inits),
+                             opset_imports=[h.make_opsetid("", 13), h.make_opsetid("com.microsoft", 1)])
+        model.ir_version = 8
+        return model
 
     # ---- running -------------------------------------------------------------------------------
     def check_feeds(self, feeds: dict) -> dict:
@@ -552,8 +577,6 @@ def _reshape_target(shape, target, allowzero=0):
 
 
 def _np_cast(x, to=1):
-    from .runtime import require_onnx
-
     onnx = require_onnx()
     return np.asarray(x).astype(onnx.helper.tensor_dtype_to_np_dtype(int(to)))
 
@@ -626,5 +649,7 @@ def import_quantized(model, *, semantics: str = "integer") -> ImportedModel:
     form = _form(steps)
     if semantics == "integer" and form == "qdq":
         steps = fuse_qdq(steps, consts, set(outputs))
-    return ImportedModel(steps, consts, inputs, outputs, form=form, semantics=semantics,
-                         source=getattr(model, "name", str(model)) if not hasattr(model, "graph") else "<model>")
+    imported = ImportedModel(steps, consts, inputs, outputs, form=form, semantics=semantics,
+                             source="<model>" if hasattr(model, "graph") else str(model))
+    imported.output_types = {o.name: o.type.tensor_type.elem_type for o in m.graph.output}
+    return imported

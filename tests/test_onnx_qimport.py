@@ -1,0 +1,156 @@
+"""Importing models quantized by onnxruntime's own tool: refquant's outputs equal the oracle's
+bit for bit on 64 digits test images (the full 599-image grid: ``tests/qimport_grid.py``, table
+in ``spec/onnx-import.md``), and each onnxruntime kernel rule refquant reproduces equals the
+onnxruntime kernel on random operands.
+
+Oracles: ``integer`` semantics — onnxruntime with optimizations on (int8 QDQ kept int8), where
+``integer_product_probe`` says it multiplies the model's dtype pairs exactly on this host;
+``qdq-float`` — onnxruntime with optimizations off (see ``tests/qimport_grid.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime.quantization")
+
+from onnx import TensorProto, helper  # noqa: E402
+
+from qimport_grid import compare, oracle_for, quantized_model  # noqa: E402
+from refquant.onnx_io import u8s8_saturation_note  # noqa: E402
+from refquant.onnx_io.qimport import (  # noqa: E402
+    dynamic_quantize_linear, import_quantized, qlinear_add, qlinear_global_average_pool,
+)
+
+IMAGES = 64
+
+#: (model, form, granularity, activations×weights) — every model in both forms, both granularities
+#: and both exact dtype pairs at least once
+CASES = [
+    ("digits-mlp", "qoperator", "tensor", "u8u8"),
+    ("digits-mlp", "qdq", "channel", "s8s8"),
+    ("digits-cnn", "qoperator", "channel", "s8s8"),
+    ("digits-cnn", "qdq", "tensor", "u8u8"),
+    ("digits-resnet", "qoperator", "tensor", "s8s8"),
+    ("digits-resnet", "qdq", "channel", "u8u8"),
+    ("digits-resnet", "qdq", "tensor", "s8s8"),
+]
+
+
+@pytest.mark.parametrize("model,form,granularity,act", CASES)
+def test_imported_model_is_bit_exact_with_onnxruntime(model, form, granularity, act):
+    path = quantized_model(model, form, granularity, act)
+    for semantics in ("integer", "qdq-float") if form == "qdq" else ("integer",):
+        row = compare(path, semantics, IMAGES, backends=("reference", "numba"))
+        assert row["bit_exact"] == IMAGES, row
+
+
+@pytest.mark.parametrize("calibration", ["Entropy", "Percentile"])
+def test_other_calibrations_import_bit_exact(calibration):
+    path = quantized_model("digits-cnn", "qdq", "tensor", "s8s8", calibration)
+    for semantics in ("integer", "qdq-float"):
+        row = compare(path, semantics, IMAGES)
+        assert row["bit_exact"] == IMAGES, row
+
+
+def test_dynamic_quantization_of_the_mlp_is_bit_exact():
+    path = quantized_model("digits-mlp", "dynamic", "tensor", "u8u8", "-")
+    m = import_quantized(path)
+    assert [s.op for s in m.steps].count("DynamicQuantizeLinear") == 2
+    row = compare(path, "integer", IMAGES, backends=("reference", "numba"))
+    assert row["bit_exact"] == IMAGES, row
+
+
+def test_uint8_x_int8_models_qdq_float_is_exact_and_integer_needs_an_exact_host():
+    path = quantized_model("digits-cnn", "qdq", "tensor", "u8s8")
+    assert compare(path, "qdq-float", IMAGES)["bit_exact"] == IMAGES
+    session, label = oracle_for(import_quantized(path), "integer")
+    if session is None:
+        pytest.skip(f"{u8s8_saturation_note()}: no exact oracle for u8s8 integer layers ({label})")
+    assert compare(path, "integer", IMAGES)["bit_exact"] == IMAGES
+
+
+def test_qdq_groups_fuse_as_onnxruntime_fuses_them():
+    path = quantized_model("digits-resnet", "qdq", "tensor", "u8u8")
+    m = import_quantized(path, semantics="integer")
+    ops = [s.op for s in m.steps]
+    assert "Conv" not in ops and "Add" not in ops and "Gemm" not in ops and "GlobalAveragePool" not in ops
+    assert {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm", "MaxPool"} <= set(ops)
+    assert ops[0] == "QuantizeLinear" and ops[-1] == "DequantizeLinear"
+    fused = [s for s in m.steps if s.op == "QLinearConv"][0]
+    assert [o for o in fused.origin][-2:][0].startswith(fused.name)
+    # qdq-float runs the model as written
+    assert [s.op for s in import_quantized(path, semantics="qdq-float").steps].count("Conv") == 5
+
+
+def test_every_backend_and_requant_mode_runs_an_imported_model():
+    path = quantized_model("digits-cnn", "qoperator", "tensor", "s8s8")
+    m = import_quantized(path)
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    base = m.run(x).outputs[m.outputs[0]]
+    for backend in ("reference", "numba"):
+        for mode in ("float32", "float64", "fixed-point", "fixed-point-single"):
+            y = m.run(x, backend=backend, requant=mode).outputs[m.outputs[0]]
+            assert y.shape == base.shape and y.dtype == np.float32
+            assert np.abs(y - base).max() <= 0.5  # a few LSB of the output scale at most
+    assert np.array_equal(m.run(x, backend="numba").outputs[m.outputs[0]], base)
+
+
+def _ort_node(op, inputs: dict, out_dtype, attrs=None, domain=""):
+    nodes = [helper.make_node(op, list(inputs), ["y"], domain=domain or None, **(attrs or {}))]
+    infos = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+             for k, v in inputs.items()]
+    g = helper.make_graph(nodes, "g", infos, [helper.make_tensor_value_info(
+        "y", helper.np_dtype_to_tensor_dtype(np.dtype(out_dtype)), None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    o = ort.SessionOptions()
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    o.intra_op_num_threads = 1
+    return ort.InferenceSession(m.SerializeToString(), o, providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("seed", range(6))
+def test_qlinear_add_rule_equals_onnxruntime(dtype, seed):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    n = int(rng.integers(1, 300))
+    a = rng.integers(info.min, info.max + 1, n).astype(dtype)
+    b = rng.integers(info.min, info.max + 1, n).astype(dtype) if seed % 3 else a[:1].copy()
+    s = [np.array(v, np.float32) for v in rng.uniform(0.001, 0.2, 3)]
+    z = [np.array(v, dtype) for v in rng.integers(info.min, info.max + 1, 3)]
+    feeds = {"a": a, "sa": s[0], "za": z[0], "b": b, "sb": s[1], "zb": z[1], "sc": s[2], "zc": z[2]}
+    want = _ort_node("QLinearAdd", feeds, dtype, domain="com.microsoft")
+    assert np.array_equal(qlinear_add(a, s[0], z[0], b, s[1], z[1], s[2], z[2]), want)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("seed", range(4))
+def test_qlinear_global_average_pool_rule_equals_onnxruntime(dtype, seed):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (2, int(rng.integers(1, 20)), 5, int(rng.integers(1, 9)))).astype(dtype)
+    sx, sy = (np.array(v, np.float32) for v in rng.uniform(0.01, 0.1, 2))
+    zx, zy = (np.array(v, dtype) for v in rng.integers(info.min, info.max + 1, 2))
+    want = _ort_node("QLinearGlobalAveragePool", {"x": x, "sx": sx, "zx": zx, "sy": sy, "zy": zy}, dtype,
+                     {"channels_last": 0}, domain="com.microsoft")
+    assert np.array_equal(qlinear_global_average_pool(x, sx, zx, sy, zy), want)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dynamic_quantize_linear_rule_equals_onnxruntime(seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((3, 17)) * rng.uniform(0.1, 10) + rng.uniform(-2, 2)).astype(np.float32)
+    i = helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)
+    outs = [helper.make_tensor_value_info(n, t, None) for n, t in
+            (("y", TensorProto.UINT8), ("s", TensorProto.FLOAT), ("z", TensorProto.UINT8))]
+    g = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])], "g", [i], outs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = dynamic_quantize_linear(x)
+    for g_, w_ in zip(got, want):
+        assert np.array_equal(np.asarray(g_).reshape(-1), np.asarray(w_).reshape(-1))
