@@ -154,3 +154,32 @@ def test_dynamic_quantize_linear_rule_equals_onnxruntime(seed):
     got = dynamic_quantize_linear(x)
     for g_, w_ in zip(got, want):
         assert np.array_equal(np.asarray(g_).reshape(-1), np.asarray(w_).reshape(-1))
+
+
+def test_cli_inspect_and_run_an_imported_model(tmp_path, capsys):
+    import json
+
+    from refquant.cli import main
+
+    path = quantized_model("digits-cnn", "qdq", "tensor", "u8u8")
+    assert main(["inspect", path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["form"] == "qdq" and not info["unsupported"]
+    assert {r["op"]: r["format"] for r in info["layers"]}["QLinearConv"] == "integer"
+    m = import_quantized(path)
+    x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    out = tmp_path / "out.npz"
+    assert main(["run", path, "--inputs", str(tmp_path / "in.npz"), "--outputs", str(out), "--backend", "numba"]) == 0
+    with np.load(out) as z:
+        assert np.array_equal(z[m.outputs[0]], m.run(x).outputs[m.outputs[0]])
+    capsys.readouterr()
+    bad = {"extra": {"x": x, "y": x}, "missing": {"z": x}, "dtype": {"x": x.astype(np.float64)},
+           "shape": {"x": x.reshape(3, 64)}, "pickled": {"x": np.array([{}], dtype=object)}}
+    for what, arrays in bad.items():
+        np.savez(tmp_path / f"{what}.npz", **arrays)
+        target = tmp_path / f"{what}.out.npz"
+        assert main(["run", path, "--inputs", str(tmp_path / f"{what}.npz"), "--outputs", str(target)]) == 2, what
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("refquant: error:") and "\n" not in err, (what, err)
+        assert not target.exists()
