@@ -187,3 +187,21 @@ def test_cli_inspect_and_run_an_imported_model(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("refquant: error:") and "\n" not in err, (what, err)
         assert not target.exists()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_qlinear_average_pool_rule_equals_onnxruntime(seed):
+    from refquant.onnx_io.qimport import dequantize_linear, quantize_linear
+    from refquant.ops import FLOAT_OPS
+
+    rng = np.random.default_rng(seed)
+    dtype = (np.uint8, np.int8)[seed % 2]
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (2, 3, 7, 6)).astype(dtype)
+    sx, sy = (np.array(v, np.float32) for v in rng.uniform(0.01, 0.1, 2))
+    zx, zy = (np.array(v, dtype) for v in rng.integers(info.min, info.max + 1, 2))
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": int(seed % 3 == 0)}
+    want = _ort_node("QLinearAveragePool", {"x": x, "sx": sx, "zx": zx, "sy": sy, "zy": zy}, dtype, attrs,
+                     domain="com.microsoft")
+    got = quantize_linear(FLOAT_OPS["AveragePool"](dequantize_linear(x, sx, zx), **attrs), sy, zy)
+    assert np.array_equal(got, want)
