@@ -205,3 +205,23 @@ def test_qlinear_average_pool_rule_equals_onnxruntime(seed):
                      domain="com.microsoft")
     got = quantize_linear(FLOAT_OPS["AveragePool"](dequantize_linear(x, sx, zx), **attrs), sy, zy)
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_float_island_rules_equal_onnxruntime(seed):
+    """qdq-float's float32 Conv / Gemm / GlobalAveragePool follow onnxruntime's MLAS order
+    (one FMA per k in order, then the bias; 4-lane sums), so they agree to the last bit."""
+    from refquant.onnx_io.qimport import mlas_conv, mlas_gemm, mlas_global_average_pool
+
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(1, 9))
+    x = rng.standard_normal((3, c, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((4, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    attrs = {"pads": [1, 1, 1, 1], "strides": [1 + seed % 2, 1], "kernel_shape": [3, 3]}
+    assert np.array_equal(mlas_conv(x, w, b, **attrs), _ort_node("Conv", {"x": x, "w": w, "b": b}, np.float32, attrs))
+    a, m = rng.standard_normal((5, 37)).astype(np.float32), rng.standard_normal((7, 37)).astype(np.float32)
+    assert np.array_equal(mlas_gemm(a, m, b[:1].repeat(7), transB=1),
+                          _ort_node("Gemm", {"a": a, "m": m, "c": b[:1].repeat(7)}, np.float32, {"transB": 1}))
+    g = rng.standard_normal((2, 3, 5, int(rng.integers(1, 9)))).astype(np.float32)
+    assert np.array_equal(mlas_global_average_pool(g), _ort_node("GlobalAveragePool", {"g": g}, np.float32))

@@ -348,6 +348,100 @@ def qlinear_global_average_pool(x, sx, zx, sy, zy, channels_last=0) -> np.ndarra
     return _sat(y, np.asarray(zy).dtype)
 
 
+def fma_f32(a, b, c) -> np.ndarray:
+    """``float32(a · b + c)`` rounded once (a fused multiply-add) for float32 arrays.
+
+    ``a · b`` is exact in 80-bit extended precision (48 significant bits); ``s = a·b + c`` is
+    rounded once there and its error ``e`` recovered exactly (TwoSum), so the one case where
+    rounding ``s`` to float32 could differ from rounding the exact sum — ``s`` exactly halfway
+    between two float32 values with ``e ≠ 0`` — is decided by the sign of ``e``.
+    """
+    ld = np.longdouble
+    p = np.asarray(a, np.float32).astype(ld) * np.asarray(b, np.float32).astype(ld)
+    c = np.asarray(c, np.float32).astype(ld)
+    s = p + c
+    bp = s - c
+    e = (p - bp) + (c - (s - bp))
+    f = s.astype(np.float32)
+    d = s - f.astype(ld)
+    if np.any(e != 0):
+        up = np.nextafter(f, np.float32(np.inf))
+        down = np.nextafter(f, np.float32(-np.inf))
+        half_up = (up.astype(ld) - f.astype(ld)) / 2
+        half_down = (f.astype(ld) - down.astype(ld)) / 2
+        tie_up = (d == half_up) & (e > 0)        # s a midpoint above f, the exact sum beyond it
+        tie_down = (-d == half_down) & (e < 0)
+        # s exactly between f and its neighbour, and numpy rounded s *away* from the exact sum
+        back_up = (-d == half_down) & (e > 0)    # s midpoint below f: exact sum is above s → f is right
+        back_down = (d == half_up) & (e < 0)     # s midpoint above f: exact sum is below s → f is right
+        f = np.where(tie_up, up, np.where(tie_down, down, f))
+        del back_up, back_down
+    return f
+
+
+def mlas_sgemm(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``y[..., o] = fma(cols[..., K-1], w[o, K-1], … fma(cols[..., 0], w[o, 0], 0))`` — rule
+    ``mlas-sgemm-fma``: one float32 fused multiply-add per k, in the natural k order (MLAS's
+    FMA3 SGEMM kernel keeps one accumulator per output, k innermost)."""
+    acc = np.zeros(cols.shape[:-1] + (w.shape[0],), np.float32)
+    for k in range(w.shape[1]):
+        acc = fma_f32(cols[..., k:k + 1], w[:, k], acc)
+    return acc
+
+
+def mlas_conv(x, w, b=None, *, strides=None, pads=None, dilations=None, group=1, auto_pad="NOTSET",
+              kernel_shape=None) -> np.ndarray:
+    """onnxruntime's float32 Conv (group 1, 2-d, explicit pads): im2col in (c, kh, kw) order,
+    :func:`mlas_sgemm`, then ``+ bias`` (float32)."""
+    x, w = np.asarray(x, np.float32), np.asarray(w, np.float32)
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    sh, sw = strides or (1, 1)
+    dh, dw = dilations or (1, 1)
+    pt, pl, pb, pr = pads or (0, 0, 0, 0)
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    cols = np.stack([xp[:, ci, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+                     for ci in range(c) for i in range(kh) for j in range(kw)], axis=-1)   # [N, OH, OW, K]
+    y = np.moveaxis(mlas_sgemm(cols, w.reshape(o, -1)), -1, 1)
+    if b is not None:
+        y = (y + np.asarray(b, np.float32).reshape(1, -1, 1, 1)).astype(np.float32)
+    return np.ascontiguousarray(y)
+
+
+def mlas_gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0) -> np.ndarray:
+    """onnxruntime's float32 Gemm (``alpha = beta = 1``): :func:`mlas_sgemm`, then ``+ C``."""
+    a = np.asarray(a, np.float32)
+    a = a.T if transA else a
+    w = np.asarray(b, np.float32)
+    w = w if transB else w.T
+    y = mlas_sgemm(a, np.ascontiguousarray(w))
+    if c is not None:
+        y = (y + np.asarray(c, np.float32)).astype(np.float32)
+    return y
+
+
+def mlas_global_average_pool(x) -> np.ndarray:
+    """onnxruntime's float32 GlobalAveragePool (MLAS ``MlasPoolGlobalKernel``) — rule
+    ``mlas-global-average``: per channel, four float32 lanes accumulate ``x[4i + j]`` in order,
+    are reduced as ``(l0 + l2) + (l1 + l3)``, the remaining ``n mod 4`` values are added one by
+    one, and the sum is divided by ``float32(n)``."""
+    x = np.asarray(x, np.float32)
+    f = x.reshape(x.shape[0], x.shape[1], -1)
+    n = f.shape[-1]
+    full = n - n % 4
+    lanes = np.zeros(f.shape[:2] + (4,), np.float32)
+    for i in range(0, full, 4):
+        lanes = (lanes + f[..., i:i + 4]).astype(np.float32)
+    total = ((lanes[..., 0] + lanes[..., 2]).astype(np.float32)
+             + (lanes[..., 1] + lanes[..., 3]).astype(np.float32)).astype(np.float32)
+    for i in range(full, n):
+        total = (total + f[..., i]).astype(np.float32)
+    y = (total / np.float32(n)).astype(np.float32)
+    return y.reshape(x.shape[:2] + (1,) * (x.ndim - 2))
+
+
 # ---- the imported model -----------------------------------------------------------------------
 
 class ImportedModel:
@@ -590,6 +684,10 @@ _NUMPY_OPS = {
 }
 
 
+def _mlas_conv_applies(args, a) -> bool:
+    return (np.ndim(args[0]) == 4 and int(a.get("group", 1)) == 1 and a.get("auto_pad", "NOTSET") == "NOTSET")
+
+
 def _float_op(s, v):
     op, a = s.op, s.attrs
     args = [x for x in v]
@@ -603,6 +701,15 @@ def _float_op(s, v):
         return np.asarray(args[0]) + np.asarray(args[1])
     if op in _NUMPY_OPS:
         return _NUMPY_OPS[op](*args, **a)
+    if op == "Conv" and _mlas_conv_applies(args, a):
+        return mlas_conv(*args, **a)
+    if op == "Gemm" and float(a.get("alpha", 1.0)) == 1.0 and float(a.get("beta", 1.0)) == 1.0 \
+            and np.ndim(args[0]) == 2 and np.ndim(args[1]) == 2:
+        return mlas_gemm(*args, **a)
+    if op == "GlobalAveragePool" and np.ndim(args[0]) >= 3:
+        return mlas_global_average_pool(args[0])
+    if op == "MatMul" and np.ndim(args[1]) == 2:
+        return mlas_sgemm(np.asarray(args[0], np.float32), np.ascontiguousarray(np.asarray(args[1], np.float32).T))
     if op in FLOAT_OPS:
         args = [None if x is None else np.asarray(x, np.float32) for x in args]
         return FLOAT_OPS[op](*args, **a)
