@@ -225,3 +225,27 @@ def test_float_island_rules_equal_onnxruntime(seed):
                           _ort_node("Gemm", {"a": a, "m": m, "c": b[:1].repeat(7)}, np.float32, {"transB": 1}))
     g = rng.standard_normal((2, 3, 5, int(rng.integers(1, 9)))).astype(np.float32)
     assert np.array_equal(mlas_global_average_pool(g), _ort_node("GlobalAveragePool", {"g": g}, np.float32))
+
+
+def test_inspect_names_unsupported_operators_and_run_refuses_them(tmp_path, capsys):
+    import json
+
+    from refquant.cli import main
+
+    g = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]), helper.make_node("Softsign", ["d"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [onnx.numpy_helper.from_array(np.float32(0.1), "s"), onnx.numpy_helper.from_array(np.uint8(128), "z")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(m, str(path))
+    assert main(["inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["unsupported"] == ["Softsign_2 (Softsign)"]
+    assert [r["format"] for r in info["layers"]] == ["boundary", "boundary", "unsupported"]
+    np.savez(tmp_path / "in.npz", x=np.ones((2, 3), np.float32))
+    assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "o.npz")]) == 2
+    assert "Softsign" in capsys.readouterr().err and not (tmp_path / "o.npz").exists()
