@@ -103,7 +103,7 @@ class QStep:
     @property
     def kind(self) -> str:
         if self.op in INTEGER_STEP_OPS or self.op in PASS_THROUGH_OPS and self.attrs.get("_integer", True):
-            return "integer"
+            return "integer"  # a pass-through op on a float tensor is reported as a float island by the model
         if self.op in BOUNDARY_OPS:
             return "boundary"
         return "float island"
@@ -468,9 +468,28 @@ class ImportedModel:
             d.update(per_channel=int(s.size))
         return d
 
+    def _integer_tensors(self) -> set:
+        """Tensors holding integers: Q outputs, integer-operator outputs, integer constants, and
+        what MaxPool/Relu/Flatten/Reshape make of them."""
+        ints = {k for k, v in self.consts.items() if np.asarray(v).dtype.kind in "iu"}
+        ints |= {n for n, d, _ in self.inputs if np.dtype(d).kind in "iu"}
+        for s in self.steps:
+            if s.op in ("QuantizeLinear", "DynamicQuantizeLinear") or (
+                    s.op in INTEGER_STEP_OPS and not (s.op == "QGemm" and not (s.inputs + [""] * 9)[7])):
+                ints.add(s.outputs[0])
+            elif s.op in PASS_THROUGH_OPS and s.inputs and s.inputs[0] in ints:
+                ints.add(s.outputs[0])
+        return ints
+
+    def _kind(self, s, ints) -> str:
+        if s.op in PASS_THROUGH_OPS:
+            return "integer" if s.inputs and s.inputs[0] in ints else "float island"
+        return s.kind
+
     def describe(self) -> list:
         """One row per step: name, op, format (integer / float island / boundary), qparams."""
         rows = []
+        ints = self._integer_tensors()
         for s in self.steps:
             i = s.inputs + [""] * 9
             qp = {}
@@ -491,7 +510,7 @@ class ImportedModel:
                 qp = {"input": self._qp(i[1], i[2], "x")}
             supported = s.op in INTEGER_STEP_OPS | BOUNDARY_OPS | PASS_THROUGH_OPS | set(FLOAT_OPS) | set(_NUMPY_OPS)
             rows.append({"name": s.name, "op": s.op, "domain": s.domain or "ai.onnx",
-                         "format": s.kind if supported else "unsupported",
+                         "format": self._kind(s, ints) if supported else "unsupported",
                          "rule": KERNEL_RULES.get(s.op, "float32 operator" if supported else "-"),
                          "fused_from": s.origin, **{k: v for k, v in qp.items() if v is not None}})
         return rows
@@ -548,10 +567,11 @@ class ImportedModel:
         env.update(self.check_feeds(feeds))
         kernels = get_backend(backend)
         records = []
+        ints = self._integer_tensors()
         for s in self.steps:
             t0 = time.perf_counter()
             vals = [env[t] if t else None for t in s.inputs]
-            rec = LayerRecord(s.name, s.op, s.kind, None, None, None, None, None)
+            rec = LayerRecord(s.name, s.op, self._kind(s, ints), None, None, None, None, None)
             ys = self._step(s, vals, kernels, requant, rec)
             for t, y in zip(s.outputs, ys):
                 env[t] = y
@@ -602,6 +622,15 @@ class ImportedModel:
     def _step(self, s, v, kernels, requant, rec) -> list:
         op, a = s.op, s.attrs
         v = v + [None] * (9 - len(v))
+        qp_at = {"QuantizeLinear": (None, 1), "DequantizeLinear": (1, None), "QLinearAdd": (1, 6),
+                 "QLinearGlobalAveragePool": (1, 3), "QLinearAveragePool": (1, 3)}.get(op)
+        if qp_at is not None and np.size(v[1]) == 1 and all(
+                v[k + 1] is None or np.asarray(v[k + 1]).dtype.itemsize <= 2 for k in qp_at if k is not None):
+            i, o = qp_at
+            if i is not None and v[i + 1] is not None:
+                rec.input_qparams = self._qparams(v[i], v[i + 1], s.inputs[0])
+            if o is not None and v[o + 1] is not None:
+                rec.output_qparams = self._qparams(v[o], v[o + 1], s.outputs[0])
         if op == "QuantizeLinear":
             return [quantize_linear(v[0], v[1], v[2], a.get("axis", 1))]
         if op == "DequantizeLinear":
