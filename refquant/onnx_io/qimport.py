@@ -260,14 +260,12 @@ def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
         removed.add(qi)
         replaced[j] = new
     # a DQ goes when every consumer of its output was fused (and it is not a graph output)
-    fused_inputs = {t for j in replaced for t in steps[j].inputs}
     for i in list(removed):
         st = steps[i]
         if st.op == "DequantizeLinear":
             out = st.outputs[0]
             if out in graph_outputs or any(c not in replaced for c in consumers.get(out, [])):
                 removed.discard(i)
-    del fused_inputs
     return [replaced.get(i, s) for i, s in enumerate(steps) if i not in removed]
 
 
@@ -369,13 +367,11 @@ def fma_f32(a, b, c) -> np.ndarray:
         down = np.nextafter(f, np.float32(-np.inf))
         half_up = (up.astype(ld) - f.astype(ld)) / 2
         half_down = (f.astype(ld) - down.astype(ld)) / 2
-        tie_up = (d == half_up) & (e > 0)        # s a midpoint above f, the exact sum beyond it
+        # s exactly halfway between f and a neighbour (numpy broke the tie to even, towards f):
+        # the exact sum lies beyond s when e has the sign of s − f, and then rounds to the neighbour
+        tie_up = (d == half_up) & (e > 0)
         tie_down = (-d == half_down) & (e < 0)
-        # s exactly between f and its neighbour, and numpy rounded s *away* from the exact sum
-        back_up = (-d == half_down) & (e > 0)    # s midpoint below f: exact sum is above s → f is right
-        back_down = (d == half_up) & (e < 0)     # s midpoint above f: exact sum is below s → f is right
         f = np.where(tie_up, up, np.where(tie_down, down, f))
-        del back_up, back_down
     return f
 
 
