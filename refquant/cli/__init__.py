@@ -10,6 +10,7 @@ imports it. One module per command group:
 
 * :mod:`refquant.cli.registered` — ``plugins``, ``models``, ``modes``;
 * :mod:`refquant.cli.engine` — ``run``, ``compare``;
+* :mod:`refquant.cli.imported` — ``inspect``, and ``run`` of a quantized ``.onnx`` model;
 * :mod:`refquant.cli.golden` — ``golden export|run|verify|conform|refresh``;
 * :mod:`refquant.cli.train` — ``train``.
 """
@@ -24,6 +25,7 @@ from ..plugins import available_plugins, get_plugin_manager, record_hook_error, 
 from .args import ArgumentError, Parser
 from .engine import add_engine_commands
 from .golden import add_golden_commands
+from .imported import add_imported_commands
 from .registered import add_registered_commands
 from .train import add_train_commands
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_registered_commands(cli)
     add_engine_commands(cli)
+    add_imported_commands(cli)
     add_golden_commands(cli)
     add_train_commands(cli)
     _plugin_commands(cli)

@@ -13,12 +13,18 @@ from ..plan import parse_plan
 from ..presentation import format_table
 from ..registry import resolve_model
 from .args import int_in_range
+from .imported import run_imported
 
 __all__ = ["add_engine_commands", "cmd_run", "cmd_compare"]
 
 
 def cmd_run(args) -> int:
-    """Quantize MODEL with the given strategies, evaluate on the digits test set, show each layer."""
+    """Quantize MODEL with the given strategies, evaluate on the digits test set, show each layer;
+    or, for a quantized ``.onnx`` model, run it on ``--inputs`` with its own qparams."""
+    if args.model.endswith(".onnx"):
+        return run_imported(args)
+    if args.inputs or args.outputs:
+        raise ValueError("--inputs/--outputs apply to .onnx models; a registered model runs on the digits test set")
     graph = resolve_model(args.model)
     data = load_digits()
     test = data.shifted(args.dataset) if args.dataset != "test" else data.test
@@ -72,8 +78,8 @@ def add_engine_commands(cli) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_compare)
 
-    p = cli.command("run", "quantize a model and evaluate it, with a per-layer table")
-    p.add_argument("model", help="a registered model name or a model .json path")
+    p = cli.command("run", "quantize a model and evaluate it, with a per-layer table; or run a quantized .onnx model")
+    p.add_argument("model", help="a registered model name, a model .json path, or a quantized .onnx model")
     p.add_argument("--weights", default="minmax:8", help="weight strategy[:bits[:granularity]]")
     p.add_argument("--activations", default="static-minmax:8", help="activation strategy[:bits...]")
     p.add_argument("--plan", default=None, help="a whole plan string (overrides --weights/--activations)")
@@ -82,4 +88,8 @@ def add_engine_commands(cli) -> None:
     p.add_argument("--calibration", type=int, default=32, choices=(16, 32, 128),
                    help="calibration images (default 32)")
     p.add_argument("--dataset", default="test", help="'test' or a shifted test set's name")
+    p.add_argument("--inputs", default=None, metavar="IN.npz", help="(.onnx models) the input arrays by name")
+    p.add_argument("--outputs", default=None, metavar="OUT.npz", help="(.onnx models) where to write the outputs")
+    p.add_argument("--semantics", default="integer", choices=("integer", "qdq-float"),
+                   help="(.onnx QDQ models) integer: groups fused as onnxruntime fuses them; qdq-float: as written")
     p.set_defaults(handler=cmd_run)

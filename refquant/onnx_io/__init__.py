@@ -21,6 +21,7 @@ from .exporter import (
     static_tensor_qparams,
 )
 from .importer import TRANSLATED_OPS, import_onnx
+from .qimport import ImportedModel, import_quantized
 from .runtime import (
     exact_integer_products, integer_product_probe, ort_session, require_onnx, require_onnxruntime, run_onnxruntime,
     u8s8_saturation_note,
@@ -28,6 +29,8 @@ from .runtime import (
 
 __all__ = [
     "IR_VERSION",
+    "ImportedModel",
+    "import_quantized",
     "OPSET",
     "TRANSLATED_OPS",
     "ExportError",
