@@ -158,14 +158,16 @@ def _check_layer(layer, i: int, where: str, files: dict, names: set) -> None:
     for src in layer["inputs"]:
         _require(src in names, lw, f"input {src!r} is not an earlier layer")
     operands = layer.get("operands")
-    _require(operands is None or (isinstance(operands, list) and all(isinstance(o, dict) for o in operands)), lw,
-             f"'operands' must be null or a list of objects, got {operands!r}")
+    # an absent optional ONNX input (Clip without a min) is a null entry (spec/golden-format.md)
+    _require(operands is None or (isinstance(operands, list)
+                                  and all(o is None or isinstance(o, dict) for o in operands)), lw,
+             f"'operands' must be null or a list of objects and nulls, got {operands!r}")
     constants = layer.get("constants", {})
     _require(isinstance(constants, dict), lw, f"'constants' must be an object, got {constants!r}")
     for cname, c in constants.items():
         _require(isinstance(c, dict) and {"values", "dtype", "shape"} <= set(c), lw,
                  f"constant {cname!r} needs 'values', 'dtype' and 'shape'")
-    for o in operands or []:
+    for o in [o for o in operands or [] if o is not None]:
         _require((isinstance(o.get("layer"), str) and o["layer"] in names)
                  or (isinstance(o.get("constant"), str) and o["constant"] in constants), lw,
                  f"operand {o!r} must name an earlier layer or one of the layer's constants")
