@@ -18,12 +18,14 @@ hooks and uses them when present:
   float32 product. Returns ``None`` where that argument does not hold (16-bit inputs,
   larger windows): the entry then runs its NumPy rule.
 
-Both run ``prange`` over (image, channel) planes; every output is computed by one thread in
-a fixed order, so the result does not depend on the thread count.
+Both run ``prange`` over (image, channel) planes (MaxPool: one chunk of planes per thread,
+each with its own padded plane and row buffer); every output is computed by one thread in a
+fixed order, so the result does not depend on the thread count.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -35,27 +37,49 @@ _EXACT_COUNT = 65793  # 255 · 65 792 < 2**24: the float32 sums of the rule are 
 
 
 @njit(parallel=True, cache=True)
-def _max_pool_kernel(x, geometry, out):
+def _max_pool_kernel(x, geometry, low, planes, rows, out):
+    """Per (image, channel) plane: copy it into a border of ``low`` (the dtype's minimum, which
+    never exceeds a real tap; windows of padding only are rejected before), take the maximum
+    over the kernel columns for every padded row (``rows[y, ox]``), then over the kernel rows
+    (a contiguous loop LLVM vectorises)."""
     sh, sw, dh, dw, top, left, kh, kw = geometry
     n_img, channels, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    for p in prange(n_img * channels):
-        b, c = p // channels, p % channels
-        src, dst = x[b, c], out[b, c]
-        for oy in range(oh):
-            for ox in range(ow):
-                m = np.int32(-2**31)
-                for i in range(kh):
-                    iy = oy * sh - top + i * dh
-                    if 0 <= iy < height:
-                        row = src[iy]
-                        for j in range(kw):
-                            ix = ox * sw - left + j * dw
-                            if 0 <= ix < width:
-                                v = np.int32(row[ix])
-                                if v > m:
-                                    m = v
-                dst[oy, ox] = m
+    chunks = planes.shape[0]
+    for t in prange(chunks):
+        plane, hmax = planes[t], rows[t]
+        q0 = t * (n_img * channels) // chunks
+        q1 = (t + 1) * (n_img * channels) // chunks
+        for p in range(q0, q1):
+            b, c = p // channels, p % channels
+            src, dst = x[b, c], out[b, c]
+            for y in range(plane.shape[0]):
+                prow = plane[y]
+                for ix in range(plane.shape[1]):
+                    prow[ix] = low
+            for iy in range(height):
+                prow = plane[top + iy]
+                srow = src[iy]
+                for ix in range(width):
+                    prow[left + ix] = srow[ix]
+            for y in range(plane.shape[0]):
+                prow, hrow = plane[y], hmax[y]
+                for ox in range(ow):
+                    m = prow[ox * sw]
+                    for j in range(1, kw):
+                        v = prow[ox * sw + j * dw]
+                        m = v if v > m else m
+                    hrow[ox] = m
+            for oy in range(oh):
+                drow = dst[oy]
+                first = hmax[oy * sh]
+                for ox in range(ow):
+                    drow[ox] = first[ox]
+                for i in range(1, kh):
+                    hrow = hmax[oy * sh + i * dh]
+                    for ox in range(ow):
+                        v = hrow[ox]
+                        drow[ox] = v if v > drow[ox] else drow[ox]
 
 
 def max_pool_integers(q: np.ndarray, *, kernel_shape, auto_pad="NOTSET", ceil_mode=0, dilations=None,
@@ -75,7 +99,13 @@ def max_pool_integers(q: np.ndarray, *, kernel_shape, auto_pad="NOTSET", ceil_mo
     geometry = (int(sh), int(sw), int(dh), int(dw), int(plan.pads[0]), int(plan.pads[1]),
                 int(kernel_shape[0]), int(kernel_shape[1]))
     out = np.empty((*q.shape[:2], *plan.out), q.dtype)
-    _max_pool_kernel(np.ascontiguousarray(q), geometry, out)
+    chunks = max(1, min(numba.get_num_threads(), q.shape[0] * q.shape[1]))
+    padded = (size[0] + plan.pads[0] + plan.pads[2] + plan.extra_end[0],
+              size[1] + plan.pads[1] + plan.pads[3] + plan.extra_end[1])
+    planes = np.empty((chunks, *padded), q.dtype)
+    rows = np.empty((chunks, padded[0], plan.out[1]), q.dtype)
+    low = q.dtype.type(np.iinfo(q.dtype).min)
+    _max_pool_kernel(np.ascontiguousarray(q), geometry, low, planes, rows, out)
     return out
 
 
