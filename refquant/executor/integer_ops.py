@@ -145,9 +145,11 @@ class IntegerOp(ABC):
         return isinstance(operands[0], QParams)
 
     @abstractmethod
-    def compute(self, op_type: str, values: list, attributes: dict, *, name: str) -> np.ndarray:
+    def compute(self, op_type: str, values: list, attributes: dict, *, name: str, backend=None) -> np.ndarray:
         """Integers on the input's grid (``keeps_qparams``) or the float32 result to quantize;
-        ``name`` (the layer) is named in every error."""
+        ``name`` (the layer) is named in every error. ``backend`` (the kernel backend's module,
+        or ``None``) may offer a faster form of the rule as a hook (see the pooling entries);
+        the rule written here is the specification and runs whenever the hook is absent."""
 
     @abstractmethod
     def emit(self, g: QOperatorGraph, node) -> None:
@@ -175,7 +177,7 @@ class Relu(IntegerOp):
 
     op_types = ("Relu",)
 
-    def compute(self, op_type, values, attributes, *, name):
+    def compute(self, op_type, values, attributes, *, name, backend=None):
         x = _first(values, name)
         _, zp = x.qp.broadcast_to(x.q.shape)
         return np.maximum(x.q, np.asarray(zp).astype(x.q.dtype))
@@ -216,7 +218,7 @@ class Clip(IntegerOp):
         return isinstance(operands[0], QParams) and all(
             o is None or (isinstance(o, np.ndarray) and o.size == 1) for o in operands[1:3])
 
-    def compute(self, op_type, values, attributes, *, name):
+    def compute(self, op_type, values, attributes, *, name, backend=None):
         x = _first(values, name)
         bounds = [None if b is None else _clip_bound(b, x.qp, x.q.ndim) for b in (values + [None, None])[1:3]]
         y = x.q
@@ -253,14 +255,21 @@ class MaxPool(IntegerOp):
     a window never mixes channels).
 
     Computed as the float32 MaxPool of the integers (exact float32 images; padding is ``-inf``
-    and never wins), cast back to the storage dtype. The output keeps the input's qparams.
+    and never wins), cast back to the storage dtype — or by the backend's hook
+    ``max_pool_integers(q, **attributes)`` when it has one (the ``numba`` backend:
+    :mod:`refquant.kernels.fast_pool`; ``None`` from the hook means "run this rule"). The output keeps the input's qparams.
     Exports to ``MaxPool`` on the integers with the node's attributes.
     """
 
     op_types = ("MaxPool",)
 
-    def compute(self, op_type, values, attributes, *, name):
+    def compute(self, op_type, values, attributes, *, name, backend=None):
         x = _first(values, name)
+        hook = getattr(backend, "max_pool_integers", None)
+        if hook is not None:
+            y = hook(x.q, **attributes)
+            if y is not None:
+                return y
         return FLOAT_OPS["MaxPool"](x.q.astype(np.float32), **attributes).astype(x.q.dtype)
 
     def emit(self, g, node):
@@ -282,7 +291,7 @@ class ShapeOp(IntegerOp):
             return False
         return op_type != "Reshape" or (len(operands) > 1 and isinstance(operands[1], np.ndarray))
 
-    def compute(self, op_type, values, attributes, *, name):
+    def compute(self, op_type, values, attributes, *, name, backend=None):
         x = _first(values, name)
         rest = [np.asarray(v, np.int64) for v in values[1:2]] if op_type == "Reshape" else []
         return FLOAT_OPS[op_type](x.q.astype(np.float32), *rest, **attributes).astype(x.q.dtype)
@@ -300,7 +309,9 @@ class AveragePools(IntegerOp):
     """AveragePool, GlobalAveragePool of a per-tensor input: the exact mean of the integers, then
     the scale — ``y = float32(float32(Σ (q − z)) / count) · s`` (:func:`average_integers`):
     exact sums, so independent of the summation order; one rounding for the mean, one for the
-    product. ``y`` (float32) is then quantized with the output qparams. Exports to
+    product. ``y`` (float32) is then quantized with the output qparams. GlobalAveragePool uses
+    the backend's hook ``global_average_integers(q, z, s)`` when it has one (the ``numba``
+    backend's sums the integers exactly in int64; ``None`` means "run this rule"). Exports to
     ``DequantizeLinear(q, 1, z)`` → the pool → ``Mul(s)`` → ``QuantizeLinear``.
     """
 
@@ -311,8 +322,13 @@ class AveragePools(IntegerOp):
     def supports(self, op_type, operands):
         return isinstance(operands[0], QParams) and operands[0].per_tensor
 
-    def compute(self, op_type, values, attributes, *, name):
+    def compute(self, op_type, values, attributes, *, name, backend=None):
         x = _first(values, name)
+        hook = getattr(backend, "global_average_integers", None)
+        if op_type == "GlobalAveragePool" and hook is not None:
+            y = hook(x.q, x.qp.zero_point, x.qp.scale)
+            if y is not None:
+                return y
         return average_integers(op_type, x.q, x.qp, attributes)
 
     def float_bytes(self, values):
@@ -345,7 +361,7 @@ class DequantizeOpQuantize(IntegerOp):
     def supports(self, op_type, operands):
         return True
 
-    def compute(self, op_type, values, attributes, *, name):
+    def compute(self, op_type, values, attributes, *, name, backend=None):
         args = [dequantize(v.q, v.qp) if isinstance(v, QTensor) else v for v in values]
         try:
             return FLOAT_OPS[op_type](*args, **attributes)

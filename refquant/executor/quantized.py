@@ -164,7 +164,7 @@ class QuantizedModel:
             if step.quantizable:
                 out = self._run_layer(step, env, kernels, rec, keep, program)
             else:
-                out = self._run_table_op(step, env, rec)
+                out = self._run_table_op(step, env, rec, kernels)
             if keep:
                 rec.q_output = out.q
                 rec.float_output = dequantize(out.q, out.qp)
@@ -303,12 +303,13 @@ class QuantizedModel:
         return make_requantizer(x_qp.scale, w_qp.scale, y_qp.scale, y_qp.zero_point, y_qp.fmt,
                                 mode=self.requant, activation=step.fused_activation)
 
-    def _run_table_op(self, step: Step, env: dict, rec: LayerRecord) -> QTensor:
-        """A non-kernel step, by its entry in the integer-operator table (:func:`rule_for`)."""
+    def _run_table_op(self, step: Step, env: dict, rec: LayerRecord, kernels=None) -> QTensor:
+        """A non-kernel step, by its entry in the integer-operator table (:func:`rule_for`),
+        offered the backend's hooks (``kernels``)."""
         node = step.node
         values = [env[t] if t else None for t in node.inputs]
         rule = rule_for(node.op_type, operand_kinds(values))
-        y = rule.compute(node.op_type, values, node.attributes, name=step.name)
+        y = rule.compute(node.op_type, values, node.attributes, name=step.name, backend=kernels)
         quantized = [v for v in values if isinstance(v, QTensor)]
         rec.kernel = rule.kernel
         rec.input_qparams = quantized[0].qp if quantized else None

@@ -57,6 +57,16 @@ Conv: for each output row the kernel gathers its receptive field into a patch ma
 rows ``[W + pads, C_in]`` (each input row is transposed once per thread, not once per
 kernel offset), and multiplies it with the weights repacked to ``[C_out, kh·kw·C_in/group]``.
 Padding reads the (shifted) input zero point, i.e. real zero.
+
+Depthwise conv (one input channel per group — ``group = C_in``, any channel multiplier; the
+bulk of MobileNet/EfficientNet): the patch matrix would have rows of ``kh·kw`` bytes (9 for a
+3×3), far too short for the tile microkernels, so :func:`_depthwise_kernel` runs these
+instead, for 8-bit operands: per (image, output channel) the input channel is copied once,
+centred (``x - z_x``), into a zero-bordered int32 plane, and each output row is accumulated
+kernel tap by kernel tap along the row (``acc[ox] += plane[iy, ix0 + ox·s] · (w - z_w)``, a
+loop LLVM vectorises), exact in int32 since ``kh·kw·255·255 < 2**31``; then the bias in int64,
+the overflow check and the requantization of the row, as in the generic kernel. Chunks are
+(image, channel) pairs. ``USE_DEPTHWISE = False`` sends these convs to the generic kernel.
 """
 
 from __future__ import annotations
@@ -490,7 +500,7 @@ def _make_conv_kernel(path):
                             elif wide:
                                 _tile_int64(patch, rows, w, cols, k, 0, 0, block, xb, nb - n_first, True)
                             else:
-                                _tile_int32(patch, rows, w, cols, k, 0, 0, block, xb, nb - n_first, True)
+                                _tile_int32(patch, rows, w, cols, k_padded, 0, 0, block, xb, nb - n_first, True)
                     for n in range(n_first, n_stop):  # one output row of channel n
                         acc = block[n - n_first]
                         for ox in range(ow):
@@ -503,6 +513,107 @@ def _make_conv_kernel(path):
 
 
 _CONV_KERNELS = {path: _make_conv_kernel(path) for path in TILE_PATHS}
+
+
+# ---------------------------------------------------------------------------------------
+# Depthwise conv kernel (one input channel per group: C_in/group = 1)
+# ---------------------------------------------------------------------------------------
+
+USE_DEPTHWISE = True  # set to False to run depthwise convolutions on the generic tile kernels
+_DEPTHWISE_MAX_K = (2**31 - 1) // (255 * 255)  # K·255·255 < 2**31: the int32 row sums are exact
+
+
+def _uses_depthwise(w_shape, x_dtype, w_dtype) -> bool:
+    """The depthwise kernel runs a conv whose groups have one input channel each (``group =
+    C_in``, any channel multiplier C_out/group), for 8-bit operands and ``K = kh·kw`` small
+    enough that ``Σ (x - z_x)(w - z_w)`` — each factor within ±255 — is exact in int32."""
+    return (USE_DEPTHWISE and len(w_shape) == 4 and w_shape[1] == 1
+            and np.dtype(x_dtype).itemsize == 1 and np.dtype(w_dtype).itemsize == 1
+            and w_shape[2] * w_shape[3] <= _DEPTHWISE_MAX_K)
+
+
+def _depthwise_plan(g, threads):
+    """Chunking and scratch arrays ``{name: (shape, itemsize)}`` of one depthwise conv call."""
+    chunks = max(1, min(threads, g.n * g.c_out))
+    arrays = {
+        "centred_weights": ((g.c_out, g.kh * g.kw), 4),
+        "bias": ((g.c_out,), 8),
+        "requant_vectors": ((6, g.c_out), 4),
+        # one zero-padded input channel, centred (x - z_x), per thread
+        "planes": ((chunks, g.h + g.pads[0] + g.pads[2], g.w + g.pads[1] + g.pads[3]), 4),
+        "row_sums": ((chunks, g.ow), 4),
+        "accumulators": ((chunks, g.ow), 8),
+        "status": ((chunks, 3), 8),
+    }
+    return chunks, arrays
+
+
+def _centred_depthwise_weights(w, zw):
+    """``w[o, 0, i, j] - z_w[o]`` as int32 ``[C_out, kh·kw]``."""
+    c_out = w.shape[0]
+    zw = np.broadcast_to(np.asarray(zw, np.int64), (c_out,))
+    return np.ascontiguousarray(w.reshape(c_out, -1).astype(np.int32) - zw.astype(np.int32)[:, None])
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status):
+    """``acc[b, o, oy, ox] = Σ_{i,j} (x[b, c, iy, ix] - z_x)(w[o, 0, i, j] - z_w[o]) + bias[o]``
+    with ``c = o // (C_out / C_in)``, then requantized (or stored) one output row at a time.
+
+    Each thread takes a range of (image, output channel) pairs; per pair the input channel is
+    copied once, centred, into a zero-bordered plane (padding is real zero), and each output
+    row is summed kernel tap by kernel tap along the row in int32 (exact: ``_uses_depthwise``),
+    then moved to int64 with the bias for the overflow check and the requantization — the same
+    steps, per accumulator, as the generic kernel, so the same outputs and errors.
+    """
+    sh, sw, dh, dw, top, left, kh, kw, group = geometry
+    n_img, c_in, height, width = x.shape
+    c_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    mult = c_out // c_in
+    chunks = status.shape[0]
+    for t in prange(chunks):
+        plane, rsum, acc = planes[t], row_sums[t], accs[t]
+        loaded = -1
+        q0, q1 = _chunk_bounds(n_img * c_out, chunks, t)
+        for q in range(q0, q1):
+            b, o = q // c_out, q % c_out
+            c = o // mult
+            if loaded != b * c_in + c:
+                for iy in range(height):
+                    dst = plane[top + iy]
+                    for ix in range(width):
+                        dst[left + ix] = np.int32(x[b, c, iy, ix]) - zx
+                loaded = b * c_in + c
+            for oy in range(oh):
+                for ox in range(ow):
+                    rsum[ox] = 0
+                for i in range(kh):
+                    src = plane[oy * sh + i * dh]
+                    for j in range(kw):
+                        wv = wc[o, i * kw + j]
+                        off = j * dw
+                        if sw == 1:
+                            for ox in range(ow):
+                                rsum[ox] += src[off + ox] * wv
+                        else:
+                            for ox in range(ow):
+                                rsum[ox] += src[off + ox * sw] * wv
+                for ox in range(ow):
+                    acc[ox] = np.int64(rsum[ox]) + bias[o]
+                flat0 = ((b * c_out + o) * oh + oy) * ow
+                _check_int32(acc, ow, flat0, status, t)
+                _store_channel(acc, o, rq, out[b, o, oy], flat0, status, t)
+
+
+def _depthwise_geometry(g):
+    return (g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.pads[0], g.pads[1],
+            g.kh, g.kw, g.group)
+
+
+def _depthwise_scratch(arrays):
+    """The per-call scratch of the depthwise kernel (planes zeroed: their borders are the padding)."""
+    return (np.zeros(arrays["planes"][0], np.int32), np.zeros(arrays["row_sums"][0], np.int32),
+            np.zeros(arrays["accumulators"][0], np.int64), np.full(arrays["status"][0], -1, np.int64))
 
 
 # ---------------------------------------------------------------------------------------
@@ -603,10 +714,18 @@ def _matmul_plan(m, n, k, threads):
     return split_rows, chunks, arrays
 
 
+def _padded_k(k, path) -> int:
+    """The conv's patch and packed-weight row length: K rounded up to 32 on the ``vnni`` and
+    ``int32`` paths (the columns past K are zero in both, so they add nothing to ``D``). On the
+    ``int32`` path this keeps the vectorised dot products free of a scalar remainder loop —
+    for the 7×7×3 stem (K = 147) that remainder took most of the layer's time."""
+    return -(-k // CHUNK) * CHUNK if path in ("vnni", "int32") else k
+
+
 def _conv_plan(g, path, x_itemsize, w_itemsize, threads):
     """Chunking and scratch arrays ``{name: (shape, itemsize)}`` of one conv call."""
     k = g.k
-    k_padded = -(-k // CHUNK) * CHUNK if path == "vnni" else k
+    k_padded = _padded_k(k, path)
     chunks = max(1, min(threads, g.n * g.oh))
     slots = (g.kh - 1) * g.dilations[0] + 1  # rows a window spans: distinct modulo `slots`
     arrays = {
@@ -641,7 +760,7 @@ def requant_scratch_bytes(kind: str, a_shape, w_shape, *, a_dtype=np.int8, w_dty
       accumulators of four rows of outputs and an overflow record. No O(M·N) buffer.
     * conv2d: ``64·C_out + C_out·K' + T·(S·(W + pad_l + pad_r)·C_in + OW·K' + 8·OW
       + 8·(C_out/group + 3)·(OW + 3) + 8·S + 24)`` with ``K = C_in/group·kh·kw``, ``K'`` = K
-      rounded up to 32 on the VNNI path, and ``S = (kh - 1)·dilation_h + 1`` input rows in
+      rounded up to 32 on the VNNI and int32 paths, and ``S = (kh - 1)·dilation_h + 1`` input rows in
       each thread's ring: the packed weights, and per thread the ring, the patch of one output
       row, its row sums and its int64 accumulators for one group. For 1×64×56×56 → 64, 3×3,
       pad 1, two threads: 191 984 bytes (187.5 KiB; the output is 196 KiB in int8, 784 KiB
@@ -657,6 +776,8 @@ def requant_scratch_bytes(kind: str, a_shape, w_shape, *, a_dtype=np.int8, w_dty
     if kind == "conv2d":
         g = conv_geometry(a_shape, w_shape, strides=strides, pads=pads, dilations=dilations,
                           group=group, auto_pad=auto_pad, name="requant_scratch_bytes")
+        if _uses_depthwise(tuple(w_shape), a_dtype, w_dtype):
+            return _nbytes(_depthwise_plan(g, threads)[1])
         path = "vnni" if _uses_vnni(a_dtype, w_dtype, g.k) else "int32"
         return _nbytes(_conv_plan(g, path, a_dtype.itemsize, w_dtype.itemsize, threads)[1])
     raise ValueError(f"requant_scratch_bytes: kind must be 'matmul' or 'conv2d', got {kind!r}")
@@ -791,6 +912,14 @@ def _prepare_conv(x, w, x_zero_point, w_zero_point, bias, strides, pads, dilatio
 
 
 def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
+    if _uses_depthwise(w.shape, x.dtype, w.dtype):
+        _, arrays = _depthwise_plan(g, _threads(None))
+        planes, row_sums, accs, status = _depthwise_scratch(arrays)
+        _depthwise_kernel(x, _centred_depthwise_weights(w, zw), _depthwise_geometry(g), np.int32(zx),
+                          np.ascontiguousarray(b, np.int64), rq_args, _signed_view(out), planes, row_sums,
+                          accs, status)
+        _raise_overflows(status, out.shape, name)
+        return out
     k = g.k
     op = _operands(x, w, zx, zw, k)
     zx_s, zw_s = zx + op.alpha, zw + op.beta

@@ -30,6 +30,10 @@ the place its inputs are known: weight, weight zero points and bias when prepari
 plan is made (:func:`~refquant.kernels.geometry.conv_geometry`, same messages) and its dtype on
 every call.
 
+A depthwise conv (one input channel per group, ``fast._uses_depthwise``) is prepared for
+``fast._depthwise_kernel``: its weights centred (``w - z_w``, int32 ``[C_out, kh·kw]``), its
+binding the bias (int64) and ``z_x``.
+
 Only 8-bit operands are prepared: for 16-bit ones the tile path depends on the input's values
 (``fast._magnitude``), so :func:`prepare_layer` returns ``None`` and the caller uses the
 unprepared kernels.
@@ -85,8 +89,14 @@ class PreparedLayer:
         self.path, self.a_view_dtype, self.a_flip, self.alpha = op.path, op.a.dtype, op.a_flip, op.alpha
         self.zw_shifted = zw + op.beta  # the zero points move with the operands
         self.need_row_sums = bool(np.any(self.zw_shifted != 0))
-        if kind == "conv2d":
-            k_padded = -(-self.k // fast.CHUNK) * fast.CHUNK if self.path == "vnni" else self.k
+        self.depthwise = kind == "conv2d" and fast._uses_depthwise(w.shape, self.x_dtype, w.dtype)
+        if self.depthwise:  # fast's depthwise kernel: raw input, centred int32 weights
+            self.path, self.a_view_dtype, self.a_flip, self.alpha = "depthwise", self.x_dtype, None, 0
+            self.weights = fast._centred_depthwise_weights(w, zw)
+            self.w_flip = None
+            self.kernel = fast._depthwise_kernel
+        elif kind == "conv2d":
+            k_padded = fast._padded_k(self.k, self.path)
             self.weights = np.zeros((self.n_out, k_padded), op.w.dtype)  # columns past K stay 0
             fast._pack_weights(op.w, op.w_flip, self.weights)
             self.w_flip = op.w.dtype.type(0)  # the flip is packed in
@@ -94,7 +104,7 @@ class PreparedLayer:
         else:
             self.weights, self.w_flip = op.w, op.w_flip
             self.kernel = fast._MATMUL_KERNELS[self.path]
-        self.w_shape = w.shape
+        self.w_shape, self._w_dtype = w.shape, w.dtype
         self._plans: dict = {}
 
     # ---- constants ------------------------------------------------------------------------
@@ -102,6 +112,8 @@ class PreparedLayer:
         """Check ``x_zero_point`` and ``bias`` as a call would and compute their constants."""
         probe = np.zeros((0,) * (4 if self.kind == "conv2d" else 2), self.x_dtype)
         za, _, b = check_operands(probe, np.zeros((0,), np.int8), x_zero_point, 0, bias, self.n_out, self.name)
+        if self.depthwise:
+            return Binding(int(za), np.ascontiguousarray(b, np.int64), np.int32(za))
         za_s = int(za) + self.alpha
         col_const = np.empty(self.n_out, np.int64)
         fast._column_constants(self.weights, self.w_flip, self.k, b, za_s, self.zw_shifted, col_const)
@@ -117,7 +129,12 @@ class PreparedLayer:
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        if self.kind == "conv2d":
+        if self.depthwise:
+            g = conv_geometry(shape, self.w_shape, name=self.name, **self.attrs)
+            _, arrays = fast._depthwise_plan(g, threads)
+            plan = ((g.n, g.c_out, g.oh, g.ow), arrays, fast._depthwise_geometry(g),
+                    self._scratch_bytes(shape, threads))
+        elif self.kind == "conv2d":
             g = conv_geometry(shape, self.w_shape, name=self.name, **self.attrs)
             chunks, arrays = fast._conv_plan(g, self.path, self.x_dtype.itemsize, self.weights.dtype.itemsize,
                                              threads)
@@ -135,7 +152,7 @@ class PreparedLayer:
 
     def _scratch_bytes(self, shape, threads) -> int:
         return int(fast.requant_scratch_bytes(self.kind, shape, self.w_shape, a_dtype=self.x_dtype,
-                                              w_dtype=self.weights.dtype, threads=threads, **self.attrs))
+                                              w_dtype=self._w_dtype, threads=threads, **self.attrs))
 
     def scratch_bytes(self, shape) -> int:
         """:func:`fast.requant_scratch_bytes` of a call on an input of ``shape`` (the unprepared
@@ -152,6 +169,11 @@ class PreparedLayer:
         x = fast._kernel_operand(x)
         out_shape, arrays, extra, scratch_bytes = self._plan(x.shape, fast._threads(None))
         out = np.empty(out_shape, out_dtype)
+        if self.depthwise:
+            planes, row_sums, accs, status = fast._depthwise_scratch(arrays)
+            args = (x, self.weights, extra, binding.pad_value, binding.col_const, rq_args,
+                    fast._signed_view(out), planes, row_sums, accs, status)
+            return out, status, args, scratch_bytes
         a = x.view(self.a_view_dtype)
         blocks = np.zeros(arrays["blocks"][0], np.int64)
         status = _filled(arrays["status"][0], np.int64, -1)

@@ -1,0 +1,264 @@
+"""End to end: a ResNet-18-shaped network on refquant's numba backend, ONNX Runtime and the
+ONNX reference evaluator, in one process.
+
+    python bench/e2e.py [--sizes 64 224] [--batches 1 8] [--threads 1 2] [--rounds 5]
+                        [--reference-rounds 1] [--json]
+
+The model is ``bench/prepared.py``'s ResNet-18-shaped graph (random He-initialised weights,
+torchvision's layer structure) quantized with ``weights=minmax:7:per-channel
+activations=static-minmax:8`` (requant ``float32``): 7-bit weights, because ONNX Runtime's
+u8×s8 kernels on x86 hosts without VNNI add pairs of products in saturating int16, and with
+full 8-bit weights its results are then not the exact ones.
+
+Three engines run the same quantized model:
+
+* ``refquant`` — ``qm.run(x, backend="numba")`` (the prepared program) with
+  ``numba.set_num_threads(t)``, Numba's ``workqueue`` threading layer unless
+  ``NUMBA_THREADING_LAYER`` says otherwise (the OpenMP layer's spinning pool threads cost
+  2–10× on two shared cores; figures at the top of the code);
+* ``onnxruntime`` — ``session.run`` on the model's QOperator export
+  (``refquant.onnx_io.export_qoperator``), ``intra_op_num_threads=t``, all graph
+  optimizations except the QDQ fusions (``session.disable_quant_qdq``: fused,
+  DequantizeLinear → Add → QuantizeLinear becomes ``QLinearAdd``, which rounds differently
+  from the float Add in a few outputs per thousand — 680 of the 8000 logits at 64×64 batch 8),
+  and no spinning of idle pool threads (``session.intra_op.allow_spinning = 0``: with two
+  threads on two shared cores, spinning threads starve the engine measured next);
+* ``onnx-reference`` — ``onnx.reference.ReferenceEvaluator`` on the same exported model
+  (NumPy, single-threaded; listed under every thread count), its opset raised to 19
+  (:func:`reference_evaluator`).
+
+Before anything is timed, for every (size, batch) ONNX Runtime's output is required to be
+bit-identical to refquant's (float32 bits of the dequantized logits); the reference
+evaluator's is compared and the number of differing logits reported (column ``ref ≠``): its
+QLinearConv requantizes a few accumulators differently (on the 64×64 batch-8 input the first
+is one output of the stem: 121 where refquant's numba and reference backends and ONNX Runtime
+give 122), and each difference propagates to the logits. Then, per thread count, ``--rounds``
+rounds each time one call of every engine in turn (the reference evaluator only in the first
+``--reference-rounds`` rounds of the first thread count: it takes seconds per call and runs
+on one thread whatever the count); the table gives medians and the ratio
+refquant / onnxruntime. The per-operator shares come from the refquant records of the
+timed one-thread calls (``LayerRecord.seconds``) and from ONNX Runtime's own profiler on a
+separate session (``enable_profiling``), both batch 1, one thread; convolutions are split
+by shape class (stem 7×7/2, 3×3/1, 3×3/2, 1×1/2) with the milliseconds of each engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Numba's OpenMP layer (its default where libgomp is present) leaves its pool threads spinning
+# after every parallel region; on two shared cores they take the CPU from the calling thread
+# and from the engines timed next. Measured on the 64×64 batch-1 model, one call per thread
+# count in turn, load average 6.8: omp 150 ms (1 thread) / 337 ms (2 threads);
+# omp with OMP_WAIT_POLICY=PASSIVE 83 / 89 ms; workqueue 36 / 28 ms.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from prepared import PLAN, cpu_info, resnet18, versions  # noqa: E402
+
+from refquant.executor import quantize_model  # noqa: E402
+from refquant.onnx_io import export_qoperator  # noqa: E402
+
+
+def session(model, threads: int, profile: bool = False):
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads = threads, 1
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    o.log_severity_level = 3
+    o.enable_profiling = profile
+    # no QDQ fusion: fused, DequantizeLinear → Add → QuantizeLinear becomes QLinearAdd, whose
+    # own rounding differs from the float Add in a few outputs per thousand (batch 8 here)
+    o.add_session_config_entry("session.disable_quant_qdq", "1")
+    # idle pool threads must not spin on the two shared cores while the other engines run
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), o, providers=["CPUExecutionProvider"])
+
+
+def conv_classes(qm) -> dict:
+    """step name → its class: the operator, convolutions by shape (``Conv stem 7x7/2``,
+    ``Conv 3x3/1``, ``Conv 3x3/2``, ``Conv 1x1/2``)."""
+    out = {}
+    for s in qm.steps:
+        out[s.name] = s.node.op_type
+        if s.node.op_type == "Conv":
+            w = qm.layers[s.name].weight.values
+            stride = s.node.attributes.get("strides", [1, 1])[0]
+            out[s.name] = "Conv " + ("stem 7x7/2" if w.shape[2] == 7 else f"{w.shape[2]}x{w.shape[3]}/{stride}")
+    return out
+
+
+def classify(op: str, name: str, classes: dict) -> str:
+    """The class of a refquant step or of an ONNX Runtime node (named after the step it
+    computes, e.g. ``conv_3_token_12``, ``add_0``; the rest — layout transposes, the input's
+    QuantizeLinear — under their own operator)."""
+    base = name
+    for cut in ("_token", "_kernel_time", "."):
+        base = base.split(cut)[0]
+    return classes.get(base, op)
+
+
+def ort_profile(model, feeds, classes, calls=7) -> dict:
+    """{class: median ms per call} from ONNX Runtime's profiler (one thread)."""
+    s = session(model, 1, profile=True)
+    for _ in range(calls):
+        s.run(None, feeds)
+    path = s.end_profiling()
+    with open(path, encoding="utf-8") as f:
+        events = json.load(f)
+    os.remove(path)
+    per_node = collections.defaultdict(list)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node[(e["name"], e["args"].get("op_name", "?"))].append(e["dur"] / 1e3)
+    shares = collections.defaultdict(float)
+    for (name, op), v in per_node.items():
+        shares[classify(op, name, classes)] += statistics.median(v[1:] if len(v) > 1 else v)
+    return dict(shares)
+
+
+def reference_evaluator(model):
+    """``onnx.reference.ReferenceEvaluator`` on ``model`` with its default-domain opset raised
+    to 19: the evaluator implements DequantizeLinear/QuantizeLinear from opset 19 on, whose
+    integer semantics are those of the exported opset (19 only adds float8 types)."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for imp in m.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            imp.version = max(imp.version, 19)
+    return ReferenceEvaluator(m)
+
+
+def check(qm, model, x) -> dict:
+    feeds = {qm.graph.inputs[0].name: x}
+    name = qm.graph.outputs[0]
+    ours = qm.run(feeds, backend="numba").outputs[name]
+    ort_out = session(model, 1).run(None, feeds)[0]
+    ref_out = reference_evaluator(model).run(None, feeds)[0]
+    out = {"outputs": int(ours.size)}
+    for who, theirs in (("onnxruntime", ort_out), ("onnx-reference", ref_out)):
+        differ = int(np.count_nonzero(np.asarray(theirs, np.float32).view(np.uint32) != ours.view(np.uint32)))
+        if who == "onnxruntime" and (differ or theirs.shape != ours.shape):
+            raise AssertionError(f"{qm.graph.name}: {differ} of {ours.size} {who} outputs differ from refquant's")
+        out[f"{who}_differing"] = differ
+    return out
+
+
+def measure(hw, batches, thread_counts, rounds, reference_rounds) -> dict:
+    graph, calibration, _ = resnet18(hw)
+    qm = quantize_model(graph, PLAN, calibration)
+    model = export_qoperator(qm).model
+    classes = conv_classes(qm)
+    rng = np.random.default_rng(1)
+    out = {"size": hw, "runs": [], "shares": {}}
+    for batch in batches:
+        x = rng.standard_normal((batch, 3, hw, hw)).astype(np.float32)
+        feeds = {qm.graph.inputs[0].name: x}
+        checked = check(qm, model, x)
+        reference = reference_evaluator(model)
+        for t in thread_counts:
+            numba.set_num_threads(t)
+            sess = session(model, t)
+            engines = {"refquant": lambda: qm.run(feeds, backend="numba"),
+                       "onnxruntime": lambda: sess.run(None, feeds),
+                       "onnx-reference": lambda: reference.run(None, feeds)}
+            for f in list(engines.values())[:2]:  # warm-up
+                f()
+            times = {k: [] for k in engines}
+            per_op = collections.defaultdict(list)
+            loads = [os.getloadavg()[0]]
+            for r in range(rounds):
+                for k, f in engines.items():
+                    if k == "onnx-reference" and (r >= reference_rounds or t != thread_counts[0]):
+                        continue  # seconds per call, and single-threaded: timed once
+                    t0 = time.perf_counter()
+                    res = f()
+                    times[k].append(time.perf_counter() - t0)
+                    if k == "refquant" and t == 1 and batch == 1:
+                        ops = collections.defaultdict(float)
+                        for rec in res.records:
+                            ops[classify(rec.op, rec.name, classes)] += rec.seconds
+                        for op, sec in ops.items():
+                            per_op[op].append(sec)
+                loads.append(os.getloadavg()[0])
+            med = {k: statistics.median(v) * 1e3 for k, v in times.items() if v}
+            out["runs"].append({"batch": batch, "threads": t, "ms": med, "calls": {k: len(v) for k, v in times.items()},
+                                "refquant_over_onnxruntime": med["refquant"] / med["onnxruntime"],
+                                "load_average": [min(loads), max(loads)], "check": checked})
+            print(json.dumps(out["runs"][-1]), flush=True)
+            if per_op:
+                out["shares"]["refquant"] = {op: statistics.median(v) * 1e3 for op, v in per_op.items()}
+        if batch == 1:
+            out["shares"]["onnxruntime"] = ort_profile(model, feeds, classes)
+    numba.set_num_threads(thread_counts[0])
+    return out
+
+
+def table(results) -> str:
+    lines = ["| input | batch | threads | refquant ms | onnxruntime ms | onnx reference ms | refquant / ORT | "
+             "ORT ≠ | ref ≠ | load (min–max) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for res in results:
+        for r in res["runs"]:
+            ms = r["ms"]
+            ref = f"{ms['onnx-reference']:.0f}" if "onnx-reference" in ms else "–"
+            lines.append(f"| {res['size']}×{res['size']} | {r['batch']} | {r['threads']} | {ms['refquant']:.1f} | "
+                         f"{ms['onnxruntime']:.1f} | {ref} | {r['refquant_over_onnxruntime']:.1f}× | "
+                         f"{r['check']['onnxruntime_differing']} of {r['check']['outputs']} | "
+                         f"{r['check']['onnx-reference_differing']} | "
+                         f"{r['load_average'][0]:.1f}–{r['load_average'][1]:.1f} |")
+    lines.append("")
+    for res in results:
+        rq, ort = res["shares"].get("refquant", {}), res["shares"].get("onnxruntime", {})
+        total_rq, total_ort = sum(rq.values()) or 1.0, sum(ort.values()) or 1.0
+        lines += [f"Per operator, {res['size']}×{res['size']}, batch 1, one thread (ms and share of the "
+                  f"operators' sum):", "",
+                  "| operator | refquant ms | share | onnxruntime ms | share | refquant / ORT |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for op in sorted(set(rq) | set(ort), key=lambda o: -rq.get(o, 0.0)):
+            a, b = rq.get(op), ort.get(op)
+            ratio = f"{a / b:.1f}×" if a and b else "–"
+            lines.append(f"| {op} | {a or 0:.2f} | {100 * (a or 0) / total_rq:.0f} % | {b or 0:.2f} | "
+                         f"{100 * (b or 0) / total_ort:.0f} % | {ratio} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", nargs="*", type=int, default=[64, 224])
+    p.add_argument("--batches", nargs="*", type=int, default=[1, 8])
+    p.add_argument("--threads", nargs="*", type=int, default=[1, 2])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--reference-rounds", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "cpu": cpu_info(), "versions": versions(), "plan": PLAN, "rounds": args.rounds,
+           "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER")}
+    results = [measure(hw, args.batches, args.threads, args.rounds, args.reference_rounds) for hw in args.sizes]
+    env["load_average_end"] = os.getloadavg()
+    if args.json:
+        print(json.dumps({"environment": env, "results": results}, indent=1))
+    else:
+        print(json.dumps(env))
+        print(table(results))
+
+
+if __name__ == "__main__":
+    main()

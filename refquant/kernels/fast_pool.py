@@ -1,0 +1,137 @@
+"""Numba forms of the integer-operator table's pooling rules, for the ``numba`` backend.
+
+The rules themselves live in :mod:`refquant.executor.integer_ops` (the NumPy form is the
+specification, and what the reference backend runs); an entry asks the backend for these
+hooks and uses them when present:
+
+* :func:`max_pool_integers` — ``MaxPool`` of an integer NCHW tensor: the maximum over the taps
+  inside the input (padding never wins), in the input's dtype. The rule computes the float32
+  MaxPool of the integers (exact images), so the two agree bit for bit. The window plan and
+  its checks are :func:`refquant.ops.padding.window_plan` and
+  :func:`~refquant.ops.padding.check_pool_windows`, as in the float operator (same errors).
+* :func:`global_average_integers` — ``GlobalAveragePool``'s ``float32(float32(Σ (q − z)) /
+  count) · s`` (:func:`~refquant.executor.integer_ops.average_integers`) with the sum in
+  int64: for 8-bit inputs and ``count < 65 793`` every float32 partial sum of the rule is an
+  exact integer, so its sum equals the int64 one in any order; the division is NumPy's
+  (float64 quotient of the float32 sum and the count, rounded to float32 — the same as a
+  float32 division, double rounding being innocuous for 53 ≥ 2·24 + 2 bits), then one
+  float32 product. Returns ``None`` where that argument does not hold (16-bit inputs,
+  larger windows): the entry then runs its NumPy rule.
+
+Both run ``prange`` over (image, channel) planes (MaxPool: one chunk of planes per thread,
+each with its own padded plane and row buffer); every output is computed by one thread in a
+fixed order, so the result does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ..ops.padding import check_pool_windows, window_plan
+
+__all__ = ["max_pool_integers", "global_average_integers"]
+
+_EXACT_COUNT = 65793  # 255 · 65 792 < 2**24: the float32 sums of the rule are exact integers
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_kernel(x, geometry, low, planes, rows, out):
+    """Per (image, channel) plane: copy it into a border of ``low`` (the dtype's minimum, which
+    never exceeds a real tap; windows of padding only are rejected before), take the maximum
+    over the kernel columns for every padded row (``rows[y, ox]``), then over the kernel rows
+    (a contiguous loop LLVM vectorises)."""
+    sh, sw, dh, dw, top, left, kh, kw = geometry
+    n_img, channels, height, width = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    chunks = planes.shape[0]
+    for t in prange(chunks):
+        plane, hmax = planes[t], rows[t]
+        q0 = t * (n_img * channels) // chunks
+        q1 = (t + 1) * (n_img * channels) // chunks
+        for p in range(q0, q1):
+            b, c = p // channels, p % channels
+            src, dst = x[b, c], out[b, c]
+            for y in range(plane.shape[0]):
+                prow = plane[y]
+                for ix in range(plane.shape[1]):
+                    prow[ix] = low
+            for iy in range(height):
+                prow = plane[top + iy]
+                srow = src[iy]
+                for ix in range(width):
+                    prow[left + ix] = srow[ix]
+            for y in range(plane.shape[0]):
+                prow, hrow = plane[y], hmax[y]
+                for ox in range(ow):
+                    m = prow[ox * sw]
+                    for j in range(1, kw):
+                        v = prow[ox * sw + j * dw]
+                        m = v if v > m else m
+                    hrow[ox] = m
+            for oy in range(oh):
+                drow = dst[oy]
+                first = hmax[oy * sh]
+                for ox in range(ow):
+                    drow[ox] = first[ox]
+                for i in range(1, kh):
+                    hrow = hmax[oy * sh + i * dh]
+                    for ox in range(ow):
+                        v = hrow[ox]
+                        drow[ox] = v if v > drow[ox] else drow[ox]
+
+
+def max_pool_integers(q: np.ndarray, *, kernel_shape, auto_pad="NOTSET", ceil_mode=0, dilations=None,
+                      pads=None, strides=None, storage_order=0) -> np.ndarray | None:
+    """ONNX MaxPool (output Y) of the 2-D integer NCHW tensor ``q``, in ``q``'s dtype; ``None``
+    for other ranks (the entry's NumPy rule then runs and raises what it raises)."""
+    if q.ndim != 4 or q.dtype.kind not in "iu" or q.dtype.itemsize > 2:
+        return None
+    if kernel_shape is None or len(kernel_shape) != 2:
+        return None
+    size = q.shape[2:]
+    plan = window_plan("MaxPool", size, tuple(kernel_shape), auto_pad=auto_pad, pads=pads,
+                       strides=strides, dilations=dilations, ceil_mode=ceil_mode)
+    check_pool_windows("MaxPool", size, tuple(kernel_shape), plan, strides, dilations)
+    sh, sw = tuple(strides) if strides is not None else (1, 1)
+    dh, dw = tuple(dilations) if dilations is not None else (1, 1)
+    geometry = (int(sh), int(sw), int(dh), int(dw), int(plan.pads[0]), int(plan.pads[1]),
+                int(kernel_shape[0]), int(kernel_shape[1]))
+    out = np.empty((*q.shape[:2], *plan.out), q.dtype)
+    chunks = max(1, min(numba.get_num_threads(), q.shape[0] * q.shape[1]))
+    padded = (size[0] + plan.pads[0] + plan.pads[2] + plan.extra_end[0],
+              size[1] + plan.pads[1] + plan.pads[3] + plan.extra_end[1])
+    planes = np.empty((chunks, *padded), q.dtype)
+    rows = np.empty((chunks, padded[0], plan.out[1]), q.dtype)
+    low = q.dtype.type(np.iinfo(q.dtype).min)
+    _max_pool_kernel(np.ascontiguousarray(q), geometry, low, planes, rows, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _global_sums(x, out):
+    """``out[p] = Σ x[p, :]`` in int64, one (image, channel) plane per row."""
+    for p in prange(x.shape[0]):
+        s = np.int64(0)
+        row = x[p]
+        for e in range(x.shape[1]):
+            s += np.int64(row[e])
+        out[p] = s
+
+
+def global_average_integers(q: np.ndarray, zero_point, scale) -> np.ndarray | None:
+    """``float32(float32(Σ (q − z)) / count) · s`` per (image, channel), shaped ``[N, C, 1, …]``,
+    or ``None`` where the int64 sum is not provably the rule's (module doc)."""
+    if q.ndim < 3 or q.dtype.kind not in "iu" or q.dtype.itemsize != 1:
+        return None
+    count = int(np.prod(q.shape[2:]))
+    if count == 0 or count >= _EXACT_COUNT:
+        return None
+    planes = np.ascontiguousarray(q).reshape(q.shape[0] * q.shape[1], count)
+    sums = np.empty(planes.shape[0], np.int64)
+    _global_sums(planes, sums)
+    centred = (sums - np.int64(count) * np.int64(zero_point)).astype(np.float32)  # exact: |Σ| < 2**24
+    mean = (centred.astype(np.float64) / np.float64(count)).astype(np.float32)
+    y = (mean * np.float32(scale)).astype(np.float32)
+    return y.reshape(q.shape[:2] + (1,) * (q.ndim - 2))

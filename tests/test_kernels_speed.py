@@ -1,0 +1,240 @@
+"""The real-network kernels equal their specifications bit for bit, on any thread count.
+
+* the depthwise conv kernel (``fast._depthwise_kernel``: one input channel per group) — the
+  NumPy reference conv, unprepared and prepared, over shapes, strides, pads, dilations,
+  channel multipliers, zero points, biases and every requant mode;
+* the integer pooling hooks of the ``numba`` backend (``kernels/fast_pool.py``) — the NumPy
+  rules of the integer-operator table (MaxPool: the float32 MaxPool of the integers;
+  GlobalAveragePool: ``average_integers``);
+* every one of them with 1 and 2 Numba threads: identical outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from refquant.executor.integer_ops import TABLE, QTensor, average_integers
+from refquant.kernels import fast
+from refquant.kernels import fast_pool
+from refquant.kernels import reference as ref
+from refquant.kernels.fast_prepared import prepare_layer
+from refquant.numerics import QParams
+from refquant.numerics.requant import REQUANT_MODES, make_requantizer
+from refquant.ops import FLOAT_OPS
+
+EIGHT_BIT = (np.int8, np.uint8)
+
+
+@contextlib.contextmanager
+def threads(n):
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def outcome(fn, *args, **kwargs):
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except (ValueError, TypeError, OverflowError) as e:
+        return ("error", type(e), str(e))
+
+
+def assert_same(expected, got):
+    assert expected[0] == got[0], f"expected {expected[:1] + expected[2:]}, got {got[:1] + got[2:]}"
+    if expected[0] == "ok":
+        assert got[1].dtype == expected[1].dtype and got[1].shape == expected[1].shape
+        assert np.array_equal(got[1], expected[1])
+    else:
+        assert got[1] is expected[1] and got[2] == expected[2]
+
+
+def int_array(rng, shape, dtype, fill):
+    info = np.iinfo(dtype)
+    if fill == "extreme":
+        return rng.choice(np.array([info.min, info.max], dtype), size=shape)
+    if fill == "small":
+        return rng.integers(max(info.min, -3), min(info.max, 3) + 1, size=shape).astype(dtype)
+    return rng.integers(info.min, int(info.max) + 1, size=shape).astype(dtype)
+
+
+@st.composite
+def depthwise_case(draw):
+    channels, mult = draw(st.integers(1, 12)), draw(st.sampled_from([1, 1, 1, 2, 3]))
+    kh, kw = draw(st.sampled_from([(3, 3), (5, 5), (1, 1), (3, 1), (2, 4), (7, 7)]))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilations = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4)) if auto_pad == "NOTSET" else None
+    p = pads or (0, 0, 0, 0)
+    h_min = max(1, dilations[0] * (kh - 1) + 1 - (p[0] + p[2]))
+    w_min = max(1, dilations[1] * (kw - 1) + 1 - (p[1] + p[3]))
+    if auto_pad == "VALID":
+        h_min, w_min = dilations[0] * (kh - 1) + 1, dilations[1] * (kw - 1) + 1
+    h, wd = draw(st.integers(h_min, h_min + 12)), draw(st.integers(w_min, w_min + 12))
+    n = draw(st.sampled_from([1, 1, 2, 3, 0]))
+    x_dtype, w_dtype = draw(st.sampled_from(EIGHT_BIT)), draw(st.sampled_from(EIGHT_BIT))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    fill = draw(st.sampled_from(["random", "extreme", "small"]))
+    x = int_array(rng, (n, channels, h, wd), x_dtype, fill)
+    c_out = channels * mult
+    w = int_array(rng, (c_out, 1, kh, kw), w_dtype, fill)
+    xi, wi = np.iinfo(x_dtype), np.iinfo(w_dtype)
+    zx = int(rng.integers(xi.min, int(xi.max) + 1))
+    zw = (rng.integers(wi.min, int(wi.max) + 1, c_out).astype(w_dtype) if draw(st.booleans())
+          else int(rng.integers(wi.min, int(wi.max) + 1)))
+    bias_kind = draw(st.sampled_from(["none", "small", "large"]))
+    bias = (None if bias_kind == "none" else
+            rng.integers(-1000 if bias_kind == "small" else -(2**31),
+                         1000 if bias_kind == "small" else 2**31, c_out).astype(np.int32))
+    attrs = dict(strides=strides, pads=pads, dilations=dilations, group=channels, auto_pad=auto_pad)
+    return x, w, zx, zw, bias, attrs
+
+
+@st.composite
+def requantizer(draw, channels):
+    mode = draw(st.sampled_from(REQUANT_MODES))
+    fmt = draw(st.sampled_from(["int8", "uint8", "int16"]))
+    lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-(2**15), 2**15 - 1)}[fmt]
+    w_scale = (np.array(draw(st.lists(st.floats(1e-4, 1.0), min_size=channels, max_size=channels)))
+               if draw(st.booleans()) else draw(st.floats(1e-4, 1.0)))
+    return make_requantizer(draw(st.floats(1e-4, 1.0)), w_scale, draw(st.floats(1e-6, 2.0)),
+                            draw(st.integers(lo, hi)), fmt, mode=mode,
+                            activation=draw(st.sampled_from([None, "relu", "relu6"])))
+
+
+def prepared_run(x, w, zx, zw, bias, attrs, rq):
+    layer = prepare_layer("conv2d", w, zw, x_dtype=x.dtype, name="conv", **attrs)
+    binding = layer.bind(zx, bias)
+    if rq is None:
+        return layer.run(x, binding, layer.requant_args(None), np.int32)
+    return layer.run(x, binding, layer.requant_args(rq), rq.out_dtype)
+
+
+@settings(max_examples=80, deadline=None)
+@given(depthwise_case(), st.data())
+def test_depthwise_conv_equals_reference_on_one_and_two_threads(case, data):
+    x, w, zx, zw, bias, attrs = case
+    assert fast._uses_depthwise(w.shape, x.dtype, w.dtype)
+    rq = data.draw(requantizer(w.shape[0]))
+    for args, kernel in (((x, w, zx, zw, bias), "conv2d_int32"), ((x, w, zx, zw, bias, rq), "conv2d_requant")):
+        expected = outcome(getattr(ref, kernel), *args, name="conv", **attrs)
+        for n in (1, 2):
+            with threads(n):
+                assert_same(expected, outcome(getattr(fast, kernel), *args, name="conv", **attrs))
+                prepared_rq = rq if kernel == "conv2d_requant" else None
+                assert_same(expected, outcome(prepared_run, x, w, zx, zw, bias, attrs, prepared_rq))
+
+
+def test_depthwise_prepared_layer_takes_the_depthwise_kernel():
+    w = np.ones((8, 1, 3, 3), np.int8)
+    layer = prepare_layer("conv2d", w, 0, x_dtype=np.uint8, name="dw", group=8, pads=(1, 1, 1, 1))
+    assert layer.path == "depthwise" and layer.kernel is fast._depthwise_kernel
+    dense = prepare_layer("conv2d", np.ones((8, 2, 3, 3), np.int8), 0, x_dtype=np.uint8, name="c", group=4)
+    assert dense.path != "depthwise"
+
+
+def test_depthwise_overflow_is_raised_like_the_reference():
+    x = np.full((1, 2, 6, 6), -128, np.int8)
+    w = np.full((2, 1, 3, 3), -128, np.int8)
+    bias = np.array([0, 2**31 - 1], np.int32)
+    expected = outcome(ref.conv2d_int32, x, w, 0, 0, bias, group=2, name="dw")
+    assert expected[0] == "error"
+    for n in (1, 2):
+        with threads(n):
+            assert_same(expected, outcome(fast.conv2d_int32, x, w, 0, 0, bias, group=2, name="dw"))
+
+
+def test_depthwise_scratch_is_stated():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (1, 32, 56, 56), dtype=np.uint8)
+    w = rng.integers(-128, 128, (32, 1, 3, 3), dtype=np.int8)
+    stated = fast.requant_scratch_bytes("conv2d", x.shape, w.shape, a_dtype=np.uint8, pads=(1, 1, 1, 1),
+                                        group=32, threads=2)
+    # the planes (2 threads × 58 × 58 int32) dominate; no buffer of the output's size in int32
+    assert 2 * 58 * 58 * 4 < stated < 4 * 32 * 56 * 56
+
+
+# --- pooling hooks -------------------------------------------------------------------------
+
+@st.composite
+def pool_case(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilations = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
+    ceil_mode = draw(st.integers(0, 1)) if auto_pad == "NOTSET" else 0
+    pads = [draw(st.integers(0, min(k - 1, 2))) for k in (kh, kw, kh, kw)] if auto_pad == "NOTSET" else None
+    h = draw(st.integers(dilations[0] * (kh - 1) + 1, dilations[0] * (kh - 1) + 10))
+    wd = draw(st.integers(dilations[1] * (kw - 1) + 1, dilations[1] * (kw - 1) + 10))
+    dtype = draw(st.sampled_from([np.int8, np.uint8, np.int16, np.uint16]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, int(info.max) + 1, (draw(st.integers(0, 3)), draw(st.integers(1, 6)), h, wd)).astype(dtype)
+    attrs = dict(kernel_shape=[kh, kw], strides=list(strides), dilations=list(dilations), auto_pad=auto_pad,
+                 ceil_mode=ceil_mode)
+    if pads is not None:
+        attrs["pads"] = pads
+    return x, attrs
+
+
+def numpy_max_pool(x, attrs):
+    return FLOAT_OPS["MaxPool"](x.astype(np.float32), **attrs).astype(x.dtype)
+
+
+@settings(max_examples=120, deadline=None)
+@given(pool_case())
+def test_max_pool_hook_equals_the_numpy_rule(case):
+    x, attrs = case
+    expected = outcome(numpy_max_pool, x, attrs)
+    for n in (1, 2):
+        with threads(n):
+            assert_same(expected, outcome(fast_pool.max_pool_integers, x, **attrs))
+
+
+def test_max_pool_entry_uses_the_hook_and_the_rule_is_the_default():
+    from refquant.kernels import numba_backend, reference
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (2, 4, 9, 9)).astype(np.uint8)
+    qp = QParams(np.float32(0.1), np.uint8(7), "uint8")
+    attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    entry = TABLE["MaxPool"]
+    spec = entry.compute("MaxPool", [QTensor(x, qp)], attrs, name="p")
+    assert np.array_equal(spec, entry.compute("MaxPool", [QTensor(x, qp)], attrs, name="p", backend=reference))
+    assert np.array_equal(spec, entry.compute("MaxPool", [QTensor(x, qp)], attrs, name="p",
+                                              backend=numba_backend))
+    assert not hasattr(reference, "max_pool_integers")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([np.int8, np.uint8]), st.integers(0, 3), st.integers(1, 9), st.integers(1, 20),
+       st.integers(1, 20), st.integers(0, 2**32 - 1), st.floats(1e-6, 10.0), st.booleans())
+def test_global_average_hook_equals_the_numpy_rule(dtype, n, c, h, wd, seed, scale, extreme):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    if extreme:
+        x = rng.choice(np.array([info.min, info.max], dtype), size=(n, c, h, wd))
+    else:
+        x = rng.integers(info.min, int(info.max) + 1, (n, c, h, wd)).astype(dtype)
+    z = int(rng.integers(info.min, int(info.max) + 1))
+    qp = QParams(np.float32(scale), dtype(z), np.dtype(dtype).name)
+    expected = average_integers("GlobalAveragePool", x, qp, {})
+    for t in (1, 2):
+        with threads(t):
+            got = fast_pool.global_average_integers(x, qp.zero_point, qp.scale)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_global_average_hook_declines_what_it_cannot_prove():
+    assert fast_pool.global_average_integers(np.zeros((1, 1, 300, 300), np.uint8), 0, 1.0) is None
+    assert fast_pool.global_average_integers(np.zeros((1, 1, 3, 3), np.int16), 0, 1.0) is None
