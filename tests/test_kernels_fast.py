@@ -31,6 +31,7 @@ from refquant.numerics.requant import (
     saturating_rounding_doubling_high_mul,
 )
 from refquant.registry import get_backend
+from tests_support import outcome
 
 PATHS = (("vnni",) if fast.HOST_HAS_VNNI else ()) + ("int32", "int64")
 EIGHT_BIT = (np.int8, np.uint8)
@@ -45,13 +46,6 @@ def forced_path(path):
         yield
     finally:
         fast._FORCE_PATH = old
-
-
-def outcome(fn, *args, **kwargs):
-    try:
-        return ("ok", fn(*args, **kwargs))
-    except (ValueError, TypeError, OverflowError) as e:
-        return ("error", type(e), str(e))
 
 
 def assert_same(expected, got):

@@ -15,7 +15,6 @@ import contextlib
 
 import numba
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +26,7 @@ from refquant.kernels.fast_prepared import prepare_layer
 from refquant.numerics import QParams
 from refquant.numerics.requant import REQUANT_MODES, make_requantizer
 from refquant.ops import FLOAT_OPS
+from tests_support import outcome
 
 EIGHT_BIT = (np.int8, np.uint8)
 
@@ -39,13 +39,6 @@ def threads(n):
         yield
     finally:
         numba.set_num_threads(old)
-
-
-def outcome(fn, *args, **kwargs):
-    try:
-        return ("ok", fn(*args, **kwargs))
-    except (ValueError, TypeError, OverflowError) as e:
-        return ("error", type(e), str(e))
 
 
 def assert_same(expected, got):

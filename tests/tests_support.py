@@ -36,3 +36,12 @@ def small_mlp(seed: int = 0, n: int = 16):
     h = b.relu(b.matmul(h, rng.normal(0, 0.2, (32, 16)).astype(np.float32), name="fc2"))
     y = b.gemm(h, rng.normal(0, 0.3, (16, 10)).astype(np.float32), None, name="fc3")
     return b.build(y), rng.normal(0, 1, (n, 64)).astype(np.float32)
+
+
+def outcome(fn, *args, **kwargs):
+    """``("ok", result)`` or ``("error", exception type, message)``: what a kernel call did, so
+    two backends' calls can be compared outcome for outcome, errors included."""
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except (ValueError, TypeError, OverflowError) as e:
+        return ("error", type(e), str(e))
