@@ -44,19 +44,32 @@ def _onnxruntime_layer_outputs(path, gs, feeds) -> dict:
     return out
 
 
-@pytest.mark.parametrize("form,granularity,act", [("qoperator", "channel", "s8s8"), ("qdq", "tensor", "u8u8")])
-def test_golden_set_of_an_imported_model_verifies_onnxruntime_per_layer(tmp_path, capsys, form, granularity, act):
+@pytest.mark.parametrize("model,form,granularity,act", [
+    ("digits-cnn", "qoperator", "channel", "s8s8"),
+    ("digits-cnn", "qdq", "tensor", "u8u8"),
+    ("digits-resnet", "qdq", "tensor", "s8s8"),  # QLinearAdd (MLAS rule): compared, not replayable
+])
+def test_golden_set_of_an_imported_model_verifies_onnxruntime_per_layer(tmp_path, capsys, model, form, granularity,
+                                                                        act):
     dt = "int8" if act == "s8s8" else "uint8"
     if not exact_integer_products(dt, dt):
         pytest.skip(f"onnxruntime does not multiply {dt}x{dt} exactly on this host")
-    path = quantized_model("digits-cnn", form, granularity, act)
-    x = digits_inputs(resolve_model("digits-cnn"), digits().test.x[:4]).astype(np.float32)
+    path = quantized_model(model, form, granularity, act)
+    x = digits_inputs(resolve_model(model), digits().test.x[:4]).astype(np.float32)
     name = onnx.load(path).graph.input[0].name
     np.savez(tmp_path / "in.npz", **{name: x})
     assert main(["golden", "export", path, str(tmp_path / "gs"), "--inputs", str(tmp_path / "in.npz")]) == 0
     gs = load_golden(tmp_path / "gs")
     ops = [layer["op"] for layer in gs.layers]
-    assert ops.count("Conv") == 2 and ops.count("Gemm") == 1, ops
+    if model == "digits-cnn":
+        assert ops.count("Conv") == 2 and ops.count("Gemm") == 1, ops
+    else:
+        adds = [layer for layer in gs.layers if layer["op"] == "QLinearAdd"]
+        assert len(adds) == 2 and all(not layer["imported"]["replayable"] for layer in adds), ops
+        from refquant.golden import replay
+        with pytest.raises(ValueError, match="replay does not run"):
+            replay(gs)
+    assert gs.manifest["imported"]["excluded"], "the float steps are listed, not dropped silently"
     assert all(layer["kernel"] == "fused" and "requantization" in layer and "bias" in layer["tensors"]
                for layer in gs.layers if layer["op"] in ("Conv", "Gemm"))
 
