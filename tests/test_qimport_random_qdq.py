@@ -4,8 +4,8 @@ bit for bit with onnxruntime: ``integer`` against onnxruntime with every optimiz
 with optimizations off. Each graph ends in a QuantizeLinear, so the compared output is integer.
 
 Activations × weights are s8s8 or u8u8 — the pairs onnxruntime multiplies exactly on this host
-(``exact_integer_products``). Concat is not generated: the importer does not fuse it (it has no
-``QLinearConcat`` step), so it would run as a float island in both semantics and is out of scope."""
+(``exact_integer_products``). Concat is not generated: the importer does not support it (no
+``QLinearConcat`` step, and no float Concat either — ``run`` refuses the operator)."""
 
 from __future__ import annotations
 
