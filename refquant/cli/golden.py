@@ -3,6 +3,7 @@
 ::
 
     refquant golden export MODEL DIR [--plan PLAN] [--images 4] [--onnx] [--accumulators]
+    refquant golden export MODEL.onnx DIR --inputs IN.npz [--semantics integer|qdq-float]
     refquant golden run DIR --backend NAME|MODULE|FILE.py -o OUT.npz
     refquant golden verify DIR --outputs OUT.npz|PB_DIR [--policy exact|lsb1] [--manifest-sha256 HEX] [--json]
     refquant golden conform (--backend NAME|MODULE|FILE.py | --command "CMD {in} {out}") [--out DIR]
@@ -37,7 +38,36 @@ def _emit_json(doc) -> None:
     print(json.dumps(doc, indent=1, default=str))
 
 
+def _export_imported(args) -> int:
+    """``golden export MODEL.onnx DIR --inputs IN.npz``: the golden set of an imported quantized model."""
+    from ..golden.imported import export_imported_golden
+    from ..graph.io import read_npz_checked
+
+    existing_file("golden export", "MODEL", args.model)
+    if not args.inputs:
+        raise ValueError("golden export: an .onnx model needs --inputs IN.npz (arrays named after the model's inputs)")
+    existing_file("golden export", "--inputs", args.inputs)
+    feeds = read_npz_checked(args.inputs, what="inputs")
+    gs = export_imported_golden(args.model, feeds, args.dir, semantics=args.semantics, requant=args.requant,
+                                backend=args.backend, input_description=f"the arrays of {Path(args.inputs).name}")
+    excluded = gs.manifest["imported"]["excluded"]
+    summary = {"golden": str(gs.root), "model": args.model, "semantics": args.semantics, "requant": args.requant,
+               "layers": len(gs.layers), "excluded": [f"{e['name']} ({e['op']}): {e['reason']}" for e in excluded],
+               "files": len(gs.manifest["files"]), "manifest_sha256": gs.manifest_sha256}
+    if args.json:
+        _emit_json(summary)
+    else:
+        print(f"wrote golden set {gs.root}: {summary['layers']} integer layers of the imported model, "
+              f"{len(excluded)} steps not layers (float or dequantizing), {summary['files']} files "
+              f"(manifest sha256 {gs.manifest_sha256})")
+    return 0
+
+
 def cmd_export(args) -> int:
+    if str(args.model).endswith(".onnx"):
+        return _export_imported(args)
+    if args.inputs:
+        raise ValueError("golden export: --inputs is for an imported .onnx model")
     graph = resolve_model(args.model)
     digits = load_digits()
     if args.images > len(digits.test):
@@ -166,6 +196,9 @@ def add_golden_commands(cli) -> None:
     p.add_argument("--backend", default="reference", help="kernel backend that computes the set")
     p.add_argument("--accumulators", action="store_true", help="also write every layer's int32 accumulators")
     p.add_argument("--onnx", action="store_true", help="also write the ONNX test-data layout (QOperator model)")
+    p.add_argument("--inputs", default=None, help="for a quantized MODEL.onnx (imported): an .npz of its float inputs")
+    p.add_argument("--semantics", default="integer", choices=("integer", "qdq-float"),
+                   help="for a quantized MODEL.onnx: how a QDQ model is imported (default integer)")
     p.set_defaults(handler=cmd_export)
 
     p = command("run", "recompute every layer of a golden set on a backend's kernels; write an outputs .npz")

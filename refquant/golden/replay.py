@@ -119,6 +119,9 @@ def compute_layer(gs, layer: dict, inputs: list, *, kernels=reference, mode: str
     requant mode. Every other layer follows refquant's rules (module docstring).
     """
     op, kernel = layer["op"], layer["kernel"]
+    if (layer.get("imported") or {}).get("replayable") is False:
+        raise ValueError(f"layer {layer['name']!r}: an imported {layer['imported'].get('onnx_op')} layer follows "
+                         f"onnxruntime's rule ({layer['imported'].get('rule', '?')}), which replay does not run")
     y_qp = gs.qparams(layer, "output")
     if kernel == "input":  # QuantizeLinear of the float graph input, or integers given as they are
         return quantize(gs.layer_tensor(layer, "input"), y_qp) if op == "QuantizeLinear" else \
