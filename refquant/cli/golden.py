@@ -25,7 +25,9 @@ import numpy as np
 from ..data import digits_inputs, load_digits
 from ..executor import quantize_model
 from ..golden import POLICIES, export_golden, load_golden, replay, verify
+from ..golden.imported import export_imported_golden
 from ..golden.shipped import GOLDEN_DIR, refresh
+from ..graph.io import read_npz_checked
 from ..numerics import REQUANT_MODES, dequantize
 from ..registry import resolve_model
 from ..testing.backend import CommandBackend, check_backend, require_kernels, resolve_backend
@@ -40,9 +42,6 @@ def _emit_json(doc) -> None:
 
 def _export_imported(args) -> int:
     """``golden export MODEL.onnx DIR --inputs IN.npz``: the golden set of an imported quantized model."""
-    from ..golden.imported import export_imported_golden
-    from ..graph.io import read_npz_checked
-
     existing_file("golden export", "MODEL", args.model)
     if not args.inputs:
         raise ValueError("golden export: an .onnx model needs --inputs IN.npz (arrays named after the model's inputs)")
