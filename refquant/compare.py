@@ -43,6 +43,7 @@ from .data import digits_inputs, load_digits
 from .data.photos import CORRUPTIONS, PHOTOS, VIEW_NAMES, corrupt, photo_views
 from .executor import peak_working_bytes, quantize_model, run_float
 from .metrics import accuracy, sqnr_db, topk_agreement
+from .onnx_io.anchors import ANCHOR_METHODS, ort_logits, ort_quantize_static
 from .plan import Plan, TensorPlan
 from .presentation import progress_bar
 from .registry import quantizers, resolve_model
@@ -120,7 +121,7 @@ class CompareRow:
 def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
             granularities=None, backend="numba", calibration=None, requant="float32", progress=True,
             activation_bits=None, views=None, severity=None, corruptions=None, full_grid=False,
-            batch=None) -> list[CompareRow]:
+            batch=None, anchors=()) -> list[CompareRow]:
     """Run the comparison; one :class:`CompareRow` per (model, plan, dataset).
 
     ``None`` means the model's default: for the digits models bits 8 and 4, both
@@ -128,7 +129,17 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
     :data:`REAL_MODEL_DEFAULTS`. ``full_grid=True`` makes every unset choice the full one
     (every registered strategy, bits 8 and 4, both granularities). ``activation_bits=None``
     gives the activations the weights' ``bits``; an integer fixes them.
+
+    ``anchors`` (e.g. :data:`~refquant.onnx_io.anchors.ANCHOR_METHODS`) adds, per model and
+    method, a row set for onnxruntime's ``quantize_static`` on the exported float model with
+    the same calibration inputs (:mod:`refquant.onnx_io.anchors`): ``weights`` =
+    ``"onnxruntime"``, ``activations`` = ``"quantize_static-METHOD"``, 8 bits, per channel,
+    ``peak_working_bytes`` 0 (not measured). What onnxruntime computes on this host (its u8s8
+    products saturate without AVX-VNNI).
     """
+    for method in anchors:
+        if method not in ANCHOR_METHODS:
+            raise ValueError(f"unknown anchor {method!r}; known: {', '.join(ANCHOR_METHODS)}")
     for name in weights or ():
         quantizers("weights").get(name) or _unknown("weights", name)
     for name in activations or ():
@@ -145,6 +156,8 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
                    for w in pick["weights"] for a in pick["activations"]]
     rows: list[CompareRow] = []
     graphs, floats, data = {}, {}, {}
+    combos += [(m, 8, "per-channel", "onnxruntime", f"quantize_static-{method}")
+               for m in models for method in anchors]
     units = sum(len(_set_names(m, corruptions)) for m, *_ in combos)
     done = 0
     for model, b, gran, w, a in combos:
@@ -163,16 +176,25 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
                              for name, x, _ in data[model].sets}
         g, d = graphs[model], data[model]
         ab = b if activation_bits is None else activation_bits
-        plan = Plan(TensorPlan(w, b, gran, True, True), TensorPlan(a, ab, "per-tensor", False, False))
         label = f"{model} {w}:{b} {a}:{ab} {gran}"
         if progress:
             progress_bar(done, units, f"{label} calibrating")
-        qm = quantize_model(g, plan, d.calibration, requant=requant)
+        if w == "onnxruntime":
+            ort_model = ort_quantize_static(g, d.calibration, a.split("-", 1)[1])
+
+            def evaluate(xb):
+                return ort_logits(ort_model, g, xb, len(xb)), 0
+        else:
+            plan = Plan(TensorPlan(w, b, gran, True, True), TensorPlan(a, ab, "per-tensor", False, False))
+            qm = quantize_model(g, plan, d.calibration, requant=requant)
+
+            def evaluate(xb):
+                return _run(qm, g, xb, backend)
         for name, x, y in d.sets:
             if progress:
                 progress_bar(done, units, f"{label} {name}")
             t0 = time.perf_counter()
-            out, peak = _batched(lambda xb: _run(qm, g, xb, backend), x, d.batch)
+            out, peak = _batched(evaluate, x, d.batch)
             dt = time.perf_counter() - t0
             ref = floats[model][name]
             rows.append(CompareRow(

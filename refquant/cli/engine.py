@@ -50,7 +50,8 @@ def cmd_compare(args) -> int:
                    activations=args.activations, granularities=args.granularity, backend=args.backend,
                    calibration=args.calibration, requant=args.requant, progress=not args.quiet,
                    activation_bits=args.activation_bits, views=args.views, severity=args.severity,
-                   corruptions=args.corruptions, full_grid=args.full_grid, batch=args.batch)
+                   corruptions=args.corruptions, full_grid=args.full_grid, batch=args.batch,
+                   anchors=args.anchors)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=1))
     else:
@@ -81,6 +82,9 @@ def add_engine_commands(cli) -> None:
     p.add_argument("--corruptions", nargs="*", default=None, metavar="NAME",
                    help="real models: the corruptions to run as shifted sets (default: all six)")
     p.add_argument("--batch", type=int, default=None, help="real models: images per run (default 8)")
+    p.add_argument("--anchors", nargs="*", default=[], metavar="METHOD",
+                   help="add onnxruntime quantize_static rows (per channel, QDQ) calibrated the same way: "
+                        "MinMax Entropy Percentile (needs the extra onnx; what onnxruntime computes on this host)")
     p.add_argument("--backend", default="numba", help="kernel backend (default numba)")
     p.add_argument("--requant", default="float32", choices=REQUANT_MODES)
     p.add_argument("--calibration", type=int, default=None,

@@ -23,11 +23,15 @@ so the grid still covers the range; codebook weights: each int8 level re-rounded
 one scale to the largest channel's need. Weights executed in float (``execution="float"``:
 float formats, ``lloydmax-float``) keep a float32 bias and are left alone.
 
-``s_x`` is the input's scale as calibration fixes it (:func:`~refquant.executor.program.static_qparams`
-with ``offline_only=False``): exact for static activations; for per-input strategies
-(dynamic, probabilistic) the calibrated scale is the estimate, and an input whose run-time
-scale is far smaller can still overflow — the kernels then raise
-:class:`~refquant.kernels.AccumulatorOverflowError` as before. A layer with
+``s_x`` is the input's scale as calibration fixes it (:func:`~refquant.executor.program.static_qparams`):
+exact for an input whose qparams are decided offline. An input whose qparams are decided per
+input (the previous layer's strategy is ``dynamic`` or ``probabilistic``) has no fixed scale:
+the rule then sizes the weight scale for :data:`PER_INPUT_SCALE_FACTOR` (1/256) times the
+calibrated scale (``static_qparams(offline_only=False)``) — one image's range is rarely a
+256th of the calibration set's. An input whose run-time scale falls below that can still
+overflow, and the kernels raise :class:`~refquant.kernels.AccumulatorOverflowError` as before
+(onnxruntime's dynamic quantization avoids the question by adding the bias in float; the
+int32 bias is refquant's contract). A layer with
 ``K·Q_w·Q_x ≥ 2^31 - 1`` (over 66 000 products per output at 8 bits) cannot be helped by any
 weight scale and is left as it is: if its accumulators leave int32 the kernel raises.
 """
@@ -40,13 +44,16 @@ import numpy as np
 
 from ..numerics import QParams, quantize
 
-__all__ = ["BIAS_RULES", "INT32_MAX", "MARGIN", "Widening", "accumulator_headroom", "widen_for_bias"]
+__all__ = ["BIAS_RULES", "INT32_MAX", "MARGIN", "PER_INPUT_SCALE_FACTOR", "Widening", "accumulator_headroom",
+           "widen_for_bias"]
 
 #: ``quantize_model(..., bias_rule=...)``: ``"widen"`` (default) applies the rule, ``"off"`` does not
 BIAS_RULES = ("widen", "off")
 INT32_MAX = 2**31 - 1
 #: onnxruntime's relative margin on the smallest allowed ``s_x · s_w``
 MARGIN = 1.0001
+#: an input scale decided per input is assumed to be at least this share of the calibrated one
+PER_INPUT_SCALE_FACTOR = 2.0 ** -8
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,11 @@ def _fits(bias: np.ndarray, x_scale: np.float32, w_scale: np.ndarray, limit: int
 
 
 def widen_for_bias(weight, w_float: np.ndarray, bias: np.ndarray | None, x_qp: QParams,
-                   layer: str):
-    """``(weight', Widening | None)``: ``weight`` with the int32 bias rule applied (module doc)."""
+                   layer: str, *, per_input: bool = False):
+    """``(weight', Widening | None)``: ``weight`` with the int32 bias rule applied (module doc).
+
+    ``per_input``: ``x_qp`` is the calibrated estimate of a scale decided per input; the rule
+    sizes for ``PER_INPUT_SCALE_FACTOR · s_x``."""
     if bias is None or weight.execution == "float" or not x_qp.per_tensor:
         return weight, None
     w_qp = weight.qparams
@@ -96,6 +106,8 @@ def widen_for_bias(weight, w_float: np.ndarray, bias: np.ndarray | None, x_qp: Q
         return weight, None
     b = np.asarray(bias, np.float32).reshape(-1)
     s_x = np.float32(x_qp.scale)
+    if per_input:
+        s_x = np.float32(float(s_x) * PER_INPUT_SCALE_FACTOR)
     per_tensor = w_qp.per_tensor
     scale = np.atleast_1d(np.asarray(w_qp.scale, np.float32)).copy()
     need = scale if not per_tensor else np.full(b.shape, scale[0], np.float32)

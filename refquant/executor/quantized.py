@@ -397,14 +397,16 @@ _CALIBRATION_KEYS = ("alpha", "beta", "calibrated", "calibration_images", "calib
 
 def _apply_bias_rule(model: QuantizedModel) -> None:
     """Step 5 of :func:`quantize_model`: the int32 bias rule on every layer with a calibrated input."""
+    fixed = static_qparams(model)
     known = static_qparams(model, offline_only=False)
     for layer in model.layers.values():
-        x_qp = known.get(layer.step.node.inputs[0])
+        x_name = layer.step.node.inputs[0]
+        x_qp = known.get(x_name)
         if x_qp is None:
             continue
         node = layer.step.node
         qw, widening = widen_for_bias(layer.weight, weight_matrix(model.graph, node), layer.bias, x_qp,
-                                      layer.name)
+                                      layer.name, per_input=x_name not in fixed)
         if widening is None:
             continue
         layer.weight, layer.widening = qw, widening
