@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--backend", default="numba")
     ap.add_argument("--bits", type=int, nargs="+", default=[8, 4])
     ap.add_argument("--weights", nargs="+", default=None)
+    ap.add_argument("--granularity", nargs="+", default=["per-channel", "per-tensor"])
     ap.add_argument("--activations", nargs="+", default=None)
     ap.add_argument("--out", default="bench/effnet_all_plans.json")
     args = ap.parse_args()
@@ -46,7 +47,7 @@ def main() -> int:
     weights = args.weights or sorted(quantizers("weights"), key=lambda n: (n == "lloydmax", n))
     acts = args.activations or sorted(quantizers("activations"))
     rows = []
-    plans = [(b, gran, w, a) for b in args.bits for gran in ("per-channel", "per-tensor") for w in weights for a in acts]
+    plans = [(b, gran, w, a) for b in args.bits for gran in args.granularity for w in weights for a in acts]
     _cache_weights()
     t_all = time.perf_counter()
     for i, (b, gran, w, a) in enumerate(plans):
