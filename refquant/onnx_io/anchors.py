@@ -13,6 +13,8 @@ what onnxruntime computes *on this host*, not an exact integer reference.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -48,9 +50,11 @@ def ort_quantize_static(graph, calibration: np.ndarray, method: str = "MinMax", 
     with tempfile.TemporaryDirectory(prefix="refquant-ort-") as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
         export_float(graph).save(src)
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, method))
+        # its calibrators print progress on stdout: keep stdout for our output (compare --json)
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=getattr(CalibrationMethod, method))
         return dst.read_bytes()
 
 
