@@ -28,7 +28,8 @@ photos (never a test view; evenly spaced over photo × view), the shifted sets e
 corruption of the test views at ``severity`` (default 3), named ``NAME-SEVERITY``. Because a
 real model costs about a second per image on two cores, its defaults are small (8-bit
 per-channel ``minmax``/``mse`` weights × ``static-minmax``/``static-percentile`` activations,
-16 calibration views, batches of 8): about 5 minutes on this machine; ``full_grid=True``
+16 calibration views, batches of 8): 7 minutes measured on this 2-core machine under load,
+with onnxruntime anchors; ``full_grid=True``
 (``--full-grid``) runs every registered strategy pair at 8 and 4 bits, per tensor and per channel.
 """
 
