@@ -5,7 +5,14 @@
 * ``snr_db(signal_power, noise_power) = 10·log10(signal_power / noise_power)`` dB, +inf when
   the noise is zero;
 * ``sqnr_db(reference, approx)``: :func:`snr_db` of ``Σ reference²`` against
-  ``Σ (approx − reference)²``, both summed in float64.
+  ``Σ (approx − reference)²``, both summed in float64;
+* fidelity to a reference model, for models without labels (``refquant compare
+  efficientnet-lite0``): ``topk_agreement(reference, approx, k)`` — the fraction of rows whose
+  reference arg-max class is among the ``k`` largest ``approx`` logits, i.e. fewer than ``k``
+  approx logits are strictly larger than the approx logit of that class (a tie counts in its
+  favour). ``k = 1``: top-1 agreement (the two models name the same class); ``k = 5``: top-5
+  agreement (the reference's answer survives in the approximation's top 5). The reference's
+  arg-max is ``numpy.argmax`` (first maximum). ``agreement_counts`` gives ``(agreeing, total)``.
 
 ``refquant compare``, training reports and the plugins' reports all measure with these.
 """
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["accuracy", "accuracy_counts", "snr_db", "sqnr_db"]
+__all__ = ["accuracy", "accuracy_counts", "agreement_counts", "snr_db", "sqnr_db", "topk_agreement"]
 
 
 def accuracy_counts(logits: np.ndarray, y: np.ndarray) -> tuple[int, int]:
@@ -37,3 +44,23 @@ def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
     noise = float(np.sum((approx.astype(np.float64) - reference) ** 2))
     signal = float(np.sum(reference.astype(np.float64) ** 2))
     return snr_db(signal, noise)
+
+
+def agreement_counts(reference: np.ndarray, approx: np.ndarray, k: int = 1) -> tuple[int, int]:
+    """``(agreeing, total)``: rows whose ``reference`` arg-max class is in ``approx``'s top ``k``."""
+    reference, approx = np.asarray(reference), np.asarray(approx)
+    if reference.shape != approx.shape or reference.ndim != 2:
+        raise ValueError(f"agreement needs two [N, classes] arrays of one shape, got {reference.shape} "
+                         f"and {approx.shape}")
+    if not 1 <= k <= reference.shape[1]:
+        raise ValueError(f"k must be in 1..{reference.shape[1]}, got {k}")
+    top = np.argmax(reference, axis=1)
+    mine = approx[np.arange(len(approx)), top][:, None]
+    larger = np.sum(approx > mine, axis=1)
+    return int(np.sum(larger < k)), int(len(reference))
+
+
+def topk_agreement(reference: np.ndarray, approx: np.ndarray, k: int = 1) -> float:
+    """The fraction of rows whose ``reference`` arg-max class is among ``approx``'s ``k`` largest."""
+    agree, total = agreement_counts(reference, approx, k)
+    return agree / total if total else float("nan")

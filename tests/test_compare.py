@@ -78,3 +78,30 @@ def test_run_prints_accuracy_and_layers(model_paths, capsys):
 def test_run_unknown_model(capsys):
     assert main(["run", "no-such-model"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_topk_agreement():
+    from refquant.metrics import agreement_counts, topk_agreement
+
+    ref = np.array([[0.0, 3.0, 1.0, 2.0], [5.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    approx = np.array([[0.0, 3.0, 1.0, 2.0],    # same top-1
+                       [1.0, 5.0, 2.0, 0.0],    # float's class 0 is 3rd
+                       [0.0, 0.0, 1.0, 1.0]])   # a tie at the top counts in its favour
+    assert agreement_counts(ref, approx, 1) == (2, 3)
+    assert topk_agreement(ref, approx, 2) == pytest.approx(2 / 3)
+    assert topk_agreement(ref, approx, 3) == 1.0
+    with pytest.raises(ValueError, match="k must be"):
+        topk_agreement(ref, approx, 5)
+    with pytest.raises(ValueError, match="shape"):
+        topk_agreement(ref, approx[:2], 1)
+
+
+def test_compare_rows_carry_fidelity(model_paths):
+    from refquant.compare import compare
+
+    rows = compare([model_paths["mlp"]], bits=[8], weights=["minmax"], activations=["static-minmax"],
+                   granularities=["per-tensor"], progress=False)
+    for r in rows:
+        assert 0 <= r.top5_agreement <= 1 and r.top1_agreement <= r.top5_agreement
+        assert r.images > 0 and r.accuracy is not None
+    assert next(r for r in rows if r.dataset == "test").top1_agreement > 0.9

@@ -12,7 +12,7 @@ from ..numerics import REQUANT_MODES
 from ..plan import parse_plan
 from ..presentation import format_table
 from ..registry import resolve_model
-from .args import int_in_range
+from .args import int_at_least, int_in_range
 from .imported import run_imported
 
 __all__ = ["add_engine_commands", "cmd_run", "cmd_compare"]
@@ -54,8 +54,11 @@ def cmd_run(args) -> int:
 def cmd_compare(args) -> int:
     """Every strategy combination × bit width × granularity × test set, as one table."""
     rows = compare(args.models or ["digits-cnn"], bits=args.bits, weights=args.weights,
-                   activations=args.activations, backend=args.backend, calibration=args.calibration,
-                   requant=args.requant, progress=not args.quiet, activation_bits=args.activation_bits)
+                   activations=args.activations, granularities=args.granularity, backend=args.backend,
+                   calibration=args.calibration, requant=args.requant, progress=not args.quiet,
+                   activation_bits=args.activation_bits, views=args.views, severity=args.severity,
+                   corruptions=args.corruptions, full_grid=args.full_grid, batch=args.batch,
+                   anchors=args.anchors)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=1))
     else:
@@ -67,14 +70,32 @@ def add_engine_commands(cli) -> None:
     """Add ``compare`` and ``run`` to the ``refquant`` command line."""
     p = cli.command("compare", "compare every strategy combination on the test and shifted sets")
     p.add_argument("models", nargs="*", help="registered model names or .json paths (default digits-cnn)")
-    p.add_argument("--bits", type=int_in_range(2, 8), nargs="+", default=[8, 4], help="bit widths (default 8 4)")
+    p.add_argument("--bits", type=int_in_range(2, 8), nargs="+", default=None,
+                   help="bit widths (default 8 4; a real model: 8)")
     p.add_argument("--activation-bits", type=int_in_range(2, 8), default=None, metavar="B",
                    help="activations' bit width (default: the same as --bits)")
-    p.add_argument("--weights", nargs="+", default=None, help="weight strategies (default: all)")
-    p.add_argument("--activations", nargs="+", default=None, help="activation strategies (default: all)")
+    p.add_argument("--weights", nargs="+", default=None,
+                   help="weight strategies (default: all; a real model: minmax mse)")
+    p.add_argument("--activations", nargs="+", default=None,
+                   help="activation strategies (default: all; a real model: static-minmax static-percentile)")
+    p.add_argument("--granularity", nargs="+", default=None, choices=("per-tensor", "per-channel"),
+                   help="weight granularities (default both; a real model: per-channel)")
+    p.add_argument("--full-grid", action="store_true",
+                   help="every registered strategy pair, bits 8 4, both granularities (unless given)")
+    p.add_argument("--views", type=int_at_least(1), default=None, metavar="N",
+                   help="real models: test on the first N views of every photo (default 1: 11 images)")
+    p.add_argument("--severity", type=int, default=None, choices=(1, 2, 3, 4, 5),
+                   help="real models: corruption severity of the shifted sets (default 3)")
+    p.add_argument("--corruptions", nargs="*", default=None, metavar="NAME",
+                   help="real models: the corruptions to run as shifted sets (default: all six)")
+    p.add_argument("--batch", type=int_at_least(1), default=None, help="real models: images per run (default 8)")
+    p.add_argument("--anchors", nargs="*", default=[], metavar="METHOD",
+                   help="add onnxruntime quantize_static rows (per channel, QDQ) calibrated the same way: "
+                        "MinMax Entropy Percentile (needs the extra onnx; what onnxruntime computes on this host)")
     p.add_argument("--backend", default="numba", help="kernel backend (default numba)")
     p.add_argument("--requant", default="float32", choices=REQUANT_MODES)
-    p.add_argument("--calibration", type=int, default=32, choices=(16, 32, 128))
+    p.add_argument("--calibration", type=int, default=None,
+                   help="calibration images: digits 16, 32 (default) or 128; real models: views (default 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_compare)
 

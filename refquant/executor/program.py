@@ -186,8 +186,12 @@ class Program:
         return prepared
 
 
-def static_qparams(model) -> dict:
+def static_qparams(model, offline_only: bool = True) -> dict:
     """The qparams object each tensor will carry on every run when it is decided offline.
+
+    ``offline_only=False`` predicts every tensor from its calibrated qparams, whatever its
+    strategy's timing (for a per-input strategy: the calibrated estimate of its scale; the int32
+    bias rule, :mod:`refquant.executor.biasrule`, sizes weight scales with it).
 
     Graph inputs and outputs of offline strategies carry their calibrated object; the
     integer-operator table's entries that keep their input's qparams (``INTEGER_OPS``: Relu,
@@ -197,19 +201,19 @@ def static_qparams(model) -> dict:
     known: dict = {}
     for t in model.graph.inputs:
         strategy, _ = model.tensor_specs[t.name]
-        if getattr(strategy, "timing", None) == "offline":
+        if not offline_only or getattr(strategy, "timing", None) == "offline":
             known[t.name] = model.tensor_qparams.get(t.name)
     for step in model.steps:
         node = step.node
         if step.quantizable:
             layer = model.layers[step.name]
-            if layer.act_strategy.timing == "offline":
+            if not offline_only or layer.act_strategy.timing == "offline":
                 known[step.output] = layer.observed
         elif node.op_type in INTEGER_OPS:
             known[step.output] = known.get(node.inputs[0])
         else:
             strategy, _ = model.tensor_specs[step.output]
-            if getattr(strategy, "timing", None) == "offline":
+            if not offline_only or getattr(strategy, "timing", None) == "offline":
                 known[step.output] = model.tensor_qparams.get(step.output)
     return {k: v for k, v in known.items() if isinstance(v, QParams)}
 

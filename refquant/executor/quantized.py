@@ -43,7 +43,8 @@ from .contract import call, check_qparams, check_weight
 from .float_exec import FloatEvent, run_float
 from .integer_ops import QTensor, operand_kinds, rule_for
 from .integer_ops import per_tensor as _per_tensor
-from .program import Program, prepare_program, quantize_bias
+from .biasrule import BIAS_RULES, widen_for_bias
+from .program import Program, prepare_program, quantize_bias, static_qparams
 from .records import LayerRecord
 from .traverse import Step, lower, walk
 
@@ -63,6 +64,7 @@ class QuantizedLayer:
     act_strategy: object
     context: LayerContext
     observed: QParams | None = None
+    widening: object = None  # the int32 bias rule's Widening of this layer (biasrule), or None
 
     @property
     def name(self) -> str:
@@ -340,16 +342,21 @@ def _layer_specs(plan: Plan, node) -> tuple:
 
 
 def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "float32",
-                   batch_size: int = 256) -> QuantizedModel:
+                   batch_size: int = 256, bias_rule: str = "widen") -> QuantizedModel:
     """Quantize ``graph`` with ``plan`` (a :class:`Plan` or plan string).
 
     1. lower the graph into steps (fusing Relu/Relu6 into the layer before);
     2. quantize every Conv/Gemm/MatMul weight with its weight strategy;
     3. let before-layer activation strategies ``prepare`` (cache weight statistics);
     4. calibrate: one float pass over ``calibration`` (an array for the first input, or a
-       dict) in batches, every activation observer seeing its tensor, then ``qparams()``.
+       dict) in batches, every activation observer seeing its tensor, then ``qparams()``;
+    5. the int32 bias rule (``bias_rule="widen"``, :mod:`refquant.executor.biasrule`): with the
+       calibrated input scale known, widen each weight channel whose int32 bias plus accumulator
+       could leave int32, and requantize it (``layer.widening`` records it). ``"off"`` skips it.
     """
     check_mode(requant)
+    if bias_rule not in BIAS_RULES:
+        raise ValueError(f"bias_rule must be one of {BIAS_RULES}, got {bias_rule!r}")
     plan = parse_plan(plan) if isinstance(plan, str) else plan
     steps = lower(graph)
     layers: dict[str, QuantizedLayer] = {}
@@ -397,4 +404,35 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
                           for t, obs in observers.items()}
         for layer in layers.values():
             layer.observed = tensor_qparams.get(layer.step.output)
-    return QuantizedModel(graph, plan, steps, layers, tensor_specs, tensor_qparams, requant)
+    model = QuantizedModel(graph, plan, steps, layers, tensor_specs, tensor_qparams, requant)
+    if bias_rule == "widen" and tensor_qparams:
+        _apply_bias_rule(model)
+    return model
+
+
+#: state keys a before-layer strategy's observer writes at calibration (kept when re-preparing)
+_CALIBRATION_KEYS = ("alpha", "beta", "calibrated", "calibration_images", "calibration_gamma")
+
+
+def _apply_bias_rule(model: QuantizedModel) -> None:
+    """Step 5 of :func:`quantize_model`: the int32 bias rule on every layer with a calibrated input."""
+    fixed = static_qparams(model)
+    known = static_qparams(model, offline_only=False)
+    for layer in model.layers.values():
+        x_name = layer.step.node.inputs[0]
+        x_qp = known.get(x_name)
+        if x_qp is None:
+            continue
+        node = layer.step.node
+        qw, widening = widen_for_bias(layer.weight, weight_matrix(model.graph, node), layer.bias, x_qp,
+                                      layer.name, per_input=x_name not in fixed)
+        if widening is None:
+            continue
+        layer.weight, layer.widening = qw, widening
+        layer.context.weight = qw
+        if layer.act_strategy.timing == "before":
+            kept = {k: v for k, v in layer.context.state.items() if k in _CALIBRATION_KEYS}
+            layer.context.state.clear()
+            layer.context.cache.clear()
+            layer.act_strategy.prepare(layer.context, layer.act_spec)
+            layer.context.state.update(kept)
