@@ -94,7 +94,7 @@ def add_engine_commands(cli) -> None:
                         "MinMax Entropy Percentile (needs the extra onnx; what onnxruntime computes on this host)")
     p.add_argument("--backend", default="numba", help="kernel backend (default numba)")
     p.add_argument("--requant", default="float32", choices=REQUANT_MODES)
-    p.add_argument("--calibration", type=int, default=None,
+    p.add_argument("--calibration", type=int_at_least(1), default=None,
                    help="calibration images: digits 16, 32 (default) or 128; real models: views (default 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_compare)
