@@ -31,7 +31,7 @@ from refquant.numerics.requant import (
     saturating_rounding_doubling_high_mul,
 )
 from refquant.registry import get_backend
-from tests_support import outcome
+from tests_support import outcome, smallest_input
 
 PATHS = (("vnni",) if fast.HOST_HAS_VNNI else ()) + ("int32", "int64")
 EIGHT_BIT = (np.int8, np.uint8)
@@ -140,11 +140,7 @@ def conv_case(draw):
     dilations = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
     pads = tuple(draw(st.integers(0, 3)) for _ in range(4)) if auto_pad == "NOTSET" else None
-    p = pads or (0, 0, 0, 0)
-    h_min = max(1, dilations[0] * (kh - 1) + 1 - (p[0] + p[2]))
-    w_min = max(1, dilations[1] * (kw - 1) + 1 - (p[1] + p[3]))
-    if auto_pad == "VALID":
-        h_min, w_min = dilations[0] * (kh - 1) + 1, dilations[1] * (kw - 1) + 1
+    h_min, w_min = smallest_input((kh, kw), dilations, pads, auto_pad)
     h, wd = draw(st.integers(h_min, h_min + 7)), draw(st.integers(w_min, w_min + 7))
     n = draw(st.sampled_from([1, 1, 2, 0]))
     x_dtype, w_dtype = draw(st.sampled_from(EIGHT_BIT)), draw(st.sampled_from(EIGHT_BIT))

@@ -26,7 +26,7 @@ from refquant.kernels.fast_prepared import prepare_layer
 from refquant.numerics import QParams
 from refquant.numerics.requant import REQUANT_MODES, make_requantizer
 from refquant.ops import FLOAT_OPS
-from tests_support import outcome
+from tests_support import outcome, smallest_input
 
 EIGHT_BIT = (np.int8, np.uint8)
 
@@ -67,11 +67,7 @@ def depthwise_case(draw):
     dilations = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
     pads = tuple(draw(st.integers(0, 3)) for _ in range(4)) if auto_pad == "NOTSET" else None
-    p = pads or (0, 0, 0, 0)
-    h_min = max(1, dilations[0] * (kh - 1) + 1 - (p[0] + p[2]))
-    w_min = max(1, dilations[1] * (kw - 1) + 1 - (p[1] + p[3]))
-    if auto_pad == "VALID":
-        h_min, w_min = dilations[0] * (kh - 1) + 1, dilations[1] * (kw - 1) + 1
+    h_min, w_min = smallest_input((kh, kw), dilations, pads, auto_pad)
     h, wd = draw(st.integers(h_min, h_min + 12)), draw(st.integers(w_min, w_min + 12))
     n = draw(st.sampled_from([1, 1, 2, 3, 0]))
     x_dtype, w_dtype = draw(st.sampled_from(EIGHT_BIT)), draw(st.sampled_from(EIGHT_BIT))

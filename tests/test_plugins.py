@@ -14,12 +14,8 @@ from refquant.hookspecs import hookimpl
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_manager(monkeypatch):
-    monkeypatch.delenv("REFQUANT_PLUGINS", raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+#: every test starts from a fresh plugin manager with no REFQUANT_PLUGINS (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_plugin_manager")
 
 
 def test_builtins_register_through_entry_points_with_their_source():

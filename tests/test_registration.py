@@ -20,12 +20,8 @@ from refquant.strategies import REQUIRED_METHODS, TIMING_METHODS, TIMINGS
 from tests_support import small_cnn
 
 
-@pytest.fixture(autouse=True)
-def fresh_manager(monkeypatch):
-    monkeypatch.delenv("REFQUANT_PLUGINS", raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+#: every test starts from a fresh plugin manager with no REFQUANT_PLUGINS (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_plugin_manager")
 
 
 class _Activations:

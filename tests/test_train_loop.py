@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refquant import plugins, registry
+from refquant import registry
 from refquant.cli import main
 from refquant.data import SHIFTED_SETS, load_digits
 from refquant.graph import load_model
@@ -27,12 +27,8 @@ MODELS = ROOT / "models"
 SHIPPED = ("digits-mlp", "digits-cnn", "digits-resnet")
 
 
-@pytest.fixture(autouse=True)
-def fresh_manager(monkeypatch):
-    monkeypatch.delenv("REFQUANT_PLUGINS", raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+#: every test starts from a fresh plugin manager with no REFQUANT_PLUGINS (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_plugin_manager")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,8 @@ from refquant.train.autodiff import backward, forward
 from refquant.train.minmax_qat import EMAMinMaxQATActivations, MinMaxQATWeights
 
 
-@pytest.fixture(autouse=True)
-def fresh_manager(monkeypatch):
-    monkeypatch.delenv("REFQUANT_PLUGINS", raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+#: every test starts from a fresh plugin manager with no REFQUANT_PLUGINS (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_plugin_manager")
 
 
 # ---- the fake-quantize rule ---------------------------------------------------------------------

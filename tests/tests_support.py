@@ -45,3 +45,14 @@ def outcome(fn, *args, **kwargs):
         return ("ok", fn(*args, **kwargs))
     except (ValueError, TypeError, OverflowError) as e:
         return ("error", type(e), str(e))
+
+
+def smallest_input(kernel, dilations, pads, auto_pad: str) -> tuple[int, int]:
+    """The smallest input height and width for which a convolution window fits at least once:
+    the dilated kernel ``d·(k − 1) + 1`` less the explicit padding (at least 1), and with
+    ``auto_pad="VALID"`` the whole dilated kernel."""
+    p = pads or (0, 0, 0, 0)
+    extent = [d * (k - 1) + 1 for d, k in zip(dilations, kernel)]
+    if auto_pad == "VALID":
+        return extent[0], extent[1]
+    return max(1, extent[0] - (p[0] + p[2])), max(1, extent[1] - (p[1] + p[3]))

@@ -79,25 +79,14 @@ def conv(
                  kernel_shape=kernel_shape, pads=pads, strides=strides)
 
 
-def conv_float32_blas(
-    x: np.ndarray,
-    w: np.ndarray,
-    b: np.ndarray | None = None,
-    *,
-    auto_pad: str = "NOTSET",
-    dilations=None,
-    group: int = 1,
-    kernel_shape=None,
-    pads=None,
-    strides=None,
-) -> np.ndarray:
+def conv_float32_blas(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, **attributes) -> np.ndarray:
     """ONNX Conv as the training forward computes it: float32 ``np.matmul`` (BLAS order, not
-    machine-independent) and the bias added in float32.  Same arguments as :func:`conv`."""
-    return _conv(x, w, b, "float32-blas", auto_pad=auto_pad, dilations=dilations, group=group,
-                 kernel_shape=kernel_shape, pads=pads, strides=strides)
+    machine-independent) and the bias added in float32.  The attributes are :func:`conv`'s."""
+    return _conv(x, w, b, "float32-blas", **attributes)
 
 
-def _conv(x, w, b, accumulate, *, auto_pad, dilations, group, kernel_shape, pads, strides):
+def _conv(x, w, b, accumulate, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+          strides=None):
     require_float32("Conv", x=x, w=w, b=b)
     require_ndim("Conv", "x", x, 4)
     require_ndim("Conv", "w", w, 4)

@@ -46,24 +46,16 @@ def gemm(
 ) -> np.ndarray:
     """ONNX Gemm: ``alpha * op(A) @ op(B) + beta * C`` with A, B 2-D; float64 accumulation in a
     fixed order, one rounding to float32 (machine-independent)."""
-    return _gemm(a, b, c, alpha, beta, transA, transB, reference=True)
+    return _gemm(a, b, c, reference=True, alpha=alpha, beta=beta, transA=transA, transB=transB)
 
 
-def gemm_float32_blas(
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray | None = None,
-    *,
-    alpha: float = 1.0,
-    beta: float = 1.0,
-    transA: int = 0,  # noqa: N803 - ONNX attribute name
-    transB: int = 0,  # noqa: N803 - ONNX attribute name
-) -> np.ndarray:
-    """ONNX Gemm as the training forward computes it: float32 BLAS sums (host-dependent)."""
-    return _gemm(a, b, c, alpha, beta, transA, transB, reference=False)
+def gemm_float32_blas(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, **attributes) -> np.ndarray:
+    """ONNX Gemm as the training forward computes it: float32 BLAS sums (host-dependent).  The
+    attributes are :func:`gemm`'s."""
+    return _gemm(a, b, c, reference=False, **attributes)
 
 
-def _gemm(a, b, c, alpha, beta, transA, transB, *, reference):  # noqa: N803
+def _gemm(a, b, c, *, reference, alpha=1.0, beta=1.0, transA=0, transB=0):  # noqa: N803
     require_float32("Gemm", a=a, b=b, c=c)
     require_ndim("Gemm", "A", a, 2)
     require_ndim("Gemm", "B", b, 2)

@@ -83,11 +83,8 @@ def blas_configuration() -> str:
     its BLAS library and version, and the kernel family (core type) it picked on this CPU, e.g.
     ``numpy 2.4.6, scipy-openblas 0.3.31.188.0, core Haswell, 1 thread``.  Training is
     reproducible bit for bit between hosts whose lines are equal (``spec/training.md``)."""
-    blas = {}
-    try:
-        blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
-    except (AttributeError, KeyError, TypeError):
-        pass
+    config = getattr(getattr(np, "__config__", None), "CONFIG", None)
+    blas = config.get("Build Dependencies", {}).get("blas", {}) if isinstance(config, dict) else {}
     library = f"{blas.get('name', 'unknown BLAS')} {blas.get('version', '')}".strip()
     core = _openblas_core() if "openblas" in library.lower() else None
     return f"numpy {np.__version__}, {library}, core {core or 'unknown'}, 1 thread"
