@@ -211,7 +211,6 @@ def test_reshape_shape_must_be_a_constant_int64():
 
 def test_graph_input_declarations():
     for shape, pattern in [
-        (("N", "C", 5), r"only the first \(batch\) dimension may be symbolic"),
         (("N", 0), r"dimension 1 must be a positive int"),
         (("2N", 3), r"name must be an identifier"),
         ((), r"at least one dimension"),
@@ -221,7 +220,7 @@ def test_graph_input_declarations():
             validate_graph(g)
         assert info.match(pattern)
     g = Graph("g", [TensorInfo("x", ("N", 2), "float64")], ["r"], [Node("r", "Relu", ["x"], ["r"])])
-    with pytest.raises(ValueError, match=r"input 'x': dtype must be 'float32'"):
+    with pytest.raises(ValueError, match=r"input 'x': dtype must be one of \('float32', 'int64'\)"):
         validate_graph(g)
 
 

@@ -12,6 +12,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
+from ..ops.gelu import GELU_APPROXIMATIONS
 from ..ops.padding import AUTO_PAD_MODES
 
 
@@ -117,6 +118,17 @@ OP_SCHEMAS: dict[str, OpSchema] = {
                 "training_mode": AttrSpec("int", 0, choices=(0,)),
             },
         ),
+        OpSchema("Gather", (InputSpec("data"), InputSpec("indices", dtype="int64")), {"axis": AttrSpec("int", 0)}),
+        OpSchema(
+            "LayerNormalization",
+            (InputSpec("X"), InputSpec("Scale"), InputSpec("B", optional=True)),
+            {
+                "axis": AttrSpec("int", -1),
+                "epsilon": AttrSpec("float", 1e-5, minimum=0.0),
+                "stash_type": AttrSpec("int", 1, choices=(1,)),
+            },
+        ),
+        OpSchema("Gelu", (InputSpec("X"),), {"approximate": AttrSpec("string", "none", choices=GELU_APPROXIMATIONS)}),
     ]
 }
 

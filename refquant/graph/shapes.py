@@ -265,6 +265,30 @@ def _batchnorm(where, shapes, consts, attrs):
     return x
 
 
+def _gather(where, shapes, consts, attrs):
+    data, indices = shapes
+    r, axis = len(data), attrs.get("axis", 0)
+    if r == 0:
+        raise ValueError(f"{where}: 'data' must be at least 1-D, got a scalar")
+    if not -r <= axis < r:
+        raise ValueError(f"{where}: axis {axis} is outside [{-r}, {r - 1}] for data {_fmt(data)}")
+    axis = axis + r if axis < 0 else axis
+    return tuple(data[:axis]) + tuple(indices) + tuple(data[axis + 1:])
+
+
+def _layer_norm(where, shapes, consts, attrs):
+    x = shapes[0]
+    r, axis = len(x), attrs.get("axis", -1)
+    if not -r <= axis < r:
+        raise ValueError(f"{where}: axis {axis} is outside [{-r}, {r - 1}] for input {_fmt(x)}")
+    axis = axis + r if axis < 0 else axis
+    for name, s in zip(("Scale", "B"), shapes[1:]):
+        if s is not None and tuple(s) != tuple(x[axis:]):
+            raise ValueError(f"{where}: {name!r} must have the shape of the normalised axes {_fmt(x[axis:])}, "
+                             f"got {_fmt(s)}")
+    return x
+
+
 SHAPE_RULES = {
     "Conv": _conv,
     "Gemm": _gemm,
@@ -279,6 +303,9 @@ SHAPE_RULES = {
     "Reshape": _reshape,
     "Softmax": _softmax,
     "BatchNormalization": _batchnorm,
+    "Gather": _gather,
+    "LayerNormalization": _layer_norm,
+    "Gelu": _same,
 }
 
 

@@ -2,7 +2,8 @@
 
 :func:`validate_graph` checks, in this order, and stops at the first problem:
 
-1. names: graph inputs (float32, positive static dims, only the batch dim symbolic),
+1. names: graph inputs (float32, or int64 for integer inputs such as token ids; positive
+   static dims or symbolic ones — a batch ``N``, a sequence length ``S``),
    initializers, node names and output tensors are unique; no tensor is defined twice;
 2. each node: a supported op type (the error lists them), input and output counts, every
    attribute (unknown name, wrong type, bad value);
@@ -26,6 +27,8 @@ from .shapes import infer_shapes
 
 #: dtypes an initializer may have.
 INITIALIZER_DTYPES = ("float32", "int64")
+#: dtypes a graph input may have (int64: indices such as token ids, fed to Gather).
+INPUT_DTYPES = ("float32", "int64")
 
 
 def validate_graph(graph: Graph) -> dict[str, Shape]:
@@ -80,16 +83,16 @@ def _check_names(graph: Graph) -> None:
 
 def _check_input_info(g: str, t) -> None:
     where = f"{g}: input {t.name!r}"
-    if t.dtype != "float32":
-        raise ValueError(f"{where}: dtype must be 'float32', got {t.dtype!r}")
+    if t.dtype not in INPUT_DTYPES:
+        raise ValueError(f"{where}: dtype must be one of {INPUT_DTYPES}, got {t.dtype!r}")
     if len(t.shape) == 0:
         raise ValueError(f"{where}: shape must have at least one dimension")
     for i, d in enumerate(t.shape):
         if isinstance(d, str):
-            if i != 0 or not d.isidentifier():
+            if not d.isidentifier():
                 raise ValueError(
-                    f"{where}: only the first (batch) dimension may be symbolic, and its name must "
-                    f"be an identifier; got {d!r} at dimension {i} of {list(t.shape)}"
+                    f"{where}: a symbolic dimension's name must be an identifier; got {d!r} "
+                    f"at dimension {i} of {list(t.shape)}"
                 )
         elif not isinstance(d, numbers.Integral) or isinstance(d, bool) or d < 1:
             raise ValueError(f"{where}: dimension {i} must be a positive int, got {d!r} in {list(t.shape)}")
@@ -120,8 +123,9 @@ def _check_initializers(graph: Graph) -> None:
 
 
 def validate_inputs(graph: Graph, feeds: dict) -> dict[str, int]:
-    """Check the arrays fed to ``graph``: every input present and no other, float32, the
-    declared rank and static dims, one size per symbolic dim, no empty batch, no NaN/Inf.
+    """Check the arrays fed to ``graph``: every input present and no other, of its declared
+    dtype (float32 or int64), the declared rank and static dims, one size per symbolic dim, no
+    empty batch, no NaN/Inf.
 
     Returns the size bound to each symbolic dimension, e.g. ``{"N": 600}``.
     """
@@ -136,9 +140,9 @@ def validate_inputs(graph: Graph, feeds: dict) -> dict[str, int]:
     for info in graph.inputs:
         a = feeds[info.name]
         where = f"input {info.name!r}"
-        if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+        if not isinstance(a, np.ndarray) or a.dtype != np.dtype(info.dtype):
             got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
-            raise TypeError(f"{where} must be a float32 numpy.ndarray, got {got}")
+            raise TypeError(f"{where} must be a {info.dtype} numpy.ndarray, got {got}")
         if a.ndim != len(info.shape):
             raise ValueError(f"{where} must have shape {list(info.shape)}, got {a.shape}")
         for i, (d, n) in enumerate(zip(info.shape, a.shape)):
@@ -149,6 +153,6 @@ def validate_inputs(graph: Graph, feeds: dict) -> dict[str, int]:
                     raise ValueError(f"{where}: dimension {d!r} is {n} here but {bound[d]} in another input")
             elif d != n:
                 raise ValueError(f"{where} must have shape {list(info.shape)}, got {a.shape} (dimension {i})")
-        if not np.isfinite(a).all():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise ValueError(f"{where} holds {int((~np.isfinite(a)).sum())} NaN/Inf value(s)")
     return bound

