@@ -32,10 +32,11 @@ from typing import Protocol
 
 import numpy as np
 
+from ..kernels.reference import _exact_matmul, _to_int32
 from ..numerics import QParams, dequantize, qparams_from_range, quantize
 from ..ops import FLOAT_OPS
 
-__all__ = ["QTensor", "IntegerOp", "QOperatorGraph", "Relu", "Clip", "MaxPool", "ShapeOp", "AveragePools",
+__all__ = ["QTensor", "IntegerOp", "QOperatorGraph", "Relu", "Clip", "MaxPool", "ShapeOp", "AveragePools", "MatMulIntegers",
            "DequantizeOpQuantize", "TABLE", "FALLBACK", "INTEGER_OPS", "rule_for", "operand_kinds",
            "per_tensor", "average_integers", "channel_shape"]
 
@@ -346,6 +347,51 @@ class AveragePools(IntegerOp):
         g.quantize_output(y, node.outputs[0], name)
 
 
+class MatMulIntegers(IntegerOp):
+    """MatMul of two quantized activations (attention's ``Q·Kᵀ`` and ``P·V``), both per tensor::
+
+        acc = Σ_k (a[..., m, k] − z_a)(b[..., k, n] − z_b)      exact, int32 (batch axes broadcast)
+        y   = float32(acc) · float32(s_a · s_b)
+
+    The accumulator is exact (products summed in int64, an error — never a wrap — beyond int32,
+    :class:`~refquant.kernels.reference.AccumulatorOverflowError`); ``float32(acc)`` rounds to
+    nearest even (exact below 2**24); one float32 multiply by the float32 product of the scales.
+    ``y`` (float32) is then quantized with the output qparams — or stays float inside a float
+    island. This is onnxruntime's ``MatMulInteger`` followed by ``Cast`` and ``Mul`` (what its
+    dynamic quantization emits), and exports to exactly those nodes, then ``QuantizeLinear``.
+    """
+
+    op_types = ("MatMul",)
+    keeps_qparams = False
+    kernel = "integer"
+
+    def supports(self, op_type, operands):
+        return all(isinstance(o, QParams) and o.per_tensor and o.fmt.storage_dtype.itemsize == 1
+                   for o in operands[:2]) and len(operands) == 2
+
+    def compute(self, op_type, values, attributes, *, name, backend=None):
+        a, b = values
+        ca = a.q.astype(np.int64) - np.int64(a.qp.zero_point)
+        cb = b.q.astype(np.int64) - np.int64(b.qp.zero_point)
+        if ca.ndim < 2 or cb.ndim < 2 or ca.shape[-1] != cb.shape[-2]:
+            raise ValueError(f"{name}: MatMul shapes {a.q.shape} and {b.q.shape} are not compatible")
+        acc = _to_int32(_exact_matmul(ca, cb), name)
+        return acc.astype(np.float32) * np.float32(np.float32(a.qp.scale) * np.float32(b.qp.scale))
+
+    def emit(self, g, node):
+        name = node.name
+        qa, qb = (g.qparams(t) for t in node.inputs[:2])
+        acc = g.fresh(f"{name}.accumulators")
+        g.node("MatMulInteger", [g.integer_input(node.inputs[0]), g.integer_input(node.inputs[1]),
+                                 g.zero_point(f"{name}.a", qa), g.zero_point(f"{name}.b", qb)], [acc], name=name)
+        accf = g.fresh(f"{name}.accumulators_float")
+        g.node("Cast", [acc], [accf], name=f"{name}.cast", to=1)
+        y = g.fresh(f"{node.outputs[0]}_float")
+        scale = np.float32(np.float32(qa.scale) * np.float32(qb.scale))
+        g.node("Mul", [accf, g.const(f"{name}.scale", scale)], [y], name=f"{name}.scale")
+        g.quantize_output(y, node.outputs[0], name)
+
+
 class DequantizeOpQuantize(IntegerOp):
     """The fallback (Add, Mul, Concat, Softmax, Sigmoid, an unfolded BatchNormalization, and any
     operator whose entry does not apply): every quantized input dequantized — ``(q − z) · s`` in float32 — the
@@ -378,7 +424,8 @@ class DequantizeOpQuantize(IntegerOp):
 
 
 #: operator → its entry (operators without one always take :data:`FALLBACK`)
-TABLE: dict = {op: entry for entry in (Relu(), Clip(), MaxPool(), ShapeOp(), AveragePools()) for op in entry.op_types}
+TABLE: dict = {op: entry for entry in (Relu(), Clip(), MaxPool(), ShapeOp(), AveragePools(), MatMulIntegers())
+               for op in entry.op_types}
 FALLBACK = DequantizeOpQuantize()
 #: operators whose rule keeps the input's qparams (no new quantization follows them)
 INTEGER_OPS = tuple(op for op, entry in TABLE.items() if entry.keeps_qparams)

@@ -108,8 +108,10 @@ class QuantizedModel:
     """A float graph, its plan, quantized weights and calibrated qparams; runs on any backend."""
 
     def __init__(self, graph: Graph, plan: Plan, steps: list[Step], layers: dict,
-                 tensor_specs: dict, tensor_qparams: dict, requant: str):
+                 tensor_specs: dict, tensor_qparams: dict, requant: str, float_tensors=frozenset()):
         self.graph, self.plan, self.steps = graph, plan, steps
+        #: tensors kept in float32 between float operators (:func:`float_island_tensors`)
+        self.float_tensors: frozenset = frozenset(float_tensors)
         self.layers: dict[str, QuantizedLayer] = layers
         self.tensor_specs: dict[str, tuple] = tensor_specs  # tensor → (strategy, spec)
         self.tensor_qparams: dict[str, QParams] = tensor_qparams  # calibrated (may be empty)
@@ -150,6 +152,9 @@ class QuantizedModel:
         records: list[LayerRecord] = []
         env: dict = dict(self.graph.initializers)
         for name, x in feeds.items():
+            if x.dtype.kind != "f" or name in self.float_tensors:
+                env[name] = x  # indices (token ids) and float-island inputs are never quantized
+                continue
             strategy, spec = self.tensor_specs[name]
             qp = check_qparams(call(strategy, "qparams_for_float", name, x, spec, self.tensor_qparams.get(name)),
                                strategy, "qparams_for_float", name)
@@ -167,6 +172,11 @@ class QuantizedModel:
                 out = self._run_layer(step, env, kernels, rec, keep, program)
             else:
                 out = self._run_table_op(step, env, rec, kernels)
+            if not isinstance(out, QTensor):  # a float island's float32 tensor
+                if keep:
+                    rec.float_output = out
+                records.append(rec)
+                return out
             if keep:
                 rec.q_output = out.q
                 rec.float_output = dequantize(out.q, out.qp)
@@ -217,7 +227,9 @@ class QuantizedModel:
             attrs = {k: v for k, v in step.node.attributes.items() if k != "kernel_shape"} if conv else {}
         if w.execution == "float":
             return self._run_layer_in_float(step, layer, x, rec, attrs)
-        q_in = x.q if conv else x.q.reshape(x.q.shape[0], -1)
+        # an N-D MatMul input: every leading (batch, token) position is one row of a 2-D product
+        lead = x.q.shape[:-1] if step.node.op_type == "MatMul" and x.q.ndim > 2 else None
+        q_in = x.q if conv else x.q.reshape(-1, x.q.shape[-1]) if lead is not None else x.q.reshape(x.q.shape[0], -1)
         if prep is None:
             args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
         if strategy.timing == "after":
@@ -241,7 +253,8 @@ class QuantizedModel:
                 rec.accumulators = acc
         else:
             if strategy.timing == "before":
-                qp = check_qparams(call(strategy, "qparams_before", step.name, x.q, x.qp, layer.context, spec),
+                qp = check_qparams(call(strategy, "qparams_before", step.name, x.q if conv else q_in, x.qp,
+                                        layer.context, spec),
                                    strategy, "qparams_before", step.name, channels=w.values.shape[0])
             else:
                 qp = layer.observed
@@ -265,6 +278,10 @@ class QuantizedModel:
                 rec.buffers["scratch"] = int(scratch("conv2d" if conv else "matmul", q_in.shape, w.values.shape,
                                                      a_dtype=q_in.dtype, w_dtype=w.values.dtype, **attrs))
         rec.buffers["output"] = y.nbytes
+        if lead is not None:
+            y = y.reshape(lead + y.shape[-1:])
+            if keep and rec.accumulators is not None:
+                rec.accumulators = rec.accumulators.reshape(lead + rec.accumulators.shape[-1:])
         return QTensor(y, qp)
 
     def _run_layer_in_float(self, step: Step, layer: QuantizedLayer, x: QTensor, rec: LayerRecord,
@@ -279,14 +296,18 @@ class QuantizedModel:
         strategy, spec = layer.act_strategy, layer.act_spec
         xf = dequantize(x.q, x.qp)
         wf = layer.weight.dequantize()
+        lead = xf.shape[:-1] if step.node.op_type == "MatMul" and xf.ndim > 2 else None
         if step.node.op_type == "Conv":
             y = FLOAT_OPS["Conv"](xf, wf, layer.bias, **attrs)
+        elif lead is not None:  # N-D MatMul: every leading (token) axis is a row
+            y = FLOAT_OPS["Gemm"](xf.reshape(-1, xf.shape[-1]), wf, layer.bias, transB=1)
         else:
             y = FLOAT_OPS["Gemm"](xf.reshape(len(xf), -1), wf, layer.bias, transB=1)
         if step.fused_activation is not None:
             y = np.clip(y, 0, 6 if step.fused_activation == "relu6" else None).astype(np.float32)
         if strategy.timing == "before":
-            qp = check_qparams(call(strategy, "qparams_before", step.name, x.q, x.qp, layer.context, spec),
+            x_in = x.q.reshape(-1, x.q.shape[-1]) if lead is not None else x.q
+            qp = check_qparams(call(strategy, "qparams_before", step.name, x_in, x.qp, layer.context, spec),
                                strategy, "qparams_before", step.name, channels=y.shape[1])
         elif strategy.timing == "after":
             qp = check_qparams(call(strategy, "qparams_for_float", step.name, y, spec, layer.observed),
@@ -299,6 +320,8 @@ class QuantizedModel:
         q = quantize(y, qp)
         rec.kernel = "float"
         rec.buffers.update({"float": xf.nbytes + y.nbytes, "output": q.nbytes})
+        if lead is not None:
+            q = q.reshape(lead + q.shape[-1:])
         return QTensor(q, qp)
 
     def _requantizer(self, x_qp: QParams, w_qp: QParams, y_qp: QParams, step: Step):
@@ -319,6 +342,10 @@ class QuantizedModel:
         if rule.keeps_qparams:
             rec.buffers["output"] = y.nbytes
             return QTensor(np.ascontiguousarray(y), values[0].qp)
+        if step.output in self.float_tensors:
+            rec.kernel = "integer → float" if rule.kernel == "integer" else "float island"
+            rec.buffers.update({"float": rule.float_bytes(values) + y.nbytes})
+            return y
         strategy, spec = self.tensor_specs[step.output]
         qp = check_qparams(call(strategy, "qparams_for_float", step.name, y, spec, self.tensor_qparams.get(step.output)),
                            strategy, "qparams_for_float", step.name)
@@ -341,8 +368,47 @@ def _layer_specs(plan: Plan, node) -> tuple:
     return wp, ap, wp.spec(node.name, node.op_type), ap.spec(node.name, node.op_type)
 
 
+#: operators whose presence makes :func:`quantize_model` keep float islands by default (transformers)
+FLOAT_ISLAND_OPS = ("LayerNormalization", "Gelu")
+
+
+def float_island_tensors(graph: Graph, steps: list[Step]) -> frozenset:
+    """The tensors a quantized model keeps in float32: every float graph input and every output of
+    a non-layer step that no integer consumer reads.
+
+    Integer consumers are the quantized layers (their input 0) and activation × activation
+    MatMuls (both inputs, :class:`~refquant.executor.integer_ops.MatMulIntegers`); every other
+    step runs its float32 operator on a float tensor as well as on a dequantized one. So a chain
+    such as ``MatMul(q, k) → Div → Add(mask) → Softmax`` is quantized once, where the integer
+    ``MatMul(·, v)`` reads it, instead of after each operator — the "float islands" between
+    integer layers. Graph outputs produced in float stay float.
+    """
+    needs = set()
+    for step in steps:
+        node = step.node
+        if step.quantizable:
+            needs.add(node.inputs[0])
+        elif node.op_type == "MatMul":
+            needs.update(node.inputs[:2])
+    produced = [t.name for t in graph.inputs if t.dtype == "float32"]
+    produced += [step.output for step in steps if not step.quantizable]
+    return frozenset(t for t in produced if t not in needs)
+
+
+def _calibration_batches(graph: Graph, calibration, batch_size: int):
+    """Feeds dicts, one per calibration batch: a list of dicts is taken as the batches; an array
+    (the first input) or a dict of arrays is cut into ``batch_size`` rows."""
+    if isinstance(calibration, (list, tuple)):
+        return [dict(b) for b in calibration]
+    feeds = calibration if isinstance(calibration, dict) else {graph.inputs[0].name: calibration}
+    n = len(next(iter(feeds.values())))
+    return [{k: (np.asarray(v[start:start + batch_size], np.float32) if np.asarray(v).dtype.kind == "f"
+                 else np.asarray(v[start:start + batch_size]))
+             for k, v in feeds.items()} for start in range(0, n, batch_size)]
+
+
 def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "float32",
-                   batch_size: int = 256, bias_rule: str = "widen") -> QuantizedModel:
+                   batch_size: int = 256, bias_rule: str = "widen", float_islands: bool | None = None) -> QuantizedModel:
     """Quantize ``graph`` with ``plan`` (a :class:`Plan` or plan string).
 
     1. lower the graph into steps (fusing Relu/Relu6 into the layer before);
@@ -353,12 +419,20 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
     5. the int32 bias rule (``bias_rule="widen"``, :mod:`refquant.executor.biasrule`): with the
        calibrated input scale known, widen each weight channel whose int32 bias plus accumulator
        could leave int32, and requantize it (``layer.widening`` records it). ``"off"`` skips it.
+
+    ``calibration`` may also be a list of feeds dicts, one per batch (sentences of different
+    lengths). ``float_islands`` (default: on for graphs with an operator of
+    :data:`FLOAT_ISLAND_OPS`, off otherwise) keeps the tensors of :func:`float_island_tensors`
+    in float32.
     """
     check_mode(requant)
     if bias_rule not in BIAS_RULES:
         raise ValueError(f"bias_rule must be one of {BIAS_RULES}, got {bias_rule!r}")
     plan = parse_plan(plan) if isinstance(plan, str) else plan
     steps = lower(graph)
+    if float_islands is None:
+        float_islands = any(n.op_type in FLOAT_ISLAND_OPS for n in graph.nodes)
+    float_tensors = float_island_tensors(graph, steps) if float_islands else frozenset()
     layers: dict[str, QuantizedLayer] = {}
     tensor_specs: dict[str, tuple] = {}
     for t in graph.inputs:
@@ -380,22 +454,26 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
 
     tensor_qparams: dict[str, QParams] = {}
     if calibration is not None:
-        feeds = calibration if isinstance(calibration, dict) else {graph.inputs[0].name: calibration}
-        n = len(next(iter(feeds.values())))
-        observers = {t: call(strat, "make_observer", spec.layer, spec) for t, (strat, spec) in tensor_specs.items()}
+        batches = _calibration_batches(graph, calibration, batch_size)
+        integer_inputs = {t.name for t in graph.inputs if t.dtype != "float32"}
+        observers = {t: call(strat, "make_observer", spec.layer, spec) for t, (strat, spec) in tensor_specs.items()
+                     if t not in float_tensors and t not in integer_inputs}
         strategies = {t: strat for t, (strat, _) in tensor_specs.items()}
         contexts = {layer.step.output: layer.context for layer in layers.values()}
-        total = -(-n // batch_size)
-        for i, start in enumerate(range(0, n, batch_size)):
-            batch = {k: np.asarray(v[start:start + batch_size], np.float32) for k, v in feeds.items()}
+        total = len(batches)
+        for i, batch in enumerate(batches):
             for name, x in batch.items():
-                call(strategies[name], "observe", name, x, target=observers[name])
+                if name in observers:
+                    call(strategies[name], "observe", name, x, target=observers[name])
 
             def observe(ev: FloatEvent):
                 obs = observers.get(ev.step.output)
                 if obs is not None:
-                    call(strategies[ev.step.output], "observe", ev.step.name, ev.y,
-                         context=contexts.get(ev.step.output), x=ev.x, target=obs)
+                    x, y = ev.x, ev.y
+                    if ev.step.quantizable and ev.step.node.op_type == "MatMul" and x.ndim > 2:
+                        x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])  # rows, as the layer runs
+                    call(strategies[ev.step.output], "observe", ev.step.name, y,
+                         context=contexts.get(ev.step.output), x=x, target=obs)
 
             run_float(graph, batch, steps=steps, observe=observe)
             call_hook("calibration_progress", stage="calibration", done=i + 1, total=total)
@@ -404,7 +482,7 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
                           for t, obs in observers.items()}
         for layer in layers.values():
             layer.observed = tensor_qparams.get(layer.step.output)
-    model = QuantizedModel(graph, plan, steps, layers, tensor_specs, tensor_qparams, requant)
+    model = QuantizedModel(graph, plan, steps, layers, tensor_specs, tensor_qparams, requant, float_tensors)
     if bias_rule == "widen" and tensor_qparams:
         _apply_bias_rule(model)
     return model

@@ -30,6 +30,9 @@ class Step:
     node: Node
     activation: Node | None = None
     fused_activation: str | None = None  # "relu" or "relu6"
+    #: False for a Conv/Gemm/MatMul without a weight initializer (a MatMul of two activations):
+    #: it runs by its integer-operator table entry, not as a quantized layer
+    weighted: bool = True
 
     @property
     def name(self) -> str:
@@ -42,7 +45,7 @@ class Step:
 
     @property
     def quantizable(self) -> bool:
-        return self.node.op_type in QUANTIZABLE_OPS
+        return self.node.op_type in QUANTIZABLE_OPS and self.weighted
 
 
 def _clip_bounds(graph: Graph, node: Node) -> tuple[float | None, float | None]:
@@ -92,7 +95,7 @@ def lower(graph: Graph) -> list[Step]:
                 fused.add(act.name)
                 steps.append(Step(node, act, kind))
                 continue
-        steps.append(Step(node))
+        steps.append(Step(node, weighted=not (node.op_type in QUANTIZABLE_OPS and not _has_weight(graph, node))))
     return steps
 
 

@@ -1,6 +1,6 @@
 """Export refquant graphs and quantized models as ONNX models.
 
-Three forms (opset 15, IR version 8):
+Three forms (opset 15 — 17 for a graph with LayerNormalization, 20 with Gelu — IR version 8):
 
 **float** (:func:`export_float`) — the graph as it is: every node keeps its ONNX name,
 inputs and attributes; initializers become ONNX initializers.
@@ -71,6 +71,22 @@ __all__ = ["OPSET", "IR_VERSION", "ExportError", "ExportedModel", "export_float"
 
 OPSET = 15
 IR_VERSION = 8
+#: operators newer than :data:`OPSET`: a graph holding one is exported at the opset that defines it
+MIN_OPSET = {"LayerNormalization": 17, "Gelu": 20}
+#: operators whose refquant form (an attribute) changed into an input at this opset
+ATTRIBUTE_UNTIL = {"ReduceMean": 18}
+
+
+def opset_for(graph) -> int:
+    """The opset a graph exports at: :data:`OPSET`, or higher when it holds an operator of
+    :data:`MIN_OPSET`; ExportError when that opset no longer has an operator in refquant's form."""
+    ops = {n.op_type for n in graph.nodes}
+    opset = max([OPSET] + [MIN_OPSET[o] for o in ops if o in MIN_OPSET])
+    for op, until in ATTRIBUTE_UNTIL.items():
+        if op in ops and opset >= until:
+            raise ExportError(f"graph {graph.name!r}: {op} takes 'axes' as an attribute, which opset {opset} "
+                              f"(needed by {sorted(o for o in ops if o in MIN_OPSET)}) no longer allows")
+    return opset
 
 
 class ExportError(ValueError):
@@ -121,7 +137,7 @@ class _Emitter:
     def model(self, graph, inputs, outputs, doc: str):
         h = self.helper
         g = h.make_graph(self.nodes, graph.name, inputs, outputs, initializer=list(self.inits.values()))
-        m = h.make_model(g, opset_imports=[h.make_opsetid("", OPSET)], producer_name="refquant",
+        m = h.make_model(g, opset_imports=[h.make_opsetid("", opset_for(graph))], producer_name="refquant",
                          producer_version=__version__, doc_string=doc)
         m.ir_version = IR_VERSION
         return m
@@ -132,7 +148,7 @@ def _elem(onnx, dtype) -> int:
 
 
 def _graph_inputs(onnx, graph) -> list:
-    return [onnx.helper.make_tensor_value_info(t.name, onnx.TensorProto.FLOAT, list(t.shape)) for t in graph.inputs]
+    return [onnx.helper.make_tensor_value_info(t.name, _elem(onnx, t.dtype), list(t.shape)) for t in graph.inputs]
 
 
 def _attributes(node) -> dict:
