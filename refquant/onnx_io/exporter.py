@@ -206,7 +206,10 @@ def static_tensor_qparams(qm) -> dict:
                           f"as onnxruntime does, which is refquant's 'float32' mode; quantize with "
                           f"requant='float32' to export")
     qps: dict = {}
+    floats = _float_tensors(qm)
     for t in qm.graph.inputs:
+        if t.name in floats:
+            continue
         strategy, _ = qm.tensor_specs[t.name]
         _offline(strategy, f"graph input {t.name!r}")
         qps[t.name] = _check_activation(qm.tensor_qparams.get(t.name), f"graph input {t.name!r}")
@@ -230,11 +233,19 @@ def static_tensor_qparams(qm) -> dict:
             qps[step.output] = _check_activation(layer.observed, where)
         elif _rule(qm, node, qps).keeps_qparams:
             qps[step.output] = qps[node.inputs[0]]
+        elif step.output in floats:
+            continue
         else:
             strategy, _ = qm.tensor_specs[step.output]
             _offline(strategy, where)
             qps[step.output] = _check_activation(qm.tensor_qparams.get(step.output), where)
     return qps
+
+
+def _float_tensors(qm) -> set:
+    """Tensors that stay float32 in the export: integer graph inputs (token ids) and the float
+    islands (:func:`refquant.executor.quantized.float_island_tensors`)."""
+    return set(getattr(qm, "float_tensors", ())) | {t.name for t in qm.graph.inputs if t.dtype != "float32"}
 
 
 def _rule(qm, node, qps):
@@ -259,6 +270,10 @@ class _QGraph:
         self.dq_name: dict = {}  # refquant tensor → ONNX float (dequantized) tensor
         self.pending: list = []  # Clip nodes to emit once their input's producer is emitted
         self._shapes = None  # tensor → shape, computed when an operator asks for a rank
+        self.floats = _float_tensors(qm)  # tensors computed and kept in float (or int64 inputs)
+        for t in g.inputs:
+            if t.name in self.floats:
+                self.dq_name[t.name] = t.name
 
     # ---- the graph protocol of the integer-operator table (refquant.executor.integer_ops) ----
     def const(self, base: str, array) -> str:
@@ -291,7 +306,7 @@ class _QGraph:
         return _attributes(node)
 
     def quantize_output(self, y_float: str, tensor: str, name: str) -> str:
-        return self.quantize_into(y_float, self.qps[tensor], tensor, name)
+        return self.quantize_into(y_float, self.qps.get(tensor), tensor, name)
 
     # ---- shared helpers ------------------------------------------------------------------------
     def scale(self, base, qp: QParams) -> str:
@@ -319,8 +334,12 @@ class _QGraph:
                                  self.e.const(f"{name}.clip_max", np.asarray(hi, dtype))], [out], name=f"{name}.clip")
         self.pending.clear()
 
-    def quantize_into(self, y_float: str, qp: QParams, tensor: str, name: str) -> str:
-        """``QuantizeLinear(y, s, z)`` (+ Clip to a narrow format) as the integer tensor of ``tensor``."""
+    def quantize_into(self, y_float: str, qp: QParams | None, tensor: str, name: str) -> str:
+        """``QuantizeLinear(y, s, z)`` (+ Clip to a narrow format) as the integer tensor of ``tensor``;
+        for a float-island tensor nothing: ``y`` is the tensor."""
+        if tensor in self.floats and tensor not in self.qps:
+            self.dq_name[tensor] = y_float
+            return y_float
         out = self.produce(tensor, qp.fmt.qmin, qp.fmt.qmax, qp.fmt.storage_dtype, name)
         self.e.node("QuantizeLinear", [y_float, self.scale(name, qp), self.zero_point(name, qp)], [out],
                     name=f"{name}.quantize")
@@ -345,7 +364,7 @@ class _QGraph:
         """A float node's input: dequantized when quantized, else the float initializer / ""."""
         if tensor == "":
             return ""
-        if tensor in self.qps:
+        if tensor in self.qps or tensor in self.dq_name:
             return self.dequantized(tensor)
         return self.e.const(tensor, np.asarray(self.qm.graph.initializers[tensor]))
 
@@ -389,8 +408,11 @@ def _emit_qlinear(q: _QGraph, step) -> None:
         e.node("QLinearConv", ins, [y4], name=name, kernel_shape=[1, 1])
         e.node("Flatten", [y4], [pre], name=f"{name}.to_nc", axis=1)
     else:  # MatMul
-        x2 = e.fresh(f"{name}.input_nk")
-        e.node("Reshape", [x, e.const(f"{name}.shape_nk", np.array([0, k], np.int64))], [x2], name=f"{name}.to_nk")
+        x2 = x
+        if q.rank(node.inputs[0]) <= 2:
+            x2 = e.fresh(f"{name}.input_nk")
+            e.node("Reshape", [x, e.const(f"{name}.shape_nk", np.array([0, k], np.int64))], [x2],
+                   name=f"{name}.to_nk")
         b = e.const(f"{name}.B_quantized", np.ascontiguousarray(w.values.T))
         e.node("QLinearMatMul", [x2, sx, zx, b, sw, zw, sy, zy], [pre], name=name)
     q.flush()
@@ -405,6 +427,10 @@ def _finish(q: _QGraph, form: str, layer_outputs: bool, doc: str) -> ExportedMod
     shapes = validate_graph(qm.graph)
     outputs = []
     for t in qm.graph.outputs:
+        if t not in q.qps:  # computed in float
+            e.node("Identity", [q.dq_name[t]], [t], name=f"{t}.output")
+            outputs.append(_value_info(onnx, t, np.float32, shapes[t]))
+            continue
         qp = q.qps[t]
         e.node("DequantizeLinear", [q.int_name[t], q.scale(t, qp), q.zero_point(t, qp)], [t], name=f"{t}.output")
         outputs.append(_value_info(onnx, t, np.float32, shapes[t]))
@@ -427,7 +453,8 @@ def export_qoperator(qm, *, layer_outputs: bool = False) -> ExportedModel:
     qps = static_tensor_qparams(qm)
     q = _QGraph(onnx, qm, qps)
     for t in qm.graph.inputs:
-        q.quantize_into(t.name, qps[t.name], t.name, t.name)
+        if t.name in qps:
+            q.quantize_into(t.name, qps[t.name], t.name, t.name)
     for step in qm.steps:
         if step.quantizable:
             _emit_qlinear(q, step)
@@ -476,7 +503,8 @@ def export_qdq(qm, *, layer_outputs: bool = False) -> ExportedModel:
     q = _QGraph(onnx, qm, qps)
     e = q.e
     for t in qm.graph.inputs:
-        q.quantize_into(t.name, qps[t.name], t.name, t.name)
+        if t.name in qps:
+            q.quantize_into(t.name, qps[t.name], t.name, t.name)
     for step in qm.steps:
         node, name = step.node, step.name
         if step.quantizable:
@@ -495,6 +523,6 @@ def export_qdq(qm, *, layer_outputs: bool = False) -> ExportedModel:
             ins = [q.float_input(t) for t in node.inputs]
             y = e.fresh(f"{step.output}_float")
             e.node(node.op_type, ins, [y], name=name, **_attributes(node))
-        q.quantize_into(y, qps[step.output], step.output, name)
+        q.quantize_into(y, qps.get(step.output), step.output, name)
     doc = f"refquant {__version__} QDQ export of {qm.graph.name}; plan: {qm.plan}"
     return _finish(q, "qdq", layer_outputs, doc)
