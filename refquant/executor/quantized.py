@@ -112,6 +112,10 @@ class QuantizedModel:
         self.graph, self.plan, self.steps = graph, plan, steps
         #: tensors kept in float32 between float operators (:func:`float_island_tensors`)
         self.float_tensors: frozenset = frozenset(float_tensors)
+        #: with float islands on, a tensor computed in float32 that an integer consumer reads is
+        #: quantized for it, while float consumers keep reading the float32 value (as onnxruntime's
+        #: dynamic quantization does): the residual stream is never rounded to the grid
+        self.float_islands = bool(float_tensors)
         self.layers: dict[str, QuantizedLayer] = layers
         self.tensor_specs: dict[str, tuple] = tensor_specs  # tensor → (strategy, spec)
         self.tensor_qparams: dict[str, QParams] = tensor_qparams  # calibrated (may be empty)
@@ -165,13 +169,15 @@ class QuantizedModel:
             records.append(rec)
             call_hook("layer_executed", record=rec)
 
+        shadows: dict = {}  # tensor → its float32 value, for tensors quantized out of a float island
+
         def run_step(step: Step, env: dict):
             rec = LayerRecord(step.name, step.node.op_type, "", None, step.fused_activation,
                               None, None, None)
             if step.quantizable:
                 out = self._run_layer(step, env, kernels, rec, keep, program)
             else:
-                out = self._run_table_op(step, env, rec, kernels)
+                out = self._run_table_op(step, env, rec, kernels, shadows)
             if not isinstance(out, QTensor):  # a float island's float32 tensor
                 if keep:
                     rec.float_output = out
@@ -230,6 +236,8 @@ class QuantizedModel:
         # an N-D MatMul input: every leading (batch, token) position is one row of a 2-D product
         lead = x.q.shape[:-1] if step.node.op_type == "MatMul" and x.q.ndim > 2 else None
         q_in = x.q if conv else x.q.reshape(-1, x.q.shape[-1]) if lead is not None else x.q.reshape(x.q.shape[0], -1)
+        if step.output in self.float_tensors:
+            return self._run_layer_to_float(step, layer, x, q_in, lead, bias_q, kernels, rec, attrs, keep)
         if prep is None:
             args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
         if strategy.timing == "after":
@@ -284,6 +292,23 @@ class QuantizedModel:
                 rec.accumulators = rec.accumulators.reshape(lead + rec.accumulators.shape[-1:])
         return QTensor(y, qp)
 
+    def _run_layer_to_float(self, step, layer, x, q_in, lead, bias_q, kernels, rec, attrs, keep) -> np.ndarray:
+        """A layer whose output only float operators read (a float island follows):
+        ``y = float32(acc) · float32(s_x · s_w[c])`` from the exact int32 accumulators (unfused
+        kernel, int32 bias included) — onnxruntime's ``MatMulInteger`` → ``Cast`` → ``Mul``. No
+        output qparams: the activation strategy is not asked."""
+        w = layer.weight
+        args = (q_in, w.values, int(x.qp.zero_point), w.qparams.zero_point, bias_q)
+        conv = step.node.op_type == "Conv"
+        acc = kernels.conv2d_int32(*args, name=step.name, **attrs) if conv else kernels.matmul_int32(*args, name=step.name)
+        scale = (np.float32(x.qp.scale) * np.atleast_1d(np.asarray(w.qparams.scale, np.float32))).astype(np.float32)
+        y = acc.astype(np.float32) * (scale.reshape(-1, 1, 1) if conv and scale.size > 1 else scale)
+        rec.kernel = "unfused → float"
+        rec.buffers.update({"accumulators": acc.nbytes, "float": y.nbytes})
+        if keep:
+            rec.accumulators = acc
+        return y.reshape(lead + y.shape[-1:]) if lead is not None else y
+
     def _run_layer_in_float(self, step: Step, layer: QuantizedLayer, x: QTensor, rec: LayerRecord,
                             attrs: dict) -> QTensor:
         """Fake-quantized layer: float32 op on the dequantized input and the on-grid weight.
@@ -305,6 +330,9 @@ class QuantizedModel:
             y = FLOAT_OPS["Gemm"](xf.reshape(len(xf), -1), wf, layer.bias, transB=1)
         if step.fused_activation is not None:
             y = np.clip(y, 0, 6 if step.fused_activation == "relu6" else None).astype(np.float32)
+        if step.output in self.float_tensors:
+            rec.kernel = "float island"
+            return y.reshape(lead + y.shape[-1:]) if lead is not None else y
         if strategy.timing == "before":
             x_in = x.q.reshape(-1, x.q.shape[-1]) if lead is not None else x.q
             qp = check_qparams(call(strategy, "qparams_before", step.name, x_in, x.qp, layer.context, spec),
@@ -328,12 +356,15 @@ class QuantizedModel:
         return make_requantizer(x_qp.scale, w_qp.scale, y_qp.scale, y_qp.zero_point, y_qp.fmt,
                                 mode=self.requant, activation=step.fused_activation)
 
-    def _run_table_op(self, step: Step, env: dict, rec: LayerRecord, kernels=None) -> QTensor:
+    def _run_table_op(self, step: Step, env: dict, rec: LayerRecord, kernels=None, shadows=None) -> QTensor:
         """A non-kernel step, by its entry in the integer-operator table (:func:`rule_for`),
-        offered the backend's hooks (``kernels``)."""
+        offered the backend's hooks (``kernels``). ``shadows``: float32 values of quantized
+        tensors that a float operator reads instead of their dequantized integers (float islands)."""
         node = step.node
         values = [env[t] if t else None for t in node.inputs]
         rule = rule_for(node.op_type, operand_kinds(values))
+        if shadows and not rule.keeps_qparams and rule.kernel == "float":
+            values = [shadows.get(t, v) if t else v for t, v in zip(node.inputs, values)]
         y = rule.compute(node.op_type, values, node.attributes, name=step.name, backend=kernels)
         quantized = [v for v in values if isinstance(v, QTensor)]
         rec.kernel = rule.kernel
@@ -350,6 +381,8 @@ class QuantizedModel:
         qp = check_qparams(call(strategy, "qparams_for_float", step.name, y, spec, self.tensor_qparams.get(step.output)),
                            strategy, "qparams_for_float", step.name)
         q = quantize(y, qp)
+        if shadows is not None and self.float_islands:
+            shadows[step.output] = y
         rec.timing = getattr(strategy, "timing", None)
         rec.buffers.update({"float": rule.float_bytes(values) + y.nbytes, "output": q.nbytes})
         return QTensor(q, qp)
@@ -381,7 +414,8 @@ def float_island_tensors(graph: Graph, steps: list[Step]) -> frozenset:
     step runs its float32 operator on a float tensor as well as on a dequantized one. So a chain
     such as ``MatMul(q, k) → Div → Add(mask) → Softmax`` is quantized once, where the integer
     ``MatMul(·, v)`` reads it, instead of after each operator — the "float islands" between
-    integer layers. Graph outputs produced in float stay float.
+    integer layers. A layer whose output only float operators read (its bias ``Add``) returns
+    ``float32(acc) · s_x · s_w`` unquantized. Graph outputs produced in float stay float.
     """
     needs = set()
     for step in steps:
@@ -391,7 +425,7 @@ def float_island_tensors(graph: Graph, steps: list[Step]) -> frozenset:
         elif node.op_type == "MatMul":
             needs.update(node.inputs[:2])
     produced = [t.name for t in graph.inputs if t.dtype == "float32"]
-    produced += [step.output for step in steps if not step.quantizable]
+    produced += [step.output for step in steps]
     return frozenset(t for t in produced if t not in needs)
 
 

@@ -217,7 +217,8 @@ def static_tensor_qparams(qm) -> dict:
         node, where = step.node, f"layer {step.name!r} ({step.node.op_type})"
         if step.quantizable:
             layer = qm.layers[step.name]
-            _offline(layer.act_strategy, where)
+            if step.output not in floats:
+                _offline(layer.act_strategy, where)
             w = layer.weight
             if w.execution != "integer":
                 raise ExportError(f"{where}: weight strategy {layer.weight_strategy.name!r} executes the layer "
@@ -230,7 +231,8 @@ def static_tensor_qparams(qm) -> dict:
             x = node.inputs[0]
             if x not in qps:
                 raise ExportError(f"{where}: input {x!r} is not a quantized tensor")
-            qps[step.output] = _check_activation(layer.observed, where)
+            if step.output not in floats:
+                qps[step.output] = _check_activation(layer.observed, where)
         elif _rule(qm, node, qps).keeps_qparams:
             qps[step.output] = qps[node.inputs[0]]
         elif step.output in floats:
@@ -271,6 +273,7 @@ class _QGraph:
         self.pending: list = []  # Clip nodes to emit once their input's producer is emitted
         self._shapes = None  # tensor → shape, computed when an operator asks for a rank
         self.floats = _float_tensors(qm)  # tensors computed and kept in float (or int64 inputs)
+        self.shadow: dict = {}  # quantized tensor → the float32 tensor it was quantized from
         for t in g.inputs:
             if t.name in self.floats:
                 self.dq_name[t.name] = t.name
@@ -340,6 +343,8 @@ class _QGraph:
         if tensor in self.floats and tensor not in self.qps:
             self.dq_name[tensor] = y_float
             return y_float
+        if getattr(self.qm, "float_islands", False) and y_float != tensor:
+            self.shadow[tensor] = y_float  # float operators keep reading the unquantized value
         out = self.produce(tensor, qp.fmt.qmin, qp.fmt.qmax, qp.fmt.storage_dtype, name)
         self.e.node("QuantizeLinear", [y_float, self.scale(name, qp), self.zero_point(name, qp)], [out],
                     name=f"{name}.quantize")
@@ -364,6 +369,8 @@ class _QGraph:
         """A float node's input: dequantized when quantized, else the float initializer / ""."""
         if tensor == "":
             return ""
+        if tensor in self.shadow:
+            return self.shadow[tensor]
         if tensor in self.qps or tensor in self.dq_name:
             return self.dequantized(tensor)
         return self.e.const(tensor, np.asarray(self.qm.graph.initializers[tensor]))
@@ -371,10 +378,10 @@ class _QGraph:
 
 def _layer_tensors(qm, step, qps):
     layer = qm.layers[step.name]
-    x_qp, y_qp, w = qps[step.node.inputs[0]], qps[step.output], layer.weight
+    x_qp, y_qp, w = qps[step.node.inputs[0]], qps.get(step.output), layer.weight
     bias = quantize_bias(layer.bias, x_qp.scale, w.qparams.scale)
-    rq = make_requantizer(x_qp.scale, w.qparams.scale, y_qp.scale, y_qp.zero_point, y_qp.fmt,
-                          mode="float32", activation=step.fused_activation)
+    rq = None if y_qp is None else make_requantizer(x_qp.scale, w.qparams.scale, y_qp.scale, y_qp.zero_point,
+                                                     y_qp.fmt, mode="float32", activation=step.fused_activation)
     return layer, x_qp, y_qp, w, bias, rq
 
 
@@ -418,6 +425,29 @@ def _emit_qlinear(q: _QGraph, step) -> None:
     q.flush()
 
 
+def _emit_integer_to_float(q: _QGraph, step) -> None:
+    """A MatMul layer whose output stays float: ``MatMulInteger`` → ``Cast`` → ``Mul(s_x · s_w)``
+    (the executor's ``float32(acc) · float32(s_x · s_w[c])``)."""
+    e, node, name = q.e, step.node, step.name
+    if node.op_type != "MatMul" or step.fused_activation is not None:
+        raise ExportError(f"layer {name!r} ({node.op_type}): only a MatMul layer can have a float output here")
+    layer = q.qm.layers[name]
+    x_qp, w = q.qps[node.inputs[0]], layer.weight
+    wqp = w.qparams
+    acc = e.fresh(f"{name}.accumulators")
+    zw = np.broadcast_to(np.asarray(wqp.zero_point), (w.values.shape[0],)) if not wqp.per_tensor else np.asarray(wqp.zero_point)
+    e.node("MatMulInteger", [q.int_name[node.inputs[0]], e.const(f"{name}.B_quantized", np.ascontiguousarray(w.values.T)),
+                             q.zero_point(f"{name}.x", x_qp),
+                             e.const(f"{name}.w.zero_point", np.asarray(zw).astype(wqp.fmt.storage_dtype))],
+           [acc], name=name)
+    accf = e.fresh(f"{name}.accumulators_float")
+    e.node("Cast", [acc], [accf], name=f"{name}.cast", to=1)
+    scale = (np.float32(x_qp.scale) * np.asarray(wqp.scale, np.float32)).astype(np.float32)
+    y = e.fresh(f"{step.output}_float")
+    e.node("Mul", [accf, e.const(f"{name}.scale", scale)], [y], name=f"{name}.scale")
+    q.dq_name[step.output] = y
+
+
 def _value_info(onnx, name, dtype, shape):
     return onnx.helper.make_tensor_value_info(name, _elem(onnx, dtype), list(shape))
 
@@ -456,7 +486,9 @@ def export_qoperator(qm, *, layer_outputs: bool = False) -> ExportedModel:
         if t.name in qps:
             q.quantize_into(t.name, qps[t.name], t.name, t.name)
     for step in qm.steps:
-        if step.quantizable:
+        if step.quantizable and step.output in q.floats:
+            _emit_integer_to_float(q, step)
+        elif step.quantizable:
             _emit_qlinear(q, step)
         else:
             _rule(qm, step.node, qps).emit(q, step.node)
@@ -520,9 +552,12 @@ def export_qdq(qm, *, layer_outputs: bool = False) -> ExportedModel:
                 e.node(act.op_type, ins, [y2], name=act.name, **_attributes(act))
                 y = y2
         else:
-            ins = [q.float_input(t) for t in node.inputs]
+            if _rule(qm, node, qps).kernel == "float":  # a float operator: float-island values as they are
+                ins = [q.float_input(t) for t in node.inputs]
+            else:  # an integer rule reads the quantized tensors
+                ins = [q.dequantized(t) if t in qps else q.float_input(t) for t in node.inputs]
             y = e.fresh(f"{step.output}_float")
             e.node(node.op_type, ins, [y], name=name, **_attributes(node))
-        q.quantize_into(y, qps.get(step.output), step.output, name)
+        q.quantize_into(y, qps.get(step.output), step.output, name)  # a float-island tensor: y itself
     doc = f"refquant {__version__} QDQ export of {qm.graph.name}; plan: {qm.plan}"
     return _finish(q, "qdq", layer_outputs, doc)
