@@ -14,6 +14,14 @@
   agreement (the reference's answer survives in the approximation's top 5). The reference's
   arg-max is ``numpy.argmax`` (first maximum). ``agreement_counts`` gives ``(agreeing, total)``.
 
+* fidelity of sentence embeddings (``refquant compare minilm-l6``), all in float64:
+  ``cosine_similarities(reference, approx)`` — per row ``⟨r, a⟩ / (‖r‖·‖a‖)``;
+  ``nearest_neighbour_agreement(reference, approx)`` — the fraction of rows whose nearest other
+  row by cosine similarity (``numpy.argmax``, first maximum) is the same under both;
+  ``pairwise_spearman(reference, approx)`` — Spearman's rank correlation
+  (``scipy.stats.spearmanr``, average ranks for ties) of the cosine similarities of all
+  ``n(n−1)/2`` pairs of rows.
+
 ``refquant compare``, training reports and the plugins' reports all measure with these.
 """
 
@@ -21,7 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["accuracy", "accuracy_counts", "agreement_counts", "snr_db", "sqnr_db", "topk_agreement"]
+__all__ = ["accuracy", "accuracy_counts", "agreement_counts", "cosine_similarities", "nearest_neighbour_agreement",
+           "pairwise_spearman", "snr_db", "sqnr_db", "topk_agreement"]
 
 
 def accuracy_counts(logits: np.ndarray, y: np.ndarray) -> tuple[int, int]:
@@ -64,3 +73,50 @@ def topk_agreement(reference: np.ndarray, approx: np.ndarray, k: int = 1) -> flo
     """The fraction of rows whose ``reference`` arg-max class is among ``approx``'s ``k`` largest."""
     agree, total = agreement_counts(reference, approx, k)
     return agree / total if total else float("nan")
+
+
+def _rows(reference, approx, what: str):
+    reference, approx = np.asarray(reference, np.float64), np.asarray(approx, np.float64)
+    if reference.shape != approx.shape or reference.ndim != 2:
+        raise ValueError(f"{what} needs two [N, dim] arrays of one shape, got {reference.shape} and {approx.shape}")
+    return reference, approx
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm == 0, 1.0, norm)
+
+
+def cosine_similarities(reference: np.ndarray, approx: np.ndarray) -> np.ndarray:
+    """Per row, ``⟨r, a⟩ / (‖r‖·‖a‖)`` in float64 (a zero row counts as similarity 0)."""
+    reference, approx = _rows(reference, approx, "cosine similarity")
+    return np.sum(_unit(reference) * _unit(approx), axis=1)
+
+
+def _similarity_matrix(x: np.ndarray) -> np.ndarray:
+    u = _unit(x)
+    return u @ u.T
+
+
+def nearest_neighbour_agreement(reference: np.ndarray, approx: np.ndarray) -> float:
+    """The fraction of rows whose nearest other row (cosine) is the same in ``reference`` and ``approx``."""
+    reference, approx = _rows(reference, approx, "nearest-neighbour agreement")
+    if len(reference) < 2:
+        raise ValueError(f"nearest-neighbour agreement needs at least 2 rows, got {len(reference)}")
+    nn = []
+    for x in (reference, approx):
+        s = _similarity_matrix(x)
+        np.fill_diagonal(s, -np.inf)
+        nn.append(np.argmax(s, axis=1))
+    return float(np.mean(nn[0] == nn[1]))
+
+
+def pairwise_spearman(reference: np.ndarray, approx: np.ndarray) -> float:
+    """Spearman's rho of the cosine similarities of every pair of rows, reference against approx."""
+    from scipy.stats import spearmanr
+
+    reference, approx = _rows(reference, approx, "pairwise Spearman correlation")
+    if len(reference) < 3:
+        raise ValueError(f"pairwise Spearman correlation needs at least 3 rows, got {len(reference)}")
+    i, j = np.triu_indices(len(reference), 1)
+    return float(spearmanr(_similarity_matrix(reference)[i, j], _similarity_matrix(approx)[i, j]).statistic)

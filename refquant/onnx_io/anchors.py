@@ -23,14 +23,15 @@ import numpy as np
 from .exporter import export_float
 from .runtime import ort_session, require_onnxruntime
 
-__all__ = ["ANCHOR_METHODS", "ort_quantize_static", "ort_logits"]
+__all__ = ["ANCHOR_METHODS", "ort_outputs", "ort_quantize_dynamic", "ort_quantize_static", "ort_logits"]
 
 ANCHOR_METHODS = ("MinMax", "Entropy", "Percentile")
 
 
 def ort_quantize_static(graph, calibration: np.ndarray, method: str = "MinMax", *, per_channel: bool = True):
     """The QDQ model bytes onnxruntime's ``quantize_static`` makes of ``graph`` calibrated on
-    ``calibration`` (the first input's values, fed one image at a time)."""
+    ``calibration`` (the first input's values, fed one image at a time; or a list of feeds
+    dicts, fed one dict at a time — a transformer's padded batches)."""
     require_onnxruntime()
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -41,8 +42,11 @@ def ort_quantize_static(graph, calibration: np.ndarray, method: str = "MinMax", 
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter([{name: np.ascontiguousarray(calibration[i:i + 1], np.float32)}
-                               for i in range(len(calibration))])
+            if isinstance(calibration, (list, tuple)):
+                self.items = iter([dict(feeds) for feeds in calibration])
+            else:
+                self.items = iter([{name: np.ascontiguousarray(calibration[i:i + 1], np.float32)}
+                                   for i in range(len(calibration))])
 
         def get_next(self):
             return next(self.items, None)
@@ -64,3 +68,25 @@ def ort_logits(model: bytes, graph, x: np.ndarray, batch: int = 8) -> np.ndarray
     name, out = graph.inputs[0].name, sess.get_outputs()[0].name
     return np.concatenate([sess.run([out], {name: np.ascontiguousarray(x[i:i + batch], np.float32)})[0]
                            for i in range(0, len(x), batch)])
+
+
+def ort_quantize_dynamic(graph, *, per_channel: bool = False) -> bytes:
+    """The model bytes onnxruntime's ``quantize_dynamic`` makes of ``graph``'s float export: int8
+    weights (per tensor by default, as the tool's default), activations quantized per tensor to
+    uint8 at run time (``DynamicQuantizeLinear`` → ``MatMulInteger`` → ``Mul``), everything else float."""
+    require_onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="refquant-ort-") as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "dynamic.onnx"
+        export_float(graph).save(src)
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8)
+        return dst.read_bytes()
+
+
+def ort_outputs(model: bytes, batches) -> np.ndarray:
+    """``model``'s first output on each feeds dict of ``batches``, concatenated (graph optimizations on)."""
+    sess = ort_session(model, optimize=True)
+    out = sess.get_outputs()[0].name
+    return np.concatenate([sess.run([out], dict(feeds))[0] for feeds in batches])
