@@ -48,7 +48,7 @@ from .onnx_io.anchors import ANCHOR_METHODS, ort_logits, ort_quantize_static
 from .plan import Plan, TensorPlan
 from .presentation import progress_bar
 from .registry import quantizers, resolve_model
-from .zoo import REAL_MODELS
+from .zoo import EMBEDDING_MODELS, REAL_MODELS
 from .zoo.efficientnet_lite import preprocess
 
 __all__ = ["CompareRow", "EvalData", "ROW_FIELDS", "REAL_MODEL_DEFAULTS", "compare", "digits_data",
@@ -138,6 +138,10 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
     ``peak_working_bytes`` 0 (not measured). What onnxruntime computes on this host (its u8s8
     products saturate without AVX-VNNI).
     """
+    embedding = [m for m in models if m in EMBEDDING_MODELS]
+    if embedding:
+        raise ValueError(f"{', '.join(embedding)}: a sentence-embedding model; compare it with "
+                         f"refquant.compare_embeddings.compare_embeddings")
     for method in anchors:
         if method not in ANCHOR_METHODS:
             raise ValueError(f"unknown anchor {method!r}; known: {', '.join(ANCHOR_METHODS)}")

