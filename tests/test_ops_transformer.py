@@ -100,11 +100,11 @@ def test_gelu_against_onnx_reference(xs):
 def test_gelu_against_onnxruntime():
     """onnxruntime evaluates Gelu in float32 with MLAS's erf polynomial (which saturates: -0.0
     from about x = -5.5, where the exact value is about -1e-8); refquant rounds the float64
-    value once. They agree to 2e-7 absolute on [-6, 6]."""
+    value once. They agree to 2e-7 relative, or 1e-7 absolute (measured 8.2e-8, near the saturated tail), on [-6, 6]."""
     pytest.importorskip("onnxruntime")
     x = np.linspace(-6, 6, 4001, dtype=np.float32)
     ort = _run_ref("Gelu", {"x": x}, {"approximate": "none"}, 20, ort=True)
-    np.testing.assert_allclose(gelu(x), ort, rtol=0, atol=2e-7)
+    np.testing.assert_allclose(gelu(x), ort, rtol=2e-7, atol=1e-7)
 
 
 @given(b=st.integers(1, 3), m=st.integers(1, 5), k=st.integers(1, 40), n=st.integers(1, 5),
