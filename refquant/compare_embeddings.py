@@ -27,11 +27,13 @@ import numpy as np
 
 from .data.sentences import load_sentences
 from .executor import peak_working_bytes, quantize_model, run_float
+from .onnx_io.anchors import ort_outputs, ort_quantize_dynamic, ort_quantize_static
 from .metrics import cosine_similarities, nearest_neighbour_agreement, pairwise_spearman
 from .plan import Plan, TensorPlan
 from .presentation import progress_bar
 from .registry import resolve_model
-from .zoo.minilm import encode_sentences, load_minilm_tokenizer
+from .zoo import load_minilm_tokenizer
+from .zoo.minilm import encode_sentences
 
 __all__ = ["EMBEDDING_DEFAULTS", "EMBEDDING_FIELDS", "EMBEDDING_ANCHORS", "EmbeddingRow", "compare_embeddings",
            "embedding_summary_rows", "sentence_batches"]
@@ -116,8 +118,6 @@ def compare_embeddings(model: str = "minilm-l6", *, bits=None, weights=None, act
         if progress:
             progress_bar(i + 1, units, label)
         if w == "onnxruntime":
-            from .onnx_io.anchors import ort_outputs, ort_quantize_dynamic, ort_quantize_static
-
             ab = 8
             blob = (ort_quantize_dynamic(graph) if a == "quantize_dynamic"
                     else ort_quantize_static(graph, calib, a.split("-", 1)[1]))

@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import spearmanr
 
 __all__ = ["accuracy", "accuracy_counts", "agreement_counts", "cosine_similarities", "nearest_neighbour_agreement",
            "pairwise_spearman", "snr_db", "sqnr_db", "topk_agreement"]
@@ -113,8 +114,6 @@ def nearest_neighbour_agreement(reference: np.ndarray, approx: np.ndarray) -> fl
 
 def pairwise_spearman(reference: np.ndarray, approx: np.ndarray) -> float:
     """Spearman's rho of the cosine similarities of every pair of rows, reference against approx."""
-    from scipy.stats import spearmanr
-
     reference, approx = _rows(reference, approx, "pairwise Spearman correlation")
     if len(reference) < 3:
         raise ValueError(f"pairwise Spearman correlation needs at least 3 rows, got {len(reference)}")

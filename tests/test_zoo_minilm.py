@@ -111,23 +111,29 @@ def test_padding_does_not_change_an_embedding(graph, tokenizer):
 
 
 def _plans():
-    weights = sorted(quantizers("weights"))
-    activations = sorted(quantizers("activations"))
-    plans = [f"weights={w}:8:per-channel activations={a}:8" for w, a in itertools.product(weights, activations)]
-    plans += [f"weights={w}:4:per-channel activations=dynamic:8" for w in weights]
+    """Every registered activation strategy (with minmax weights), every weight strategy at 8 and 4
+    bits; Lloyd-Max — whose codebook fit takes ~20 s per 1.8 M weights here — on two layers only."""
+    weights = sorted(w for w in quantizers("weights") if w != "lloydmax")
+    plans = [f"weights=minmax:8:per-channel activations={a}:8" for a in sorted(quantizers("activations"))]
+    plans += [f"weights={w}:{b}:per-channel activations=dynamic:8" for w in weights for b in (8, 4)
+              if (w, b) != ("minmax", 8)]
+    if "lloydmax" in quantizers("weights"):
+        plans.append("weights=minmax:8:per-channel activations=static-minmax:8 "
+                     "layer0_query.weights=lloydmax:4 layer0_key.weights=lloydmax:8")
     return plans
 
 
 @needs_model
-def test_every_strategy_combination_runs(short_graph, tokenizer):
-    """Every registered weight x activation strategy at 8 bits, and 4-bit weights, on the one-layer model."""
+def test_every_strategy_runs(short_graph, tokenizer):
+    """Every registered strategy, weights at 8 and 4 bits, on the one-layer model; the close
+    results (cosine to float) keep it honest. ``spec/models/minilm.md`` has the full product."""
     f = encode_sentences(tokenizer, ["Cats sleep.", "The market fell today."])
     ref = run_float(short_graph, f)[short_graph.outputs[0]]
     for plan in _plans():
         y = quantize_model(short_graph, plan, [f]).run(f, backend="numba").outputs[short_graph.outputs[0]]
         cos = cosine_similarities(ref, y)
         assert y.shape == ref.shape and np.isfinite(y).all(), plan
-        assert cos.min() > (0.5 if ":4:" in plan else 0.8), (plan, cos)
+        assert cos.min() > (0.7 if ":4:" in plan else 0.9), (plan, cos)
 
 
 @needs_model

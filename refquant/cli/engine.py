@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 from ..compare import compare, summary_rows
@@ -72,8 +73,6 @@ def cmd_compare(args) -> int:
 
 
 def onnxruntime_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("onnxruntime") is not None
 
 

