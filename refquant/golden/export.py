@@ -112,6 +112,13 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
     holding an earlier golden set is rewritten; any other non-empty directory is refused.
     """
     graph = qm.graph
+    ints = [t.name for t in graph.inputs if t.dtype != "float32"]
+    if ints or getattr(qm, "float_tensors", None):
+        raise ValueError(f"golden sets hold every step's integer output; model {graph.name!r} has "
+                         + (f"integer inputs {ints} and " if ints else "")
+                         + f"{len(qm.float_tensors)} float-island tensors (a transformer), which the golden "
+                         f"format ({FORMAT} {FORMAT_VERSION}) cannot record yet — export it with "
+                         f"refquant.onnx_io.export_qoperator instead, which onnxruntime runs bit-exactly")
     feeds = inputs if isinstance(inputs, dict) else {graph.inputs[0].name: inputs}
     feeds = {k: np.asarray(v, np.float32) for k, v in feeds.items()}
     result = qm.run(feeds, backend=backend, keep=True)
