@@ -21,10 +21,13 @@ from __future__ import annotations
 
 from .batchnorm import batch_normalization
 from .conv import conv, conv_float32_blas
+from .convtranspose import conv_transpose
 from .elementwise import add, clip, relu
 from .gemm import gemm, gemm_float32_blas, matmul, matmul_float32_blas
 from .pool import average_pool, global_average_pool, max_pool
+from .resize import resize
 from .shape import flatten, reshape
+from .slice import slice_
 from .softmax import softmax
 
 FLOAT_OPS = {
@@ -41,6 +44,9 @@ FLOAT_OPS = {
     "Reshape": reshape,
     "Softmax": softmax,
     "BatchNormalization": batch_normalization,
+    "ConvTranspose": conv_transpose,
+    "Resize": resize,
+    "Slice": slice_,
 }
 
 #: The training forward: FLOAT_OPS with float32 BLAS Conv, Gemm and MatMul.
@@ -60,6 +66,7 @@ __all__ = [
     "clip",
     "conv",
     "conv_float32_blas",
+    "conv_transpose",
     "flatten",
     "gemm",
     "gemm_float32_blas",
@@ -69,5 +76,7 @@ __all__ = [
     "max_pool",
     "relu",
     "reshape",
+    "resize",
+    "slice_",
     "softmax",
 ]
