@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops.convtranspose import convtranspose_output_size
 from ..ops.padding import check_pool_windows, window_plan
+from ..ops.resize import resize_output_shape
+from ..ops.slice import slice_index
 from .ir import Dim, Graph, Node, Shape
 
 # ---- symbolic dimensions ------------------------------------------------------------------
@@ -394,8 +397,6 @@ def _conv_transpose(where, shapes, consts, attrs):
     m = w[1] * group
     if b is not None and tuple(b) != (m,):
         raise ValueError(f"{where}: bias must have shape ({m},), got {_fmt(b)}")
-    from ..ops.convtranspose import convtranspose_output_size
-
     out = convtranspose_output_size(x[2:], w[2:], attrs.get("strides") or (1, 1), attrs.get("dilations") or (1, 1),
                                     list(attrs.get("pads") or (0, 0, 0, 0)), attrs.get("output_padding") or (0, 0))
     if min(out) <= 0:
@@ -404,8 +405,6 @@ def _conv_transpose(where, shapes, consts, attrs):
 
 
 def _resize(where, shapes, consts, attrs):
-    from ..ops.resize import resize_output_shape
-
     x = shapes[0]
     for i, name in ((1, "roi"), (2, "scales")):
         if i < len(shapes) and shapes[i] is not None:
@@ -430,8 +429,6 @@ def _resize(where, shapes, consts, attrs):
 
 
 def _slice(where, shapes, consts, attrs):
-    from ..ops.slice import slice_index
-
     x = shapes[0]
     args = [_constant_input(where, consts, 1, "starts", np.int64), _constant_input(where, consts, 2, "ends", np.int64)]
     for i, name in ((3, "axes"), (4, "steps")):

@@ -52,6 +52,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from ..data.photos import resize_bilinear
+from ..onnx_io.runtime import require_onnx
 
 __all__ = ["DET_MEAN", "DET_STD", "REC_HEIGHT", "OcrResult", "characters_from_onnx", "crop_box", "ctc_decode",
            "db_boxes", "det_preprocess", "group_lines", "min_area_rect", "read_page", "rec_preprocess"]
@@ -203,8 +204,6 @@ def rec_preprocess(crops: list, width: int) -> np.ndarray:
 
 def characters_from_onnx(path) -> list[str]:
     """The recogniser's classes from its ONNX metadata (step 4): blank, the file's characters, space."""
-    from ..onnx_io.runtime import require_onnx
-
     onnx = require_onnx()
     m = onnx.load_model(str(path), load_external_data=False)
     props = {p.key: p.value for p in m.metadata_props}
