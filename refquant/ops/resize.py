@@ -6,11 +6,13 @@ given (the scale is then ``sizes[d] / L``), else ``floor(L · scales[d])``.  Out
 ``x_orig`` is the ``coordinate_transformation_mode``:
 
 * ``half_pixel``:          ``(i + 0.5) / scale − 0.5``
-* ``pytorch_half_pixel``:  ``(i + 0.5) / scale − 0.5`` if the output length > 1, else 0
-* ``align_corners``:       ``i · (L − 1) / (L_out − 1)`` (0 when ``L_out = 1``)
+* ``pytorch_half_pixel``:  ``(i + 0.5) / scale − 0.5`` if ``L_out > 1``, else 0
+* ``align_corners``:       ``i · (L − 1) / (L_out − 1)`` (0 when ``L_out <= 1``)
 * ``asymmetric``:          ``i / scale``
 
-and ``nearest`` is the ``nearest_mode``: ``round_prefer_floor`` ``ceil(x − 0.5)``,
+with ``L_out = L · scale`` unrounded (``sizes[d]`` when sizes are given) — the onnx reference
+evaluator's reading; onnxruntime 1.32 uses the rounded output length in ``align_corners`` and
+``pytorch_half_pixel``, so the two differ when ``L · scale`` is not a whole number, and ``nearest`` is the ``nearest_mode``: ``round_prefer_floor`` ``ceil(x − 0.5)``,
 ``round_prefer_ceil`` ``floor(x + 0.5)``, ``floor``, ``ceil``.  ``x_orig`` is computed in
 float64 from the float32 scale (as the onnx reference evaluator does; for the integer scales
 these models use every ``x_orig`` is exact).  The values are copied, never computed: the
@@ -53,12 +55,13 @@ def resize_output_shape(in_shape, scales=None, sizes=None) -> tuple:
 
 def _source_index(length: int, out_len: int, scale: float, ctm: str, nearest_mode: str) -> np.ndarray:
     i = np.arange(out_len, dtype=np.float64)
+    resized = length * scale  # L_out of the formulas: the unrounded length (= sizes[d] when sizes are given)
     if ctm == "half_pixel":
         x = (i + 0.5) / scale - 0.5
     elif ctm == "pytorch_half_pixel":
-        x = (i + 0.5) / scale - 0.5 if out_len > 1 else np.zeros_like(i)
+        x = (i + 0.5) / scale - 0.5 if resized > 1 else np.zeros_like(i)
     elif ctm == "align_corners":
-        x = i * (length - 1) / (out_len - 1) if out_len > 1 else np.zeros_like(i)
+        x = i * (length - 1) / (resized - 1) if resized > 1 else np.zeros_like(i)
     elif ctm == "asymmetric":
         x = i / scale
     else:
