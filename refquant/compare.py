@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compare_ocr import OCR_MODELS, OCR_SETS, ocr_data, ocr_fidelity
 from .data import digits_inputs, load_digits
 from .data.photos import CORRUPTIONS, PHOTOS, VIEW_NAMES, corrupt, photo_views
 from .executor import peak_working_bytes, quantize_model, run_float
@@ -56,6 +57,7 @@ __all__ = ["CompareRow", "EvalData", "ROW_FIELDS", "REAL_MODEL_DEFAULTS", "compa
 
 ROW_FIELDS = ("model", "weights", "activations", "bits", "activation_bits", "granularity", "dataset",
               "images", "accuracy", "float_accuracy", "top1_agreement", "top5_agreement", "sqnr_db",
+              "box_f1", "cer_float", "cer_transcription", "float_cer_transcription",
               "peak_working_bytes", "latency_ms")
 
 #: what a real (ImageNet) model compares by default: small enough for minutes, not hours
@@ -109,11 +111,15 @@ class CompareRow:
     images: int
     accuracy: float | None
     float_accuracy: float | None
-    top1_agreement: float
-    top5_agreement: float
+    top1_agreement: float | None
+    top5_agreement: float | None
     sqnr_db: float
     peak_working_bytes: int
     latency_ms: float
+    box_f1: float | None = None               # OCR detector (refquant.compare_ocr)
+    cer_float: float | None = None            # OCR recogniser
+    cer_transcription: float | None = None
+    float_cer_transcription: float | None = None
 
     def as_dict(self) -> dict:
         return {f: getattr(self, f) for f in ROW_FIELDS}
@@ -164,7 +170,10 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
     for model, b, gran, w, a in combos:
         if model not in graphs:
             graphs[model] = g = resolve_model(model)
-            if model in REAL_MODELS:
+            if model in OCR_MODELS:
+                calib, sets = ocr_data(model)
+                data[model] = EvalData(calib, sets, batch or REAL_MODEL_DEFAULTS["batch"])
+            elif model in REAL_MODELS:
                 d = REAL_MODEL_DEFAULTS
                 data[model] = photo_data(calibration or d["calibration"], views or d["views"],
                                          severity or d["severity"], corruptions, batch or d["batch"])
@@ -198,15 +207,18 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
             out, peak = _batched(evaluate, x, d.batch)
             dt = time.perf_counter() - t0
             ref = floats[model][name]
+            if model in OCR_MODELS:
+                fid = ocr_fidelity(model, ref, out)
+            else:
+                fid = {"top1_agreement": topk_agreement(ref, out, 1),
+                       "top5_agreement": topk_agreement(ref, out, min(5, out.shape[1]))}
             rows.append(CompareRow(
                 model, w, a, b, ab, gran, name, images=int(len(x)),
                 accuracy=None if y is None else accuracy(out, y),
                 float_accuracy=None if y is None else accuracy(ref, y),
-                top1_agreement=topk_agreement(ref, out, 1),
-                top5_agreement=topk_agreement(ref, out, min(5, out.shape[1])),
                 sqnr_db=float(np.round(sqnr_db(ref, out), 3)),
                 peak_working_bytes=int(peak),
-                latency_ms=round(1e3 * dt / len(x), 5)))
+                latency_ms=round(1e3 * dt / len(x), 5), **fid))
             done += 1
     if progress:
         progress_bar(units, units, "done")
@@ -214,6 +226,8 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
 
 
 def _set_names(model, corruptions) -> list:
+    if model in OCR_MODELS:
+        return list(OCR_SETS[model])
     if model in REAL_MODELS:
         return ["views", *(CORRUPTIONS if corruptions is None else corruptions)]
     return [s.name for s in load_digits().test_sets()]
@@ -246,21 +260,25 @@ def summary_rows(rows: list[CompareRow]) -> list[dict]:
         groups.setdefault((r.model, r.bits, r.activation_bits, r.granularity, r.weights, r.activations),
                           []).append(r)
     for (model, b, ab, gran, w, a), rs in groups.items():
-        clean = next(r for r in rs if r.dataset in ("test", "views"))
+        clean = next(r for r in rs if r.dataset in ("test", "views", "page", "page-lines"))
         shifted = [r for r in rs if r is not clean]
         labelled = clean.accuracy is not None
         out.append({
             "model": model, "bits": b, "act_bits": ab, "granularity": gran, "weights": w, "activations": a,
             "test_acc": f"{100 * clean.accuracy:.2f}" if labelled else "-",
             "Δ_float": f"{100 * (clean.accuracy - clean.float_accuracy):+.2f}" if labelled else "-",
-            "top1_agr": f"{100 * clean.top1_agreement:.1f}",
-            "top5_agr": f"{100 * clean.top5_agreement:.1f}",
+            "top1_agr": "-" if clean.top1_agreement is None else f"{100 * clean.top1_agreement:.1f}",
+            "top5_agr": "-" if clean.top5_agreement is None else f"{100 * clean.top5_agreement:.1f}",
             "sqnr_db": f"{clean.sqnr_db:.1f}",
             "shifted_acc": (f"{100 * np.mean([r.accuracy for r in shifted]):.2f}"
                             if shifted and labelled else "-"),
             "shifted_Δ": (f"{100 * np.mean([r.accuracy - r.float_accuracy for r in shifted]):+.2f}"
                           if shifted and labelled else "-"),
             "shifted_top1_agr": f"{100 * np.mean([r.top1_agreement for r in shifted]):.1f}" if shifted else "-",
+            **({"box_f1": "-" if clean.box_f1 is None else f"{clean.box_f1:.3f}",
+                "cer_float": "-" if clean.cer_float is None else f"{100 * clean.cer_float:.2f}",
+                "cer_truth": "-" if clean.cer_transcription is None else f"{100 * clean.cer_transcription:.2f}"}
+               if model in OCR_MODELS else {}),
             "peak_bytes": clean.peak_working_bytes,
             "latency_ms": f"{clean.latency_ms:.4f}",
         })
