@@ -33,13 +33,13 @@ def convtranspose_output_size(in_hw, kernel, strides, dilations, pads, output_pa
 
 
 def conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, auto_pad: str = "NOTSET",
-                   dilations=None, group: int = 1, kernel_shape=None, output_padding=None, output_shape=None,
-                   pads=None, strides=None) -> np.ndarray:
+                   dilations=None, group: int = 1, kernel_shape=None, output_padding=None, pads=None,
+                   strides=None) -> np.ndarray:
     """ONNX ConvTranspose (module docstring)."""
     require_float32("ConvTranspose", x=x, w=w, b=b)
     require_ndim("ConvTranspose", "x", x, 4)
     require_ndim("ConvTranspose", "w", w, 4)
-    if auto_pad != "NOTSET" or output_shape is not None:
+    if auto_pad != "NOTSET":
         raise ValueError("ConvTranspose: only explicit pads are supported (auto_pad NOTSET, no output_shape)")
     n, c, h, wd = x.shape
     cw, mg, kh, kw = w.shape
