@@ -337,6 +337,15 @@ def _sweep(tasks, data_options, backend, requant, progress, executor, db, resume
         report.start(done)
     if report:
         report(done, total, "submitted" if meta else "done (every row already in the results file)")
+    try:
+        _collect(executor, meta, rows, db, requant, backend, report, done, total)
+    finally:  # interrupted (Ctrl-C, an error): what is still queued is cancelled, nothing half-written
+        executor.cancel()
+    return [rows[k] for k in sorted(rows)]
+
+
+def _collect(executor, meta, rows, db, requant, backend, report, done, total) -> None:
+    """Each finished plan's rows: into the results file (one transaction per row), then ``rows``."""
     for index, result in executor.completed():
         task, keys, seqs = meta.pop(index)
         for row in result:
@@ -348,7 +357,6 @@ def _sweep(tasks, data_options, backend, requant, progress, executor, db, resume
             done += 1
             if report:
                 report(done, total, f"{task.label()} {row.dataset}")
-    return [rows[k] for k in sorted(rows)]
 
 
 def _key(ctx: ModelContext, task: PlanTask, dataset: str, requant: str, threads: int) -> dict:

@@ -67,8 +67,11 @@ class SerialExecutor:
             yield i, fn(handle, item)
         self._tasks = []
 
-    def close(self) -> None:
+    def cancel(self) -> None:
         self._tasks = []
+
+    def close(self) -> None:
+        self.cancel()
 
     def __enter__(self):
         return self

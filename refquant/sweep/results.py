@@ -74,6 +74,9 @@ def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
         raise ResultsError(f"{path}: no such results file")
     con = sqlite3.connect(str(path), timeout=30, isolation_level=None)  # explicit transactions only
     try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise sqlite3.DatabaseError(f"tables {', '.join(sorted(tables))}")
         if create:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
@@ -83,7 +86,8 @@ def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
         columns = [r[1] for r in con.execute("PRAGMA table_info(rows)")]
     except sqlite3.DatabaseError as exc:
         con.close()
-        raise ResultsError(f"{path}: not a refquant results file ({exc})") from None
+        raise ResultsError(f"{path}: a SQLite file but not a refquant results file ({exc}; expected tables meta "
+                           f"and rows of format {FORMAT!r})") from None
     if meta.get("format") != FORMAT or tuple(columns) != _NAMES:
         con.close()
         raise ResultsError(f"{path}: a SQLite file but not a refquant results file (expected tables meta and rows "
