@@ -151,11 +151,17 @@ class PlanTask:
         return f"{self.model} {self.weights}:{self.bits} {self.activations}:{self.activation_bits} {self.granularity}"
 
 
+#: the largest recorded calibration pass a sweep keeps (bytes); above it every plan calibrates
+#: live. EfficientNet-Lite0 records 27.7 MiB per calibration image (443 MiB for its 16 views).
+TRACE_LIMIT = 2 << 30
+
+
 @dataclass
 class ModelContext:
     """What every task of one model shares, computed once in the process that runs the sweep:
     the graph, the data, the float logits of every evaluation set and the recorded calibration
-    pass (:func:`refquant.executor.trace_calibration`), with the hashes that key result rows."""
+    pass (:func:`refquant.executor.trace_calibration`; ``None`` above :data:`TRACE_LIMIT`), with
+    the hashes that key result rows."""
 
     name: str
     graph: object
@@ -211,8 +217,8 @@ def prepare_model(model: str, calibration=None, views=None, severity=None, corru
         h.update(name.encode() + b"\0" + np.ascontiguousarray(x).tobytes())
         if y is not None:
             h.update(np.ascontiguousarray(y).tobytes())
-    return ModelContext(model, g, data, floats, trace_calibration(g, data.calibration), len(data.calibration),
-                        graph_sha256(g), h.hexdigest())
+    return ModelContext(model, g, data, floats, trace_calibration(g, data.calibration, max_bytes=TRACE_LIMIT),
+                        len(data.calibration), graph_sha256(g), h.hexdigest())
 
 
 def evaluate_plan(ctx: ModelContext, task: PlanTask, backend: str = "numba", requant: str = "float32",
@@ -228,7 +234,7 @@ def evaluate_plan(ctx: ModelContext, task: PlanTask, backend: str = "numba", req
             return ort_logits(ort_model, g, xb, len(xb)), 0
     else:
         plan = Plan(TensorPlan(w, b, gran, True, True), TensorPlan(a, ab, "per-tensor", False, False))
-        qm = quantize_model(g, plan, ctx.trace, requant=requant)
+        qm = quantize_model(g, plan, d.calibration if ctx.trace is None else ctx.trace, requant=requant)
 
         def evaluate(xb):
             return _run(qm, g, xb, backend)
@@ -356,7 +362,7 @@ def _collect(executor, meta, rows, db, requant, backend, report, done, total) ->
             rows[seqs[row.dataset]] = row
             done += 1
             if report:
-                report(done, total, f"{task.label()} {row.dataset}")
+                report(done, total, "done" if done == total else f"{task.label()} {row.dataset}")
 
 
 def _key(ctx: ModelContext, task: PlanTask, dataset: str, requant: str, threads: int) -> dict:

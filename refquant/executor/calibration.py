@@ -63,18 +63,23 @@ def _frozen(a):
     return a
 
 
-def trace_calibration(graph: Graph, calibration, *, batch_size: int = 256) -> CalibrationTrace:
+def trace_calibration(graph: Graph, calibration, *, batch_size: int = 256,
+                      max_bytes: int | None = None) -> CalibrationTrace | None:
     """Run the calibration float pass of ``graph`` once and record what observers would see.
 
     ``batch_size`` must be the one ``quantize_model`` is called with (its default, 256): an
-    observer may summarise per batch, so the batches are part of the record.
+    observer may summarise per batch, so the batches are part of the record. With
+    ``max_bytes``, a trace that grows past it is abandoned (``None``: calibrate live instead).
     """
     steps = lower(graph)
     batches, n = calibration_batches(calibration, graph, batch_size)
     recorded = []
+    trace = CalibrationTrace(graph.name, batch_size, n, recorded)
     for batch in batches:
         events = []
         run_float(graph, batch, steps=steps,
                   observe=lambda ev: events.append((ev.step.output, _frozen(ev.x), _frozen(ev.y))))
         recorded.append(({k: _frozen(v) for k, v in batch.items()}, events))
-    return CalibrationTrace(graph.name, batch_size, n, recorded)
+        if max_bytes is not None and trace.nbytes > max_bytes:
+            return None
+    return trace
