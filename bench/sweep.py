@@ -15,7 +15,9 @@ through :func:`refquant.compare.compare` with ``threads`` Numba threads per task
 Reported per configuration: the sweep's wall time (model preparation — data, float logits, the
 calibration pass — included, once), tasks per second, the speed-up over serial, and the
 per-task overhead of Dask, ``(T_dask-1 − T_serial) / tasks``: what a task costs beyond its own
-work when it is shipped to a worker process and its rows shipped back. Before timing, each
+work when it is shipped to a worker process and its rows shipped back; and the scheduling cost
+alone, ``empty task ms``: the wall time per task of 500 tasks that return at once (with the
+same scattered-argument shape as a plan task). Before timing, each
 configuration's rows are checked equal to serial's (every field but ``latency_ms``). Every
 Dask configuration runs the sweep twice and reports the second (the first loads each worker's
 Numba cache). The machine is shared: the load average before and after is printed; compare
@@ -31,6 +33,13 @@ import platform
 import time
 
 from refquant.compare import ROW_FIELDS, compare, plan_grid
+
+
+NOOPS = 500
+
+
+def _noop(shared, item):
+    return item
 
 
 def _comparable(rows):
@@ -64,13 +73,19 @@ def main() -> None:
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                           silence_logs=50) as cluster, Client(cluster) as client:
             startup = time.perf_counter() - t0
+            handle = client.scatter(0, broadcast=True)
+            client.gather([client.submit(_noop, handle, i, pure=False) for i in range(20)])
+            t0 = time.perf_counter()
+            client.gather([client.submit(_noop, handle, i, pure=False) for i in range(NOOPS)])
+            dispatch = (time.perf_counter() - t0) / NOOPS
             ex = DaskExecutor(client=client)
             compare([args.model], executor=ex, **grid)  # warm each worker
             t0 = time.perf_counter()
             rows = compare([args.model], executor=ex, **grid)
             sweep = time.perf_counter() - t0
         assert _comparable(rows) == _comparable(reference), f"dask-{n}: rows differ from serial"
-        out["runs"].append({"executor": f"dask-{n}", "startup_s": startup, "sweep_s": sweep})
+        out["runs"].append({"executor": f"dask-{n}", "startup_s": startup, "sweep_s": sweep,
+                            "empty_task_ms": 1e3 * dispatch})
     out["load_after"] = os.getloadavg()[0]
     base = out["runs"][0]["sweep_s"]
     for r in out["runs"]:
@@ -86,10 +101,11 @@ def main() -> None:
         return
     print(f"{args.model}: {tasks} plans × 7 sets = {len(reference)} rows, {args.threads} Numba thread(s) per task; "
           f"load average {out['load_before']:.1f} before, {out['load_after']:.1f} after")
-    print(f"{'executor':<9} {'startup s':>9} {'sweep s':>8} {'tasks/s':>8} {'speed-up':>8}")
+    print(f"{'executor':<9} {'startup s':>9} {'sweep s':>8} {'tasks/s':>8} {'speed-up':>8} {'empty task ms':>13}")
     for r in out["runs"]:
+        empty = f"{r['empty_task_ms']:.2f}" if "empty_task_ms" in r else "-"
         print(f"{r['executor']:<9} {r['startup_s']:>9.2f} {r['sweep_s']:>8.2f} {r['tasks_per_s']:>8.2f} "
-              f"{r['speedup']:>8.2f}")
+              f"{r['speedup']:>8.2f} {empty:>13}")
     print(f"serial time per task {out['per_task_serial_ms']:.1f} ms; Dask overhead per task "
           f"{out['per_task_overhead_ms']:.1f} ms (dask-1 − serial, per task)")
 
