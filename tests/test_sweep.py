@@ -154,6 +154,8 @@ def test_bad_results_files_are_one_line_exit_2(tmp_path, capsys):
     assert "no such results file" in capsys.readouterr().err
     assert main(["compare", MODEL, "--resume", "--quiet"]) == 2
     assert "--resume needs --results FILE" in capsys.readouterr().err
+    assert main(["compare", MODEL, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1", "--quiet"]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------- on Dask
