@@ -158,6 +158,23 @@ def test_bad_results_files_are_one_line_exit_2(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
 
 
+def test_progress_shows_done_total_rate_and_eta():
+    import io
+
+    from refquant.presentation import SweepProgress
+
+    now = [100.0]
+    out = io.StringIO()
+    progress = SweepProgress(40, stream=out, clock=lambda: now[0])
+    progress.start(10)  # 10 rows skipped on resume: in done, not in the rate
+    now[0] += 5.0
+    progress.update(20, "digits-mlp minmax:8 dynamic:8 per-tensor test")
+    line = out.getvalue().rsplit("\r", 1)[-1]
+    assert "20/40 2.00 rows/s ETA 0:00:10  digits-mlp minmax:8 dynamic:8 per-tensor test" in line
+    progress.update(40, "done")
+    assert out.getvalue().endswith("\n")
+
+
 # --------------------------------------------------------------------------------- on Dask
 
 KILLER = "refquant-test-kill-first-task"
@@ -200,6 +217,17 @@ def test_two_workers_give_the_serial_rows(cluster, serial_rows, tmp_path):
     stored = read_rows(db)
     assert [_comparable(r) for r in stored] == [_comparable(r) for r in serial_rows]
     assert {r["executor"] for r in stored} == {"dask:2 workers"}
+
+
+def test_compare_on_a_running_scheduler_from_the_command_line(cluster, serial_rows, tmp_path, capsys):
+    db = tmp_path / "r.db"
+    assert main(["compare", MODEL, "--bits", "8", "--weights", "minmax", "mse", "--activations", "static-minmax",
+                 "dynamic", "--granularity", "per-tensor", "--threads", "1", "--scheduler",
+                 cluster.scheduler.address, "--results", str(db), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [_comparable(r) for r in json.loads(out)] == [_comparable(r) for r in serial_rows]
+    assert f"{ROWS}/{ROWS}" in err and "rows/s" in err
+    assert len(read_rows(db)) == ROWS
 
 
 def test_a_worker_killed_mid_sweep_loses_no_row(cluster, serial_rows, tmp_path):
