@@ -31,6 +31,13 @@ per-channel ``minmax``/``mse`` weights × ``static-minmax``/``static-percentile`
 16 calibration views, batches of 8): 7 minutes measured on this 2-core machine under load,
 with onnxruntime anchors; ``full_grid=True``
 (``--full-grid``) runs every registered strategy pair at 8 and 4 bits, per tensor and per channel.
+
+**Sweeps** (``spec/sweeps.md``). A comparison is a sweep of tasks, one per (model, plan):
+:func:`plan_grid` lists them, :func:`prepare_model` computes once per model what no plan
+changes (data, float logits, the recorded calibration pass), :func:`evaluate_plan` is one task.
+An executor (:mod:`refquant.sweep.executors`: serial, the reference, or Dask) runs the tasks;
+the rows come back in plan order whatever the executor, and a results file
+(:mod:`refquant.sweep.results`) keeps each one as it finishes.
 """
 
 from __future__ import annotations
@@ -310,13 +317,14 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
 
 
 def _sweep(tasks, data_options, backend, requant, progress, executor, db, resume, threads) -> list[CompareRow]:
+    """Prepare each model once, share it, submit its plans (skipping stored rows), collect."""
     set_names = {t.model: _set_names(t.model, data_options["corruptions"]) for t in tasks}
     total = sum(len(set_names[t.model]) for t in tasks)
     report = progress if callable(progress) else (SweepProgress(total) if progress else None)
     done_keys = db.done() if db is not None else set()
     rows, meta, done = {}, {}, 0
     contexts, seq = {}, 0
-    for i, task in enumerate(tasks):
+    for task in tasks:
         if task.model not in contexts:
             if report:
                 report(done, total, f"{task.model}: float model, calibration pass")
