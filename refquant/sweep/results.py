@@ -15,10 +15,10 @@ without labels) is ``NOT NULL``, so an incomplete record cannot be inserted at a
 its own transaction (``BEGIN IMMEDIATE; INSERT; COMMIT``): after a Ctrl-C or a killed process
 the file holds exactly the rows whose ``COMMIT`` returned.
 
-Resume: :meth:`ResultsFile.done` is the set of keys already present for this refquant version
-and these model hashes. Rows of the same model, plan and data set written by another refquant
-version or from other weights (another model SHA-256) are refused with one line naming both
-(:meth:`ResultsFile.check_compatible`): a sweep never mixes them.
+Resume: :meth:`ResultsFile.done` is the set of keys present; a row of the sweep counts as done
+only if its whole key is there. Rows of the same model, plan and data set written by another
+refquant version or from other weights (another model SHA-256) are refused with one line naming
+both (:meth:`ResultsFile.check_compatible`): a sweep never mixes them.
 """
 
 from __future__ import annotations
