@@ -15,7 +15,8 @@
 
 * detector: ``box_f1`` — F1 of the quantized model's boxes (:func:`refquant.zoo.ppocr.db_boxes`)
   against the float model's, a match at IoU ≥ 0.5 (:func:`refquant.metrics.box_f1`); ``sqnr_db``
-  of the probability map;
+  of the probability map; ``top1_agreement`` = ``top5_agreement`` — the share of probability-map
+  pixels on the same side of DB's threshold 0.3 as the float model's;
 * recogniser: ``cer_float`` — character error rate of the quantized model's text against the
   float model's text, ``cer_transcription`` against page.txt (``float_cer_transcription``: the
   float model's own), the lines joined with newlines; ``top1_agreement`` — the share of CTC
@@ -38,6 +39,7 @@ from .zoo.ppocr import characters_from_onnx, crop_box, ctc_decode, db_boxes, det
 __all__ = ["OCR_MODELS", "OCR_SETS", "ocr_data", "ocr_fidelity"]
 
 OCR_MODELS = ("ppocrv4-det", "ppocrv4-rec")
+DB_THRESH = 0.3
 OCR_SETS = {"ppocrv4-det": ("page",), "ppocrv4-rec": ("page-lines",)}
 
 
@@ -87,7 +89,8 @@ def ocr_fidelity(model: str, ref: np.ndarray, out: np.ndarray) -> dict:
     if model == "ppocrv4-det":
         page_hw = load_text_image("page").shape[:2]
         f1 = [box_f1(db_boxes(r[0], page_hw)[0], db_boxes(o[0], page_hw)[0]) for r, o in zip(ref, out)]
-        return {"box_f1": float(np.mean(f1)), "top1_agreement": None, "top5_agreement": None}
+        same = float(np.mean((np.asarray(ref) > DB_THRESH) == (np.asarray(out) > DB_THRESH)))
+        return {"box_f1": float(np.mean(f1)), "top1_agreement": same, "top5_agreement": same}
     truth = "\n".join(transcription("page"))
     ref_text, out_text = _text(ref), _text(out)
     flat = (-1, ref.shape[-1])

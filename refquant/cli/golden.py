@@ -2,7 +2,7 @@
 
 ::
 
-    refquant golden export MODEL DIR [--plan PLAN] [--images 4] [--onnx] [--accumulators]
+    refquant golden export MODEL DIR [--plan PLAN ...] [--images 4] [--onnx] [--accumulators] [--workers N]
     refquant golden export MODEL.onnx DIR --inputs IN.npz [--semantics integer|qdq-float]
     refquant golden run DIR --backend NAME|MODULE|FILE.py -o OUT.npz
     refquant golden verify DIR --outputs OUT.npz|PB_DIR [--policy exact|lsb1] [--manifest-sha256 HEX] [--json]
@@ -20,18 +20,24 @@ import json
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from ..data import digits_inputs, load_digits
-from ..executor import quantize_model
+from ..executor import quantize_model, trace_calibration
 from ..golden import POLICIES, export_golden, load_golden, replay, verify
 from ..golden.imported import export_imported_golden
+from ..golden.many import ExportJob, export_plan
 from ..golden.shipped import GOLDEN_DIR, refresh
 from ..graph.io import read_npz_checked
 from ..numerics import REQUANT_MODES, dequantize
+from ..plan import parse_plan
+from ..presentation import SweepProgress
 from ..registry import resolve_model
+from ..sweep import make_executor
 from ..testing.backend import CommandBackend, check_backend, require_kernels, resolve_backend
 from .args import existing_dir, existing_file, int_at_least
+from .engine import add_sweep_arguments
 
 __all__ = ["add_golden_commands"]
 
@@ -75,11 +81,13 @@ def cmd_export(args) -> int:
     indices = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(digits.test), args.images,
                                                                               replace=False))
     x = digits_inputs(graph, digits.test.x[indices])
-    plan = args.plan or f"weights={args.weights} activations={args.activations}"
-    qm = quantize_model(graph, plan, digits_inputs(graph, digits.calibration(args.calibration).x),
-                        requant=args.requant)
     description = (f"digits test set images {indices} (numpy.random.default_rng({args.seed}).choice); "
                    f"calibration: the first {args.calibration} images of the calibration split")
+    calibration = digits_inputs(graph, digits.calibration(args.calibration).x)
+    plans = args.plan or [f"weights={args.weights} activations={args.activations}"]
+    if len(plans) > 1 or args.workers or args.scheduler:
+        return _export_many(args, graph, x, calibration, plans, description)
+    qm = quantize_model(graph, plans[0], calibration, requant=args.requant)
     gs = export_golden(qm, x, args.dir, model_name=args.model, backend=args.backend, seed=args.seed,
                        input_description=description, accumulators=args.accumulators, onnx=args.onnx)
     summary = {"golden": str(gs.root), "model": args.model, "plan": str(qm.plan), "requant": args.requant,
@@ -91,6 +99,39 @@ def cmd_export(args) -> int:
     else:
         print(f"wrote golden set {gs.root}: {summary['layers']} layers, {summary['files']} files, "
               f"{summary['bytes']} bytes (manifest sha256 {gs.manifest_sha256})")
+    return 0
+
+
+def _export_many(args, graph, x, calibration, plans, description) -> int:
+    """Several plans: one golden set each under DIR (:mod:`refquant.golden.many`), the calibration
+    pass recorded once, the plans run by the executor --workers/--scheduler choose."""
+    for plan in plans:
+        parse_plan(plan)  # a bad plan is an error before anything runs
+    job = ExportJob(graph, args.model, x, trace_calibration(graph, calibration), args.dir, args.requant,
+                    args.backend, args.seed, description, args.accumulators, args.onnx,
+                    args.threads or numba.get_num_threads())
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    progress = None if args.quiet else SweepProgress(len(plans), unit="sets")
+    summaries = [None] * len(plans)
+    executor = make_executor(args.workers, args.scheduler)
+    try:
+        handle = executor.share(job)
+        for item in enumerate(plans):
+            executor.submit(export_plan, handle, item)
+        if progress:
+            progress.update(0, "submitted")
+        for done, (i, summary) in enumerate(executor.completed(), 1):
+            summaries[i] = summary
+            if progress:
+                progress.update(done, summary["golden"])
+    finally:
+        executor.close()
+    if args.json:
+        _emit_json(summaries)
+    else:
+        for s in summaries:
+            print(f"wrote golden set {s['golden']}: {s['layers']} layers, {s['files']} files, {s['bytes']} bytes "
+                  f"(manifest sha256 {s['manifest_sha256']})")
     return 0
 
 
@@ -185,7 +226,8 @@ def add_golden_commands(cli) -> None:
     p = command("export", "run a quantized model on digits test images and write its golden set")
     p.add_argument("model", help="a registered model name or a model .json path")
     p.add_argument("dir", help="directory to write (a previous golden set there is replaced)")
-    p.add_argument("--plan", default=None, help="a plan string (overrides --weights/--activations)")
+    p.add_argument("--plan", nargs="+", default=None,
+                   help="a plan string (overrides --weights/--activations); several: one set each, in DIR/NN-PLAN")
     p.add_argument("--weights", default="minmax:8:per-channel")
     p.add_argument("--activations", default="static-minmax:8")
     p.add_argument("--images", type=int_at_least(1), default=4, help="test images to record (default 4)")
@@ -198,6 +240,8 @@ def add_golden_commands(cli) -> None:
     p.add_argument("--inputs", default=None, help="for a quantized MODEL.onnx (imported): an .npz of its float inputs")
     p.add_argument("--semantics", default="integer", choices=("integer", "qdq-float"),
                    help="for a quantized MODEL.onnx: how a QDQ model is imported (default integer)")
+    add_sweep_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar (several plans)")
     p.set_defaults(handler=cmd_export)
 
     p = command("run", "recompute every layer of a golden set on a backend's kernels; write an outputs .npz")
