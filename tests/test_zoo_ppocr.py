@@ -233,3 +233,37 @@ def test_mse_weights_keep_a_dead_subnormal_channel_at_its_min_max_range():
     assert both[0].qparams.scale[1] == both[1].qparams.scale[1]
     alone = mse.quantize_weight(w[[0, 2]], spec)
     assert np.array_equal(both[0].qparams.scale[[0, 2]], alone.qparams.scale)
+
+
+@needs_models
+def test_compare_fidelity_fields_of_the_ocr_models(monkeypatch):
+    """ocr_fidelity on made-up outputs: the detector's box F1 and bitmap agreement, the
+    recogniser's CER against the float text and against page.txt (boxes stubbed)."""
+    import refquant.compare_ocr as co
+    from refquant.compare import ROW_FIELDS
+    from refquant.data.text_images import transcription
+
+    prob = np.zeros((1, 1, 192, 384), np.float32)
+    prob[0, 0, 10:16, 8:200] = 0.9
+    moved = np.roll(prob, 120, axis=3)
+    same = co.ocr_fidelity("ppocrv4-det", prob, prob)
+    assert same["box_f1"] == 1.0 and same["top1_agreement"] == 1.0
+    assert co.ocr_fidelity("ppocrv4-det", prob, moved)["box_f1"] == 0.0
+
+    chars = co._characters()
+    truth = transcription("page")
+    index = {c: i for i, c in enumerate(chars)}
+    probs = np.zeros((len(truth), 60, len(chars)), np.float32)
+    for k, line in enumerate(truth):
+        steps = [index.get(c, 0) for c in line[:30]]
+        probs[k, np.arange(0, 2 * len(steps), 2), steps] = 1.0   # a blank between characters
+        probs[k, np.arange(1, 60, 2), 0] = 1.0
+        probs[k, 2 * len(steps):, 0] = 1.0
+    boxes = np.array([[[0, 20 * k], [10, 20 * k], [10, 20 * k + 10], [0, 20 * k + 10]] for k in range(len(truth))],
+                     float)
+    monkeypatch.setattr(co, "page_lines", lambda: (boxes, []))
+    fid = co.ocr_fidelity("ppocrv4-rec", probs, probs)
+    assert fid["cer_float"] == 0.0 and fid["top1_agreement"] == 1.0
+    cut = "\n".join(line[:30] for line in truth)
+    assert fid["cer_transcription"] == character_error_rate(cut, "\n".join(truth))
+    assert {"box_f1", "cer_float", "cer_transcription", "float_cer_transcription"} <= set(ROW_FIELDS)
