@@ -117,7 +117,7 @@ def test_a_row_is_complete_or_absent(tmp_path):
                                 "finished_at")}
         row.update(seq=0, bits=8, activation_bits=8, images=1, accuracy=None, float_accuracy=None,
                    top1_agreement=1.0, top5_agreement=1.0, sqnr_db=float("inf"), peak_working_bytes=1,
-                   latency_ms=None)
+                   latency_ms=None, box_f1=None, cer_float=None, cer_transcription=None, float_cer_transcription=None)
         with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
             f.insert(row)
         with pytest.raises(ValueError, match="lacks sqnr_db"):
