@@ -6,6 +6,7 @@
     refquant golden export MODEL.onnx DIR --inputs IN.npz [--semantics integer|qdq-float]
     refquant golden run DIR --backend NAME|MODULE|FILE.py -o OUT.npz
     refquant golden verify DIR --outputs OUT.npz|PB_DIR [--policy exact|lsb1] [--manifest-sha256 HEX] [--json]
+                           [--html REPORT.html] [--backend-name NAME]
     refquant golden conform (--backend NAME|MODULE|FILE.py | --command "CMD {in} {out}") [--out DIR]
     refquant golden refresh [DIR]
 
@@ -25,6 +26,7 @@ import numpy as np
 from ..data import digits_inputs, load_digits
 from ..executor import quantize_model
 from ..golden import POLICIES, export_golden, load_golden, replay, verify
+from ..golden.html_report import write_html_report
 from ..golden.imported import export_imported_golden
 from ..golden.shipped import GOLDEN_DIR, refresh
 from ..graph.io import read_npz_checked
@@ -126,7 +128,10 @@ def cmd_run(args) -> int:
 def cmd_verify(args) -> int:
     existing_dir("golden verify", "DIR", args.dir)
     existing_file("golden verify", "--outputs", args.outputs)
-    report = verify(args.dir, args.outputs, policy=args.policy, manifest_sha256=args.manifest_sha256)
+    report = verify(args.dir, args.outputs, policy=args.policy, manifest_sha256=args.manifest_sha256,
+                    backend=args.backend_name)
+    if args.html:
+        write_html_report(report, args.html)
     if args.json:
         _emit_json(report.to_dict())
     else:
@@ -214,6 +219,11 @@ def add_golden_commands(cli) -> None:
     p.add_argument("--policy", default="exact", choices=tuple(POLICIES),
                    help="exact: every integer equal; lsb1: within ±1 LSB (default exact)")
     p.add_argument("--manifest-sha256", metavar="HEX", help="refuse the set unless its manifest has this SHA-256")
+    p.add_argument("--html", metavar="REPORT.html", default=None,
+                   help="also write the report as one self-contained HTML page (per-layer counts, heat maps of "
+                        "where mismatches sit, LSB histograms, each layer's rule; needs matplotlib)")
+    p.add_argument("--backend-name", metavar="NAME", default=None,
+                   help="who produced --outputs, shown in the report (default: the outputs file)")
     p.set_defaults(handler=cmd_verify)
 
     p = command("conform", "run the hypothesis operator suite (Conv, MatMul) against the reference kernels")
