@@ -226,7 +226,7 @@ def test_the_rule_chosen_for_each_operand_kind():
 
 
 def test_integer_ops_is_what_qat_reads_and_qat_quantizes_after_nothing_else():
-    assert INTEGER_OPS == ("Relu", "Clip", "MaxPool", "Flatten", "Reshape")
+    assert INTEGER_OPS == ("Relu", "Clip", "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
     assert QUANTIZED_INPUT_OPS == INTEGER_OPS
     graph, _ = _ops_graph()
     fq = FakeQuant(graph, "weights=minmax:8 activations=ema-minmax:8")
@@ -350,8 +350,12 @@ def _ops_graph(seed: int = 0):
     h = b.relu(h)
     h = b.clip(h, None, 1.0)
     h = b.max_pool(h, kernel_shape=[2, 2], strides=[1, 1])
+    h = b.node("Transpose", [h], perm=[0, 1, 3, 2])
+    h = b.node("Unsqueeze", [h, b.initializer("axes_u", np.array([2], np.int64))])
+    h = b.node("Squeeze", [h, b.initializer("axes_s", np.array([-3], np.int64))])
     a = b.node("AveragePool", [h], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)
     h = b.add(a, h)
+    h = b.node("Concat", [h, b.node("Mul", [h, a])], axis=1)
     h = b.node("AveragePool", [h], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1], count_include_pad=0)
     g1 = b.node("GlobalAveragePool", [h])
     h = b.node("Reshape", [g1, b.initializer("shape", np.array([0, -1, 1], np.int64))])
@@ -378,7 +382,9 @@ def test_executor_replay_and_export_agree_on_every_integer(plan, seed, tmp_path)
     assert all(not r.output_qparams.per_tensor for r in result.records) == per_channel
     # which rule ran: per-channel qparams keep Relu/Clip/MaxPool on the integers, not Flatten/Reshape
     assert kernels["relu_0"] == kernels["clip_0"] == kernels["maxpool_0"] == "integer"
-    assert kernels["flatten_0"] == ("float" if per_channel else "integer")
+    for op in ("flatten_0", "transpose_0", "unsqueeze_0", "squeeze_0"):
+        assert kernels[op] == ("float" if per_channel else "integer"), op
+    assert kernels["concat_0"] == kernels["mul_0"] == "float"
 
     gs = export_golden(qm, x[:4], tmp_path / "set", seed=seed)
     replayed = replay(gs)
@@ -435,3 +441,40 @@ def test_crossed_clip_bounds_give_the_upper_bound_everywhere(per_channel):
     assert np.array_equal(want, _dq_op_q(x, "Clip", values[1:], {}))
     got, _ = _emit_and_run("Clip", values, {})
     assert np.array_equal(got, want)
+
+
+@settings(max_examples=25, deadline=None)
+@given(qtensors(per_channel=False, shape=(1, 2, 3, 3), fmt="uint8"),
+       qtensors(per_channel=False, shape=(1, 3, 3, 3), fmt="uint8"), st.booleans())
+def test_concat_fallback_is_onnxruntimes_fused_qlinearconcat(a, b, same_as_output):
+    """The exported DQ → Concat → Q, fused by onnxruntime into com.microsoft.QLinearConcat
+    (a lookup table per input, or a copy when its qparams are the output's), gives the
+    fallback's integers."""
+    import onnxruntime as ort
+
+    y_qp = a.qp if same_as_output else _out_qparams("uint8", 0.03, 120)
+    values = [a, b]
+    want = _table_result("Concat", values, {"axis": 1}, y_qp)
+    b_ = GraphBuilder("concat")
+    names = [b_.input(f"in{i}", list(v.q.shape)) for i, v in enumerate(values)]
+    y = b_.node("Concat", names, name="op", axis=1)
+    graph = b_.build(y)
+    q = _QGraph(onnx, SimpleNamespace(graph=graph), {**dict(zip(names, (v.qp for v in values))), y: y_qp})
+    inputs = []
+    for t, v in zip(names, values):
+        inputs.append(helper.make_tensor_value_info(q.integer_tensor(t), TensorProto.UINT8, list(v.q.shape)))
+    rule_for("Concat", operand_kinds(values)).emit(q, graph.nodes[0])
+    out = q.int_name[y]
+    model = q.e.model(graph, inputs, [helper.make_tensor_value_info(out, TensorProto.UINT8, [1, 5, 3, 3])], "concat")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        options.optimized_model_filepath = str(Path(d) / "fused.onnx")
+        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        fused = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    assert "QLinearConcat" in fused, fused
+    got = sess.run([out], {q.integer_tensor(t): v.q for t, v in zip(names, values)})[0]
+    assert np.array_equal(got, want), f"{int(np.sum(got != want))} of {want.size} differ"

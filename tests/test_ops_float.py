@@ -521,8 +521,10 @@ def test_keyword_defaults_equal_schema_defaults():
             default = keyword[name].default
             expected = inspect.Parameter.empty if spec.required else spec.default
             assert default == expected, (op_type, name, default, expected)
-        positional = [p for p in params.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        positional = [p for p in params.values() if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                               inspect.Parameter.VAR_POSITIONAL)]
         assert len(positional) == len(schema.inputs), op_type
+        assert [p.kind is inspect.Parameter.VAR_POSITIONAL for p in positional] == [s.variadic for s in schema.inputs]
         for p, spec in zip(positional, schema.inputs):
             assert (p.default is None) == spec.optional, (op_type, p.name)
 

@@ -278,31 +278,30 @@ class MaxPool(IntegerOp):
 
 
 class ShapeOp(IntegerOp):
-    """Flatten, Reshape: the integers rearranged, the qparams kept — for per-tensor qparams only
-    (a per-channel axis would lose its meaning); Reshape's target shape must be a constant
-    (read as int64). Exports to the same operator on the integers.
+    """Flatten, Reshape, Transpose, Squeeze, Unsqueeze: the integers rearranged, the qparams
+    kept — exact, a quantized tensor's values only move. For per-tensor qparams only (a
+    per-channel axis would lose its meaning); the int64 inputs (Reshape's target shape,
+    Squeeze's and Unsqueeze's axes) must be constants. Exports to the same operator on the
+    integers (onnxruntime's quantizer leaves these operators on the integers the same way).
     """
 
-    op_types = ("Flatten", "Reshape")
+    op_types = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
     def supports(self, op_type, operands):
         x = operands[0]
         if not (isinstance(x, QParams) and x.per_tensor):
             return False
-        return op_type != "Reshape" or (len(operands) > 1 and isinstance(operands[1], np.ndarray))
+        return all(o is None or isinstance(o, np.ndarray) for o in operands[1:])
 
     def compute(self, op_type, values, attributes, *, name, backend=None):
         x = _first(values, name)
-        rest = [np.asarray(v, np.int64) for v in values[1:2]] if op_type == "Reshape" else []
+        rest = [None if v is None else np.asarray(v, np.int64) for v in values[1:]]
         return FLOAT_OPS[op_type](x.q.astype(np.float32), *rest, **attributes).astype(x.q.dtype)
 
     def emit(self, g, node):
         out, x = g.integer_output(node.outputs[0]), g.integer_input(node.inputs[0])
-        if node.op_type == "Reshape":
-            shape = g.const(node.inputs[1], np.asarray(g.initializer(node.inputs[1]), np.int64))
-            g.node("Reshape", [x, shape], [out], name=node.name)
-        else:
-            g.node(node.op_type, [x], [out], name=node.name, **g.attributes(node))
+        rest = [g.const(t, np.asarray(g.initializer(t), np.int64)) if t else "" for t in node.inputs[1:]]
+        g.node(node.op_type, [x, *rest], [out], name=node.name, **g.attributes(node))
 
 
 class AveragePools(IntegerOp):
@@ -348,8 +347,8 @@ class AveragePools(IntegerOp):
 
 
 class DequantizeOpQuantize(IntegerOp):
-    """The fallback (Add, Softmax, an unfolded BatchNormalization, and any operator whose entry
-    does not apply): every quantized input dequantized — ``(q − z) · s`` in float32 — the
+    """The fallback (Add, Mul, Concat, Softmax, Sigmoid, an unfolded BatchNormalization, and any
+    operator whose entry does not apply): every quantized input dequantized — ``(q − z) · s`` in float32 — the
     float32 operator of :mod:`refquant.ops` on them and the constants, and the float32 result
     quantized with the output qparams (ONNX Runtime's QDQ semantics). Exports to
     ``DequantizeLinear`` → the operator → ``QuantizeLinear``.

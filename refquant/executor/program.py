@@ -195,7 +195,7 @@ def static_qparams(model, offline_only: bool = True) -> dict:
 
     Graph inputs and outputs of offline strategies carry their calibrated object; the
     integer-operator table's entries that keep their input's qparams (``INTEGER_OPS``: Relu,
-    Clip, MaxPool, Flatten, Reshape) pass their input's on. Only a prediction: the prepared steps
+    Clip, MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze) pass their input's on. Only a prediction: the prepared steps
     check the object they are given, so a wrong or missing entry costs time, never bits.
     """
     known: dict = {}

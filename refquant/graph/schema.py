@@ -29,12 +29,14 @@ class AttrSpec:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One input, in ONNX order.  ``constant``: must be an initializer (Reshape's shape)."""
+    """One input, in ONNX order.  ``constant``: must be an initializer (Reshape's shape).
+    ``variadic``: the last input of a variadic operator (Concat), repeated one or more times."""
 
     name: str
     optional: bool = False
     dtype: str = "float32"
     constant: bool = False
+    variadic: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,20 @@ OP_SCHEMAS: dict[str, OpSchema] = {
         OpSchema("Flatten", (InputSpec("input"),), {"axis": AttrSpec("int", 1)}),
         OpSchema("Reshape", (InputSpec("data"), InputSpec("shape", dtype="int64", constant=True))),
         OpSchema("Softmax", (InputSpec("input"),), {"axis": AttrSpec("int", -1)}),
+        *(OpSchema(op, (InputSpec("A"), InputSpec("B"))) for op in ("Mul", "Sub", "Div")),
+        OpSchema("Pow", (InputSpec("X"), InputSpec("Y"))),
+        *(OpSchema(op, (InputSpec("X"),)) for op in ("Sqrt", "Erf", "Sigmoid")),
+        OpSchema("HardSigmoid", (InputSpec("X"),), {"alpha": AttrSpec("float", 0.2), "beta": AttrSpec("float", 0.5)}),
+        OpSchema("Transpose", (InputSpec("data"),), {"perm": AttrSpec("ints", None, minimum=0)}),
+        OpSchema("Concat", (InputSpec("inputs", variadic=True),), {"axis": AttrSpec("int", required=True)}),
+        OpSchema("Unsqueeze", (InputSpec("data"), InputSpec("axes", dtype="int64", constant=True))),
+        OpSchema("Squeeze", (InputSpec("data"), InputSpec("axes", optional=True, dtype="int64", constant=True))),
+        OpSchema("ReduceMean", (InputSpec("data"),), {"axes": AttrSpec("ints", None), "keepdims": AttrSpec(default=1, **_BOOL)}),
+        OpSchema(
+            "ReduceSum",
+            (InputSpec("data"), InputSpec("axes", optional=True, dtype="int64", constant=True)),
+            {"keepdims": AttrSpec(default=1, **_BOOL), "noop_with_empty_axes": AttrSpec(default=0, **_BOOL)},
+        ),
         OpSchema(
             "BatchNormalization",
             (InputSpec("X"), InputSpec("scale"), InputSpec("B"), InputSpec("input_mean"), InputSpec("input_var")),
@@ -132,6 +148,14 @@ def schema_of(node) -> OpSchema:
             f"{node}: unknown operator {node.op_type!r}; supported operators are "
             + ", ".join(SUPPORTED_OPS)
         ) from None
+
+
+def input_specs(schema: OpSchema, n: int) -> tuple[InputSpec, ...]:
+    """The specs of a node's ``n`` inputs: a variadic last spec repeated to cover them."""
+    specs = schema.inputs
+    if specs and specs[-1].variadic and n > len(specs):
+        specs = specs + (specs[-1],) * (n - len(specs))
+    return specs
 
 
 def _is_int(v) -> bool:
@@ -177,10 +201,12 @@ def check_node_signature(node) -> None:
     schema = schema_of(node)
     n_in, n_max = len(node.inputs), len(schema.inputs)
     n_min = sum(not s.optional for s in schema.inputs)
+    if schema.inputs and schema.inputs[-1].variadic:
+        n_max = max(n_in, n_min)
     if not n_min <= n_in <= n_max:
         expected = ", ".join(s.name + (" (optional)" if s.optional else "") for s in schema.inputs)
         raise ValueError(f"{node}: takes {n_min}..{n_max} inputs ({expected}), got {n_in}: {node.inputs}")
-    for spec, tensor in zip(schema.inputs, node.inputs):
+    for spec, tensor in zip(input_specs(schema, len(node.inputs)), node.inputs):
         if tensor == "" and not spec.optional:
             raise ValueError(f"{node}: required input {spec.name!r} is empty")
     if len(node.outputs) != 1 or not node.outputs[0]:

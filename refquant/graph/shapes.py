@@ -255,6 +255,111 @@ def _reshape(where, shapes, consts, attrs):
     return tuple(out)
 
 
+def _broadcast_binary(where, shapes, consts, attrs):
+    return broadcast_shapes(shapes[0], shapes[1], where)
+
+
+def _axes_values(where, what, const, rank):
+    """A constant axes input (int64, 1-D) normalised to ``[0, rank)``; ValueError naming the node."""
+    if const is None:
+        raise ValueError(f"{where}: the {what!r} input must be an initializer (static axes)")
+    if const.dtype != np.int64 or const.ndim != 1:
+        raise ValueError(f"{where}: the {what!r} input must be a 1-D int64 array, got {const.dtype} {const.shape}")
+    return _normalise_axes(where, what, [int(a) for a in const], rank)
+
+
+def _normalise_axes(where, what, values, rank):
+    out = []
+    for a in values:
+        if not -rank <= a < rank:
+            raise ValueError(f"{where}: {what} {values} has {a}, outside [{-rank}, {rank - 1}]")
+        out.append(a % rank)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{where}: {what} {values} names an axis twice")
+    return out
+
+
+def _transpose(where, shapes, consts, attrs):
+    x = shapes[0]
+    perm = attrs.get("perm")
+    if perm is None:
+        return tuple(reversed(x))
+    if sorted(perm) != list(range(len(x))):
+        raise ValueError(f"{where}: perm {list(perm)} is not a permutation of the {len(x)} axes of {_fmt(x)}")
+    return tuple(x[p] for p in perm)
+
+
+def _concat(where, shapes, consts, attrs):
+    first, axis = shapes[0], attrs["axis"]
+    r = len(first)
+    if not -r <= axis < r:
+        raise ValueError(f"{where}: axis {axis} is outside [{-r}, {r - 1}] for input {_fmt(first)}")
+    a = axis % r
+    joined = [first[a]]
+    for i, s in enumerate(shapes[1:], 1):
+        if len(s) != r or s[:a] + s[a + 1:] != first[:a] + first[a + 1:]:
+            raise ValueError(f"{where}: input {i} has shape {_fmt(s)}, which does not match input 0's "
+                             f"{_fmt(first)} outside axis {axis}")
+        joined.append(s[a])
+    return first[:a] + (dim_sum(joined, where),) + first[a + 1:]
+
+
+def dim_sum(dims, where: str) -> Dim:
+    """The sum of dimensions: an int when all are ints, else equal symbolic terms added."""
+    if all(isinstance(d, int) for d in dims):
+        return sum(dims)
+    syms = {_factors(d)[1] for d in dims}
+    if len(syms) != 1:
+        raise ValueError(f"{where}: cannot add dimensions {list(dims)} (static and symbolic mixed)")
+    return _make_dim(sum(_factors(d)[0] for d in dims), syms.pop())
+
+
+def _unsqueeze(where, shapes, consts, attrs):
+    x, axes = shapes[0], consts[1]
+    n = 0 if axes is None else axes.size
+    out = list(x)
+    for a in sorted(_axes_values(where, "axes", axes, len(x) + n)):
+        out.insert(a, 1)
+    return tuple(out)
+
+
+def _squeeze(where, shapes, consts, attrs):
+    x = shapes[0]
+    if len(shapes) < 2 or shapes[1] is None:
+        if any(not isinstance(d, int) for d in x):
+            raise ValueError(f"{where}: Squeeze without axes needs static dimensions, got {_fmt(x)}")
+        return tuple(d for d in x if d != 1)
+    drop = _axes_values(where, "axes", consts[1], len(x))
+    for a in drop:
+        if x[a] != 1:
+            raise ValueError(f"{where}: axis {a} of {_fmt(x)} has size {x[a]}, not 1")
+    return tuple(d for i, d in enumerate(x) if i not in drop)
+
+
+def _reduced(where, x, axes, keepdims):
+    axes = range(len(x)) if axes is None else axes
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(x))
+    return tuple(d for i, d in enumerate(x) if i not in axes)
+
+
+def _reduce_mean(where, shapes, consts, attrs):
+    x, axes = shapes[0], attrs.get("axes")
+    axes = None if axes is None else _normalise_axes(where, "axes", list(axes), len(x))
+    return _reduced(where, x, axes, attrs.get("keepdims", 1))
+
+
+def _reduce_sum(where, shapes, consts, attrs):
+    x = shapes[0]
+    has_axes = len(shapes) > 1 and shapes[1] is not None
+    axes = _axes_values(where, "axes", consts[1], len(x)) if has_axes else None
+    if not axes:
+        axes = None
+        if attrs.get("noop_with_empty_axes", 0):
+            return x
+    return _reduced(where, x, axes, attrs.get("keepdims", 1))
+
+
 def _batchnorm(where, shapes, consts, attrs):
     x = shapes[0]
     if len(x) < 2:
@@ -279,6 +384,20 @@ SHAPE_RULES = {
     "Reshape": _reshape,
     "Softmax": _softmax,
     "BatchNormalization": _batchnorm,
+    "Mul": _broadcast_binary,
+    "Sub": _broadcast_binary,
+    "Div": _broadcast_binary,
+    "Pow": _broadcast_binary,
+    "Sqrt": _same,
+    "Erf": _same,
+    "Sigmoid": _same,
+    "HardSigmoid": _same,
+    "Transpose": _transpose,
+    "Concat": _concat,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "ReduceMean": _reduce_mean,
+    "ReduceSum": _reduce_sum,
 }
 
 

@@ -21,7 +21,7 @@ import numbers
 import numpy as np
 
 from .ir import Graph, Shape
-from .schema import OP_SCHEMAS, check_node_signature
+from .schema import OP_SCHEMAS, check_node_signature, input_specs
 from .shapes import infer_shapes
 
 #: dtypes an initializer may have.
@@ -106,7 +106,7 @@ def _check_initializers(graph: Graph) -> None:
             raise ValueError(f"initializer {name!r} holds {bad} NaN/Inf value(s) of {a.size}")
     for node in graph.nodes:
         schema = OP_SCHEMAS[node.op_type]
-        for spec, t in zip(schema.inputs, node.inputs):
+        for spec, t in zip(input_specs(schema, len(node.inputs)), node.inputs):
             a = graph.initializers.get(t)
             if a is not None and a.dtype.name != spec.dtype:
                 raise ValueError(

@@ -10,7 +10,9 @@ node are translated rather than refused, because exporters emit them freely:
 * ``Identity`` and ``Dropout`` (inference: the identity) are removed, their output renamed
   to their input;
 * attributes older opsets used for what are inputs now (``Clip`` ``min``/``max`` before
-  opset 11, ``Reshape`` ``shape`` before opset 5) become initializers, and attributes that
+  opset 11, ``Reshape`` ``shape`` before opset 5, ``Unsqueeze``/``Squeeze``/``ReduceSum``
+  ``axes`` before opset 13) become initializers, ``ReduceMean``'s constant ``axes`` input
+  (opset 18) becomes opset 13's attribute, and attributes that
   only ever had one value in inference (``BatchNormalization`` ``spatial=1``/``is_test``,
   ``MaxPool`` ``storage_order=0``) are dropped.
 
@@ -178,6 +180,18 @@ def import_onnx(model, *, fold_bn: bool = True, name: str | None = None) -> Grap
             ins = [ins[0], t]
         if n.op_type == "Softmax" and opset < 13:
             attrs.setdefault("axis", 1)
+        if n.op_type in ("Unsqueeze", "Squeeze", "ReduceSum") and "axes" in attrs:  # opset < 13
+            t = f"{label}.axes"
+            initializers[t] = np.asarray(attrs.pop("axes"), np.int64).reshape(-1)
+            ins = [ins[0], t]
+        if n.op_type == "ReduceMean" and len(ins) > 1:  # opset >= 18: axes is an input
+            if ins[1] and ins[1] not in initializers:
+                raise ValueError(f"{nwhere}: the 'axes' input must be a constant")
+            if ins[1]:
+                attrs["axes"] = [int(a) for a in initializers[ins[1]].reshape(-1)]
+            if attrs.pop("noop_with_empty_axes", 0) and not attrs.get("axes"):
+                raise ValueError(f"{nwhere}: noop_with_empty_axes=1 with empty axes is not supported")
+            ins = ins[:1]
         if label in names:
             raise ValueError(f"{where}: two nodes are named {label!r}")
         names.add(label)

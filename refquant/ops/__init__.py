@@ -19,13 +19,17 @@ with an input (Reshape, Flatten, Clip without bounds): callers never write into 
 
 from __future__ import annotations
 
+from .arithmetic import div, mul, pow, sub
 from .batchnorm import batch_normalization
 from .conv import conv, conv_float32_blas
 from .elementwise import add, clip, relu
 from .gemm import gemm, gemm_float32_blas, matmul, matmul_float32_blas
+from .layout import concat, squeeze, transpose, unsqueeze
 from .pool import average_pool, global_average_pool, max_pool
+from .reduce import reduce_mean, reduce_sum
 from .shape import flatten, reshape
 from .softmax import softmax
+from .unary import erf, hard_sigmoid, sigmoid, sqrt
 
 FLOAT_OPS = {
     "Conv": conv,
@@ -41,6 +45,20 @@ FLOAT_OPS = {
     "Reshape": reshape,
     "Softmax": softmax,
     "BatchNormalization": batch_normalization,
+    "Mul": mul,
+    "Sub": sub,
+    "Div": div,
+    "Pow": pow,
+    "Sqrt": sqrt,
+    "Erf": erf,
+    "Sigmoid": sigmoid,
+    "HardSigmoid": hard_sigmoid,
+    "Transpose": transpose,
+    "Concat": concat,
+    "Unsqueeze": unsqueeze,
+    "Squeeze": squeeze,
+    "ReduceMean": reduce_mean,
+    "ReduceSum": reduce_sum,
 }
 
 #: The training forward: FLOAT_OPS with float32 BLAS Conv, Gemm and MatMul.
@@ -55,6 +73,20 @@ __all__ = [
     "FLOAT_OPS",
     "TRAINING_OPS",
     "add",
+    "concat",
+    "div",
+    "erf",
+    "hard_sigmoid",
+    "mul",
+    "pow",
+    "reduce_mean",
+    "reduce_sum",
+    "sigmoid",
+    "sqrt",
+    "squeeze",
+    "sub",
+    "transpose",
+    "unsqueeze",
     "average_pool",
     "batch_normalization",
     "clip",
