@@ -180,6 +180,16 @@ def standard_onnx(model):
                       h.make_node("QuantizeLinear", [f"{n}.s2", const(f"{n}.one", np.float32(1)),
                                                      const(f"{n}.z0", np.zeros((), np.asarray(consts[i[7]]).dtype))],
                                   s.outputs)]
+        elif s.op == "QLinearConcat":
+            # the lookup table is quantize-linear(dequantize-linear(code)) per input: the same in
+            # standard operators (a copied input included: the round trip leaves it unchanged)
+            parts = []
+            for k in range(2, len(s.inputs), 3):
+                d = f"{s.name}.dq{k}"
+                nodes.append(h.make_node("DequantizeLinear", [t for t in s.inputs[k:k + 3] if t], [d]))
+                parts.append(d)
+            nodes.append(h.make_node("Concat", parts, [f"{s.name}.cat"], axis=s.attrs["axis"]))
+            nodes.append(h.make_node("QuantizeLinear", [f"{s.name}.cat", i[0], i[1]], s.outputs))
         elif s.op == "QLinearGlobalAveragePool" and not s.attrs.get("channels_last", 0):
             n = s.name
             # m = float32(s_x / float32(s_y · float32(n))), n = the spatial size, computed in the graph

@@ -10,7 +10,7 @@ the model. An :class:`ImportedModel` is a list of *steps* in one of three forms:
 
 * **integer** steps — QOperator operators (``QLinearConv``, ``QLinearMatMul``, ``QGemm``,
   ``MatMulInteger``, ``ConvInteger``, ``QLinearAdd``, ``QLinearGlobalAveragePool``,
-  ``QLinearAveragePool``, and ``MaxPool``/``Relu``/``Flatten``/``Reshape`` on integers): the
+  ``QLinearAveragePool``, ``QLinearConcat``, and ``MaxPool``/``Relu``/``Flatten``/``Reshape`` on integers): the
   matrix products run on the chosen backend's integer kernels and are requantized in the
   chosen requant mode; the element-wise/pooling operators follow onnxruntime's own kernels
   rule for rule (:data:`KERNEL_RULES`, ``spec/onnx-import.md``);
@@ -52,7 +52,7 @@ SEMANTICS = ("integer", "qdq-float")
 #: operators run as integer steps, by domain ("" = ai.onnx, "com.microsoft")
 INTEGER_STEP_OPS = {
     "QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger", "QLinearAdd",
-    "QLinearGlobalAveragePool", "QLinearAveragePool",
+    "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat",
 }
 BOUNDARY_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 #: operators that rearrange or select integers (exact on any grid): run on integers as written
@@ -76,6 +76,10 @@ KERNEL_RULES = {
                                 "acc=int32(sum q - z_x*n), y=sat(round_half_even(float32(acc)*m) + z_y)",
     "QLinearAveragePool": "dequantize-average-quantize: float32 average of dequantized values "
                           "(count_include_pad as written), quantize-linear",
+    "QLinearConcat": "qlinear-lookup-table: per input y = table[q], table[i] = quantize-linear(dequantize-linear(i; "
+                     "s_x, z_x); s_y, z_y) over the 256 codes (float32 (i - z_x)*s_x, divide by s_y, round half even, "
+                     "+ z_y, saturate); an input with s_x == s_y and z_x == z_y is copied (the table is the identity "
+                     "then); the inputs joined along axis",
     "MaxPool": "integer max (exact, monotone)",
     "Relu": "max(q, z) on integers (exact)",
     "Flatten": "integers rearranged",
@@ -146,6 +150,7 @@ def _attrs(onnx, node) -> dict:
 _DROP_QDQ = {"MaxPool", "Flatten", "Reshape"}       # DropQDQNodesRules: same (s, z) in and out
 _UNARY = {"GlobalAveragePool": "QLinearGlobalAveragePool", "AveragePool": "QLinearAveragePool"}
 _BINARY = {"Add": "QLinearAdd"}
+_VARIADIC = {"Concat": "QLinearConcat"}
 _PRODUCTS = {"Conv": "QLinearConv", "MatMul": "QLinearMatMul", "Gemm": "QGemm"}
 
 
@@ -156,6 +161,22 @@ def _same_qparams(consts, dq, q) -> bool:
         return False
     return (a[0].dtype == b[0].dtype and np.array_equal(a[0], b[0]) and a[1].dtype == b[1].dtype
             and np.array_equal(a[1], b[1]))
+
+
+def _zp_dtype(consts, step) -> str:
+    """The integer type a Q writes / a DQ reads, from its zero point (uint8 without one)."""
+    zp = step.inputs[2] if len(step.inputs) > 2 and step.inputs[2] else None
+    return _dtype_name(consts[zp]) if zp in consts else ("uint8" if zp is None else "?")
+
+
+def _int_dtype(steps, producer, consts, t, dq) -> str:
+    """The integer type of tensor ``t`` read by ``dq``: a constant's dtype, else the DQ's zero point's."""
+    return _dtype_name(consts[t]) if t in consts else _zp_dtype(consts, dq)
+
+
+def _per_tensor(consts, step) -> bool:
+    sc = consts.get(step.inputs[1]) if len(step.inputs) > 1 else None
+    return sc is not None and np.asarray(sc).size == 1
 
 
 def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
@@ -171,6 +192,10 @@ def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
       DQ for Conv/Gemm) → ``QLinearConv``/``QLinearMatMul``/``QGemm`` (``ConvNodeGroupSelector``,
       ``MatMulNodeGroupSelector``, ``GemmNodeGroupSelector``); the weight's DQ reads a constant;
     * ``Add`` → ``QLinearAdd`` (``BinaryNodeGroupSelector``: both inputs DQ'd, one dtype);
+    * ``Concat`` → ``com.microsoft.QLinearConcat`` (``VariadicOpQDQRules``: ``VariadicNodeGroupSelector``
+      — every input DQ'd, all DQ inputs of one integer type, the Q's output of that same type —
+      and ``VariadicReplaceWithQLinear``); refquant also requires per-tensor qparams on every DQ
+      and the Q, since onnxruntime's kernel refuses others at run time (``QlinearBuildLookupTable``);
     * ``GlobalAveragePool``/``AveragePool`` → ``QLinearGlobalAveragePool``/``QLinearAveragePool``
       (``UnaryNodeGroupSelector``);
     * ``MaxPool``/``Flatten``/``Reshape`` whose DQ and Q carry the same scale and zero point →
@@ -239,6 +264,21 @@ def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
             a, b = steps[dqs[0]], steps[dqs[1]]
             new = QStep(_BINARY[s.op], a.inputs[:3] + b.inputs[:3] + [y_qp[0], y_qp[1]], [y_int], {}, s.name,
                         "com.microsoft")
+            used = dqs
+        elif s.op in _VARIADIC:
+            dqs = [dq_of(t, j) if t else None for t in s.inputs]
+            if not dqs or None in dqs:
+                continue
+            ds = [steps[d] for d in dqs]
+            types = {_int_dtype(steps, producer, consts, d.inputs[0], d) for d in ds}
+            if len(types) != 1 or types != {_zp_dtype(consts, q)}:
+                continue
+            if not all(_per_tensor(consts, st) for st in ds + [q]):
+                continue
+            ins = [y_qp[0], y_qp[1]]
+            for d in ds:
+                ins += [d.inputs[0], d.inputs[1], d.inputs[2] if len(d.inputs) > 2 else ""]
+            new = QStep(_VARIADIC[s.op], ins, [y_int], dict(s.attrs), s.name, "com.microsoft")
             used = dqs
         elif s.op in _UNARY:
             d = dq_of(s.inputs[0], j)
@@ -332,6 +372,35 @@ def qlinear_add(a, sa, za, b, sb, zb, sc, zc) -> np.ndarray:
     r = np.rint((fixed + fa).astype(np.float32) + fb).astype(np.float32)
     dtype = np.asarray(zc).dtype
     return _sat(np.clip(r, -32768, 32767), dtype)   # cvtps → packs_epi32 (int16) → pack to 8 bits
+
+
+def qlinear_concat(ys, yz, triples, axis) -> np.ndarray:
+    """onnxruntime's ``QLinearConcat`` (``contrib_ops/cpu/quantization/qlinear_concat.cc``): rule
+    ``qlinear-lookup-table`` of :data:`KERNEL_RULES`. Each input ``(q, s_x, z_x)`` goes through a
+    256-entry table ``table[i] = quantize_linear(dequantize_linear(i, s_x, z_x), s_y, z_y)``
+    (``QlinearBuildLookupTable`` with the identity: float32 ``(i − z_x)·s_x``, then MLAS's
+    quantize: divide by ``s_y``, round half to even, add ``z_y``, saturate), indexed by the
+    input's byte; an input whose scale and zero point equal the output's is copied."""
+    yz = np.asarray(yz) if yz is not None else np.zeros((), np.uint8)
+    dtype = yz.dtype
+    if dtype.itemsize != 1:
+        raise ValueError(f"QLinearConcat: {dtype.name} output; onnxruntime's kernel takes 8-bit types only")
+    parts = []
+    for q, sx, zx in triples:
+        q = np.asarray(q)
+        zx = np.zeros((), dtype) if zx is None else np.asarray(zx)
+        if np.size(sx) != 1 or zx.size != 1 or np.size(ys) != 1 or yz.size != 1:
+            raise ValueError("QLinearConcat: per-tensor scales and zero points only (as onnxruntime's kernel)")
+        if q.dtype != dtype or zx.dtype != dtype:
+            raise ValueError(f"QLinearConcat: input of type {q.dtype.name} (zero point {zx.dtype.name}), "
+                             f"output {dtype.name}: one 8-bit type throughout")
+        if _f32(sx) == _f32(ys) and int(zx.reshape(-1)[0]) == int(yz.reshape(-1)[0]):
+            parts.append(q.copy())
+            continue
+        codes = np.arange(256, dtype=np.uint8).view(dtype)          # table index = the input's byte
+        table = quantize_linear(dequantize_linear(codes, sx, zx), ys, yz)
+        parts.append(table[q.view(np.uint8)])
+    return np.concatenate(parts, axis=int(axis))
 
 
 def qlinear_global_average_pool(x, sx, zx, sy, zy, channels_last=0) -> np.ndarray:
@@ -498,6 +567,10 @@ class ImportedModel:
             elif s.op == "QLinearAdd":
                 qp = {"input": self._qp(i[1], i[2], "a"), "input_b": self._qp(i[4], i[5], "b"),
                       "output": self._qp(i[6], i[7], "c")}
+            elif s.op == "QLinearConcat":
+                triples = [s.inputs[k:k + 3] + [""] * 2 for k in range(2, len(s.inputs), 3)]
+                qp = {"input": self._qp(triples[0][1], triples[0][2], "x"),
+                      "inputs": [self._qp(t[1], t[2], "x") for t in triples], "output": self._qp(i[0], i[1], "y")}
             elif s.op in ("QLinearGlobalAveragePool", "QLinearAveragePool"):
                 qp = {"input": self._qp(i[1], i[2], "x"), "output": self._qp(i[3], i[4], "y")}
             elif s.op == "QuantizeLinear":
@@ -619,7 +692,8 @@ class ImportedModel:
         op, a = s.op, s.attrs
         v = v + [None] * (9 - len(v))
         qp_at = {"QuantizeLinear": (None, 1), "DequantizeLinear": (1, None), "QLinearAdd": (1, 6),
-                 "QLinearGlobalAveragePool": (1, 3), "QLinearAveragePool": (1, 3)}.get(op)
+                 "QLinearGlobalAveragePool": (1, 3), "QLinearAveragePool": (1, 3),
+                 "QLinearConcat": (3, 0)}.get(op)
         if qp_at is not None and np.size(v[1]) == 1 and all(
                 v[k + 1] is None or np.asarray(v[k + 1]).dtype.itemsize <= 2 for k in qp_at if k is not None):
             i, o = qp_at
@@ -667,6 +741,15 @@ class ImportedModel:
         if op == "QLinearAdd":
             rec.kernel = "integer"
             return [qlinear_add(*v[:8])]
+        if op == "QLinearConcat":
+            rec.kernel = "integer"
+            ins = s.inputs[2:] + [""] * (-len(s.inputs[2:]) % 3)
+            vals = (v + [None] * len(ins))[2:2 + len(ins)]
+            triples = [(vals[k], vals[k + 1], vals[k + 2]) for k in range(0, len(ins), 3)]
+            if "axis" not in a:
+                raise ValueError(f"{s.name}: QLinearConcat without an axis attribute")
+            r = np.ndim(triples[0][0])
+            return [qlinear_concat(v[0], v[1], triples, a["axis"] % r if r else 0)]
         if op == "QLinearGlobalAveragePool":
             rec.kernel = "integer"
             return [qlinear_global_average_pool(*v[:5], channels_last=a.get("channels_last", 0))]
