@@ -27,6 +27,8 @@ import html
 import io
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["html_report", "write_html_report"]
 
 _STYLE = """
@@ -54,7 +56,6 @@ def _png(fig) -> str:
 
 
 def _heat_map(m: dict) -> str:
-    import numpy as np
     from matplotlib.figure import Figure
 
     counts = np.asarray(m["counts"], dtype=float)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..graph.io import read_npz_checked
 from ..presentation import format_table
-from .explain import explain_requantization
+from .explain import MODE_DESCRIPTIONS, explain_requantization
 from .files import GoldenFileError, check_sha256_hex
 from .manifest import GoldenSet, load_golden
 from .onnx_layout import read_output_dir
@@ -241,8 +241,6 @@ def layer_rule(gs: GoldenSet, layer: dict) -> str:
     """The rule that defines a golden layer's integers, in one line: for Conv/Gemm/MatMul the
     requant mode with the multiplier's form and the fused clamp; for an imported layer its
     onnxruntime rule (``KERNEL_RULES``); otherwise the operator's integer rule."""
-    from .explain import MODE_DESCRIPTIONS
-
     imported = (layer.get("imported") or {}).get("rule")
     kernel, op = layer["kernel"], layer["op"]
     if kernel == "input":
