@@ -28,11 +28,11 @@ MODEL = "efficientnet-lite0"
 CALIBRATION_VIEWS = ("center", "center-0.8")
 
 
-def _inputs(views) -> np.ndarray:
+def _inputs(views, photos=None) -> np.ndarray:
     from refquant.data.photos import photo_views
     from refquant.zoo.efficientnet_lite import preprocess
 
-    return preprocess(photo_views(None, list(views)).images).astype(np.float32)
+    return preprocess(photo_views(photos, list(views)).images).astype(np.float32)
 
 
 def float_model() -> str:
@@ -47,17 +47,19 @@ def float_model() -> str:
     return path
 
 
-def quantized_model(form: str, granularity: str, act: str, calibration: str = "MinMax") -> str:
+def quantized_model(form: str, granularity: str, act: str, calibration: str = "MinMax",
+                    calibration_views=CALIBRATION_VIEWS) -> str:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
 
-    path = os.path.join(_CACHE, f"{MODEL}.{form}.{granularity}.{act}.{calibration}.onnx")
+    tag = "" if tuple(calibration_views) == CALIBRATION_VIEWS else "." + "+".join(calibration_views)
+    path = os.path.join(_CACHE, f"{MODEL}.{form}.{granularity}.{act}.{calibration}{tag}.onnx")
     if os.path.exists(path):
         return path
     final, path = path, f"{path[:-5]}.{os.getpid()}.tmp.onnx"
     src = float_model()
     a, w, symmetric = ACTIVATIONS[act]
-    x = _inputs(CALIBRATION_VIEWS)
+    x = _inputs(calibration_views)
     import onnx
 
     name = onnx.load(src).graph.input[0].name
@@ -77,11 +79,11 @@ def quantized_model(form: str, granularity: str, act: str, calibration: str = "M
     return final
 
 
-def compare(path: str, semantics: str, views, backends=("numba",)) -> dict:
-    """refquant vs the oracle on the ``views`` of every photo; one row (images whose every output
-    element is equal, and the largest difference in output LSBs... in float logits)."""
+def compare(path: str, semantics: str, views, backends=("numba",), photos=None) -> dict:
+    """refquant vs the oracle on the ``views`` of every photo (or of ``photos``); one row: images
+    whose every logit is equal, and the number of differing logits."""
     m = import_quantized(path, semantics=semantics)
-    x = _inputs(views)
+    x = _inputs(views, photos)
     run, label, mode = oracle_for(m, semantics)
     want = run({m.inputs[0][0]: x})
     row = {"oracle": label, "requant": mode, "images": len(x)}
@@ -103,6 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--acts", nargs="+", default=["u8u8", "s8s8", "u8s8"])
     p.add_argument("--calibration", nargs="+", default=["MinMax"])
     p.add_argument("--backends", nargs="+", default=["numba"])
+    p.add_argument("--semantics", nargs="+", default=["integer", "qdq-float"])
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     print("| form | granularity | activations×weights | calibration | semantics | oracle | requant | bit-exact images | differing logits |")
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
             for act in args.acts:
                 for cal in args.calibration:
                     path = quantized_model(form, gran, act, cal)
-                    for sem in ("integer", "qdq-float") if form == "qdq" else ("integer",):
+                    for sem in [x for x in args.semantics if form == "qdq" or x == "integer"]:
                         try:
                             r = compare(path, sem, args.views, tuple(args.backends))
                             exact, diff = f"{r['bit_exact']}/{r['images']}", str(r["differing"])

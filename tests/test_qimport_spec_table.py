@@ -1,9 +1,10 @@
 """The 599-image grid table of ``spec/onnx-import.md`` ("Measured") is true on this host: its rows
 are exactly the configurations ``tests/qimport_grid.py`` enumerates, and a fixed subset of its
 rows — every model, every oracle kind (onnxruntime with optimizations on, the onnx reference
-evaluator where onnxruntime's u8×s8 products saturate, onnxruntime with optimizations off),
-every form, granularity, dtype pair and calibration at least once, and ``quantize_dynamic`` —
-is recomputed on all 599 digits test images and must equal the spec's cells.
+evaluator where onnxruntime's u8×s8 products saturate, onnxruntime with optimizations off —
+on digits-mlp only: a ``qdq-float`` row of the convolutional models costs ~10 s of CPU, its float
+islands emulating MLAS's FMA order), every form, granularity, dtype pair and calibration at least
+once, and ``quantize_dynamic`` — is recomputed on all 599 digits test images and must equal the spec's cells.
 
 The whole table is the output of the command the spec records (several minutes on this host);
 this test recomputes the subset. The ``oracle`` and ``requant`` cells of u8×s8 rows depend on the
@@ -38,7 +39,7 @@ SUBSET = [
     ("digits-resnet", "qdq", "tensor", "u8u8", "Percentile", "integer"),
     ("digits-resnet", "qoperator", "channel", "s8s8", "MinMax", "integer"),
     ("digits-resnet", "qdq", "channel", "u8s8", "Entropy", "integer"),
-    ("digits-resnet", "qdq", "tensor", "s8s8", "MinMax", "qdq-float"),
+    ("digits-resnet", "qdq", "tensor", "s8s8", "MinMax", "integer"),
 ]
 
 
