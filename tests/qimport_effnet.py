@@ -100,6 +100,7 @@ def compare(path: str, semantics: str, views, backends=("numba",), photos=None) 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--views", nargs="+", default=["center", "flip"])
+    p.add_argument("--photos", nargs="+", default=None, help="default: every photo")
     p.add_argument("--forms", nargs="+", default=["qdq", "qoperator"])
     p.add_argument("--granularities", nargs="+", default=["tensor", "channel"])
     p.add_argument("--acts", nargs="+", default=["u8u8", "s8s8", "u8s8"])
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
                     path = quantized_model(form, gran, act, cal)
                     for sem in [x for x in args.semantics if form == "qdq" or x == "integer"]:
                         try:
-                            r = compare(path, sem, args.views, tuple(args.backends))
+                            r = compare(path, sem, args.views, tuple(args.backends), args.photos)
                             exact, diff = f"{r['bit_exact']}/{r['images']}", str(r["differing"])
                         except Exception as exc:  # noqa: BLE001 - a row says what failed
                             r, exact, diff = {"oracle": "-", "requant": "-"}, f"error: {exc}", "-"
