@@ -148,6 +148,10 @@ def _layer_section(r: dict) -> str:
 
 def html_report(report) -> str:
     """The page for ``report`` (a ``VerifyReport`` or its ``to_dict()``), as a string."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("the HTML report draws its images with matplotlib: pip install 'refquant[plot]'") from None
     d = report if isinstance(report, dict) else report.to_dict()
     rows = d["layers"] + d["graph_outputs"]
     verdict = "PASS" if d["passed"] else "FAIL"
