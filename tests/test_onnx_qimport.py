@@ -225,6 +225,13 @@ def test_float_island_rules_equal_onnxruntime(seed):
                           _ort_node("Gemm", {"a": a, "m": m, "c": b[:1].repeat(7)}, np.float32, {"transB": 1}))
     g = rng.standard_normal((2, 3, 5, int(rng.integers(1, 9)))).astype(np.float32)
     assert np.array_equal(mlas_global_average_pool(g), _ort_node("GlobalAveragePool", {"g": g}, np.float32))
+    # grouped, 2 or 3 input channels per group: MlasConv's per-group im2col + SGEMM
+    groups, cg = int(rng.integers(2, 4)), int(rng.integers(2, 4))
+    xg = rng.standard_normal((2, groups * cg, 7, 6)).astype(np.float32)
+    wg = rng.standard_normal((groups * 2, cg, 3, 3)).astype(np.float32)
+    ga = {**attrs, "group": groups}
+    assert np.array_equal(mlas_conv(xg, wg, b[:1].repeat(groups * 2), **ga),
+                          _ort_node("Conv", {"x": xg, "w": wg, "b": b[:1].repeat(groups * 2)}, np.float32, ga))
 
 
 def test_inspect_names_unsupported_operators_and_run_refuses_them(tmp_path, capsys):

@@ -456,20 +456,27 @@ def mlas_sgemm(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def mlas_conv(x, w, b=None, *, strides=None, pads=None, dilations=None, group=1, auto_pad="NOTSET",
               kernel_shape=None) -> np.ndarray:
-    """onnxruntime's float32 Conv (group 1, 2-d, explicit pads): im2col in (c, kh, kw) order,
-    :func:`mlas_sgemm`, then ``+ bias`` (float32)."""
+    """onnxruntime's float32 Conv (2-d, explicit pads; per group, as ``MlasConv`` does): im2col of
+    the group's channels in (c, kh, kw) order, :func:`mlas_sgemm`, then ``+ bias`` (float32).
+    Equal to onnxruntime for group 1 and for groups of more than one input channel; a depthwise
+    Conv (one input channel per group) takes another kernel in onnxruntime and differs."""
     x, w = np.asarray(x, np.float32), np.asarray(w, np.float32)
     n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
+    o, cg, kh, kw = w.shape
     sh, sw = strides or (1, 1)
     dh, dw = dilations or (1, 1)
     pt, pl, pb, pr = pads or (0, 0, 0, 0)
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
     ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    cols = np.stack([xp[:, ci, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-                     for ci in range(c) for i in range(kh) for j in range(kw)], axis=-1)   # [N, OH, OW, K]
-    y = np.moveaxis(mlas_sgemm(cols, w.reshape(o, -1)), -1, 1)
+    og = o // int(group)
+    ys = []
+    for g in range(int(group)):   # MlasConv: per group, im2col of its channels, then one SGEMM
+        cols = np.stack([xp[:, ci, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+                         for ci in range(g * cg, (g + 1) * cg) for i in range(kh) for j in range(kw)],
+                        axis=-1)   # [N, OH, OW, K]
+        ys.append(mlas_sgemm(cols, w[g * og:(g + 1) * og].reshape(og, -1)))
+    y = np.moveaxis(np.concatenate(ys, axis=-1), -1, 1)
     if b is not None:
         y = (y + np.asarray(b, np.float32).reshape(1, -1, 1, 1)).astype(np.float32)
     return np.ascontiguousarray(y)
@@ -793,7 +800,10 @@ _NUMPY_OPS = {
 
 
 def _mlas_conv_applies(args, a) -> bool:
-    return (np.ndim(args[0]) == 4 and int(a.get("group", 1)) == 1 and a.get("auto_pad", "NOTSET") == "NOTSET")
+    """2-d, explicit pads, and not depthwise: onnxruntime runs a depthwise Conv (one input channel
+    per group) through another kernel, whose order refquant does not reproduce (measured)."""
+    return (np.ndim(args[0]) == 4 and a.get("auto_pad", "NOTSET") == "NOTSET"
+            and (int(a.get("group", 1)) == 1 or np.shape(args[1])[1] > 1))
 
 
 def _float_op(s, v):
