@@ -232,6 +232,13 @@ def test_float_island_rules_equal_onnxruntime(seed):
     ga = {**attrs, "group": groups}
     assert np.array_equal(mlas_conv(xg, wg, b[:1].repeat(groups * 2), **ga),
                           _ort_node("Conv", {"x": xg, "w": wg, "b": b[:1].repeat(groups * 2)}, np.float32, ga))
+    # depthwise (one filter per group, M = 1: MLAS's M1 kernel), strides and kernel sizes varied
+    k, s = int(rng.choice([3, 5, 7])), 1 + seed % 2
+    xd = rng.standard_normal((2, 5, 11, 10)).astype(np.float32)
+    wd = rng.standard_normal((5, 1, k, k)).astype(np.float32)
+    da = {"group": 5, "kernel_shape": [k, k], "strides": [s, s], "pads": [k // 2, k // 2 - 1 + s % 2, k // 2, k // 2]}
+    assert np.array_equal(mlas_conv(xd, wd, b[:1].repeat(5), **da),
+                          _ort_node("Conv", {"x": xd, "w": wd, "b": b[:1].repeat(5)}, np.float32, da))
 
 
 def test_inspect_names_unsupported_operators_and_run_refuses_them(tmp_path, capsys):

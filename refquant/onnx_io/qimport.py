@@ -454,12 +454,29 @@ def mlas_sgemm(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
     return acc
 
 
+def mlas_sgemm_m1(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """One output row (``M = 1``), rule ``mlas-sgemm-m1-avx``: MLAS's ``MlasSgemmKernelM1Avx``
+    (x86-64; no FMA). Products ``p_k = float32(cols[..., k] · w[k])``; K in blocks of four,
+    ``s = ((p_k + p_k+1) + p_k+2) + p_k+3``, then a block of two, then one, each block sum added
+    to the running result (``y = s`` for the first block, ``y = s + y`` after) in float32."""
+    f32 = np.float32
+    w = np.asarray(w, f32).reshape(-1)
+    p = [(cols[..., k] * w[k]).astype(f32) for k in range(w.size)]
+    y, k = None, 0
+    for size in [4] * (w.size // 4) + [2] * ((w.size % 4) // 2) + [1] * (w.size % 2):
+        s = p[k]
+        for j in range(1, size):
+            s = (s + p[k + j]).astype(f32)
+        y = s if y is None else (s + y).astype(f32)
+        k += size
+    return y[..., None]
+
+
 def mlas_conv(x, w, b=None, *, strides=None, pads=None, dilations=None, group=1, auto_pad="NOTSET",
               kernel_shape=None) -> np.ndarray:
-    """onnxruntime's float32 Conv (2-d, explicit pads; per group, as ``MlasConv`` does): im2col of
-    the group's channels in (c, kh, kw) order, :func:`mlas_sgemm`, then ``+ bias`` (float32).
-    Equal to onnxruntime for group 1 and for groups of more than one input channel; a depthwise
-    Conv (one input channel per group) takes another kernel in onnxruntime and differs."""
+    """onnxruntime's float32 Conv (2-d, explicit pads; per group, as ``MlasConv`` does on x86-64):
+    im2col of the group's channels in (c, kh, kw) order, :func:`mlas_sgemm` — or, with one filter
+    per group (depthwise: ``M = 1``), :func:`mlas_sgemm_m1` — then ``+ bias`` (float32)."""
     x, w = np.asarray(x, np.float32), np.asarray(w, np.float32)
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
@@ -475,7 +492,8 @@ def mlas_conv(x, w, b=None, *, strides=None, pads=None, dilations=None, group=1,
         cols = np.stack([xp[:, ci, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
                          for ci in range(g * cg, (g + 1) * cg) for i in range(kh) for j in range(kw)],
                         axis=-1)   # [N, OH, OW, K]
-        ys.append(mlas_sgemm(cols, w[g * og:(g + 1) * og].reshape(og, -1)))
+        wg = w[g * og:(g + 1) * og].reshape(og, -1)
+        ys.append(mlas_sgemm_m1(cols, wg[0]) if og == 1 else mlas_sgemm(cols, wg))   # M = 1: the M1 kernel
     y = np.moveaxis(np.concatenate(ys, axis=-1), -1, 1)
     if b is not None:
         y = (y + np.asarray(b, np.float32).reshape(1, -1, 1, 1)).astype(np.float32)
@@ -800,10 +818,7 @@ _NUMPY_OPS = {
 
 
 def _mlas_conv_applies(args, a) -> bool:
-    """2-d, explicit pads, and not depthwise: onnxruntime runs a depthwise Conv (one input channel
-    per group) through another kernel, whose order refquant does not reproduce (measured)."""
-    return (np.ndim(args[0]) == 4 and a.get("auto_pad", "NOTSET") == "NOTSET"
-            and (int(a.get("group", 1)) == 1 or np.shape(args[1])[1] > 1))
+    return np.ndim(args[0]) == 4 and a.get("auto_pad", "NOTSET") == "NOTSET"
 
 
 def _float_op(s, v):
