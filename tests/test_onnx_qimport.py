@@ -232,6 +232,16 @@ def test_float_island_rules_equal_onnxruntime(seed):
     ga = {**attrs, "group": groups}
     assert np.array_equal(mlas_conv(xg, wg, b[:1].repeat(groups * 2), **ga),
                           _ort_node("Conv", {"x": xg, "w": wg, "b": b[:1].repeat(groups * 2)}, np.float32, ga))
+    # K beyond MLAS's 128-deep panel with N >= K: K in slices; Gemm accumulates into its C
+    kk = int(rng.integers(129, 300))
+    x1 = rng.standard_normal((1, kk, 12, 12)).astype(np.float32)
+    w1 = rng.standard_normal((3, kk, 1, 1)).astype(np.float32)
+    assert np.array_equal(mlas_conv(x1, w1, b[:3], kernel_shape=[1, 1]),
+                          _ort_node("Conv", {"x": x1, "w": w1, "b": b[:3]}, np.float32, {"kernel_shape": [1, 1]}))
+    a2, m2 = rng.standard_normal((4, kk)).astype(np.float32), rng.standard_normal((kk + 9, kk)).astype(np.float32)
+    c2 = rng.standard_normal(kk + 9).astype(np.float32)
+    assert np.array_equal(mlas_gemm(a2, m2, c2, transB=1),
+                          _ort_node("Gemm", {"a": a2, "m": m2, "c": c2}, np.float32, {"transB": 1}))
     # depthwise (one filter per group, M = 1: MLAS's M1 kernel), strides and kernel sizes varied
     k, s = int(rng.choice([3, 5, 7])), 1 + seed % 2
     xd = rng.standard_normal((2, 5, 11, 10)).astype(np.float32)

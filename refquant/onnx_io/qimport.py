@@ -444,14 +444,43 @@ def fma_f32(a, b, c) -> np.ndarray:
     return f
 
 
-def mlas_sgemm(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``y[..., o] = fma(cols[..., K-1], w[o, K-1], … fma(cols[..., 0], w[o, 0], 0))`` — rule
-    ``mlas-sgemm-fma``: one float32 fused multiply-add per k, in the natural k order (MLAS's
-    FMA3 SGEMM kernel keeps one accumulator per output, k innermost)."""
-    acc = np.zeros(cols.shape[:-1] + (w.shape[0],), np.float32)
-    for k in range(w.shape[1]):
-        acc = fma_f32(cols[..., k:k + 1], w[:, k], acc)
-    return acc
+#: MLAS's SGEMM panel sizes (``MLAS_SGEMM_STRIDEN``, ``MLAS_SGEMM_STRIDEK``)
+MLAS_SGEMM_STRIDEN, MLAS_SGEMM_STRIDEK = 128, 128
+
+
+def mlas_stride_k(n: int, k: int) -> int:
+    """The K slice ``MlasSgemmOperation`` steps through for an ``N``-column, ``K``-deep product
+    (``TransA = NoTrans``): ``N ≥ K`` keeps 128 (halved while it is at least twice K, which
+    never splits K); ``N < K`` doubles it while the N stride (from 128, not below 16) is at least
+    twice N."""
+    stride_n, stride_k = MLAS_SGEMM_STRIDEN, MLAS_SGEMM_STRIDEK
+    if n >= k:
+        while stride_k // 2 >= k:
+            stride_n, stride_k = stride_n * 2, stride_k // 2
+    else:
+        while stride_n > 16 and stride_n // 2 >= n:
+            stride_n, stride_k = stride_n // 2, stride_k * 2
+    return stride_k
+
+
+def mlas_sgemm(cols: np.ndarray, w: np.ndarray, n: int | None = None, init=None) -> np.ndarray:
+    """``y[..., o]`` — rule ``mlas-sgemm-fma``: K in slices of :func:`mlas_stride_k` (``n`` is
+    the product's N, the number of output columns MLAS sees; default ``w.shape[0]``); in each
+    slice one float32 fused multiply-add per k in the natural order from 0
+    (``fma(cols[..., k], w[o, k], acc)``, MLAS's FMA3 kernel: one accumulator per output, k
+    innermost), and each slice's sum added to the result so far (``y = slice + y``), which
+    starts as ``init`` (``beta = 1``: onnxruntime's Gemm puts the broadcast C there) or as the
+    first slice."""
+    k_total = w.shape[1]
+    stride = mlas_stride_k(w.shape[0] if n is None else int(n), k_total)
+    y = None if init is None else np.broadcast_to(np.asarray(init, np.float32),
+                                                  cols.shape[:-1] + (w.shape[0],)).astype(np.float32)
+    for k0 in range(0, max(k_total, 1), stride):
+        acc = np.zeros(cols.shape[:-1] + (w.shape[0],), np.float32)
+        for k in range(k0, min(k0 + stride, k_total)):
+            acc = fma_f32(cols[..., k:k + 1], w[:, k], acc)
+        y = acc if y is None else (acc + y).astype(np.float32)
+    return y
 
 
 def mlas_sgemm_m1(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -493,7 +522,7 @@ def mlas_conv(x, w, b=None, *, strides=None, pads=None, dilations=None, group=1,
                          for ci in range(g * cg, (g + 1) * cg) for i in range(kh) for j in range(kw)],
                         axis=-1)   # [N, OH, OW, K]
         wg = w[g * og:(g + 1) * og].reshape(og, -1)
-        ys.append(mlas_sgemm_m1(cols, wg[0]) if og == 1 else mlas_sgemm(cols, wg))   # M = 1: the M1 kernel
+        ys.append(mlas_sgemm_m1(cols, wg[0]) if og == 1 else mlas_sgemm(cols, wg, n=oh * ow))   # M = 1: M1 kernel
     y = np.moveaxis(np.concatenate(ys, axis=-1), -1, 1)
     if b is not None:
         y = (y + np.asarray(b, np.float32).reshape(1, -1, 1, 1)).astype(np.float32)
@@ -501,15 +530,13 @@ def mlas_conv(x, w, b=None, *, strides=None, pads=None, dilations=None, group=1,
 
 
 def mlas_gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0) -> np.ndarray:
-    """onnxruntime's float32 Gemm (``alpha = beta = 1``): :func:`mlas_sgemm`, then ``+ C``."""
+    """onnxruntime's float32 Gemm (``alpha = beta = 1``): ``Y`` starts as the broadcast ``C`` and
+    :func:`mlas_sgemm` accumulates into it (``beta = 1``), slice by slice."""
     a = np.asarray(a, np.float32)
     a = a.T if transA else a
     w = np.asarray(b, np.float32)
     w = w if transB else w.T
-    y = mlas_sgemm(a, np.ascontiguousarray(w))
-    if c is not None:
-        y = (y + np.asarray(c, np.float32)).astype(np.float32)
-    return y
+    return mlas_sgemm(a, np.ascontiguousarray(w), init=c)
 
 
 def mlas_global_average_pool(x) -> np.ndarray:
