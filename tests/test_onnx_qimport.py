@@ -242,6 +242,16 @@ def test_float_island_rules_equal_onnxruntime(seed):
     c2 = rng.standard_normal(kk + 9).astype(np.float32)
     assert np.array_equal(mlas_gemm(a2, m2, c2, transB=1),
                           _ort_node("Gemm", {"a": a2, "m": m2, "c": c2}, np.float32, {"transB": 1}))
+    # one row (M = 1): MLAS's M1 kernels, B transposed or not, Gemm and MatMul
+    from refquant.onnx_io.qimport import QStep, _float_op
+    n1 = int(rng.integers(1, 12))
+    a1, m1, c1 = a2[:1], m2[:n1], c2[:n1]
+    assert np.array_equal(mlas_gemm(a1, m1, c1, transB=1),
+                          _ort_node("Gemm", {"a": a1, "m": m1, "c": c1}, np.float32, {"transB": 1}))
+    mt = np.ascontiguousarray(m1.T)
+    assert np.array_equal(mlas_gemm(a1, mt, c1), _ort_node("Gemm", {"a": a1, "m": mt, "c": c1}, np.float32))
+    assert np.array_equal(_float_op(QStep("MatMul", [], [], {}, "mm"), [a1, mt]),
+                          _ort_node("MatMul", {"a": a1, "m": mt}, np.float32))
     # depthwise (one filter per group, M = 1: MLAS's M1 kernel), strides and kernel sizes varied
     k, s = int(rng.choice([3, 5, 7])), 1 + seed % 2
     xd = rng.standard_normal((2, 5, 11, 10)).astype(np.float32)

@@ -483,15 +483,17 @@ def mlas_sgemm(cols: np.ndarray, w: np.ndarray, n: int | None = None, init=None)
     return y
 
 
-def mlas_sgemm_m1(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
+def mlas_sgemm_m1(cols: np.ndarray, w: np.ndarray, init=None) -> np.ndarray:
     """One output row (``M = 1``), rule ``mlas-sgemm-m1-avx``: MLAS's ``MlasSgemmKernelM1Avx``
     (x86-64; no FMA). Products ``p_k = float32(cols[..., k] · w[k])``; K in blocks of four,
     ``s = ((p_k + p_k+1) + p_k+2) + p_k+3``, then a block of two, then one, each block sum added
-    to the running result (``y = s`` for the first block, ``y = s + y`` after) in float32."""
+    to the running result (``y = s`` for the first block, ``y = s + y`` after — or, accumulating
+    into ``init`` (``beta = 1``), ``y = s + init`` first) in float32."""
     f32 = np.float32
     w = np.asarray(w, f32).reshape(-1)
     p = [(cols[..., k] * w[k]).astype(f32) for k in range(w.size)]
-    y, k = None, 0
+    y = None if init is None else np.broadcast_to(np.asarray(init, f32), cols.shape[:-1]).astype(f32)
+    k = 0
     for size in [4] * (w.size // 4) + [2] * ((w.size % 4) // 2) + [1] * (w.size % 2):
         s = p[k]
         for j in range(1, size):
@@ -499,6 +501,42 @@ def mlas_sgemm_m1(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
         y = s if y is None else (s + y).astype(f32)
         k += size
     return y[..., None]
+
+
+def mlas_sgemm_m1_transb(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """One row times a transposed B (``y[o] = Σ_k a[k]·w[o, k]``), rule
+    ``mlas-sgemm-m1-transb-avx``: MLAS's ``MlasSgemmKernelM1TransposeBAvx`` (x86-64; no FMA).
+    Eight float32 lanes, lane ``j`` summing ``float32(a[k]·w[o, k])`` over ``k ≡ j (mod 8)`` in
+    order; then, for outputs taken four at a time, ``(((l0 + l1) + l2) + l3) + (((l4 + l5) + l6)
+    + l7)``; for a remaining pair ``((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))``; for a
+    last single output ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``."""
+    f32 = np.float32
+    a = np.asarray(a, f32).reshape(-1)
+    w = np.asarray(w, f32)
+    n, k = w.shape
+    lanes = np.zeros((n, 8), f32)
+    for k0 in range(0, k, 8):
+        blk = min(8, k - k0)
+        prod = np.zeros((n, 8), f32)
+        prod[:, :blk] = (w[:, k0:k0 + blk] * a[k0:k0 + blk]).astype(f32)
+        lanes = (lanes + prod).astype(f32)
+    ln = [lanes[:, j] for j in range(8)]
+
+    def add(x, y):
+        return (x + y).astype(f32)
+
+    four = add(add(add(add(ln[0], ln[1]), ln[2]), ln[3]), add(add(add(ln[4], ln[5]), ln[6]), ln[7]))
+    pair = add(add(add(ln[0], ln[2]), add(ln[4], ln[6])), add(add(ln[1], ln[3]), add(ln[5], ln[7])))
+    one = add(add(add(ln[0], ln[1]), add(ln[2], ln[3])), add(add(ln[4], ln[5]), add(ln[6], ln[7])))
+    y = four.copy()
+    rest = n % 4
+    start = n - rest
+    if rest & 2:
+        y[start:start + 2] = pair[start:start + 2]
+        start += 2
+    if rest & 1:
+        y[start] = one[start]
+    return y
 
 
 def mlas_conv(x, w, b=None, *, strides=None, pads=None, dilations=None, group=1, auto_pad="NOTSET",
@@ -536,6 +574,12 @@ def mlas_gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0) -> np.nd
     a = a.T if transA else a
     w = np.asarray(b, np.float32)
     w = w if transB else w.T
+    if a.shape[0] == 1:   # M = 1: MLAS's M1 kernels accumulate into C (beta = 1) differently
+        if not transB:
+            init = None if c is None else np.broadcast_to(np.asarray(c, np.float32).reshape(-1), (w.shape[0],))
+            return mlas_sgemm_m1(w, a[0], init=init)[..., 0].reshape(1, -1)
+        r = mlas_sgemm_m1_transb(a[0], np.ascontiguousarray(w)).reshape(1, -1)
+        return r if c is None else (r + np.asarray(c, np.float32)).astype(np.float32)
     return mlas_sgemm(a, np.ascontiguousarray(w), init=c)
 
 
@@ -869,7 +913,11 @@ def _float_op(s, v):
     if op == "GlobalAveragePool" and np.ndim(args[0]) >= 3:
         return mlas_global_average_pool(args[0])
     if op == "MatMul" and np.ndim(args[1]) == 2:
-        return mlas_sgemm(np.asarray(args[0], np.float32), np.ascontiguousarray(np.asarray(args[1], np.float32).T))
+        x = np.asarray(args[0], np.float32)
+        b = np.asarray(args[1], np.float32)
+        if int(np.prod(x.shape[:-1])) == 1:   # M = 1: MLAS's M1 kernel (B not transposed)
+            return mlas_sgemm_m1(b.T, x.reshape(-1))[..., 0].reshape(x.shape[:-1] + (b.shape[1],))
+        return mlas_sgemm(x, np.ascontiguousarray(b.T))
     if op in FLOAT_OPS:
         args = [None if x is None else np.asarray(x, np.float32) for x in args]
         return FLOAT_OPS[op](*args, **a)
