@@ -263,3 +263,20 @@ def test_samples_mse_is_the_cells_mse_bit_for_bit(x):
     levels = np.sort(np.random.default_rng(0).uniform(x.min(), x.max(), size=(3, 8)), axis=-1)
     assert np.array_equal(density.mse(levels), density.cells(levels).mse)
     assert density.mse(levels[0]) == density.cells(levels[0]).mse
+
+
+@settings(max_examples=40)
+@given(x=st.one_of(samples, hnp.arrays(np.float64, st.integers(2, 3000),
+                                        elements=st.floats(-50, 50, width=32)).filter(lambda a: a.min() < a.max())),
+       n=st.sampled_from([2, 5, 16, 256]))
+def test_exact_mse_is_the_per_cell_numpy_sum_bit_for_bit(x, n):
+    from refquant_lloydmax.densities import Samples, midpoints
+
+    density = Samples(x)
+    y = np.linspace(x.min(), x.max(), n)
+    idx = density.cell_bounds(midpoints(y))
+    total = 0.0
+    for k in range(n):
+        err = density.x[idx[k]:idx[k + 1]] - y[k]
+        total += float(np.sum(err * err))
+    assert density.exact_mse(y) == total / density.n
