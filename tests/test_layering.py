@@ -65,7 +65,7 @@ PLUGIN_DEPENDENCIES = {
 
 #: top-level packages a function may import locally: the optional extras and test tools
 OPTIONAL_DEPENDENCIES = frozenset({"onnx", "onnxruntime", "matplotlib", "ml_dtypes", "hypothesis", "pytest",
-                                   "threadpoolctl", "PIL", "skimage", "sklearn"})
+                                   "threadpoolctl", "PIL", "skimage", "sklearn", "dask", "distributed"})
 
 CLI = "refquant.cli"
 

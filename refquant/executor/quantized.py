@@ -40,7 +40,8 @@ from ..plugins import call_hook
 from ..registry import get_backend, get_quantizer
 from ..strategies import LayerContext, LayerSpec, QuantizedWeight, check_options
 from .contract import call, check_qparams, check_weight
-from .float_exec import FloatEvent, run_float
+from .calibration import CalibrationTrace, calibration_batches
+from .float_exec import run_float
 from .integer_ops import QTensor, operand_kinds, rule_for
 from .integer_ops import per_tensor as _per_tensor
 from .biasrule import BIAS_RULES, widen_for_bias
@@ -350,6 +351,8 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
     3. let before-layer activation strategies ``prepare`` (cache weight statistics);
     4. calibrate: one float pass over ``calibration`` (an array for the first input, or a
        dict) in batches, every activation observer seeing its tensor, then ``qparams()``;
+       ``calibration`` may also be a :class:`~refquant.executor.calibration.CalibrationTrace`,
+       that pass recorded once and replayed (a sweep of many plans over one model);
     5. the int32 bias rule (``bias_rule="widen"``, :mod:`refquant.executor.biasrule`): with the
        calibrated input scale known, widen each weight channel whose int32 bias plus accumulator
        could leave int32, and requantize it (``layer.widening`` records it). ``"off"`` skips it.
@@ -380,25 +383,32 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
 
     tensor_qparams: dict[str, QParams] = {}
     if calibration is not None:
-        feeds = calibration if isinstance(calibration, dict) else {graph.inputs[0].name: calibration}
-        n = len(next(iter(feeds.values())))
+        trace = calibration if isinstance(calibration, CalibrationTrace) else None
+        if trace is not None and (trace.graph_name != graph.name or trace.batch_size != batch_size):
+            raise ValueError(f"calibration trace of graph {trace.graph_name!r} in batches of {trace.batch_size} "
+                             f"cannot calibrate graph {graph.name!r} in batches of {batch_size}")
+        batches = trace.batches if trace else calibration_batches(calibration, graph, batch_size)[0]
         observers = {t: call(strat, "make_observer", spec.layer, spec) for t, (strat, spec) in tensor_specs.items()}
         strategies = {t: strat for t, (strat, _) in tensor_specs.items()}
         contexts = {layer.step.output: layer.context for layer in layers.values()}
-        total = -(-n // batch_size)
-        for i, start in enumerate(range(0, n, batch_size)):
-            batch = {k: np.asarray(v[start:start + batch_size], np.float32) for k, v in feeds.items()}
+        names = {step.output: step.name for step in steps}
+        for i, item in enumerate(batches):
+            batch = item[0] if trace else item
             for name, x in batch.items():
                 call(strategies[name], "observe", name, x, target=observers[name])
 
-            def observe(ev: FloatEvent):
-                obs = observers.get(ev.step.output)
+            def observe(output, x, y):
+                obs = observers.get(output)
                 if obs is not None:
-                    call(strategies[ev.step.output], "observe", ev.step.name, ev.y,
-                         context=contexts.get(ev.step.output), x=ev.x, target=obs)
+                    call(strategies[output], "observe", names[output], y, context=contexts.get(output), x=x,
+                         target=obs)
 
-            run_float(graph, batch, steps=steps, observe=observe)
-            call_hook("calibration_progress", stage="calibration", done=i + 1, total=total)
+            if trace:  # the recorded float pass (refquant.executor.calibration), same arrays, same order
+                for output, x, y in item[1]:
+                    observe(output, x, y)
+            else:
+                run_float(graph, batch, steps=steps, observe=lambda ev: observe(ev.step.output, ev.x, ev.y))
+            call_hook("calibration_progress", stage="calibration", done=i + 1, total=len(batches))
         tensor_qparams = {t: check_qparams(call(strategies[t], "qparams", tensor_specs[t][1].layer, target=obs),
                                            strategies[t], "observer qparams", tensor_specs[t][1].layer)
                           for t, obs in observers.items()}
