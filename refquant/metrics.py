@@ -30,8 +30,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-__all__ = ["accuracy", "accuracy_counts", "agreement_counts", "cosine_similarities", "nearest_neighbour_agreement",
-           "pairwise_spearman", "snr_db", "sqnr_db", "topk_agreement"]
+__all__ = ["accuracy", "accuracy_counts", "agreement_counts", "box_f1", "box_iou", "character_error_rate",
+           "cosine_similarities", "levenshtein", "nearest_neighbour_agreement", "pairwise_spearman", "snr_db",
+           "sqnr_db", "topk_agreement"]
 
 
 def accuracy_counts(logits: np.ndarray, y: np.ndarray) -> tuple[int, int]:
@@ -119,3 +120,59 @@ def pairwise_spearman(reference: np.ndarray, approx: np.ndarray) -> float:
         raise ValueError(f"pairwise Spearman correlation needs at least 3 rows, got {len(reference)}")
     i, j = np.triu_indices(len(reference), 1)
     return float(spearmanr(_similarity_matrix(reference)[i, j], _similarity_matrix(approx)[i, j]).statistic)
+# ---- OCR -----------------------------------------------------------------------------------
+
+
+def levenshtein(a: str, b: str) -> int:
+    """The edit distance (insertions, deletions, substitutions, each 1) between two strings:
+    the dynamic programme row by row, each row one NumPy minimum over the previous one."""
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return len(a)
+    bb = np.frombuffer(b.encode("utf-32-le"), np.uint32)
+    prev = np.arange(len(b) + 1, dtype=np.int64)
+    for i, ch in enumerate(a, start=1):
+        sub = prev[:-1] + (bb != ord(ch))
+        cur = np.empty_like(prev)
+        cur[0] = i
+        cur[1:] = np.minimum(sub, prev[1:] + 1)
+        # insertions run along the row: cur[j] = min(cur[j], cur[j-1] + 1), a running minimum of cur[j] - j
+        cur = np.minimum.accumulate(cur - np.arange(len(cur))) + np.arange(len(cur))
+        prev = cur
+    return int(prev[-1])
+
+
+def character_error_rate(hypothesis: str, reference: str) -> float:
+    """``levenshtein(hypothesis, reference) / len(reference)`` (0 for two empty strings)."""
+    if not reference:
+        return 0.0 if not hypothesis else 1.0
+    return levenshtein(hypothesis, reference) / len(reference)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two quadrilaterals (4, 2), each taken as its axis-aligned bounding rectangle."""
+    ax0, ay0, ax1, ay1 = a[:, 0].min(), a[:, 1].min(), a[:, 0].max(), a[:, 1].max()
+    bx0, by0, bx1, by1 = b[:, 0].min(), b[:, 1].min(), b[:, 0].max(), b[:, 1].max()
+    iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def box_f1(reference: np.ndarray, boxes: np.ndarray, iou: float = 0.5) -> float:
+    """F1 of ``boxes`` against ``reference`` boxes: greedy one-to-one matching by decreasing IoU,
+    a match when IoU >= ``iou``; 1.0 when both are empty."""
+    if len(reference) == 0 and len(boxes) == 0:
+        return 1.0
+    pairs = sorted(((box_iou(r, b), i, j) for i, r in enumerate(reference) for j, b in enumerate(boxes)),
+                   reverse=True)
+    used_r, used_b, tp = set(), set(), 0
+    for v, i, j in pairs:
+        if v < iou:
+            break
+        if i not in used_r and j not in used_b:
+            used_r.add(i)
+            used_b.add(j)
+            tp += 1
+    return 2 * tp / (len(reference) + len(boxes))

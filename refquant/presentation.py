@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
-__all__ = ["format_table", "print_rows", "progress_bar"]
+__all__ = ["format_table", "print_rows", "progress_bar", "SweepProgress"]
 
 
 def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -49,14 +50,51 @@ def print_rows(rows: list[dict], columns: list[str] | None = None, *, as_json: b
         print(format_table(rows, columns))
 
 
-def progress_bar(done: int, total: int, label: str, stream=None) -> None:
+def progress_bar(done: int, total: int, label: str, stream=None, width: int = 50) -> None:
     """Redraw a one-line progress bar ``[###...] done/total label`` on ``stream`` (stderr).
 
     The line ends (a newline) when ``done == total``.
     """
-    stream, width = stream or sys.stderr, 30
-    filled = int(width * done / max(total, 1))
-    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:50]:<50}")
+    stream, bar = stream or sys.stderr, 30
+    filled = int(bar * done / max(total, 1))
+    stream.write(f"\r[{'#' * filled}{'.' * (bar - filled)}] {done}/{total} {label[:width]:<{width}}")
     if done == total:
         stream.write("\n")
     stream.flush()
+
+
+class SweepProgress:
+    """Progress over a whole sweep on stderr: ``[###...] done/total rows, rate, ETA, label``.
+
+    The rate is the rows finished over the wall time since :meth:`start` (or the first
+    update): a sweep starts the clock when its tasks are submitted, so rows skipped on resume
+    count in ``done`` but not in the rate. The ETA is what is left at that rate.
+    ``update(done, label)`` redraws the line; ``done == total`` ends it.
+    """
+
+    def __init__(self, total: int, unit: str = "rows", stream=None, clock=time.monotonic):
+        self.total, self.unit, self.stream, self.clock = total, unit, stream, clock
+        self._start = self._start_done = None
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        self.total = total
+        self.update(done, label)
+
+    def start(self, done: int) -> None:
+        """Start the clock with ``done`` rows already finished."""
+        self._start, self._start_done = self.clock(), done
+
+    def update(self, done: int, label: str) -> None:
+        now = self.clock()
+        if self._start is None:
+            self._start, self._start_done = now, done
+        ran, elapsed = done - self._start_done, now - self._start
+        rate = ran / elapsed if ran and elapsed > 0 else None
+        eta = (self.total - done) / rate if rate else None
+        info = (f"{rate:.2f} {self.unit}/s ETA {_clock(eta)}" if rate else "")
+        progress_bar(done, self.total, f"{info}  {label}".strip(), self.stream, width=90)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

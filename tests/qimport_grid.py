@@ -4,6 +4,9 @@ bit for bit with the oracle that is exact on this host. Used by ``tests/test_onn
 
     .venv/bin/python tests/qimport_grid.py [--images 599] [--models digits-cnn ...] [--calibration MinMax ...]
 
+prints the markdown table (stdout) and, on stderr, the date, wall time, CPU and onnxruntime
+version and whether onnxruntime multiplies u8×s8 exactly here (:func:`host_line`).
+
 Oracles (``oracle_for``):
 
 * ``integer`` semantics — onnxruntime with graph optimizations on (``ORT_ENABLE_ALL``) and the
@@ -23,6 +26,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -180,6 +184,16 @@ def standard_onnx(model):
                       h.make_node("QuantizeLinear", [f"{n}.s2", const(f"{n}.one", np.float32(1)),
                                                      const(f"{n}.z0", np.zeros((), np.asarray(consts[i[7]]).dtype))],
                                   s.outputs)]
+        elif s.op == "QLinearConcat":
+            # the lookup table is quantize-linear(dequantize-linear(code)) per input: the same in
+            # standard operators (a copied input included: the round trip leaves it unchanged)
+            parts = []
+            for k in range(2, len(s.inputs), 3):
+                d = f"{s.name}.dq{k}"
+                nodes.append(h.make_node("DequantizeLinear", [t for t in s.inputs[k:k + 3] if t], [d]))
+                parts.append(d)
+            nodes.append(h.make_node("Concat", parts, [f"{s.name}.cat"], axis=s.attrs["axis"]))
+            nodes.append(h.make_node("QuantizeLinear", [f"{s.name}.cat", i[0], i[1]], s.outputs))
         elif s.op == "QLinearGlobalAveragePool" and not s.attrs.get("channels_last", 0):
             n = s.name
             # m = float32(s_x / float32(s_y · float32(n))), n = the spatial size, computed in the graph
@@ -254,6 +268,7 @@ def main(argv=None) -> int:
     p.add_argument("--acts", nargs="+", default=list(ACTIVATIONS))
     p.add_argument("--backends", nargs="+", default=["reference", "numba"])
     args = p.parse_args(argv)
+    t0 = time.perf_counter()
     print("| model | form | granularity | activations×weights | calibration | semantics | oracle | requant | bit-exact images |")
     print("|---|---|---|---|---|---|---|---|---|")
     configs = list(grid(args.models, acts=args.acts, calibrations=args.calibration))
@@ -269,7 +284,26 @@ def main(argv=None) -> int:
                 r, exact = {"oracle": "-", "requant": "-"}, f"error: {exc}"
             print(f"| {name} | {form} | {gran} | {act} | {cal} | {sem} | {r['oracle']} | {r['requant']} | {exact} |",
                   flush=True)
+    print(host_line(time.perf_counter() - t0), file=sys.stderr)
     return 0
+
+
+def host_line(seconds: float) -> str:
+    """Where and how fast the table was measured (printed on stderr after the table)."""
+    import platform
+
+    import onnx
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return (f"{time.strftime('%Y-%m-%d', time.gmtime())}: {seconds:.0f} s wall, {cpu}, {os.cpu_count()} cores, "
+            f"onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}, onnxruntime u8xs8 exact: "
+            f"{exact_integer_products('uint8', 'int8')}")
 
 
 if __name__ == "__main__":

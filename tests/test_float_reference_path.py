@@ -7,6 +7,8 @@ import math
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from refquant.ops import FLOAT_OPS, TRAINING_OPS, conv, gemm, matmul
 from refquant.ops.conv import im2col
@@ -109,3 +111,31 @@ def test_training_keeps_float32_blas_and_inference_uses_the_reference_path():
     rng = np.random.default_rng(0)
     a, w = random_f32(rng, (16, 64)), random_f32(rng, (8, 64))
     assert np.array_equal(TRAINING_OPS["Gemm"](a, w, transB=1), a @ w.T)  # float32 BLAS, as trained
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 2, 3, "depthwise"]), st.sampled_from([(1, 1), (3, 3), (2, 3), (5, 5)]),
+       st.sampled_from([(1, 1), (2, 2), (1, 2)]), st.sampled_from([(1, 1), (2, 1)]),
+       st.lists(st.integers(0, 2), min_size=4, max_size=4))
+def test_the_three_conv_sums_are_the_unrolled_sum_bit_for_bit(seed, group, kernel, strides, dilations, pads):
+    """Grouped convolutions sum directly, unpadded 1×1 ones multiply the input itself, the rest
+    unroll: each is the float64 sum of the unrolled columns in (channel, row, column) order."""
+    from refquant.ops.dot import batched_dot_f64
+
+    rng = np.random.default_rng(seed)
+    c = 4 if group == "depthwise" else 2 * (group if isinstance(group, int) else 1)
+    group = c if group == "depthwise" else group
+    m = c if group == c else 3 * group
+    h, wd = (kernel[0] - 1) * dilations[0] + 1 + int(rng.integers(0, 6)), (kernel[1] - 1) * dilations[1] + 1 + int(rng.integers(0, 6))
+    x = random_f32(rng, (2, c, h, wd))
+    x[rng.random(x.shape) < 0.3] = 0.0
+    w = random_f32(rng, (m, c // group) + kernel)
+    if rng.random() < 0.3:
+        pads = [0, 0, 0, 0]
+    y = conv(x, w, None, group=group, pads=pads, strides=list(strides), dilations=list(dilations))
+    plan = window_plan("Conv", (h, wd), kernel, pads=pads, strides=strides, dilations=dilations)
+    k = (c // group) * kernel[0] * kernel[1]
+    cols = im2col(x, kernel, plan, strides, dilations).reshape(2 * group, k, -1)
+    ia = np.tile(np.arange(group, dtype=np.int64), 2)
+    want = batched_dot_f64(w.reshape(group, m // group, k), cols, ia, np.arange(2 * group, dtype=np.int64))
+    assert np.array_equal(bits(y), bits(want.reshape(y.shape).astype(np.float32)))

@@ -226,7 +226,8 @@ def test_the_rule_chosen_for_each_operand_kind():
 
 
 def test_integer_ops_is_what_qat_reads_and_qat_quantizes_after_nothing_else():
-    assert INTEGER_OPS == ("Relu", "Clip", "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
+    assert INTEGER_OPS == ("Relu", "Clip", "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                           "Slice", "Resize")
     assert QUANTIZED_INPUT_OPS == INTEGER_OPS
     graph, _ = _ops_graph()
     fq = FakeQuant(graph, "weights=minmax:8 activations=ema-minmax:8")

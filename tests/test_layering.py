@@ -65,7 +65,8 @@ PLUGIN_DEPENDENCIES = {
 
 #: top-level packages a function may import locally: the optional extras and test tools
 OPTIONAL_DEPENDENCIES = frozenset({"onnx", "onnxruntime", "matplotlib", "ml_dtypes", "hypothesis", "pytest",
-                                   "threadpoolctl", "PIL", "skimage", "sklearn", "safetensors", "tokenizers"})
+                                   "threadpoolctl", "PIL", "skimage", "sklearn", "safetensors", "tokenizers",
+                                   "dask", "distributed"})
 
 CLI = "refquant.cli"
 

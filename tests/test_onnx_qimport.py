@@ -225,6 +225,40 @@ def test_float_island_rules_equal_onnxruntime(seed):
                           _ort_node("Gemm", {"a": a, "m": m, "c": b[:1].repeat(7)}, np.float32, {"transB": 1}))
     g = rng.standard_normal((2, 3, 5, int(rng.integers(1, 9)))).astype(np.float32)
     assert np.array_equal(mlas_global_average_pool(g), _ort_node("GlobalAveragePool", {"g": g}, np.float32))
+    # grouped, 2 or 3 input channels per group: MlasConv's per-group im2col + SGEMM
+    groups, cg = int(rng.integers(2, 4)), int(rng.integers(2, 4))
+    xg = rng.standard_normal((2, groups * cg, 7, 6)).astype(np.float32)
+    wg = rng.standard_normal((groups * 2, cg, 3, 3)).astype(np.float32)
+    ga = {**attrs, "group": groups}
+    assert np.array_equal(mlas_conv(xg, wg, b[:1].repeat(groups * 2), **ga),
+                          _ort_node("Conv", {"x": xg, "w": wg, "b": b[:1].repeat(groups * 2)}, np.float32, ga))
+    # K beyond MLAS's 128-deep panel with N >= K: K in slices; Gemm accumulates into its C
+    kk = int(rng.integers(129, 300))
+    x1 = rng.standard_normal((1, kk, 12, 12)).astype(np.float32)
+    w1 = rng.standard_normal((3, kk, 1, 1)).astype(np.float32)
+    assert np.array_equal(mlas_conv(x1, w1, b[:3], kernel_shape=[1, 1]),
+                          _ort_node("Conv", {"x": x1, "w": w1, "b": b[:3]}, np.float32, {"kernel_shape": [1, 1]}))
+    a2, m2 = rng.standard_normal((4, kk)).astype(np.float32), rng.standard_normal((kk + 9, kk)).astype(np.float32)
+    c2 = rng.standard_normal(kk + 9).astype(np.float32)
+    assert np.array_equal(mlas_gemm(a2, m2, c2, transB=1),
+                          _ort_node("Gemm", {"a": a2, "m": m2, "c": c2}, np.float32, {"transB": 1}))
+    # one row (M = 1): MLAS's M1 kernels, B transposed or not, Gemm and MatMul
+    from refquant.onnx_io.qimport import QStep, _float_op
+    n1 = int(rng.integers(1, 12))
+    a1, m1, c1 = a2[:1], m2[:n1], c2[:n1]
+    assert np.array_equal(mlas_gemm(a1, m1, c1, transB=1),
+                          _ort_node("Gemm", {"a": a1, "m": m1, "c": c1}, np.float32, {"transB": 1}))
+    mt = np.ascontiguousarray(m1.T)
+    assert np.array_equal(mlas_gemm(a1, mt, c1), _ort_node("Gemm", {"a": a1, "m": mt, "c": c1}, np.float32))
+    assert np.array_equal(_float_op(QStep("MatMul", [], [], {}, "mm"), [a1, mt]),
+                          _ort_node("MatMul", {"a": a1, "m": mt}, np.float32))
+    # depthwise (one filter per group, M = 1: MLAS's M1 kernel), strides and kernel sizes varied
+    k, s = int(rng.choice([3, 5, 7])), 1 + seed % 2
+    xd = rng.standard_normal((2, 5, 11, 10)).astype(np.float32)
+    wd = rng.standard_normal((5, 1, k, k)).astype(np.float32)
+    da = {"group": 5, "kernel_shape": [k, k], "strides": [s, s], "pads": [k // 2, k // 2 - 1 + s % 2, k // 2, k // 2]}
+    assert np.array_equal(mlas_conv(xd, wd, b[:1].repeat(5), **da),
+                          _ort_node("Conv", {"x": xd, "w": wd, "b": b[:1].repeat(5)}, np.float32, da))
 
 
 def test_inspect_names_unsupported_operators_and_run_refuses_them(tmp_path, capsys):
@@ -249,3 +283,98 @@ def test_inspect_names_unsupported_operators_and_run_refuses_them(tmp_path, caps
     np.savez(tmp_path / "in.npz", x=np.ones((2, 3), np.float32))
     assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "o.npz")]) == 2
     assert "Softsign" in capsys.readouterr().err and not (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_qlinear_concat_rule_equals_onnxruntime(seed):
+    """Every code of each 8-bit type through ``com.microsoft.QLinearConcat`` (three inputs; one
+    with the output's own scale and zero point, the copy path), with the qparams as graph inputs
+    (the table built per run) or as initializers (built once, when the kernel is created)."""
+    from onnx import numpy_helper
+
+    from refquant.onnx_io.qimport import qlinear_concat
+
+    rng = np.random.default_rng(seed)
+    dtype = (np.uint8, np.int8)[seed % 2]
+    info = np.iinfo(dtype)
+    codes = np.arange(info.min, info.max + 1).astype(dtype)
+    xs = [codes.reshape(2, 128), rng.integers(info.min, info.max + 1, (2, 5)).astype(dtype), codes[:64].reshape(2, 32)]
+    ys, yz = np.array(rng.uniform(0.005, 0.1), np.float32), np.array(rng.integers(info.min, info.max + 1), dtype)
+    qps = [(np.array(rng.uniform(0.005, 0.1), np.float32), np.array(rng.integers(info.min, info.max + 1), dtype)),
+           (ys.copy(), yz.copy()),
+           (np.array(ys * np.float32(rng.choice([0.5, 2.0, 1.5])), np.float32), yz.copy())]
+    feeds, consts, names = {}, {}, ["ys", "yz"]
+    (consts if seed % 4 >= 2 else feeds).update(ys=ys, yz=yz)
+    for k, (x, (s, z)) in enumerate(zip(xs, qps)):
+        feeds[f"x{k}"] = x
+        (consts if seed % 4 >= 2 else feeds).update({f"s{k}": s, f"z{k}": z})
+        names += [f"x{k}", f"s{k}", f"z{k}"]
+    tp = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    g = helper.make_graph([helper.make_node("QLinearConcat", names, ["y"], domain="com.microsoft", axis=1)], "g",
+                          [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                           for k, v in feeds.items()], [helper.make_tensor_value_info("y", tp, None)],
+                          [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    o = ort.SessionOptions()
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    o.intra_op_num_threads = 1
+    want = ort.InferenceSession(m.SerializeToString(), o, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.array_equal(qlinear_concat(ys, yz, [(x, s, z) for x, (s, z) in zip(xs, qps)], 1), want)
+    got = import_quantized(m).run(feeds).outputs["y"]   # the QOperator model imported as it is
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_inspect_run_and_golden_export_of_a_qdq_concat(tmp_path, capsys):
+    """``DQ(x), DQ(constant) → Concat → Q`` is fused into one ``QLinearConcat`` step: ``inspect``
+    shows it as an integer step with every input's qparams, ``run`` equals onnxruntime
+    (optimizations on), and ``golden export`` writes it as a (non-replayable) layer that
+    ``golden verify`` passes on the import's own integers."""
+    import json
+
+    from onnx import numpy_helper
+
+    from refquant.cli import main
+
+    rng = np.random.default_rng(0)
+    c = rng.integers(0, 256, (1, 2, 3)).astype(np.uint8)
+    inits = {"s": np.float32(0.02), "z": np.uint8(120), "C": c, "cs": np.float32(0.05), "cz": np.uint8(7),
+             "ys": np.float32(0.03), "yz": np.uint8(100)}
+    g = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="Qx"),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="DQx"),
+         helper.make_node("DequantizeLinear", ["C", "cs", "cz"], ["dc"], name="DQc"),
+         helper.make_node("Concat", ["d", "dc"], ["cat"], name="cat", axis=1),
+         helper.make_node("QuantizeLinear", ["cat", "ys", "yz"], ["yq"], name="Qy"),
+         helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="DQy")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 3])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = tmp_path / "concat.qdq.onnx"
+    onnx.save(m, str(path))
+    assert main(["inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.startswith("cat "))
+    assert "QLinearConcat" in line and "integer" in line and "uint8 s=0.02 z=120 | uint8 s=0.05 z=7" in line, text
+    assert main(["inspect", str(path), "--json"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out)["layers"] if r["op"] == "QLinearConcat")
+    assert row["rule"].startswith("qlinear-lookup-table") and row["fused_from"] == ["DQx", "DQc", "cat", "Qy"]
+    assert [q["zero_point"] for q in row["inputs"]] == [120, 7] and row["output"]["zero_point"] == 100
+
+    x = rng.normal(0, 1, (1, 3, 3)).astype(np.float32)
+    o = ort.SessionOptions()
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    want = ort.InferenceSession(m.SerializeToString(), o, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(import_quantized(str(path)).run({"x": x}).outputs["y"], want)
+
+    np.savez(tmp_path / "in.npz", x=x)
+    assert main(["golden", "export", str(path), str(tmp_path / "gs"), "--inputs", str(tmp_path / "in.npz")]) == 0
+    from refquant.golden import load_golden, verify
+    gs = load_golden(tmp_path / "gs")
+    layer = gs.layer("cat")
+    assert layer["op"] == "QLinearConcat" and not layer["imported"]["replayable"]
+    assert layer["operands"] == [{"layer": "Qx"}, {"constant": "input1"}]
+    r = import_quantized(str(path)).run({"x": x}, keep=True)
+    assert verify(gs, {"cat": r.tensors["yq"], "Qx": r.tensors["q"]}).passed

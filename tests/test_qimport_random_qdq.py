@@ -4,8 +4,9 @@ bit for bit with onnxruntime: ``integer`` against onnxruntime with every optimiz
 with optimizations off. Each graph ends in a QuantizeLinear, so the compared output is integer.
 
 Activations × weights are s8s8 or u8u8 — the pairs onnxruntime multiplies exactly on this host
-(``exact_integer_products``). Concat is not generated: the importer does not support it (no
-``QLinearConcat`` step, and no float Concat either — ``run`` refuses the operator)."""
+(``exact_integer_products``). Concat joins the chain's tensor with a constant, or with itself
+through a second DQ, along the channels; its output qparams are sometimes the input's (the
+copy path of onnxruntime's ``QLinearConcat``), else new (the lookup-table path)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from refquant.onnx_io import exact_integer_products  # noqa: E402
 from refquant.onnx_io.qimport import import_quantized  # noqa: E402
 
-SPATIAL = ("Conv", "AddConst", "MaxPool", "AveragePool")
-FLAT = ("MatMul", "Gemm", "AddConst")
+SPATIAL = ("Conv", "AddConst", "MaxPool", "AveragePool", "Concat")
+FLAT = ("MatMul", "Gemm", "AddConst", "Concat")
 
 
 class _Builder:
@@ -92,6 +93,25 @@ class _Builder:
         return y
 
 
+def _concat(b, rng, f, t, qp, shape):
+    """``Concat(DQ(t), DQ(other))`` along axis 1 → Q; ``other`` a constant of ``shape`` with its
+    own qparams, or ``t`` itself through a second DQ node. Returns ``(q, qparams, added channels)``."""
+    y = b.name("y")
+    if rng.integers(2):
+        other = rng.integers(np.iinfo(b.dt).min, np.iinfo(b.dt).max + 1, shape).astype(b.dt)
+        g = b.dq(b.const("C", other), b.qparams(float(rng.uniform(0.01, 0.05))))
+        added = shape[1]
+    else:
+        g, added = b.dq(t, qp), None
+    b.nodes.append(helper.make_node("Concat", [f, g], [y], name=b.name("Concat"), axis=1))
+    if rng.integers(3) == 0:   # the output keeps the input's qparams: QLinearConcat copies that input
+        yq = b.name("q")
+        b.nodes.append(helper.make_node("QuantizeLinear", [y, qp[0], qp[1]], [yq], name=b.name("Q")))
+        return yq, qp, added
+    t2, qp2 = b.q(y, qp[2] * float(rng.uniform(0.5, 2.0)))
+    return t2, qp2, added
+
+
 def build(ops, act, per_channel, seed, channels=3, size=6, batch=2):
     """A ``Q → (DQ → op → Q)* `` chain: spatial ops on [batch, C, size, size], then a
     GlobalAveragePool or Flatten to [batch, C], then flat ops. Returns (model, input)."""
@@ -125,6 +145,9 @@ def build(ops, act, per_channel, seed, channels=3, size=6, batch=2):
             yq = b.name("q")
             b.nodes.append(helper.make_node("QuantizeLinear", [y, s, z], [yq], name=b.name("Q")))
             t, hw = yq, hw - 1
+        elif op == "Concat":
+            t, qp, added = _concat(b, rng, f, t, qp, (batch, int(rng.integers(1, 3)), hw, hw))
+            c += c if added is None else added
         else:  # AveragePool
             b.nodes.append(helper.make_node("AveragePool", [f], [y], name=b.name("AveragePool"), kernel_shape=[2, 2],
                                             strides=[1, 1], pads=[0, 0, 1, 1], count_include_pad=int(rng.integers(2))))
@@ -155,6 +178,10 @@ def build(ops, act, per_channel, seed, channels=3, size=6, batch=2):
             w, ws = b.weight((n, c), 0, per_channel)
             bias = b.bias(n, qp[2], ws)
             b.nodes.append(helper.make_node("Gemm", [f, w, bias], [y], name=b.name("Gemm"), transB=1))
+        elif op == "Concat":
+            t, qp, added = _concat(b, rng, f, t, qp, (batch, int(rng.integers(1, 4))))
+            c += c if added is None else added
+            continue
         else:
             n = c
             other = rng.integers(np.iinfo(b.dt).min, np.iinfo(b.dt).max + 1, (1, c)).astype(b.dt)
@@ -202,6 +229,9 @@ def test_random_qdq_graphs_are_bit_exact_with_onnxruntime(ops, act, per_channel,
     for semantics, optimize in (("integer", True), ("qdq-float", False)):
         want = _ort(model, optimize).run(None, {"x": x})[0]
         m = import_quantized(model, semantics=semantics)
+        concats = sum(op == "Concat" for op in ops[0] + ops[1])
+        fused = [st.op for st in m.steps].count("QLinearConcat")
+        assert fused == (concats if semantics == "integer" else 0), [st.op for st in m.steps]
         for backend in ("reference", "numba") if semantics == "integer" else ("reference",):
             got = m.run({"x": x}, backend=backend).outputs[m.outputs[0]]
             assert got.dtype == want.dtype and got.shape == want.shape, (semantics, got.dtype, want.dtype)

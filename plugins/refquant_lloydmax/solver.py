@@ -35,6 +35,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from scipy import linalg
 
 from .checks import check_count
@@ -165,9 +166,78 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+@njit(cache=True)
+def _sample_lloyd(x, s1, mean, y0, threshold, max_iter):  # pragma: no cover - compiled
+    """Lloyd's iteration on sorted samples, the arithmetic of :meth:`Samples.cells` and
+    :func:`_centroid_step` (no mirroring) one scalar at a time, in the same order: t_k =
+    0.5·(y_{k+1} + y_k); cell k = x[i_k : i_{k+1}] with i_k = searchsorted(x, t_k, "right");
+    a nonempty cell's level becomes clip(mean + (S1[i_{k+1}] − S1[i_k]) / count, x[i_k],
+    x[i_{k+1} − 1]), an empty cell keeps its level; stop after an update that moves no level
+    by more than ``threshold``, or after ``max_iter`` updates. Returns every level set
+    (row 0 = y0, row i = after update i, ``iterations + 1`` rows used), the update count and
+    whether it converged."""
+    n = y0.size
+    m = x.size
+    path = np.empty((min(max_iter + 1, 64), n))  # grown by doubling: most runs stop early
+    path[0] = y0
+    y = y0.copy()
+    t = np.empty(n - 1)
+    for it in range(max_iter):
+        if it + 1 == path.shape[0]:
+            grown = np.empty((min(2 * path.shape[0], max_iter + 1), n))
+            grown[:it + 1] = path[:it + 1]
+            path = grown
+        for k in range(n - 1):
+            t[k] = 0.5 * (y[k + 1] + y[k])
+        idx = np.searchsorted(x, t, side="right")
+        step = 0.0
+        lo_i = 0
+        for k in range(n):
+            hi_i = idx[k] if k < n - 1 else m
+            count = hi_i - lo_i
+            new = y[k]
+            if count > 0:
+                c = mean + (s1[hi_i] - s1[lo_i]) / count
+                lo = x[min(lo_i, m - 1)]
+                hi = x[max(hi_i - 1, 0)]
+                new = min(max(c, lo), hi)
+            d = abs(new - y[k])
+            if d > step:
+                step = d
+            path[it + 1, k] = new
+            lo_i = hi_i
+        y[:] = path[it + 1]
+        if step <= threshold:
+            return path[:it + 2], it + 1, True
+    return path[:max_iter + 1], max_iter, False
+
+
+def _iterate_samples(density: Samples, y: np.ndarray, tol: float, max_iter: int) -> LloydMaxResult:
+    """:func:`_iterate` for samples: the loop compiled (:func:`_sample_lloyd`), the MSE history of
+    every level set from one batched :meth:`Samples.cells` (the same float64 values, row by row)."""
+    path, iterations, converged = _sample_lloyd(density.x, density.s1, density.mean, np.ascontiguousarray(y),
+                                                tol * density.std, max_iter)
+    history = [float(v) for v in np.atleast_1d(density.cells(path).mse)]
+    y = path[-1]
+    mse = density.exact_mse(y)
+    history[-1] = mse
+    return LloydMaxResult(
+        distribution=density.name,
+        levels=_readonly(y),
+        thresholds=_readonly(midpoints(y)),
+        mse=mse,
+        iterations=int(iterations),
+        converged=bool(converged),
+        mse_history=tuple(history),
+        newton_steps=0,
+    )
+
+
 def _iterate(density: Density, n: int, tol: float, max_iter: int, newton: bool,
              init: np.ndarray | None = None) -> LloydMaxResult:
     y = optimal_uniform(density, n).levels.copy() if init is None else init.copy()
+    if isinstance(density, Samples):
+        return _iterate_samples(density, y, tol, max_iter)
     cells = density.cells(y)
     history = [cells.mse]
     threshold = tol * density.std

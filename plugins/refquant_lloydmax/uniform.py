@@ -132,7 +132,7 @@ def optimal_uniform(distribution, n_levels: int, *, center=None) -> UniformResul
     if isinstance(density, Samples):  # the min-max clip is a candidate by construction
         clips = np.unique(np.append(clips, reach))
     scan = m + offsets[None, :] * (2.0 * clips[:, None] / n)  # one grid per row
-    scores = density.cells(scan).mse
+    scores = density.mse(scan)
     i = int(np.argmin(scores))
     best_c, best = float(clips[i]), float(scores[i])
     a, b = float(clips[max(i - 1, 0)]), float(clips[min(i + 1, clips.size - 1)])

@@ -52,9 +52,22 @@ def _quantized(w, lo, hi, spec: LayerSpec) -> QuantizedWeight:
 
 
 def mse_weight_range(rows: np.ndarray, spec: LayerSpec, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the range ``[α·min, α·max]``, ``α = k/grid``, minimising ``‖w − Q(w)‖²``."""
+    """Per row, the range ``[α·min, α·max]``, ``α = k/grid``, minimising ``‖w − Q(w)‖²``.
+
+    A row whose largest magnitude is subnormal in float32 (a dead channel of a real network:
+    PP-OCRv4's detector has one at 3e-39) keeps its min-max range (``α = 1``): the candidate
+    scales would underflow, and every candidate quantizes such a row the same way.
+    """
     lo, hi = rows.min(axis=1).astype(np.float64), rows.max(axis=1).astype(np.float64)
-    require_normal_magnitudes(np.maximum(-lo, hi), f"layer {spec.layer!r} weight")
+    amax = np.maximum(-lo, hi)
+    dead = (amax > 0) & (amax < float(np.finfo(np.float32).tiny))
+    if dead.any():
+        if not (~dead).any():
+            return lo, hi
+        out_lo, out_hi = lo.copy(), hi.copy()
+        out_lo[~dead], out_hi[~dead] = mse_weight_range(rows[~dead], spec, grid)
+        return out_lo, out_hi
+    require_normal_magnitudes(amax, f"layer {spec.layer!r} weight")
     alpha = clip_fractions(grid)[:, None]
     lo_k, hi_k = alpha * lo, alpha * hi
     errors = squared_errors(rows, lo_k, hi_k, spec.fmt, symmetric=spec.symmetric,

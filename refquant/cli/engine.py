@@ -1,4 +1,5 @@
-"""``refquant run`` and ``refquant compare``: quantize models and measure them."""
+"""``refquant run``, ``refquant compare`` and ``refquant results``: quantize models, measure them, read
+the results file a sweep wrote."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from ..numerics import REQUANT_MODES
 from ..plan import parse_plan
 from ..presentation import format_table
 from ..registry import resolve_model
-from .args import int_at_least, int_in_range
+from ..sweep import make_executor, read_rows, rows_as_csv
 from ..zoo import EMBEDDING_MODELS
+from .args import int_at_least, int_in_range
 from .imported import run_imported
 
-__all__ = ["add_engine_commands", "cmd_run", "cmd_compare"]
+__all__ = ["add_engine_commands", "add_sweep_arguments", "cmd_run", "cmd_compare", "cmd_results"]
 
 
 def cmd_run(args) -> int:
@@ -55,16 +57,27 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    """Every strategy combination × bit width × granularity × test set, as one table."""
+    """Every strategy combination × bit width × granularity × test set, as one table; on a Dask
+    cluster with ``--workers``/``--scheduler``, into a results file with ``--results``."""
     embedding = [m for m in args.models if m in EMBEDDING_MODELS]
     if embedding:
+        if args.workers or args.scheduler or args.results:
+            raise ValueError(f"compare {', '.join(embedding)}: --workers, --scheduler and --results are not "
+                             f"available for sentence-embedding models (they run serially)")
         return _compare_embeddings(args, embedding)
-    rows = compare(args.models or ["digits-cnn"], bits=args.bits, weights=args.weights,
-                   activations=args.activations, granularities=args.granularity, backend=args.backend,
-                   calibration=args.calibration, requant=args.requant, progress=not args.quiet,
-                   activation_bits=args.activation_bits, views=args.views, severity=args.severity,
-                   corruptions=args.corruptions, full_grid=args.full_grid, batch=args.batch,
-                   anchors=args.anchors)
+    if args.resume and not args.results:
+        raise ValueError("compare: --resume needs --results FILE (the rows to resume from)")
+    executor = make_executor(args.workers, args.scheduler)
+    try:
+        rows = compare(args.models or ["digits-cnn"], bits=args.bits, weights=args.weights,
+                       activations=args.activations, granularities=args.granularity, backend=args.backend,
+                       calibration=args.calibration, requant=args.requant, progress=not args.quiet,
+                       activation_bits=args.activation_bits, views=args.views, severity=args.severity,
+                       corruptions=args.corruptions, full_grid=args.full_grid, batch=args.batch,
+                       anchors=args.anchors, executor=executor, results=args.results, resume=args.resume,
+                       threads=args.threads)
+    finally:
+        executor.close()
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=1))
     else:
@@ -94,6 +107,30 @@ def _compare_embeddings(args, models) -> int:
     else:
         print(format_table(embedding_summary_rows(rows)))
     return 0
+
+
+def cmd_results(args) -> int:
+    """Print a results file's rows: a table, ``--json`` or ``--csv`` (every column)."""
+    rows = read_rows(args.file)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif args.csv:
+        print(rows_as_csv(rows), end="")
+    else:
+        print(format_table(rows, ["model", "plan", "dataset", "accuracy", "top1_agreement", "sqnr_db",
+                                  "latency_ms", "refquant_version", "executor", "finished_at"]))
+    return 0
+
+
+def add_sweep_arguments(p) -> None:
+    """``--workers``, ``--scheduler`` (where the tasks run), ``--threads`` (Numba threads per task)."""
+    p.add_argument("--workers", type=int_at_least(1), default=None, metavar="N",
+                   help="run the plans on a local Dask cluster of N worker processes (extra 'cluster')")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the plans on a running Dask cluster, e.g. tcp://host:8786 (extra 'cluster')")
+    p.add_argument("--threads", type=int_at_least(1), default=None, metavar="T",
+                   help="Numba threads per plan, under every executor (default: this machine's); the numba "
+                        "backend's peak working memory depends on it")
 
 
 def add_engine_commands(cli) -> None:
@@ -130,7 +167,16 @@ def add_engine_commands(cli) -> None:
     p.add_argument("--calibration", type=int_at_least(1), default=None,
                    help="calibration images: digits 16, 32 (default) or 128; real models: views (default 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_sweep_arguments(p)
+    p.add_argument("--results", default=None, metavar="FILE",
+                   help="write every row to this SQLite results file as it finishes")
+    p.add_argument("--resume", action="store_true", help="skip the rows already in --results FILE")
     p.set_defaults(handler=cmd_compare)
+
+    p = cli.command("results", "print or export a results file written by compare --results")
+    p.add_argument("file", help="a results file (SQLite) written by refquant compare --results")
+    p.add_argument("--csv", action="store_true", help="print CSV (every column) instead of a table")
+    p.set_defaults(handler=cmd_results)
 
     p = cli.command("run", "quantize a model and evaluate it, with a per-layer table; or run a quantized .onnx model")
     p.add_argument("model", help="a registered model name, a model .json path, or a quantized .onnx model")

@@ -2,10 +2,12 @@
 
 ::
 
-    refquant golden export MODEL DIR [--plan PLAN] [--images 4] [--onnx] [--accumulators]
+    refquant golden export MODEL DIR [--plan PLAN ...] [--images 4] [--onnx] [--accumulators] [--workers N]
+    refquant golden export efficientnet-lite0 DIR [--views PHOTO/VIEW ...] [--calibration 16] [--onnx]
     refquant golden export MODEL.onnx DIR --inputs IN.npz [--semantics integer|qdq-float]
     refquant golden run DIR --backend NAME|MODULE|FILE.py -o OUT.npz
     refquant golden verify DIR --outputs OUT.npz|PB_DIR [--policy exact|lsb1] [--manifest-sha256 HEX] [--json]
+                           [--html REPORT.html] [--backend-name NAME]
     refquant golden conform (--backend NAME|MODULE|FILE.py | --command "CMD {in} {out}") [--out DIR]
     refquant golden refresh [DIR]
 
@@ -20,18 +22,29 @@ import json
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 
+from ..compare import photo_data
 from ..data import digits_inputs, load_digits
-from ..executor import quantize_model
+from ..data.photos import PHOTOS, named_views
+from ..executor import quantize_model, trace_calibration
 from ..golden import POLICIES, export_golden, load_golden, replay, verify
+from ..golden.html_report import write_html_report
 from ..golden.imported import export_imported_golden
+from ..golden.many import ExportJob, export_plan
 from ..golden.shipped import GOLDEN_DIR, refresh
 from ..graph.io import read_npz_checked
 from ..numerics import REQUANT_MODES, dequantize
+from ..plan import parse_plan
+from ..presentation import SweepProgress
 from ..registry import resolve_model
+from ..sweep import make_executor
+from ..zoo import REAL_MODELS
+from ..zoo.efficientnet_lite import preprocess
 from ..testing.backend import CommandBackend, check_backend, require_kernels, resolve_backend
 from .args import existing_dir, existing_file, int_at_least
+from .engine import add_sweep_arguments
 
 __all__ = ["add_golden_commands"]
 
@@ -62,12 +75,39 @@ def _export_imported(args) -> int:
     return 0
 
 
+def _photo_inputs(args):
+    """A real ImageNet model's recorded views and calibration views (``refquant.compare.photo_data``:
+    never a ``center`` view): ``--views`` as named, else ``--images`` of the 11 ``center`` views
+    chosen with ``--seed``."""
+    calibration = 16 if args.calibration is None else args.calibration
+    if args.views:
+        views = named_views(args.views)
+    else:
+        if args.images > len(PHOTOS):
+            raise ValueError(f"golden export: --images {args.images}: a real model records at most {len(PHOTOS)} "
+                             f"center views (name others with --views PHOTO/VIEW ...)")
+        chosen = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(PHOTOS), args.images,
+                                                                                 replace=False))
+        views = named_views([f"{list(PHOTOS)[i]}/center" for i in chosen])
+    data = photo_data(calibration, views=1, corruptions=())
+    description = (f"photo views {list(views.names)} (refquant.data.photos, preprocessed (v - 127) / 128); "
+                   f"calibration: {calibration} non-center views (refquant.compare.photo_data)")
+    return preprocess(views.images), data.calibration, description
+
+
 def cmd_export(args) -> int:
     if str(args.model).endswith(".onnx"):
         return _export_imported(args)
     if args.inputs:
         raise ValueError("golden export: --inputs is for an imported .onnx model")
     graph = resolve_model(args.model)
+    if args.model in REAL_MODELS:
+        x, calib, description = _photo_inputs(args)
+        return _export_registered(args, graph, x, calib, description)
+    if args.views:
+        raise ValueError(f"golden export: --views names photo views, for a real ImageNet model "
+                         f"({', '.join(REAL_MODELS)}), not {args.model!r}")
+    calibration = 32 if args.calibration is None else args.calibration
     digits = load_digits()
     if args.images > len(digits.test):
         raise ValueError(f"golden export: --images {args.images}: the digits test set has only "
@@ -75,11 +115,17 @@ def cmd_export(args) -> int:
     indices = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(digits.test), args.images,
                                                                               replace=False))
     x = digits_inputs(graph, digits.test.x[indices])
-    plan = args.plan or f"weights={args.weights} activations={args.activations}"
-    qm = quantize_model(graph, plan, digits_inputs(graph, digits.calibration(args.calibration).x),
-                        requant=args.requant)
+    calib = digits_inputs(graph, digits.calibration(calibration).x)
     description = (f"digits test set images {indices} (numpy.random.default_rng({args.seed}).choice); "
-                   f"calibration: the first {args.calibration} images of the calibration split")
+                   f"calibration: the first {calibration} images of the calibration split")
+    return _export_registered(args, graph, x, calib, description)
+
+
+def _export_registered(args, graph, x, calib, description) -> int:
+    plans = args.plan or [f"weights={args.weights} activations={args.activations}"]
+    if len(plans) > 1 or args.workers or args.scheduler:
+        return _export_many(args, graph, x, calib, plans, description)
+    qm = quantize_model(graph, plans[0], calib, requant=args.requant)
     gs = export_golden(qm, x, args.dir, model_name=args.model, backend=args.backend, seed=args.seed,
                        input_description=description, accumulators=args.accumulators, onnx=args.onnx)
     summary = {"golden": str(gs.root), "model": args.model, "plan": str(qm.plan), "requant": args.requant,
@@ -91,6 +137,39 @@ def cmd_export(args) -> int:
     else:
         print(f"wrote golden set {gs.root}: {summary['layers']} layers, {summary['files']} files, "
               f"{summary['bytes']} bytes (manifest sha256 {gs.manifest_sha256})")
+    return 0
+
+
+def _export_many(args, graph, x, calibration, plans, description) -> int:
+    """Several plans: one golden set each under DIR (:mod:`refquant.golden.many`), the calibration
+    pass recorded once, the plans run by the executor --workers/--scheduler choose."""
+    for plan in plans:
+        parse_plan(plan)  # a bad plan is an error before anything runs
+    job = ExportJob(graph, args.model, x, trace_calibration(graph, calibration), args.dir, args.requant,
+                    args.backend, args.seed, description, args.accumulators, args.onnx,
+                    args.threads or numba.get_num_threads())
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    progress = None if args.quiet else SweepProgress(len(plans), unit="sets")
+    summaries = [None] * len(plans)
+    executor = make_executor(args.workers, args.scheduler)
+    try:
+        handle = executor.share(job)
+        for item in enumerate(plans):
+            executor.submit(export_plan, handle, item)
+        if progress:
+            progress.update(0, "submitted")
+        for done, (i, summary) in enumerate(executor.completed(), 1):
+            summaries[i] = summary
+            if progress:
+                progress.update(done, summary["golden"])
+    finally:
+        executor.close()
+    if args.json:
+        _emit_json(summaries)
+    else:
+        for s in summaries:
+            print(f"wrote golden set {s['golden']}: {s['layers']} layers, {s['files']} files, {s['bytes']} bytes "
+                  f"(manifest sha256 {s['manifest_sha256']})")
     return 0
 
 
@@ -126,7 +205,10 @@ def cmd_run(args) -> int:
 def cmd_verify(args) -> int:
     existing_dir("golden verify", "DIR", args.dir)
     existing_file("golden verify", "--outputs", args.outputs)
-    report = verify(args.dir, args.outputs, policy=args.policy, manifest_sha256=args.manifest_sha256)
+    report = verify(args.dir, args.outputs, policy=args.policy, manifest_sha256=args.manifest_sha256,
+                    backend=args.backend_name)
+    if args.html:
+        write_html_report(report, args.html)
     if args.json:
         _emit_json(report.to_dict())
     else:
@@ -182,15 +264,22 @@ def add_golden_commands(cli) -> None:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         return p
 
-    p = command("export", "run a quantized model on digits test images and write its golden set")
+    p = command("export", "run a quantized model on digits test images (photo views for a real ImageNet "
+                          "model) and write its golden set")
     p.add_argument("model", help="a registered model name or a model .json path")
     p.add_argument("dir", help="directory to write (a previous golden set there is replaced)")
-    p.add_argument("--plan", default=None, help="a plan string (overrides --weights/--activations)")
+    p.add_argument("--plan", nargs="+", default=None,
+                   help="a plan string (overrides --weights/--activations); several: one set each, in DIR/NN-PLAN")
     p.add_argument("--weights", default="minmax:8:per-channel")
     p.add_argument("--activations", default="static-minmax:8")
     p.add_argument("--images", type=int_at_least(1), default=4, help="test images to record (default 4)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="chooses the images (default 0)")
-    p.add_argument("--calibration", type=int, default=32, choices=(16, 32, 128))
+    p.add_argument("--views", nargs="+", metavar="PHOTO/VIEW", default=None,
+                   help="real ImageNet model: the photo views to record, e.g. chelsea/center coffee/flip "
+                        "(default: --images center views chosen with --seed)")
+    p.add_argument("--calibration", type=int_at_least(1), default=None,
+                   help="calibration images: digits 16, 32 or 128 (default 32); a real model's "
+                        "non-center photo views, 1..99 (default 16)")
     p.add_argument("--requant", default="float32", choices=REQUANT_MODES)
     p.add_argument("--backend", default="reference", help="kernel backend that computes the set")
     p.add_argument("--accumulators", action="store_true", help="also write every layer's int32 accumulators")
@@ -198,6 +287,8 @@ def add_golden_commands(cli) -> None:
     p.add_argument("--inputs", default=None, help="for a quantized MODEL.onnx (imported): an .npz of its float inputs")
     p.add_argument("--semantics", default="integer", choices=("integer", "qdq-float"),
                    help="for a quantized MODEL.onnx: how a QDQ model is imported (default integer)")
+    add_sweep_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar (several plans)")
     p.set_defaults(handler=cmd_export)
 
     p = command("run", "recompute every layer of a golden set on a backend's kernels; write an outputs .npz")
@@ -214,6 +305,11 @@ def add_golden_commands(cli) -> None:
     p.add_argument("--policy", default="exact", choices=tuple(POLICIES),
                    help="exact: every integer equal; lsb1: within ±1 LSB (default exact)")
     p.add_argument("--manifest-sha256", metavar="HEX", help="refuse the set unless its manifest has this SHA-256")
+    p.add_argument("--html", metavar="REPORT.html", default=None,
+                   help="also write the report as one self-contained HTML page (per-layer counts, heat maps of "
+                        "where mismatches sit, LSB histograms, each layer's rule; needs matplotlib)")
+    p.add_argument("--backend-name", metavar="NAME", default=None,
+                   help="who produced --outputs, shown in the report (default: the outputs file)")
     p.set_defaults(handler=cmd_verify)
 
     p = command("conform", "run the hypothesis operator suite (Conv, MatMul) against the reference kernels")

@@ -43,7 +43,8 @@ def cmd_inspect(args) -> int:
         return 0
     print(f"{args.model}: {m.form} model, {len(rows)} steps ({m.semantics} semantics)  inputs: "
           + ", ".join(f"{n} {d}{s}" for n, d, s in m.inputs))
-    table = [{"step": r["name"], "op": r["op"], "format": r["format"], "input": _short(r.get("input")),
+    table = [{"step": r["name"], "op": r["op"], "format": r["format"],
+              "input": " | ".join(map(_short, r["inputs"])) if "inputs" in r else _short(r.get("input")),
               "weight": _short(r.get("weight")), "output": _short(r.get("output")),
               "fused from": ", ".join(r["fused_from"]) if len(r["fused_from"]) > 1 else ""} for r in rows]
     print(format_table(table))

@@ -55,7 +55,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 __all__ = ["CORRUPTIONS", "EXTRA", "PHOTOS", "VIEW_NAMES", "VIEW_SIZE", "Photo", "Views", "corrupt",
-           "corruption_set", "load_photo", "load_photos", "photo_views", "resize_bilinear"]
+           "corruption_set", "load_photo", "load_photos", "named_views", "photo_views", "resize_bilinear"]
 
 #: the install command shown when a package is missing
 EXTRA = "pip install 'refquant[models]'"
@@ -228,6 +228,22 @@ def photo_views(photos=None, views=None, size: int = VIEW_SIZE) -> Views:
             names.append(f"{p.name}/{name}")
             labels.append(p.labels)
     return Views(np.stack(images), tuple(names), tuple(labels))
+
+
+def named_views(names, size: int = VIEW_SIZE) -> Views:
+    """The views named ``"photo/view"`` (e.g. ``"chelsea/center"``), in the order given."""
+    names = list(names)
+    if not names:
+        raise ValueError("named_views: no view named (expected PHOTO/VIEW, e.g. chelsea/center)")
+    parts = []
+    for name in names:
+        photo, _, view = str(name).partition("/")
+        if photo not in PHOTOS or view not in VIEW_NAMES:
+            raise ValueError(f"view {name!r}: expected PHOTO/VIEW with PHOTO one of {', '.join(PHOTOS)} "
+                             f"and VIEW one of {', '.join(VIEW_NAMES)}")
+        parts.append(photo_views([photo], [view], size))
+    return Views(np.concatenate([v.images for v in parts]), tuple(n for v in parts for n in v.names),
+                 tuple(lab for v in parts for lab in v.labels))
 
 
 # --------------------------------------------------------------------------------- corruptions

@@ -54,7 +54,12 @@ def float_step(step: Step, env: dict, events: list | None = None) -> np.ndarray:
         y = _run_node(step.activation, env, extra=pre)
     if events is not None:
         x = env[step.node.inputs[0]] if step.node.inputs and step.node.inputs[0] else None
-        events.append(FloatEvent(step, x, pre, y))
+        if step.quantizable and step.node.op_type == "MatMul" and x is not None and x.ndim > 2:
+            # observers see a MatMul layer as the quantized executor runs it: rows (…·M, K) → (…·M, N)
+            rows = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+            events.append(FloatEvent(step, rows(x), rows(pre), rows(y)))
+        else:
+            events.append(FloatEvent(step, x, pre, y))
     return y
 
 

@@ -36,7 +36,8 @@ from ..kernels.reference import _exact_matmul, _to_int32
 from ..numerics import QParams, dequantize, qparams_from_range, quantize
 from ..ops import FLOAT_OPS
 
-__all__ = ["QTensor", "IntegerOp", "QOperatorGraph", "Relu", "Clip", "MaxPool", "ShapeOp", "AveragePools", "MatMulIntegers",
+__all__ = ["QTensor", "IntegerOp", "QOperatorGraph", "Relu", "Clip", "MaxPool", "ShapeOp", "MoveOp", "AveragePools",
+           "MatMulIntegers",
            "DequantizeOpQuantize", "TABLE", "FALLBACK", "INTEGER_OPS", "rule_for", "operand_kinds",
            "per_tensor", "average_integers", "channel_shape"]
 
@@ -305,6 +306,36 @@ class ShapeOp(IntegerOp):
         g.node(node.op_type, [x, *rest], [out], name=node.name, **g.attributes(node))
 
 
+class MoveOp(IntegerOp):
+    """Slice, Resize (``mode="nearest"``): each output integer is a copy of one input integer,
+    the qparams kept — exact, ``q(slice(x̂)) = slice(q)`` and ``q(resize_nearest(x̂)) =
+    resize_nearest(q)`` since the values only move. For per-tensor qparams only; every input
+    but the data (Slice's starts/ends/axes/steps, Resize's roi/scales/sizes) must be a
+    constant. Computed as the float32 operator on the integers (exact float32 images, values
+    copied) cast back to the storage dtype. Exports to the same operator on the integers, its
+    constant inputs in their own dtypes (ONNX Slice and Resize accept int8 and uint8 data).
+    """
+
+    op_types = ("Slice", "Resize")
+
+    def supports(self, op_type, operands):
+        x = operands[0]
+        if not (isinstance(x, QParams) and x.per_tensor):
+            return False
+        return all(o is None or isinstance(o, np.ndarray) for o in operands[1:])
+
+    def compute(self, op_type, values, attributes, *, name, backend=None):
+        x = _first(values, name)
+        return FLOAT_OPS[op_type](x.q.astype(np.float32), *values[1:], **attributes).astype(x.q.dtype)
+
+    def emit(self, g, node):
+        out, x = g.integer_output(node.outputs[0]), g.integer_input(node.inputs[0])
+        rest = [g.const(t, np.asarray(g.initializer(t))) if t else "" for t in node.inputs[1:]]
+        while rest and rest[-1] == "":
+            rest.pop()
+        g.node(node.op_type, [x, *rest], [out], name=node.name, **g.attributes(node))
+
+
 class AveragePools(IntegerOp):
     """AveragePool, GlobalAveragePool of a per-tensor input: the exact mean of the integers, then
     the scale — ``y = float32(float32(Σ (q − z)) / count) · s`` (:func:`average_integers`):
@@ -424,7 +455,7 @@ class DequantizeOpQuantize(IntegerOp):
 
 
 #: operator → its entry (operators without one always take :data:`FALLBACK`)
-TABLE: dict = {op: entry for entry in (Relu(), Clip(), MaxPool(), ShapeOp(), AveragePools(), MatMulIntegers())
+TABLE: dict = {op: entry for entry in (Relu(), Clip(), MaxPool(), ShapeOp(), MoveOp(), AveragePools(), MatMulIntegers())
                for op in entry.op_types}
 FALLBACK = DequantizeOpQuantize()
 #: operators whose rule keeps the input's qparams (no new quantization follows them)

@@ -40,7 +40,8 @@ from ..plugins import call_hook
 from ..registry import get_backend, get_quantizer
 from ..strategies import LayerContext, LayerSpec, QuantizedWeight, check_options
 from .contract import call, check_qparams, check_weight
-from .float_exec import FloatEvent, run_float
+from .calibration import CalibrationTrace, calibration_batches
+from .float_exec import run_float
 from .integer_ops import QTensor, operand_kinds, rule_for
 from .integer_ops import per_tensor as _per_tensor
 from .biasrule import BIAS_RULES, widen_for_bias
@@ -209,7 +210,25 @@ class QuantizedModel:
 
     def _run_layer(self, step: Step, env: dict, kernels, rec: LayerRecord, keep: bool,
                    program: Program | None = None) -> QTensor:
-        """A Conv/Gemm/MatMul step on the integer kernels (module doc).
+        """A Conv/Gemm/MatMul step on the integer kernels (:meth:`_run_layer_2d`).
+
+        A MatMul whose input has more than two dimensions ``(..., M, K)`` against its 2-D
+        weight ``(K, N)`` is, as ONNX broadcasts it, one product of the input's rows: the
+        integers are viewed as ``(prod(...)·M, K)``, multiplied, and the result viewed as
+        ``(..., M, N)`` — the same integers, qparams and records as a 2-D input.
+        """
+        name = step.node.inputs[0]
+        x = env.get(name)
+        if step.node.op_type == "MatMul" and isinstance(x, QTensor) and x.q.ndim > 2:
+            lead = x.q.shape[:-1]
+            y = self._run_layer_2d(step, {**env, name: QTensor(x.q.reshape(-1, x.q.shape[-1]), x.qp)}, kernels, rec,
+                                   keep, program)
+            return QTensor(y.q.reshape(lead + y.q.shape[-1:]), y.qp)
+        return self._run_layer_2d(step, env, kernels, rec, keep, program)
+
+    def _run_layer_2d(self, step: Step, env: dict, kernels, rec: LayerRecord, keep: bool,
+                      program: Program | None = None) -> QTensor:
+        """A Conv/Gemm/MatMul step (a 2-D MatMul input) on the integer kernels (module doc).
 
         With a ``program`` the int32 bias, the requantizer and the kernel call come from the
         layer's :class:`~refquant.executor.program.PreparedStep` (memoised, bit-identical);
@@ -429,18 +448,6 @@ def float_island_tensors(graph: Graph, steps: list[Step]) -> frozenset:
     return frozenset(t for t in produced if t not in needs)
 
 
-def _calibration_batches(graph: Graph, calibration, batch_size: int):
-    """Feeds dicts, one per calibration batch: a list of dicts is taken as the batches; an array
-    (the first input) or a dict of arrays is cut into ``batch_size`` rows."""
-    if isinstance(calibration, (list, tuple)):
-        return [dict(b) for b in calibration]
-    feeds = calibration if isinstance(calibration, dict) else {graph.inputs[0].name: calibration}
-    n = len(next(iter(feeds.values())))
-    return [{k: (np.asarray(v[start:start + batch_size], np.float32) if np.asarray(v).dtype.kind == "f"
-                 else np.asarray(v[start:start + batch_size]))
-             for k, v in feeds.items()} for start in range(0, n, batch_size)]
-
-
 def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "float32",
                    batch_size: int = 256, bias_rule: str = "widen", float_islands: bool | None = None) -> QuantizedModel:
     """Quantize ``graph`` with ``plan`` (a :class:`Plan` or plan string).
@@ -450,6 +457,8 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
     3. let before-layer activation strategies ``prepare`` (cache weight statistics);
     4. calibrate: one float pass over ``calibration`` (an array for the first input, or a
        dict) in batches, every activation observer seeing its tensor, then ``qparams()``;
+       ``calibration`` may also be a :class:`~refquant.executor.calibration.CalibrationTrace`,
+       that pass recorded once and replayed (a sweep of many plans over one model);
     5. the int32 bias rule (``bias_rule="widen"``, :mod:`refquant.executor.biasrule`): with the
        calibrated input scale known, widen each weight channel whose int32 bias plus accumulator
        could leave int32, and requantize it (``layer.widening`` records it). ``"off"`` skips it.
@@ -488,29 +497,35 @@ def quantize_model(graph: Graph, plan, calibration=None, *, requant: str = "floa
 
     tensor_qparams: dict[str, QParams] = {}
     if calibration is not None:
-        batches = _calibration_batches(graph, calibration, batch_size)
+        trace = calibration if isinstance(calibration, CalibrationTrace) else None
+        if trace is not None and (trace.graph_name != graph.name or trace.batch_size != batch_size):
+            raise ValueError(f"calibration trace of graph {trace.graph_name!r} in batches of {trace.batch_size} "
+                             f"cannot calibrate graph {graph.name!r} in batches of {batch_size}")
+        batches = trace.batches if trace else calibration_batches(calibration, graph, batch_size)[0]
         integer_inputs = {t.name for t in graph.inputs if t.dtype != "float32"}
         observers = {t: call(strat, "make_observer", spec.layer, spec) for t, (strat, spec) in tensor_specs.items()
                      if t not in float_tensors and t not in integer_inputs}
         strategies = {t: strat for t, (strat, _) in tensor_specs.items()}
         contexts = {layer.step.output: layer.context for layer in layers.values()}
-        total = len(batches)
-        for i, batch in enumerate(batches):
+        names = {step.output: step.name for step in steps}
+        for i, item in enumerate(batches):
+            batch = item[0] if trace else item
             for name, x in batch.items():
                 if name in observers:
                     call(strategies[name], "observe", name, x, target=observers[name])
 
-            def observe(ev: FloatEvent):
-                obs = observers.get(ev.step.output)
+            def observe(output, x, y):
+                obs = observers.get(output)
                 if obs is not None:
-                    x, y = ev.x, ev.y
-                    if ev.step.quantizable and ev.step.node.op_type == "MatMul" and x.ndim > 2:
-                        x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])  # rows, as the layer runs
-                    call(strategies[ev.step.output], "observe", ev.step.name, y,
-                         context=contexts.get(ev.step.output), x=x, target=obs)
+                    call(strategies[output], "observe", names[output], y, context=contexts.get(output), x=x,
+                         target=obs)
 
-            run_float(graph, batch, steps=steps, observe=observe)
-            call_hook("calibration_progress", stage="calibration", done=i + 1, total=total)
+            if trace:  # the recorded float pass (refquant.executor.calibration), same arrays, same order
+                for output, x, y in item[1]:
+                    observe(output, x, y)
+            else:
+                run_float(graph, batch, steps=steps, observe=lambda ev: observe(ev.step.output, ev.x, ev.y))
+            call_hook("calibration_progress", stage="calibration", done=i + 1, total=len(batches))
         tensor_qparams = {t: check_qparams(call(strategies[t], "qparams", tensor_specs[t][1].layer, target=obs),
                                            strategies[t], "observer qparams", tensor_specs[t][1].layer)
                           for t, obs in observers.items()}

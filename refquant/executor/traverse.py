@@ -30,9 +30,9 @@ class Step:
     node: Node
     activation: Node | None = None
     fused_activation: str | None = None  # "relu" or "relu6"
-    #: False for a Conv/Gemm/MatMul without a weight initializer (a MatMul of two activations):
-    #: it runs by its integer-operator table entry, not as a quantized layer
-    weighted: bool = True
+    #: a Conv/Gemm/MatMul whose weight (input 1) is an initializer; a product of two run-time
+    #: tensors (attention's Q·Kᵀ) is not a layer and runs by the integer-operator table's fallback
+    has_weight: bool = False
 
     @property
     def name(self) -> str:
@@ -45,7 +45,7 @@ class Step:
 
     @property
     def quantizable(self) -> bool:
-        return self.node.op_type in QUANTIZABLE_OPS and self.weighted
+        return self.node.op_type in QUANTIZABLE_OPS and self.has_weight
 
 
 def _clip_bounds(graph: Graph, node: Node) -> tuple[float | None, float | None]:
@@ -93,9 +93,11 @@ def lower(graph: Graph) -> list[Step]:
             if found:
                 act, kind = found
                 fused.add(act.name)
-                steps.append(Step(node, act, kind))
+                steps.append(Step(node, act, kind, has_weight=True))
                 continue
-        steps.append(Step(node, weighted=not (node.op_type in QUANTIZABLE_OPS and not _has_weight(graph, node))))
+            steps.append(Step(node, has_weight=True))
+            continue
+        steps.append(Step(node))
     return steps
 
 

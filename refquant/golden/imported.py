@@ -11,7 +11,7 @@ imported model's integer steps, in the layer schema refquant's own models use:
   integer weight output channels first (``OIHW`` / ``OI``), the int32 bias as written in the
   model, and the requantizer's constants — exactly what ``golden run`` / ``replay`` recompute;
 * ``MaxPool`` / ``Flatten`` / ``Reshape`` on integers — kernel ``integer``, as written;
-* ``QLinearAdd``, ``QLinearGlobalAveragePool``, ``QLinearAveragePool`` — kernel ``integer``
+* ``QLinearAdd``, ``QLinearGlobalAveragePool``, ``QLinearAveragePool``, ``QLinearConcat`` — kernel ``integer``
   with the layer's ``imported.replayable`` false: their integers follow onnxruntime's MLAS
   rules (``KERNEL_RULES``), which refquant's own-model rules do not reproduce bit for bit;
   ``verify`` compares them like every layer but does not explain a difference, and
@@ -38,7 +38,7 @@ from .writer import GoldenWriter, write_golden_files
 __all__ = ["export_imported_golden", "layer_tensors"]
 
 _PRODUCT_OPS = {"QLinearConv": "Conv", "QLinearMatMul": "MatMul", "QGemm": "Gemm"}
-_MLAS_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool")
+_MLAS_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat")
 _REARRANGE = ("MaxPool", "Flatten", "Reshape")
 
 
@@ -122,14 +122,16 @@ def export_imported_golden(model, feeds: dict, directory, *, semantics: str = "i
                                                                rec.output_qparams, requant, None)
         elif step.op in _MLAS_OPS:
             entry["imported"]["replayable"] = False
-            srcs = [step.inputs[0]] + ([step.inputs[3]] if step.op == "QLinearAdd" else [])
+            srcs = ([step.inputs[0]] + ([step.inputs[3]] if step.op == "QLinearAdd" else [])
+                    if step.op != "QLinearConcat" else step.inputs[2::3])
             operands = []
             for k, t in enumerate(srcs):
                 if t in produced:
                     entry["inputs"].append(produced[t])
                     operands.append({"layer": produced[t]})
                 else:
-                    operands.append(const_operand(t, "AB"[k], entry["constants"]))
+                    operands.append(const_operand(t, f"input{k}" if step.op == "QLinearConcat" else "AB"[k],
+                                                  entry["constants"]))
             entry["operands"] = operands
             if step.op == "QLinearAdd":
                 i = step.inputs

@@ -29,13 +29,13 @@ import numpy as np
 
 from ..graph.io import read_npz_checked
 from ..presentation import format_table
-from .explain import explain_requantization
+from .explain import MODE_DESCRIPTIONS, explain_requantization
 from .files import GoldenFileError, check_sha256_hex
 from .manifest import GoldenSet, load_golden
 from .onnx_layout import read_output_dir
 from .replay import KERNEL_OPS, compute_layer, kernel_input, layer_accumulators, layer_requantizer
 
-__all__ = ["POLICIES", "LayerResult", "VerifyReport", "read_outputs", "verify"]
+__all__ = ["POLICIES", "LayerResult", "VerifyReport", "layer_rule", "mismatch_map", "read_outputs", "verify"]
 
 POLICIES = {
     "exact": "every integer equal to the golden one",
@@ -63,6 +63,12 @@ class LayerResult:
     matching_rules: list = field(default_factory=list)
     inherited_from: str | None = None
     message: str = ""
+    #: the layer's integer rule: its requant mode and multiplier form, or its operator's rule
+    rule: str = ""
+    #: ``[[signed difference in LSBs (backend − golden), count], …]`` over the differing elements
+    lsb_histogram: list = field(default_factory=list)
+    #: where the differing elements sit (:func:`mismatch_map`); ``None`` when none differs
+    mismatch_map: dict | None = None
 
     def row(self) -> dict:
         fm = self.first_mismatch
@@ -93,6 +99,10 @@ class VerifyReport:
     unknown: list
     passed: bool
     summary: str
+    model: str = ""
+    requant: str = ""
+    #: who produced the outputs (``verify(…, backend=…)``; default: the outputs' description)
+    backend: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,7 +188,79 @@ def _compare(r: LayerResult, golden: np.ndarray, got: np.ndarray, scale: float |
     if r.status == "differs":
         i = np.unravel_index(int(np.argmax(~equal)), golden.shape)
         r.first_mismatch = {"index": [int(v) for v in i], "golden": golden[i].item(), "backend": np.asarray(got)[i].item()}
+        signed = (d if scale is None else
+                  np.round((np.asarray(got).astype(np.float64) - golden.astype(np.float64)) / scale, 2))[~equal]
+        values, counts = np.unique(signed, return_counts=True)
+        r.lsb_histogram = [[_num(v), int(c)] for v, c in zip(values, counts)]
+        r.mismatch_map = mismatch_map(~equal)
     return d
+
+
+#: the largest heat map kept per layer (rows × columns); larger tensors are summed in bins
+MAP_MAX_ROWS, MAP_MAX_COLS = 64, 256
+
+
+def mismatch_map(differs: np.ndarray) -> dict:
+    """Where the differing elements of a layer sit: counts over channels × positions.
+
+    Rows are the channels (axis 1); columns are the positions within a channel (axes 2…, in C
+    order, ``h·W + w`` for NCHW), summed over the batch (axis 0). A 2-d ``[N, F]`` output has
+    its features as rows and its samples as columns; a 1-d or 0-d output is one row. Rows and
+    columns are summed in bins of ``row_bin`` / ``col_bin`` consecutive indices so that the map
+    stays within :data:`MAP_MAX_ROWS` × :data:`MAP_MAX_COLS`; every count is kept (the map sums
+    to the number of differing elements).
+    """
+    m = np.asarray(differs, bool)
+    if m.ndim >= 3:
+        grid = m.reshape(m.shape[0], m.shape[1], -1).sum(axis=0)
+        rows, cols = "channel (axis 1)", "position in the channel (axes 2…, C order)"
+    elif m.ndim == 2:
+        grid = m.T.astype(np.int64)
+        rows, cols = "feature (axis 1)", "sample (axis 0)"
+    else:
+        grid = m.reshape(1, -1).astype(np.int64)
+        rows, cols = "-", "element"
+    row_bin = -(-grid.shape[0] // MAP_MAX_ROWS)
+    col_bin = -(-grid.shape[1] // MAP_MAX_COLS)
+    pr, pc = -grid.shape[0] % row_bin, -grid.shape[1] % col_bin
+    g = np.pad(grid, ((0, pr), (0, pc)))
+    g = g.reshape(g.shape[0] // row_bin, row_bin, g.shape[1] // col_bin, col_bin).sum(axis=(1, 3))
+    return {"rows": rows, "cols": cols, "shape": [int(v) for v in grid.shape], "row_bin": int(row_bin),
+            "col_bin": int(col_bin), "counts": g.astype(int).tolist()}
+
+
+_INTEGER_RULES = {
+    "MaxPool": "integer max over the window (exact: max commutes with the monotone grid)",
+    "Relu": "max(q, z_y) on the integers (exact)",
+    "Flatten": "the integers rearranged (exact)",
+    "Reshape": "the integers rearranged (exact)",
+}
+
+
+def layer_rule(gs: GoldenSet, layer: dict) -> str:
+    """The rule that defines a golden layer's integers, in one line: for Conv/Gemm/MatMul the
+    requant mode with the multiplier's form and the fused clamp; for an imported layer its
+    onnxruntime rule (``KERNEL_RULES``); otherwise the operator's integer rule."""
+    imported = (layer.get("imported") or {}).get("rule")
+    kernel, op = layer["kernel"], layer["op"]
+    if kernel == "input":
+        return "quantize-linear: saturate(round_half_even(float32(x) / s) + z) of the float input"
+    if op in KERNEL_OPS and kernel in ("fused", "unfused"):
+        mode = (layer.get("requantization") or {}).get("mode", gs.manifest["requant"])
+        when = ("each output as it is accumulated (fused)" if kernel == "fused"
+                else "from the stored int32 accumulators (unfused)")
+        clamp = f", then the fused {layer['fused_activation']} clamp" if layer.get("fused_activation") else ""
+        text = (f"exact int32 accumulator Σ(x − z_x)(w − z_w) + bias, requantized {when} with "
+                f"m = float32(float32(s_x·s_w)/s_y) in mode {mode!r}: {MODE_DESCRIPTIONS.get(mode, mode)}{clamp}")
+        return f"{text} [imported: {imported}]" if imported else text
+    if imported:
+        return imported
+    if op in _INTEGER_RULES:
+        return _INTEGER_RULES[op]
+    if kernel == "float":
+        return (f"dequantize every input, float32 {op} (refquant/ops), quantize-linear with the recorded "
+                "output qparams")
+    return f"refquant's {op} rule ({kernel})"
 
 
 def _explain_from(gs, layer, r: LayerResult, got: np.ndarray, inputs: list) -> tuple[bool, bool, str, dict]:
@@ -243,7 +325,7 @@ def _explain(gs, layer, r: LayerResult, got, given: dict, results: dict) -> None
 
 
 def verify(golden, outputs, *, policy: str = "exact", explain: bool = True,
-           manifest_sha256: str | None = None) -> VerifyReport:
+           manifest_sha256: str | None = None, backend: str | None = None) -> VerifyReport:
     """Compare a backend's ``outputs`` (path, or ``{name: array}``) with the golden set ``golden``.
 
     The report carries the SHA-256 of the set's manifest (``VerifyReport.manifest_sha256``);
@@ -271,7 +353,7 @@ def verify(golden, outputs, *, policy: str = "exact", explain: bool = True,
         given, unknown, source = read_outputs(outputs, gs)
     results: dict = {}
     for layer in gs.layers:
-        r = LayerResult(layer["name"], layer["op"], layer["kernel"])
+        r = LayerResult(layer["name"], layer["op"], layer["kernel"], rule=layer_rule(gs, layer))
         if layer["op"] == "Input" and r.name not in given:
             r.status, r.passed = "given", None  # integers handed to the backend, nothing to compute
         results[r.name] = r
@@ -286,7 +368,9 @@ def verify(golden, outputs, *, policy: str = "exact", explain: bool = True,
     graph_outputs = []
     for out in gs.manifest["outputs"]:
         layer = gs.layer(out["layer"])
-        r = LayerResult(out["name"], "output", "float")
+        r = LayerResult(out["name"], "output", "float",
+                        rule=f"dequantize-linear of layer {layer['name']!r}: float32(q − z)·s; compared bit for bit, "
+                             "differences in LSBs of its output scale")
         graph_outputs.append(r)
         if r.name in given:
             scale = float(gs.qparams(layer, "output").scale.reshape(-1)[0])
@@ -313,6 +397,8 @@ def verify(golden, outputs, *, policy: str = "exact", explain: bool = True,
                    f"max |difference| {_num(worst)} LSB")
     if missing and judged:
         summary += f"; {len(missing)} layer(s) not in the outputs: {', '.join(missing[:6])}{', …' if len(missing) > 6 else ''}"
+    model = gs.manifest.get("model") or {}
     return VerifyReport(str(gs.root), gs.manifest_sha256, policy, source, list(results.values()), graph_outputs,
-                        unknown, passed, summary)
+                        unknown, passed, summary, model=str(model.get("name", "")), requant=gs.manifest["requant"],
+                        backend=backend or source)
 

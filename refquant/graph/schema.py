@@ -145,6 +145,42 @@ OP_SCHEMAS: dict[str, OpSchema] = {
             },
         ),
         OpSchema("Gelu", (InputSpec("X"),), {"approximate": AttrSpec("string", "none", choices=GELU_APPROXIMATIONS)}),
+        OpSchema(
+            "ConvTranspose",
+            (InputSpec("X"), InputSpec("W"), InputSpec("B", optional=True)),
+            {
+                "auto_pad": AttrSpec("string", "NOTSET", choices=("NOTSET",)),
+                "dilations": AttrSpec(**_SPATIAL),
+                "group": AttrSpec("int", 1, minimum=1),
+                "kernel_shape": AttrSpec(**_SPATIAL),
+                "output_padding": AttrSpec("ints", length=2, minimum=0),
+                "pads": _PADS,
+                "strides": AttrSpec(**_SPATIAL),
+            },
+        ),
+        OpSchema(
+            "Resize",
+            (InputSpec("X"), InputSpec("roi", optional=True, constant=True),
+             InputSpec("scales", optional=True, constant=True),
+             InputSpec("sizes", optional=True, dtype="int64", constant=True)),
+            {
+                "coordinate_transformation_mode": AttrSpec(
+                    "string", "half_pixel", choices=("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")),
+                "cubic_coeff_a": AttrSpec("float", -0.75),
+                "exclude_outside": AttrSpec(default=0, **_BOOL),
+                "extrapolation_value": AttrSpec("float", 0.0),
+                "mode": AttrSpec("string", "nearest", choices=("nearest",)),
+                "nearest_mode": AttrSpec("string", "round_prefer_floor",
+                                         choices=("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")),
+            },
+        ),
+        OpSchema(
+            "Slice",
+            (InputSpec("data"), InputSpec("starts", dtype="int64", constant=True),
+             InputSpec("ends", dtype="int64", constant=True),
+             InputSpec("axes", optional=True, dtype="int64", constant=True),
+             InputSpec("steps", optional=True, dtype="int64", constant=True)),
+        ),
     ]
 }
 

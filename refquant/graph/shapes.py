@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops.convtranspose import convtranspose_output_size
 from ..ops.padding import check_pool_windows, window_plan
+from ..ops.resize import resize_output_shape
+from ..ops.slice import slice_index
 from .ir import Dim, Graph, Node, Shape
 
 # ---- symbolic dimensions ------------------------------------------------------------------
@@ -392,6 +395,75 @@ def _layer_norm(where, shapes, consts, attrs):
             raise ValueError(f"{where}: {name!r} must have the shape of the normalised axes {_fmt(x[axis:])}, "
                              f"got {_fmt(s)}")
     return x
+def _constant_input(where, consts, i, name, dtype):
+    a = consts[i] if i < len(consts) else None
+    if a is None:
+        raise ValueError(f"{where}: the {name!r} input must be an initializer (a constant)")
+    if a.dtype != dtype:
+        raise ValueError(f"{where}: the {name!r} input must be {dtype}, got {a.dtype}")
+    return a
+
+
+def _conv_transpose(where, shapes, consts, attrs):
+    x, w, b = (shapes + [None])[:3]
+    _require_ndim(where, "input X", x, 4)
+    _require_ndim(where, "weight W", w, 4)
+    _require_int(where, "input X (channels, height, width)", x[1:])
+    _require_int(where, "weight W", w)
+    group = attrs.get("group", 1)
+    if w[0] != x[1] or x[1] % group:
+        raise ValueError(f"{where}: weight {_fmt(w)} must be ({x[1]}, M/group, kH, kW) for an input of "
+                         f"{x[1]} channels and group={group}")
+    if "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != tuple(w[2:]):
+        raise ValueError(f"{where}: kernel_shape {attrs['kernel_shape']} does not match weight shape {_fmt(w)}")
+    m = w[1] * group
+    if b is not None and tuple(b) != (m,):
+        raise ValueError(f"{where}: bias must have shape ({m},), got {_fmt(b)}")
+    out = convtranspose_output_size(x[2:], w[2:], attrs.get("strides") or (1, 1), attrs.get("dilations") or (1, 1),
+                                    list(attrs.get("pads") or (0, 0, 0, 0)), attrs.get("output_padding") or (0, 0))
+    if min(out) <= 0:
+        raise ValueError(f"{where}: the output would be {out[0]}x{out[1]} (pads {attrs.get('pads')} too large)")
+    return (x[0], m, *out)
+
+
+def _resize(where, shapes, consts, attrs):
+    x = shapes[0]
+    for i, name in ((1, "roi"), (2, "scales")):
+        if i < len(shapes) and shapes[i] is not None:
+            _constant_input(where, consts, i, name, np.float32)
+    sizes = _constant_input(where, consts, 3, "sizes", np.int64) if len(shapes) > 3 and shapes[3] is not None else None
+    scales = consts[2] if len(consts) > 2 else None
+    out = []
+    try:
+        target = resize_output_shape(tuple(1 if isinstance(d, str) else d for d in x), scales, sizes)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    for d, t, i in zip(x, target, range(len(x))):
+        if isinstance(d, str):
+            if sizes is not None and np.size(sizes) or float(np.asarray(scales).reshape(-1)[i]) != 1.0:
+                raise ValueError(f"{where}: the symbolic dimension {d} of input {_fmt(x)} can only keep its size")
+            out.append(d)
+        else:
+            if t <= 0:
+                raise ValueError(f"{where}: dimension {i} of {_fmt(x)} would resize to {t}")
+            out.append(t)
+    return tuple(out)
+
+
+def _slice(where, shapes, consts, attrs):
+    x = shapes[0]
+    args = [_constant_input(where, consts, 1, "starts", np.int64), _constant_input(where, consts, 2, "ends", np.int64)]
+    for i, name in ((3, "axes"), (4, "steps")):
+        args.append(_constant_input(where, consts, i, name, np.int64) if len(shapes) > i and shapes[i] is not None
+                    else None)
+    try:
+        index = slice_index(x, *args)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    out = tuple(d if isinstance(d, str) else len(range(*ix.indices(d))) for d, ix in zip(x, index))
+    if any(d == 0 for d in out):
+        raise ValueError(f"{where}: the slice of {_fmt(x)} is empty ({_fmt(out)})")
+    return out
 
 
 SHAPE_RULES = {
@@ -425,6 +497,9 @@ SHAPE_RULES = {
     "Squeeze": _squeeze,
     "ReduceMean": _reduce_mean,
     "ReduceSum": _reduce_sum,
+    "ConvTranspose": _conv_transpose,
+    "Resize": _resize,
+    "Slice": _slice,
 }
 
 

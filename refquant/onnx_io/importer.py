@@ -19,6 +19,13 @@ node are translated rather than refused, because exporters emit them freely:
 ``Softmax`` before opset 13 flattened its input to 2-D around ``axis`` (default 1); it is
 imported only when that is the same as opset 13's rule (a 2-D input), else refused.
 
+Constant subgraphs are folded (:mod:`refquant.onnx_io.constfold`): a node of
+:data:`~refquant.onnx_io.constfold.FOLDABLE_OPS` whose inputs are all constants — or a
+``Shape`` of a tensor whose shape is known at import — is evaluated in NumPy and its output
+becomes an initializer.  ``input_shapes`` pins the dimensions the file leaves dynamic (a
+convolutional network needs static heights and widths), so that the shape subgraphs that
+depend on them fold; a symbolic batch ``N`` may stay.
+
 The imported graph is validated (shapes included) and, by default, every BatchNormalization
 that follows a Conv or Gemm is folded into it (:func:`refquant.graph.fold_batchnorm`).
 """
@@ -30,7 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from ..graph import SUPPORTED_OPS, Graph, Node, TensorInfo, fold_batchnorm, validate_graph
+from ..graph.schema import check_node_signature
+from ..graph.shapes import infer_node_shape
 from ..graph.validate import INITIALIZER_DTYPES
+from .constfold import FOLDABLE_OPS, fold_node, has_marker, reshape_target_with_markers
 from .runtime import require_onnx
 
 __all__ = ["import_onnx", "TRANSLATED_OPS"]
@@ -103,8 +113,33 @@ def _unsupported_error(where: str, unsupported: dict) -> ValueError:
                       f"{', '.join(SUPPORTED_OPS)} (and translates {', '.join(TRANSLATED_OPS)})")
 
 
-def import_onnx(model, *, fold_bn: bool = True, name: str | None = None) -> Graph:
+def _pin(where: str, name: str, dims: list, pinned) -> tuple:
+    pinned = tuple(pinned)
+    if len(pinned) != len(dims):
+        raise ValueError(f"{where}: input_shapes gives {name!r} {len(pinned)} dimensions; the model's input has "
+                         f"{len(dims)} ({dims})")
+    for i, (d, p) in enumerate(zip(dims, pinned)):
+        if isinstance(d, int) and d > 0 and d != p:
+            raise ValueError(f"{where}: input_shapes gives {name!r} dimension {i} = {p!r}; the model fixes it at {d}")
+        if not (isinstance(p, str) or (isinstance(p, int) and p > 0)):
+            raise ValueError(f"{where}: input_shapes[{name!r}][{i}] must be a positive int or a symbol, got {p!r}")
+    return pinned
+
+
+def _foldable(n, ins: list, initializers: dict, shapes: dict) -> bool:
+    if n.domain not in ("", "ai.onnx") or n.op_type not in FOLDABLE_OPS:
+        return False
+    if n.op_type == "Shape":
+        return ins[0] in shapes or ins[0] in initializers
+    return all(t == "" or t in initializers for t in ins)
+
+
+def import_onnx(model, *, fold_bn: bool = True, name: str | None = None,
+                input_shapes: dict | None = None) -> Graph:
     """A refquant :class:`~refquant.graph.Graph` from an ONNX model (a ModelProto or a path).
+
+    ``input_shapes`` (input name → dims, ints or symbols) replaces the dynamic dimensions of
+    graph inputs; a dimension the file fixes must be given unchanged.
 
     Raises ``ValueError`` listing every unsupported operator, or naming the node, tensor or
     attribute that refquant cannot represent (non-float32 inputs, initializers of other
@@ -114,16 +149,23 @@ def import_onnx(model, *, fold_bn: bool = True, name: str | None = None) -> Grap
     m, where = _load(onnx, model)
     opset = _opset(m)
     g = m.graph
+    initializers = {t.name: _array(onnx, t, where) for t in g.initializer}
     unsupported: dict = {}
+    consts = set(initializers) | {n.output[0] for n in g.node if n.op_type == "Constant"}
     for i, n in enumerate(g.node):
         if n.domain not in ("", "ai.onnx"):
             unsupported.setdefault(f"{n.domain}.{n.op_type}", []).append(n.name or f"#{i}")
+        elif n.op_type in FOLDABLE_OPS and (n.op_type == "Shape" or all(t == "" or t in consts for t in n.input)):
+            consts.update(n.output)  # folded at import (a Shape whose input shape stays unknown is named below)
         elif n.op_type not in SUPPORTED_OPS and n.op_type not in TRANSLATED_OPS:
             unsupported.setdefault(n.op_type, []).append(n.name or f"#{i}")
     if unsupported:
         raise _unsupported_error(where, unsupported)
-
-    initializers = {t.name: _array(onnx, t, where) for t in g.initializer}
+    input_shapes = dict(input_shapes or {})
+    unknown = sorted(set(input_shapes) - {vi.name for vi in g.input})
+    if unknown:
+        raise ValueError(f"{where}: input_shapes names {unknown}, which are not inputs of the model "
+                         f"({[vi.name for vi in g.input if vi.name not in initializers]})")
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     inputs = []
     for vi in g.input:
@@ -134,7 +176,16 @@ def import_onnx(model, *, fold_bn: bool = True, name: str | None = None) -> Grap
             raise ValueError(f"{where}: graph input {vi.name!r} has type "
                              f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; refquant models take float32 inputs")
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "N") for d in tt.shape.dim]
+        if vi.name in input_shapes:
+            dims = _pin(where, vi.name, dims, input_shapes[vi.name])
         inputs.append(TensorInfo(vi.name, tuple(dims)))
+    # shapes known so far (for Shape nodes to fold): only when the model has Shape nodes
+    track = any(n.op_type == "Shape" for n in g.node)
+    shapes: dict = {t.name: tuple(t.shape) for t in inputs} if track else {}
+    symbols: dict = {}
+
+    def shape_of(t):
+        return tuple(initializers[t].shape) if t in initializers else shapes.get(t)
 
     rename: dict = {}
     nodes: list = []
@@ -153,6 +204,17 @@ def import_onnx(model, *, fold_bn: bool = True, name: str | None = None) -> Grap
                 raise ValueError(f"{nwhere}: only Constant nodes with a 'value' tensor are supported")
             initializers[out] = _array(onnx, next(a.t for a in n.attribute if a.name == "value"), nwhere)
             continue
+        if _foldable(n, ins, initializers, shapes) and not (n.op_type == "Identity" and ins[0] not in initializers):
+            values = [initializers.get(t) if t else None for t in ins]
+            try:
+                initializers[out] = fold_node(onnx, n.op_type, values, attrs, symbols, nwhere,
+                                              shape_of(ins[0]) if n.op_type == "Shape" else None)
+            except ValueError as exc:
+                raise ValueError(str(exc) if str(exc).startswith(nwhere) else f"{nwhere}: {exc}") from None
+            continue
+        if n.op_type == "Shape":
+            raise ValueError(f"{nwhere}: the shape of {ins[0]!r} is not known at import, so this Shape cannot be "
+                             f"folded (refquant runs no Shape node)")
         if n.op_type in ("Identity", "Dropout"):
             if n.op_type == "Dropout" and attrs.get("training_mode") or (len(ins) > 2 and ins[2]):
                 raise ValueError(f"{nwhere}: Dropout in training mode is not inference")
@@ -192,17 +254,31 @@ def import_onnx(model, *, fold_bn: bool = True, name: str | None = None) -> Grap
             if attrs.pop("noop_with_empty_axes", 0) and not attrs.get("axes"):
                 raise ValueError(f"{nwhere}: noop_with_empty_axes=1 with empty axes is not supported")
             ins = ins[:1]
+        if n.op_type == "Reshape" and len(ins) > 1 and ins[1] in initializers and has_marker(initializers[ins[1]]):
+            t = f"{label}.shape"
+            initializers[t] = reshape_target_with_markers(initializers[ins[1]], shape_of(ins[0]) or (), symbols, nwhere)
+            ins = [ins[0], t]
+        for t in ins:
+            if t in initializers and has_marker(initializers[t]):
+                raise ValueError(f"{nwhere}: input {t!r} holds a symbolic dimension ({', '.join(symbols)}) "
+                                 f"folded at import; refquant can use it only as a Reshape target")
         if label in names:
             raise ValueError(f"{where}: two nodes are named {label!r}")
         names.add(label)
-        nodes.append(Node(label, n.op_type, ins, [out], attrs))
+        node = Node(label, n.op_type, ins, [out], attrs)
+        nodes.append(node)
+        if track:
+            check_node_signature(node)
+            shapes[out] = infer_node_shape(node, [shape_of(t) if t else None for t in ins],
+                                           [initializers.get(t) if t else None for t in ins])
     outputs = [rename.get(o.name, o.name) for o in g.output]
     graph = Graph(name or g.name or "onnx-model", inputs, outputs, nodes,
                   {k: v for k, v in initializers.items() if k in {t for n in nodes for t in n.inputs}})
     shapes = validate_graph(graph)
     if opset < 13:
         for node in graph.nodes:
-            if node.op_type == "Softmax" and len(shapes[node.inputs[0]]) != 2:
+            rank = len(shapes[node.inputs[0]]) if node.op_type == "Softmax" else 0
+            if node.op_type == "Softmax" and rank != 2 and node.attributes["axis"] not in (-1, rank - 1):
                 raise ValueError(f"{where}: node {node.name!r}: Softmax before opset 13 flattens its "
                                  f"{len(shapes[node.inputs[0]])}-D input to 2-D; refquant implements "
                                  f"opset 13's Softmax (re-export the model at opset >= 13)")

@@ -10,7 +10,7 @@ the model. An :class:`ImportedModel` is a list of *steps* in one of three forms:
 
 * **integer** steps — QOperator operators (``QLinearConv``, ``QLinearMatMul``, ``QGemm``,
   ``MatMulInteger``, ``ConvInteger``, ``QLinearAdd``, ``QLinearGlobalAveragePool``,
-  ``QLinearAveragePool``, and ``MaxPool``/``Relu``/``Flatten``/``Reshape`` on integers): the
+  ``QLinearAveragePool``, ``QLinearConcat``, and ``MaxPool``/``Relu``/``Flatten``/``Reshape`` on integers): the
   matrix products run on the chosen backend's integer kernels and are requantized in the
   chosen requant mode; the element-wise/pooling operators follow onnxruntime's own kernels
   rule for rule (:data:`KERNEL_RULES`, ``spec/onnx-import.md``);
@@ -52,7 +52,7 @@ SEMANTICS = ("integer", "qdq-float")
 #: operators run as integer steps, by domain ("" = ai.onnx, "com.microsoft")
 INTEGER_STEP_OPS = {
     "QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger", "QLinearAdd",
-    "QLinearGlobalAveragePool", "QLinearAveragePool",
+    "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat",
 }
 BOUNDARY_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 #: operators that rearrange or select integers (exact on any grid): run on integers as written
@@ -76,6 +76,10 @@ KERNEL_RULES = {
                                 "acc=int32(sum q - z_x*n), y=sat(round_half_even(float32(acc)*m) + z_y)",
     "QLinearAveragePool": "dequantize-average-quantize: float32 average of dequantized values "
                           "(count_include_pad as written), quantize-linear",
+    "QLinearConcat": "qlinear-lookup-table: per input y = table[q], table[i] = quantize-linear(dequantize-linear(i; "
+                     "s_x, z_x); s_y, z_y) over the 256 codes (float32 (i - z_x)*s_x, divide by s_y, round half even, "
+                     "+ z_y, saturate); an input with s_x == s_y and z_x == z_y is copied (the table is the identity "
+                     "then); the inputs joined along axis",
     "MaxPool": "integer max (exact, monotone)",
     "Relu": "max(q, z) on integers (exact)",
     "Flatten": "integers rearranged",
@@ -146,6 +150,7 @@ def _attrs(onnx, node) -> dict:
 _DROP_QDQ = {"MaxPool", "Flatten", "Reshape"}       # DropQDQNodesRules: same (s, z) in and out
 _UNARY = {"GlobalAveragePool": "QLinearGlobalAveragePool", "AveragePool": "QLinearAveragePool"}
 _BINARY = {"Add": "QLinearAdd"}
+_VARIADIC = {"Concat": "QLinearConcat"}
 _PRODUCTS = {"Conv": "QLinearConv", "MatMul": "QLinearMatMul", "Gemm": "QGemm"}
 
 
@@ -156,6 +161,22 @@ def _same_qparams(consts, dq, q) -> bool:
         return False
     return (a[0].dtype == b[0].dtype and np.array_equal(a[0], b[0]) and a[1].dtype == b[1].dtype
             and np.array_equal(a[1], b[1]))
+
+
+def _zp_dtype(consts, step) -> str:
+    """The integer type a Q writes / a DQ reads, from its zero point (uint8 without one)."""
+    zp = step.inputs[2] if len(step.inputs) > 2 and step.inputs[2] else None
+    return _dtype_name(consts[zp]) if zp in consts else ("uint8" if zp is None else "?")
+
+
+def _int_dtype(steps, producer, consts, t, dq) -> str:
+    """The integer type of tensor ``t`` read by ``dq``: a constant's dtype, else the DQ's zero point's."""
+    return _dtype_name(consts[t]) if t in consts else _zp_dtype(consts, dq)
+
+
+def _per_tensor(consts, step) -> bool:
+    sc = consts.get(step.inputs[1]) if len(step.inputs) > 1 else None
+    return sc is not None and np.asarray(sc).size == 1
 
 
 def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
@@ -171,6 +192,10 @@ def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
       DQ for Conv/Gemm) → ``QLinearConv``/``QLinearMatMul``/``QGemm`` (``ConvNodeGroupSelector``,
       ``MatMulNodeGroupSelector``, ``GemmNodeGroupSelector``); the weight's DQ reads a constant;
     * ``Add`` → ``QLinearAdd`` (``BinaryNodeGroupSelector``: both inputs DQ'd, one dtype);
+    * ``Concat`` → ``com.microsoft.QLinearConcat`` (``VariadicOpQDQRules``: ``VariadicNodeGroupSelector``
+      — every input DQ'd, all DQ inputs of one integer type, the Q's output of that same type —
+      and ``VariadicReplaceWithQLinear``); refquant also requires per-tensor qparams on every DQ
+      and the Q, since onnxruntime's kernel refuses others at run time (``QlinearBuildLookupTable``);
     * ``GlobalAveragePool``/``AveragePool`` → ``QLinearGlobalAveragePool``/``QLinearAveragePool``
       (``UnaryNodeGroupSelector``);
     * ``MaxPool``/``Flatten``/``Reshape`` whose DQ and Q carry the same scale and zero point →
@@ -239,6 +264,21 @@ def fuse_qdq(steps: list, consts: dict, graph_outputs: set) -> list:
             a, b = steps[dqs[0]], steps[dqs[1]]
             new = QStep(_BINARY[s.op], a.inputs[:3] + b.inputs[:3] + [y_qp[0], y_qp[1]], [y_int], {}, s.name,
                         "com.microsoft")
+            used = dqs
+        elif s.op in _VARIADIC:
+            dqs = [dq_of(t, j) if t else None for t in s.inputs]
+            if not dqs or None in dqs:
+                continue
+            ds = [steps[d] for d in dqs]
+            types = {_int_dtype(steps, producer, consts, d.inputs[0], d) for d in ds}
+            if len(types) != 1 or types != {_zp_dtype(consts, q)}:
+                continue
+            if not all(_per_tensor(consts, st) for st in ds + [q]):
+                continue
+            ins = [y_qp[0], y_qp[1]]
+            for d in ds:
+                ins += [d.inputs[0], d.inputs[1], d.inputs[2] if len(d.inputs) > 2 else ""]
+            new = QStep(_VARIADIC[s.op], ins, [y_int], dict(s.attrs), s.name, "com.microsoft")
             used = dqs
         elif s.op in _UNARY:
             d = dq_of(s.inputs[0], j)
@@ -334,6 +374,35 @@ def qlinear_add(a, sa, za, b, sb, zb, sc, zc) -> np.ndarray:
     return _sat(np.clip(r, -32768, 32767), dtype)   # cvtps → packs_epi32 (int16) → pack to 8 bits
 
 
+def qlinear_concat(ys, yz, triples, axis) -> np.ndarray:
+    """onnxruntime's ``QLinearConcat`` (``contrib_ops/cpu/quantization/qlinear_concat.cc``): rule
+    ``qlinear-lookup-table`` of :data:`KERNEL_RULES`. Each input ``(q, s_x, z_x)`` goes through a
+    256-entry table ``table[i] = quantize_linear(dequantize_linear(i, s_x, z_x), s_y, z_y)``
+    (``QlinearBuildLookupTable`` with the identity: float32 ``(i − z_x)·s_x``, then MLAS's
+    quantize: divide by ``s_y``, round half to even, add ``z_y``, saturate), indexed by the
+    input's byte; an input whose scale and zero point equal the output's is copied."""
+    yz = np.asarray(yz) if yz is not None else np.zeros((), np.uint8)
+    dtype = yz.dtype
+    if dtype.itemsize != 1:
+        raise ValueError(f"QLinearConcat: {dtype.name} output; onnxruntime's kernel takes 8-bit types only")
+    parts = []
+    for q, sx, zx in triples:
+        q = np.asarray(q)
+        zx = np.zeros((), dtype) if zx is None else np.asarray(zx)
+        if np.size(sx) != 1 or zx.size != 1 or np.size(ys) != 1 or yz.size != 1:
+            raise ValueError("QLinearConcat: per-tensor scales and zero points only (as onnxruntime's kernel)")
+        if q.dtype != dtype or zx.dtype != dtype:
+            raise ValueError(f"QLinearConcat: input of type {q.dtype.name} (zero point {zx.dtype.name}), "
+                             f"output {dtype.name}: one 8-bit type throughout")
+        if _f32(sx) == _f32(ys) and int(zx.reshape(-1)[0]) == int(yz.reshape(-1)[0]):
+            parts.append(q.copy())
+            continue
+        codes = np.arange(256, dtype=np.uint8).view(dtype)          # table index = the input's byte
+        table = quantize_linear(dequantize_linear(codes, sx, zx), ys, yz)
+        parts.append(table[q.view(np.uint8)])
+    return np.concatenate(parts, axis=int(axis))
+
+
 def qlinear_global_average_pool(x, sx, zx, sy, zy, channels_last=0) -> np.ndarray:
     """MLAS ``MlasQLinearGlobalAveragePoolNchw`` (x86): see :data:`KERNEL_RULES`."""
     x = np.asarray(x)
@@ -375,47 +444,143 @@ def fma_f32(a, b, c) -> np.ndarray:
     return f
 
 
-def mlas_sgemm(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``y[..., o] = fma(cols[..., K-1], w[o, K-1], … fma(cols[..., 0], w[o, 0], 0))`` — rule
-    ``mlas-sgemm-fma``: one float32 fused multiply-add per k, in the natural k order (MLAS's
-    FMA3 SGEMM kernel keeps one accumulator per output, k innermost)."""
-    acc = np.zeros(cols.shape[:-1] + (w.shape[0],), np.float32)
-    for k in range(w.shape[1]):
-        acc = fma_f32(cols[..., k:k + 1], w[:, k], acc)
-    return acc
+#: MLAS's SGEMM panel sizes (``MLAS_SGEMM_STRIDEN``, ``MLAS_SGEMM_STRIDEK``)
+MLAS_SGEMM_STRIDEN, MLAS_SGEMM_STRIDEK = 128, 128
+
+
+def mlas_stride_k(n: int, k: int) -> int:
+    """The K slice ``MlasSgemmOperation`` steps through for an ``N``-column, ``K``-deep product
+    (``TransA = NoTrans``): ``N ≥ K`` keeps 128 (halved while it is at least twice K, which
+    never splits K); ``N < K`` doubles it while the N stride (from 128, not below 16) is at least
+    twice N."""
+    stride_n, stride_k = MLAS_SGEMM_STRIDEN, MLAS_SGEMM_STRIDEK
+    if n >= k:
+        while stride_k // 2 >= k:
+            stride_n, stride_k = stride_n * 2, stride_k // 2
+    else:
+        while stride_n > 16 and stride_n // 2 >= n:
+            stride_n, stride_k = stride_n // 2, stride_k * 2
+    return stride_k
+
+
+def mlas_sgemm(cols: np.ndarray, w: np.ndarray, n: int | None = None, init=None) -> np.ndarray:
+    """``y[..., o]`` — rule ``mlas-sgemm-fma``: K in slices of :func:`mlas_stride_k` (``n`` is
+    the product's N, the number of output columns MLAS sees; default ``w.shape[0]``); in each
+    slice one float32 fused multiply-add per k in the natural order from 0
+    (``fma(cols[..., k], w[o, k], acc)``, MLAS's FMA3 kernel: one accumulator per output, k
+    innermost), and each slice's sum added to the result so far (``y = slice + y``), which
+    starts as ``init`` (``beta = 1``: onnxruntime's Gemm puts the broadcast C there) or as the
+    first slice."""
+    k_total = w.shape[1]
+    stride = mlas_stride_k(w.shape[0] if n is None else int(n), k_total)
+    y = None if init is None else np.broadcast_to(np.asarray(init, np.float32),
+                                                  cols.shape[:-1] + (w.shape[0],)).astype(np.float32)
+    for k0 in range(0, max(k_total, 1), stride):
+        acc = np.zeros(cols.shape[:-1] + (w.shape[0],), np.float32)
+        for k in range(k0, min(k0 + stride, k_total)):
+            acc = fma_f32(cols[..., k:k + 1], w[:, k], acc)
+        y = acc if y is None else (acc + y).astype(np.float32)
+    return y
+
+
+def mlas_sgemm_m1(cols: np.ndarray, w: np.ndarray, init=None) -> np.ndarray:
+    """One output row (``M = 1``), rule ``mlas-sgemm-m1-avx``: MLAS's ``MlasSgemmKernelM1Avx``
+    (x86-64; no FMA). Products ``p_k = float32(cols[..., k] · w[k])``; K in blocks of four,
+    ``s = ((p_k + p_k+1) + p_k+2) + p_k+3``, then a block of two, then one, each block sum added
+    to the running result (``y = s`` for the first block, ``y = s + y`` after — or, accumulating
+    into ``init`` (``beta = 1``), ``y = s + init`` first) in float32."""
+    f32 = np.float32
+    w = np.asarray(w, f32).reshape(-1)
+    p = [(cols[..., k] * w[k]).astype(f32) for k in range(w.size)]
+    y = None if init is None else np.broadcast_to(np.asarray(init, f32), cols.shape[:-1]).astype(f32)
+    k = 0
+    for size in [4] * (w.size // 4) + [2] * ((w.size % 4) // 2) + [1] * (w.size % 2):
+        s = p[k]
+        for j in range(1, size):
+            s = (s + p[k + j]).astype(f32)
+        y = s if y is None else (s + y).astype(f32)
+        k += size
+    return y[..., None]
+
+
+def mlas_sgemm_m1_transb(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """One row times a transposed B (``y[o] = Σ_k a[k]·w[o, k]``), rule
+    ``mlas-sgemm-m1-transb-avx``: MLAS's ``MlasSgemmKernelM1TransposeBAvx`` (x86-64; no FMA).
+    Eight float32 lanes, lane ``j`` summing ``float32(a[k]·w[o, k])`` over ``k ≡ j (mod 8)`` in
+    order; then, for outputs taken four at a time, ``(((l0 + l1) + l2) + l3) + (((l4 + l5) + l6)
+    + l7)``; for a remaining pair ``((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))``; for a
+    last single output ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``."""
+    f32 = np.float32
+    a = np.asarray(a, f32).reshape(-1)
+    w = np.asarray(w, f32)
+    n, k = w.shape
+    lanes = np.zeros((n, 8), f32)
+    for k0 in range(0, k, 8):
+        blk = min(8, k - k0)
+        prod = np.zeros((n, 8), f32)
+        prod[:, :blk] = (w[:, k0:k0 + blk] * a[k0:k0 + blk]).astype(f32)
+        lanes = (lanes + prod).astype(f32)
+    ln = [lanes[:, j] for j in range(8)]
+
+    def add(x, y):
+        return (x + y).astype(f32)
+
+    four = add(add(add(add(ln[0], ln[1]), ln[2]), ln[3]), add(add(add(ln[4], ln[5]), ln[6]), ln[7]))
+    pair = add(add(add(ln[0], ln[2]), add(ln[4], ln[6])), add(add(ln[1], ln[3]), add(ln[5], ln[7])))
+    one = add(add(add(ln[0], ln[1]), add(ln[2], ln[3])), add(add(ln[4], ln[5]), add(ln[6], ln[7])))
+    y = four.copy()
+    rest = n % 4
+    start = n - rest
+    if rest & 2:
+        y[start:start + 2] = pair[start:start + 2]
+        start += 2
+    if rest & 1:
+        y[start] = one[start]
+    return y
 
 
 def mlas_conv(x, w, b=None, *, strides=None, pads=None, dilations=None, group=1, auto_pad="NOTSET",
               kernel_shape=None) -> np.ndarray:
-    """onnxruntime's float32 Conv (group 1, 2-d, explicit pads): im2col in (c, kh, kw) order,
-    :func:`mlas_sgemm`, then ``+ bias`` (float32)."""
+    """onnxruntime's float32 Conv (2-d, explicit pads; per group, as ``MlasConv`` does on x86-64):
+    im2col of the group's channels in (c, kh, kw) order, :func:`mlas_sgemm` — or, with one filter
+    per group (depthwise: ``M = 1``), :func:`mlas_sgemm_m1` — then ``+ bias`` (float32)."""
     x, w = np.asarray(x, np.float32), np.asarray(w, np.float32)
     n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
+    o, cg, kh, kw = w.shape
     sh, sw = strides or (1, 1)
     dh, dw = dilations or (1, 1)
     pt, pl, pb, pr = pads or (0, 0, 0, 0)
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
     ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    cols = np.stack([xp[:, ci, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-                     for ci in range(c) for i in range(kh) for j in range(kw)], axis=-1)   # [N, OH, OW, K]
-    y = np.moveaxis(mlas_sgemm(cols, w.reshape(o, -1)), -1, 1)
+    og = o // int(group)
+    ys = []
+    for g in range(int(group)):   # MlasConv: per group, im2col of its channels, then one SGEMM
+        cols = np.stack([xp[:, ci, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+                         for ci in range(g * cg, (g + 1) * cg) for i in range(kh) for j in range(kw)],
+                        axis=-1)   # [N, OH, OW, K]
+        wg = w[g * og:(g + 1) * og].reshape(og, -1)
+        ys.append(mlas_sgemm_m1(cols, wg[0]) if og == 1 else mlas_sgemm(cols, wg, n=oh * ow))   # M = 1: M1 kernel
+    y = np.moveaxis(np.concatenate(ys, axis=-1), -1, 1)
     if b is not None:
         y = (y + np.asarray(b, np.float32).reshape(1, -1, 1, 1)).astype(np.float32)
     return np.ascontiguousarray(y)
 
 
 def mlas_gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0) -> np.ndarray:
-    """onnxruntime's float32 Gemm (``alpha = beta = 1``): :func:`mlas_sgemm`, then ``+ C``."""
+    """onnxruntime's float32 Gemm (``alpha = beta = 1``): ``Y`` starts as the broadcast ``C`` and
+    :func:`mlas_sgemm` accumulates into it (``beta = 1``), slice by slice."""
     a = np.asarray(a, np.float32)
     a = a.T if transA else a
     w = np.asarray(b, np.float32)
     w = w if transB else w.T
-    y = mlas_sgemm(a, np.ascontiguousarray(w))
-    if c is not None:
-        y = (y + np.asarray(c, np.float32)).astype(np.float32)
-    return y
+    if a.shape[0] == 1:   # M = 1: MLAS's M1 kernels accumulate into C (beta = 1) differently
+        if not transB:
+            init = None if c is None else np.broadcast_to(np.asarray(c, np.float32).reshape(-1), (w.shape[0],))
+            return mlas_sgemm_m1(w, a[0], init=init)[..., 0].reshape(1, -1)
+        r = mlas_sgemm_m1_transb(a[0], np.ascontiguousarray(w)).reshape(1, -1)
+        return r if c is None else (r + np.asarray(c, np.float32)).astype(np.float32)
+    return mlas_sgemm(a, np.ascontiguousarray(w), init=c)
 
 
 def mlas_global_average_pool(x) -> np.ndarray:
@@ -498,6 +663,10 @@ class ImportedModel:
             elif s.op == "QLinearAdd":
                 qp = {"input": self._qp(i[1], i[2], "a"), "input_b": self._qp(i[4], i[5], "b"),
                       "output": self._qp(i[6], i[7], "c")}
+            elif s.op == "QLinearConcat":
+                triples = [s.inputs[k:k + 3] + [""] * 2 for k in range(2, len(s.inputs), 3)]
+                qp = {"input": self._qp(triples[0][1], triples[0][2], "x"),
+                      "inputs": [self._qp(t[1], t[2], "x") for t in triples], "output": self._qp(i[0], i[1], "y")}
             elif s.op in ("QLinearGlobalAveragePool", "QLinearAveragePool"):
                 qp = {"input": self._qp(i[1], i[2], "x"), "output": self._qp(i[3], i[4], "y")}
             elif s.op == "QuantizeLinear":
@@ -619,7 +788,8 @@ class ImportedModel:
         op, a = s.op, s.attrs
         v = v + [None] * (9 - len(v))
         qp_at = {"QuantizeLinear": (None, 1), "DequantizeLinear": (1, None), "QLinearAdd": (1, 6),
-                 "QLinearGlobalAveragePool": (1, 3), "QLinearAveragePool": (1, 3)}.get(op)
+                 "QLinearGlobalAveragePool": (1, 3), "QLinearAveragePool": (1, 3),
+                 "QLinearConcat": (3, 0)}.get(op)
         if qp_at is not None and np.size(v[1]) == 1 and all(
                 v[k + 1] is None or np.asarray(v[k + 1]).dtype.itemsize <= 2 for k in qp_at if k is not None):
             i, o = qp_at
@@ -667,6 +837,15 @@ class ImportedModel:
         if op == "QLinearAdd":
             rec.kernel = "integer"
             return [qlinear_add(*v[:8])]
+        if op == "QLinearConcat":
+            rec.kernel = "integer"
+            ins = s.inputs[2:] + [""] * (-len(s.inputs[2:]) % 3)
+            vals = (v + [None] * len(ins))[2:2 + len(ins)]
+            triples = [(vals[k], vals[k + 1], vals[k + 2]) for k in range(0, len(ins), 3)]
+            if "axis" not in a:
+                raise ValueError(f"{s.name}: QLinearConcat without an axis attribute")
+            r = np.ndim(triples[0][0])
+            return [qlinear_concat(v[0], v[1], triples, a["axis"] % r if r else 0)]
         if op == "QLinearGlobalAveragePool":
             rec.kernel = "integer"
             return [qlinear_global_average_pool(*v[:5], channels_last=a.get("channels_last", 0))]
@@ -710,7 +889,7 @@ _NUMPY_OPS = {
 
 
 def _mlas_conv_applies(args, a) -> bool:
-    return (np.ndim(args[0]) == 4 and int(a.get("group", 1)) == 1 and a.get("auto_pad", "NOTSET") == "NOTSET")
+    return np.ndim(args[0]) == 4 and a.get("auto_pad", "NOTSET") == "NOTSET"
 
 
 def _float_op(s, v):
@@ -734,7 +913,11 @@ def _float_op(s, v):
     if op == "GlobalAveragePool" and np.ndim(args[0]) >= 3:
         return mlas_global_average_pool(args[0])
     if op == "MatMul" and np.ndim(args[1]) == 2:
-        return mlas_sgemm(np.asarray(args[0], np.float32), np.ascontiguousarray(np.asarray(args[1], np.float32).T))
+        x = np.asarray(args[0], np.float32)
+        b = np.asarray(args[1], np.float32)
+        if int(np.prod(x.shape[:-1])) == 1:   # M = 1: MLAS's M1 kernel (B not transposed)
+            return mlas_sgemm_m1(b.T, x.reshape(-1))[..., 0].reshape(x.shape[:-1] + (b.shape[1],))
+        return mlas_sgemm(x, np.ascontiguousarray(b.T))
     if op in FLOAT_OPS:
         args = [None if x is None else np.asarray(x, np.float32) for x in args]
         return FLOAT_OPS[op](*args, **a)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from .arithmetic import div, mul, pow, sub
 from .batchnorm import batch_normalization
 from .conv import conv, conv_float32_blas
+from .convtranspose import conv_transpose
 from .elementwise import add, clip, relu
 from .gather import gather
 from .gelu import gelu
@@ -30,7 +31,9 @@ from .normalization import layer_normalization
 from .layout import concat, squeeze, transpose, unsqueeze
 from .pool import average_pool, global_average_pool, max_pool
 from .reduce import reduce_mean, reduce_sum
+from .resize import resize
 from .shape import flatten, reshape
+from .slice import slice_
 from .softmax import softmax
 from .unary import erf, hard_sigmoid, sigmoid, sqrt
 
@@ -65,6 +68,9 @@ FLOAT_OPS = {
     "Squeeze": squeeze,
     "ReduceMean": reduce_mean,
     "ReduceSum": reduce_sum,
+    "ConvTranspose": conv_transpose,
+    "Resize": resize,
+    "Slice": slice_,
 }
 
 #: The training forward: FLOAT_OPS with float32 BLAS Conv, Gemm and MatMul.
@@ -98,6 +104,7 @@ __all__ = [
     "clip",
     "conv",
     "conv_float32_blas",
+    "conv_transpose",
     "flatten",
     "gather",
     "gelu",
@@ -110,5 +117,7 @@ __all__ = [
     "max_pool",
     "relu",
     "reshape",
+    "resize",
+    "slice_",
     "softmax",
 ]

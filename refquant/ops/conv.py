@@ -9,19 +9,19 @@ where ``g = m // (M/group)`` is the group of output channel ``m``, ``c`` runs ov
 ``C/group`` input channels of that group and ``xpad`` is ``x`` zero-padded by the effective
 pads (see :mod:`refquant.ops.padding`).
 
-Numeric decisions (the *float reference path*, spec/numerics.md): the input is unrolled
-(im2col) into columns of ``K = C/group * kH * kW`` float32 values; :func:`conv` (the
-inference forward: float executor, calibration, golden replay) multiplies them with the
-weights by :func:`refquant.ops.dot.batched_dot_f64` — exact float64 products summed in
-float64 in increasing ``k`` (order: input channel, kernel row, kernel column), the bias added
-in float64, one rounding to float32.  The result does not depend on the host's BLAS, SIMD
+Numeric decisions (the *float reference path*, spec/numerics.md): each output is a sum of
+``K = C/group * kH * kW`` terms; :func:`conv` (the inference forward: float executor,
+calibration, golden replay) computes it with :func:`refquant.ops.dot.conv_direct_f64` — exact
+float64 products summed in float64 in increasing ``k`` (order: input channel, kernel row,
+kernel column: an im2col column's order, without unrolling the input), the bias added in
+float64, one rounding to float32.  The result does not depend on the host's BLAS, SIMD
 width or thread count, and is within ``gamma64_(K+1) * (sum|w*x| + |b|) + u*|y|`` of the
 exact value (``u = 2**-24``, ``gamma64_n ~ n*2**-53``) — well inside the float32 bound
 ``gamma_(K+1) * sum|w*x| + |b|`` the tests check against the onnx reference evaluator and
 onnxruntime.
 
 :func:`conv_float32_blas` is the training forward (:data:`refquant.ops.TRAINING_OPS`): the
-same unrolling, ``np.matmul`` in float32 (BLAS order, which depends on the host's BLAS
+input unrolled (im2col), ``np.matmul`` in float32 (BLAS order, which depends on the host's BLAS
 kernel) and the bias added in float32 — the numerics the shipped models were trained with.
 """
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import require_float, require_float32, require_grad_shape, require_ndim
-from .dot import batched_dot_f64
+from .dot import batched_dot_f64, conv_direct_f64
 from .padding import window_plan
 
 
@@ -105,22 +105,40 @@ def _conv(x, w, b, accumulate, *, auto_pad="NOTSET", dilations=None, group=1, ke
         "Conv", (h, wd), (kh, kw), auto_pad=auto_pad, pads=pads, strides=strides, dilations=dilations
     )
     oh, ow = plan.out
-    cols = im2col(x, (kh, kw), plan, strides, dilations)
-    cols = cols.reshape(n, group, cg * kh * kw, oh * ow)
-    wmat = w.reshape(group, m // group, cg * kh * kw)
     if accumulate == "float32-blas":
+        cols = im2col(x, (kh, kw), plan, strides, dilations)
+        cols = cols.reshape(n, group, cg * kh * kw, oh * ow)
+        wmat = w.reshape(group, m // group, cg * kh * kw)
         y = np.matmul(wmat, cols).reshape(n, m, oh, ow)
         if b is not None:
             y += b[None, :, None, None]
         return y
-    # batch i = (image, group) in C order: weights of group i % group, columns of batch i
-    ia = np.tile(np.arange(group, dtype=np.int64), n)
-    ib = np.arange(n * group, dtype=np.int64)
-    acc = batched_dot_f64(wmat, cols.reshape(n * group, cg * kh * kw, oh * ow), ia, ib)
-    acc = acc.reshape(n, m, oh, ow)
+    acc = _conv_sums_f64(x, w, group, plan, strides or (1, 1), dilations or (1, 1))
     if b is not None:
         acc += b.astype(np.float64)[None, :, None, None]
     return acc.astype(np.float32)
+
+
+def _conv_sums_f64(x, w, group, plan, strides, dilations) -> np.ndarray:
+    """The float64 sums ``S_K`` (``refquant.ops.dot``), in the order of an im2col column.
+
+    Three ways to the same bits, chosen for speed only: grouped convolutions (depthwise:
+    ``K = kH·kW`` terms, where unrolling would copy the input ``K`` times for little work)
+    sum directly (:func:`conv_direct_f64`); an unpadded 1×1 stride-1 convolution multiplies
+    the input itself (its columns *are* the input, no copy); every other convolution
+    unrolls and multiplies (:func:`batched_dot_f64`).
+    """
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    oh, ow = plan.out
+    if group > 1:
+        return conv_direct_f64(x, w, group, plan.pads, plan.out, strides, dilations)
+    if (kh, kw) == (1, 1) and tuple(strides) == (1, 1) and not any(plan.pads) and plan.out == (h, wd):
+        cols = x.reshape(n, c, h * wd)
+    else:
+        cols = im2col(x, (kh, kw), plan, strides, dilations).reshape(n, cg * kh * kw, oh * ow)
+    zero = np.zeros(n, dtype=np.int64)
+    return batched_dot_f64(w.reshape(1, m, cg * kh * kw), cols, zero, np.arange(n, dtype=np.int64)).reshape(n, m, oh, ow)
 
 
 # ---- backward -------------------------------------------------------------------------------

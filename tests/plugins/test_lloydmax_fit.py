@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -129,3 +129,19 @@ def test_choice_is_the_smaller_statistic(w):
 def test_bad_input_is_named(w, kwargs, error, match):
     with pytest.raises(error, match=match):
         lm.fit_prior(w, **kwargs)
+
+
+@settings(max_examples=40)
+@given(x=hnp.arrays(np.float64, st.integers(2, 500), elements=st.floats(-1e4, 1e4, allow_nan=False, width=32)),
+       prior=st.sampled_from(["gaussian", "laplace"]))
+def test_ks_statistic_is_scipy_kstest_statistic_bit_for_bit(x, prior):
+    from scipy import stats
+
+    from refquant_lloydmax.fit import ks_statistic
+
+    if x.min() == x.max():
+        return
+    loc = float(np.mean(x)) if prior == "gaussian" else float(np.median(x))
+    scale = float(np.std(x)) if prior == "gaussian" else float(np.mean(np.abs(x - loc)))
+    name = "norm" if prior == "gaussian" else "laplace"
+    assert ks_statistic(x, prior, loc, scale) == float(stats.kstest(x, name, args=(loc, scale)).statistic)

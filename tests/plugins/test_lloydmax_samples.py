@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import integrate, stats
@@ -208,3 +208,75 @@ def test_init_errors():
         lm.lloyd_max("gaussian", 4, init=[0.0, 1.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="init must be 4"):
         lm.lloyd_max(np.arange(10.0), 4, init=[0.0, 1.0, 2.0])
+
+
+def _numpy_iteration(density, y, tol, max_iter):
+    """The sample iteration as it was before it was compiled: numpy ``cells`` and
+    ``_centroid_step`` per update (the oracle for the compiled loop, bit for bit)."""
+    from refquant_lloydmax.solver import _centroid_step
+
+    cells = density.cells(y)
+    history, iterations, converged = [cells.mse], 0, False
+    while iterations < max_iter:
+        y_next = _centroid_step(y, cells, False)
+        cells = density.cells(y_next)
+        iterations += 1
+        step = float(np.max(np.abs(y_next - y)))
+        y = y_next
+        history.append(cells.mse)
+        if step <= tol * density.std:
+            converged = True
+            break
+    history[-1] = density.exact_mse(y)
+    return y, iterations, converged, history
+
+
+@settings(max_examples=40)
+@given(x=st.one_of(samples, hnp.arrays(np.float64, st.integers(2, 400),
+                                        elements=st.floats(-50, 50, width=32)).filter(lambda a: a.min() < a.max())),
+       n=st.sampled_from([2, 3, 16, 256]), max_iter=st.sampled_from([1, 3, 10_000]))
+def test_compiled_sample_iteration_is_the_numpy_iteration_bit_for_bit(x, n, max_iter):
+    import warnings
+
+    from refquant_lloydmax.densities import Samples
+    from refquant_lloydmax.uniform import optimal_uniform
+
+    density = Samples(x)
+    y, iterations, converged, history = _numpy_iteration(density, optimal_uniform(density, n).levels.copy(),
+                                                         1e-12, max_iter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # max_iter=1 may stop before convergence
+        r = lm.lloyd_max(x, n, max_iter=max_iter)
+    assert np.array_equal(r.levels, y)
+    assert (r.iterations, r.converged) == (iterations, converged)
+    assert list(r.mse_history) == history
+
+
+@settings(max_examples=40)
+@given(x=hnp.arrays(np.float64, st.integers(2, 300), elements=st.floats(-1e3, 1e3, allow_nan=False, width=32)))
+def test_samples_mse_is_the_cells_mse_bit_for_bit(x):
+    from refquant_lloydmax.densities import Samples
+
+    if x.min() == x.max():
+        return
+    density = Samples(x)
+    levels = np.sort(np.random.default_rng(0).uniform(x.min(), x.max(), size=(3, 8)), axis=-1)
+    assert np.array_equal(density.mse(levels), density.cells(levels).mse)
+    assert density.mse(levels[0]) == density.cells(levels[0]).mse
+
+
+@settings(max_examples=40)
+@given(x=st.one_of(samples, hnp.arrays(np.float64, st.integers(2, 3000),
+                                        elements=st.floats(-50, 50, width=32)).filter(lambda a: a.min() < a.max())),
+       n=st.sampled_from([2, 5, 16, 256]))
+def test_exact_mse_is_the_per_cell_numpy_sum_bit_for_bit(x, n):
+    from refquant_lloydmax.densities import Samples, midpoints
+
+    density = Samples(x)
+    y = np.linspace(x.min(), x.max(), n)
+    idx = density.cell_bounds(midpoints(y))
+    total = 0.0
+    for k in range(n):
+        err = density.x[idx[k]:idx[k + 1]] - y[k]
+        total += float(np.sum(err * err))
+    assert density.exact_mse(y) == total / density.n
