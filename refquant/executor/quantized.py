@@ -209,26 +209,10 @@ class QuantizedModel:
         return x
 
     def _run_layer(self, step: Step, env: dict, kernels, rec: LayerRecord, keep: bool,
-                   program: Program | None = None) -> QTensor:
-        """A Conv/Gemm/MatMul step on the integer kernels (:meth:`_run_layer_2d`).
-
-        A MatMul whose input has more than two dimensions ``(..., M, K)`` against its 2-D
-        weight ``(K, N)`` is, as ONNX broadcasts it, one product of the input's rows: the
-        integers are viewed as ``(prod(...)·M, K)``, multiplied, and the result viewed as
-        ``(..., M, N)`` — the same integers, qparams and records as a 2-D input.
-        """
-        name = step.node.inputs[0]
-        x = env.get(name)
-        if step.node.op_type == "MatMul" and isinstance(x, QTensor) and x.q.ndim > 2:
-            lead = x.q.shape[:-1]
-            y = self._run_layer_2d(step, {**env, name: QTensor(x.q.reshape(-1, x.q.shape[-1]), x.qp)}, kernels, rec,
-                                   keep, program)
-            return QTensor(y.q.reshape(lead + y.q.shape[-1:]), y.qp)
-        return self._run_layer_2d(step, env, kernels, rec, keep, program)
-
-    def _run_layer_2d(self, step: Step, env: dict, kernels, rec: LayerRecord, keep: bool,
                       program: Program | None = None) -> QTensor:
-        """A Conv/Gemm/MatMul step (a 2-D MatMul input) on the integer kernels (module doc).
+        """A Conv/Gemm/MatMul step on the integer kernels (module doc). A MatMul input of more than
+        two dimensions ``(..., M, K)`` against the 2-D weight is, as ONNX broadcasts it, one
+        product of its rows: viewed as ``(prod(...)·M, K)``, multiplied, the result viewed back.
 
         With a ``program`` the int32 bias, the requantizer and the kernel call come from the
         layer's :class:`~refquant.executor.program.PreparedStep` (memoised, bit-identical);
