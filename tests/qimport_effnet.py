@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from qimport_grid import _CACHE, ACTIVATIONS, host_line, oracle_for
+from qimport_grid import _CACHE, host_line, oracle_for, write_quantize_static
 from refquant.onnx_io import export_float
 from refquant.onnx_io.qimport import import_quantized
 
@@ -49,34 +49,17 @@ def float_model() -> str:
 
 def quantized_model(form: str, granularity: str, act: str, calibration: str = "MinMax",
                     calibration_views=CALIBRATION_VIEWS) -> str:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
-        quantize_static
-
     tag = "" if tuple(calibration_views) == CALIBRATION_VIEWS else "." + "+".join(calibration_views)
     path = os.path.join(_CACHE, f"{MODEL}.{form}.{granularity}.{act}.{calibration}{tag}.onnx")
     if os.path.exists(path):
         return path
     final, path = path, f"{path[:-5]}.{os.getpid()}.tmp.onnx"
     src = float_model()
-    a, w, symmetric = ACTIVATIONS[act]
     x = _inputs(calibration_views)
     import onnx
 
     name = onnx.load(src).graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{name: x[i:i + 4]} for i in range(0, len(x), 4)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    quantize_static(src, path, Reader(), quant_format=QuantFormat.QOperator if form == "qoperator" else QuantFormat.QDQ,
-                    per_channel=granularity == "channel", activation_type=getattr(QuantType, a),
-                    weight_type=getattr(QuantType, w), calibrate_method=getattr(CalibrationMethod, calibration),
-                    extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
-    os.replace(path, final)
-    return final
+    return write_quantize_static(src, path, final, name, x, 4, form, granularity, act, calibration)
 
 
 def compare(path: str, semantics: str, views, backends=("numba",), photos=None) -> dict:

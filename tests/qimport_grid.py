@@ -66,34 +66,44 @@ def float_model(name: str) -> str:
 def quantized_model(name: str, form: str, granularity: str, act: str, calibration: str = "MinMax") -> str:
     """onnxruntime's ``quantize_static`` (``form`` qoperator|qdq, ``granularity`` tensor|channel),
     or ``quantize_dynamic`` for ``form="dynamic"``; cached by configuration."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     path = os.path.join(_CACHE, f"{name}.{form}.{granularity}.{act}.{calibration}.onnx")
     if os.path.exists(path):
         return path
     final, path = path, f"{path[:-5]}.{os.getpid()}.tmp.onnx"  # written, then renamed: other runs may share the cache
     src = float_model(name)
-    a, w, symmetric = ACTIVATIONS[act]
     if form == "dynamic":
-        quantize_dynamic(src, path, weight_type=getattr(QuantType, w), per_channel=granularity == "channel")
+        quantize_dynamic(src, path, weight_type=getattr(QuantType, ACTIVATIONS[act][1]),
+                         per_channel=granularity == "channel")
         os.replace(path, final)
         return final
     graph = resolve_model(name)
     x = digits_inputs(graph, digits().calibration(CALIBRATION_IMAGES).x).astype(np.float32)
+    return write_quantize_static(src, path, final, graph.inputs[0].name, x, 8, form, granularity, act, calibration)
+
+
+def write_quantize_static(src: str, tmp: str, final: str, input_name: str, x: np.ndarray, batch: int, form: str,
+                          granularity: str, act: str, calibration: str) -> str:
+    """onnxruntime's ``quantize_static`` of ``src`` calibrated on ``x`` in batches of ``batch``,
+    written to ``tmp`` and renamed to ``final`` (other runs may share the cache)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
+        quantize_static
+
+    a, w, symmetric = ACTIVATIONS[act]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{graph.inputs[0].name: x[i:i + 8]} for i in range(0, len(x), 8)])
+            self.batches = iter([{input_name: x[i:i + batch]} for i in range(0, len(x), batch)])
 
         def get_next(self):
             return next(self.batches, None)
 
-    quantize_static(src, path, Reader(), quant_format=QuantFormat.QOperator if form == "qoperator" else QuantFormat.QDQ,
+    quantize_static(src, tmp, Reader(), quant_format=QuantFormat.QOperator if form == "qoperator" else QuantFormat.QDQ,
                     per_channel=granularity == "channel", activation_type=getattr(QuantType, a),
                     weight_type=getattr(QuantType, w), calibrate_method=getattr(CalibrationMethod, calibration),
                     extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
-    os.replace(path, final)
+    os.replace(tmp, final)
     return final
 
 

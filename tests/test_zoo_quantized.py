@@ -7,19 +7,14 @@ Two calibration views and one test view keep this to seconds per plan.
 
 import numpy as np
 import pytest
+from tests_support import requires_real_model
 
 from refquant.executor import quantize_model, run_float
 from refquant.kernels import AccumulatorOverflowError
 from refquant.plan import Plan, TensorPlan
 from refquant.registry import quantizers
-from refquant.zoo import weight_file
 
-try:
-    weight_file("efficientnet-lite0")
-    HAVE = True
-except ImportError:  # pragma: no cover - the extra `models` is part of `test`
-    HAVE = False
-pytestmark = pytest.mark.skipif(not HAVE, reason="pip install 'refquant[models]'")
+pytestmark = requires_real_model("efficientnet-lite0")
 
 
 @pytest.fixture(scope="module")

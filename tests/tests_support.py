@@ -56,3 +56,18 @@ def smallest_input(kernel, dilations, pads, auto_pad: str) -> tuple[int, int]:
     if auto_pad == "VALID":
         return extent[0], extent[1]
     return max(1, extent[0] - (p[0] + p[2])), max(1, extent[1] - (p[1] + p[3]))
+
+
+def requires_real_model(name: str):
+    """A skip marker for tests of the real model ``name`` when its package is missing (the
+    ``models`` extra, part of ``test``, installs it; CI never skips these)."""
+    import pytest
+
+    from refquant.zoo import weight_file
+
+    try:
+        weight_file(name)
+        missing = False
+    except ImportError:  # pragma: no cover - the extra `models` is part of `test`
+        missing = True
+    return pytest.mark.skipif(missing, reason=f"{name}: pip install 'refquant[models]'")

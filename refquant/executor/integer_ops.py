@@ -306,7 +306,7 @@ class ShapeOp(IntegerOp):
         g.node(node.op_type, [x, *rest], [out], name=node.name, **g.attributes(node))
 
 
-class MoveOp(IntegerOp):
+class MoveOp(ShapeOp):
     """Slice, Resize (``mode="nearest"``): each output integer is a copy of one input integer,
     the qparams kept — exact, ``q(slice(x̂)) = slice(q)`` and ``q(resize_nearest(x̂)) =
     resize_nearest(q)`` since the values only move. For per-tensor qparams only; every input
@@ -317,12 +317,6 @@ class MoveOp(IntegerOp):
     """
 
     op_types = ("Slice", "Resize")
-
-    def supports(self, op_type, operands):
-        x = operands[0]
-        if not (isinstance(x, QParams) and x.per_tensor):
-            return False
-        return all(o is None or isinstance(o, np.ndarray) for o in operands[1:])
 
     def compute(self, op_type, values, attributes, *, name, backend=None):
         x = _first(values, name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops.convtranspose import convtranspose_output_size
+from ..ops.layout import normalise_axes
 from ..ops.padding import check_pool_windows, window_plan
 from ..ops.resize import resize_output_shape
 from ..ops.slice import slice_index
@@ -268,18 +269,7 @@ def _axes_values(where, what, const, rank):
         raise ValueError(f"{where}: the {what!r} input must be an initializer (static axes)")
     if const.dtype != np.int64 or const.ndim != 1:
         raise ValueError(f"{where}: the {what!r} input must be a 1-D int64 array, got {const.dtype} {const.shape}")
-    return _normalise_axes(where, what, [int(a) for a in const], rank)
-
-
-def _normalise_axes(where, what, values, rank):
-    out = []
-    for a in values:
-        if not -rank <= a < rank:
-            raise ValueError(f"{where}: {what} {values} has {a}, outside [{-rank}, {rank - 1}]")
-        out.append(a % rank)
-    if len(set(out)) != len(out):
-        raise ValueError(f"{where}: {what} {values} names an axis twice")
-    return out
+    return normalise_axes(where, [int(a) for a in const], rank, what)
 
 
 def _transpose(where, shapes, consts, attrs):
@@ -348,7 +338,7 @@ def _reduced(where, x, axes, keepdims):
 
 def _reduce_mean(where, shapes, consts, attrs):
     x, axes = shapes[0], attrs.get("axes")
-    axes = None if axes is None else _normalise_axes(where, "axes", list(axes), len(x))
+    axes = None if axes is None else normalise_axes(where, list(axes), len(x))
     return _reduced(where, x, axes, attrs.get("keepdims", 1))
 
 

@@ -8,8 +8,9 @@ import numpy as np
 from .checks import require_float32
 
 
-def _axes(op: str, axes, rank: int, what: str = "axes") -> list[int]:
-    """``axes`` (an int64 array or a list) normalised to ``[0, rank)``, checked, no repeats."""
+def normalise_axes(op: str, axes, rank: int, what: str = "axes") -> list[int]:
+    """``axes`` (an int64 array or a list) normalised to ``[0, rank)``; ValueError naming ``op``
+    for an axis out of ``[-rank, rank)`` or a repeated one."""
     values = [int(a) for a in np.asarray(axes).reshape(-1)]
     out = []
     for a in values:
@@ -54,7 +55,7 @@ def unsqueeze(data: np.ndarray, axes: np.ndarray) -> np.ndarray:
     require_float32("Unsqueeze", data=data)
     out_rank = data.ndim + np.asarray(axes).size
     shape = list(data.shape)
-    for a in sorted(_axes("Unsqueeze", axes, out_rank)):
+    for a in sorted(normalise_axes("Unsqueeze", axes, out_rank)):
         shape.insert(a, 1)
     return data.reshape(shape)
 
@@ -65,7 +66,7 @@ def squeeze(data: np.ndarray, axes: np.ndarray | None = None) -> np.ndarray:
     require_float32("Squeeze", data=data)
     if axes is None:
         return data.reshape([d for d in data.shape if d != 1])
-    drop = _axes("Squeeze", axes, data.ndim)
+    drop = normalise_axes("Squeeze", axes, data.ndim)
     for a in drop:
         if data.shape[a] != 1:
             raise ValueError(f"Squeeze: axis {a} of shape {data.shape} has size {data.shape[a]}, not 1")

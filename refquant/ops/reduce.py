@@ -13,12 +13,12 @@ import math
 import numpy as np
 
 from .checks import require_float32
-from .layout import _axes
+from .layout import normalise_axes
 
 
 def _reduce(op: str, data: np.ndarray, axes, keepdims: int, mean: bool) -> np.ndarray:
     require_float32(op, data=data)
-    axis = tuple(range(data.ndim)) if axes is None else tuple(_axes(op, axes, data.ndim))
+    axis = tuple(range(data.ndim)) if axes is None else tuple(normalise_axes(op, axes, data.ndim))
     s = data.astype(np.float64).sum(axis=axis, keepdims=bool(keepdims))
     if mean:
         s = s / math.prod(data.shape[a] for a in axis)
