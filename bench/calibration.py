@@ -23,34 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 
 from refquant.compare import photo_data
 from refquant.executor import quantize_model
+from refquant.host import cpu_summary
 from refquant.onnx_io.anchors import ort_quantize_static
 from refquant.registry import resolve_model
 
 PAIRS = {"static-minmax": "MinMax", "static-percentile": "Percentile", "static-entropy": "Entropy",
          "static-mse": None}
-
-
-def cpu_name() -> str:
-    """The CPU's model name and its int8 dot-product instruction sets (what onnxruntime's MLAS can use)."""
-    name, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{name} ({', '.join(isa) or 'no AVX2'})"
 
 
 def timed(fn) -> tuple[float, float]:
@@ -85,7 +69,7 @@ def main(argv=None) -> int:
               for act, m in PAIRS.items() if m}
     given = sys.argv[1:] if argv is None else list(argv)
     print(json.dumps({"command": " ".join(["python bench/calibration.py", *given]),
-                      "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(), "views": args.views,
+                      "date": time.strftime("%Y-%m-%d"), "cpu": cpu_summary(), "views": args.views,
                       "repeats": args.repeats, "median": rows, "refquant_over_onnxruntime_wall": ratios}, indent=1))
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -25,19 +24,9 @@ import numpy as np
 
 from refquant.cli import main
 from refquant.golden.onnx_layout import read_output_dir, read_pb
+from refquant.host import cpu_summary
 from refquant.onnx_io import ort_session
 from refquant.onnx_io.runtime import exact_integer_products
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else the platform's machine name."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def measure(activations, views, calibration, tmp) -> dict:
@@ -73,7 +62,7 @@ def run(argv=None) -> dict:
     import onnxruntime
     with tempfile.TemporaryDirectory() as tmp:
         cases = [measure(a, args.views, args.calibration, tmp) for a in ("static-minmax:8:signed", "static-minmax:8")]
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": cpu_name(),
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": cpu_summary(),
             "onnxruntime": onnxruntime.__version__, "u8s8_exact": exact_integer_products(),
             "weights": "minmax:8:per-channel", "views": args.views, "calibration": args.calibration, "cases": cases}
 

@@ -26,13 +26,13 @@ import datetime
 import glob
 import json
 import os
-import platform
 import statistics
 import time
 
 import numba
 import numpy as np
 
+from refquant.host import cpu_model
 from refquant.kernels import fast, reference
 from refquant.numerics.requant import make_requantizer
 
@@ -76,17 +76,6 @@ def blas_info(threads=None) -> dict:
             out["threads"] = getattr(lib, f"scipy_openblas_get_num_threads{suffix}")()
             break
     return out
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment(threads) -> dict:

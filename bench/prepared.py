@@ -67,6 +67,7 @@ import numpy as np  # noqa: E402
 
 from refquant.executor import quantize_model  # noqa: E402
 from refquant.graph import GraphBuilder  # noqa: E402
+from refquant.host import INT8_FLAGS, cpu_flags, cpu_model  # noqa: E402
 from refquant.numerics import quantize  # noqa: E402
 from refquant.registry import get_model  # noqa: E402
 
@@ -77,19 +78,9 @@ SHIPPED = ("digits-mlp", "digits-cnn", "digits-resnet")
 # --- environment ---------------------------------------------------------------------------
 
 def cpu_info() -> dict:
-    """``lscpu``'s model name and the int8-relevant ISA flags of this host."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("?", "", "x86_64"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
-    return {"model": model, "int8_flags": {f: f in flags for f in wanted}, "cores": os.cpu_count(),
+    """The CPU model, the int8-relevant ISA flags of this host, its cores and load."""
+    flags = cpu_flags()
+    return {"model": cpu_model(), "int8_flags": {f: f in flags for f in INT8_FLAGS}, "cores": os.cpu_count(),
             "load_average": os.getloadavg()}
 
 

@@ -35,11 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -47,6 +44,7 @@ from .compare import photo_data
 from .data.photos import CORRUPTIONS, PHOTOS, corrupt, photo_views
 from .executor import quantize_model, run_float
 from .executor.quantized import weight_matrix
+from .host import cpu_summary
 from .metrics import snr_db, sqnr_db, topk_agreement
 from .plan import Plan, TensorPlan
 from .registry import get_quantizer, resolve_model
@@ -172,20 +170,6 @@ def statqat_rows(bits: int = 4) -> list:
     return rows
 
 
-def _machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({platform.machine()}), {len(_cpus())} CPUs"
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def _cpus() -> list:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-
-
 def _markdown(rows: list) -> str:
     keys = [k for k in rows[0] if not isinstance(rows[0][k], dict)]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -217,7 +201,7 @@ def main(argv=None) -> int:
     else:
         rows = [r for b in (args.bits or (4,)) for r in statqat_rows(b)]
     doc = {"command": "python -m refquant.papers " + " ".join(sys.argv[1:] if argv is None else argv),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": cpu_summary(),
            "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
            "model": MODEL, "rows": rows}
     print(json.dumps(doc, indent=1) if args.json else _markdown(rows))

@@ -20,8 +20,7 @@ import time
 
 import numpy as np
 
-from qimport_grid import _CACHE, host_line, oracle_for, write_quantize_static
-from refquant.onnx_io import export_float
+from qimport_grid import _CACHE, float_model, host_line, oracle_for, write_quantize_static
 from refquant.onnx_io.qimport import import_quantized
 
 MODEL = "efficientnet-lite0"
@@ -35,18 +34,6 @@ def _inputs(views, photos=None) -> np.ndarray:
     return preprocess(photo_views(photos, list(views)).images).astype(np.float32)
 
 
-def float_model() -> str:
-    from refquant.zoo import load_real_model
-
-    os.makedirs(_CACHE, exist_ok=True)
-    path = os.path.join(_CACHE, f"{MODEL}.float.onnx")
-    if not os.path.exists(path):
-        tmp = f"{path[:-5]}.{os.getpid()}.tmp.onnx"
-        export_float(load_real_model(MODEL)).save(tmp)
-        os.replace(tmp, path)
-    return path
-
-
 def quantized_model(form: str, granularity: str, act: str, calibration: str = "MinMax",
                     calibration_views=CALIBRATION_VIEWS) -> str:
     tag = "" if tuple(calibration_views) == CALIBRATION_VIEWS else "." + "+".join(calibration_views)
@@ -54,7 +41,7 @@ def quantized_model(form: str, granularity: str, act: str, calibration: str = "M
     if os.path.exists(path):
         return path
     final, path = path, f"{path[:-5]}.{os.getpid()}.tmp.onnx"
-    src = float_model()
+    src = float_model(MODEL)
     x = _inputs(calibration_views)
     import onnx
 

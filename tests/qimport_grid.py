@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from refquant.data import digits_inputs, load_digits
+from refquant.host import cpu_model
 from refquant.onnx_io import exact_integer_products, export_float
 from refquant.onnx_io.qimport import import_quantized
 from refquant.registry import resolve_model
@@ -156,8 +157,7 @@ def standard_onnx(model):
     ``QuantizeLinear`` with scale 1) — those rules are checked against onnxruntime's kernels on
     random operands separately. The integer products are the reference evaluator's own
     (its requantization is refquant's ``float64`` mode). Opset 21."""
-    import onnx
-    from onnx import helper as h, numpy_helper as nh
+    from onnx import helper as h
 
     consts = dict(model.consts)
     nodes, extra = [], {}
@@ -227,7 +227,6 @@ def standard_onnx(model):
 
 def reference_evaluator_oracle(model):
     """``(run(feeds) → output, label)``: :func:`standard_onnx` in the onnx reference evaluator."""
-    import onnx
     from onnx import helper as h, numpy_helper as nh
     from onnx.reference import ReferenceEvaluator
 
@@ -300,17 +299,10 @@ def main(argv=None) -> int:
 
 def host_line(seconds: float) -> str:
     """Where and how fast the table was measured (printed on stderr after the table)."""
-    import platform
-
     import onnx
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (f"{time.strftime('%Y-%m-%d', time.gmtime())}: {seconds:.0f} s wall, {cpu}, {os.cpu_count()} cores, "
             f"onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}, onnxruntime u8xs8 exact: "
             f"{exact_integer_products('uint8', 'int8')}")

@@ -219,17 +219,21 @@ def _iterate_samples(density: Samples, y: np.ndarray, tol: float, max_iter: int)
                                                 tol * density.std, max_iter)
     history = [float(v) for v in np.atleast_1d(density.cells(path).mse)]
     y = path[-1]
-    mse = density.exact_mse(y)
-    history[-1] = mse
+    history[-1] = density.exact_mse(y)
+    return _result(density, y, int(iterations), bool(converged), history, 0)
+
+
+def _result(density, y, iterations: int, converged: bool, history: list, newton_steps: int) -> LloydMaxResult:
+    """The solver's result for final levels ``y``; its MSE is the last entry of ``history``."""
     return LloydMaxResult(
         distribution=density.name,
         levels=_readonly(y),
         thresholds=_readonly(midpoints(y)),
-        mse=mse,
-        iterations=int(iterations),
-        converged=bool(converged),
+        mse=history[-1],
+        iterations=iterations,
+        converged=converged,
         mse_history=tuple(history),
-        newton_steps=0,
+        newton_steps=newton_steps,
     )
 
 
@@ -241,14 +245,13 @@ def _iterate(density: Density, n: int, tol: float, max_iter: int, newton: bool,
     cells = density.cells(y)
     history = [cells.mse]
     threshold = tol * density.std
-    use_newton = newton and not isinstance(density, Samples)
     converged = False
     newton_steps = 0
     iterations = 0
     while iterations < max_iter:
         y_next = _centroid_step(y, cells, density.symmetric)
         next_cells = density.cells(y_next)
-        if use_newton:
+        if newton:
             y_try = _newton_step(density, y, cells)
             if y_try is not None:
                 try_cells = density.cells(y_try)
@@ -262,18 +265,7 @@ def _iterate(density: Density, n: int, tol: float, max_iter: int, newton: bool,
         if step <= threshold:
             converged = True
             break
-    mse = density.exact_mse(y) if isinstance(density, Samples) else cells.mse
-    history[-1] = mse
-    return LloydMaxResult(
-        distribution=density.name,
-        levels=_readonly(y),
-        thresholds=_readonly(midpoints(y)),
-        mse=mse,
-        iterations=iterations,
-        converged=converged,
-        mse_history=tuple(history),
-        newton_steps=newton_steps,
-    )
+    return _result(density, y, iterations, converged, history, newton_steps)
 
 
 @functools.lru_cache(maxsize=256)
