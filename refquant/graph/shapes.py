@@ -107,12 +107,18 @@ def _require_int(where: str, what: str, dims) -> None:
 #   consts: the input arrays that are initializers (None otherwise)
 
 
-def _conv(where, shapes, consts, attrs):
+def _conv_operands(where, shapes):
+    """Conv's and ConvTranspose's ``(X, W, B)`` shapes: 4-D, static channels and kernel."""
     x, w, b = (shapes + [None])[:3]
     _require_ndim(where, "input X", x, 4)
     _require_ndim(where, "weight W", w, 4)
     _require_int(where, "input X (channels, height, width)", x[1:])
     _require_int(where, "weight W", w)
+    return x, w, b
+
+
+def _conv(where, shapes, consts, attrs):
+    x, w, b = _conv_operands(where, shapes)
     c, (m, cg, kh, kw) = x[1], w
     group = attrs.get("group", 1)
     if "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != (kh, kw):
@@ -263,13 +269,12 @@ def _broadcast_binary(where, shapes, consts, attrs):
     return broadcast_shapes(shapes[0], shapes[1], where)
 
 
-def _axes_values(where, what, const, rank):
-    """A constant axes input (int64, 1-D) normalised to ``[0, rank)``; ValueError naming the node."""
-    if const is None:
-        raise ValueError(f"{where}: the {what!r} input must be an initializer (static axes)")
-    if const.dtype != np.int64 or const.ndim != 1:
-        raise ValueError(f"{where}: the {what!r} input must be a 1-D int64 array, got {const.dtype} {const.shape}")
-    return normalise_axes(where, [int(a) for a in const], rank, what)
+def _axes_values(where, consts, i, rank):
+    """Input ``i``, a constant 1-D int64 ``axes``, normalised to ``[0, rank)``; ValueError naming the node."""
+    axes = _constant_input(where, consts, i, "axes", np.int64)
+    if axes.ndim != 1:
+        raise ValueError(f"{where}: the 'axes' input must be 1-D, got shape {axes.shape}")
+    return normalise_axes(where, [int(a) for a in axes], rank)
 
 
 def _transpose(where, shapes, consts, attrs):
@@ -308,10 +313,10 @@ def dim_sum(dims, where: str) -> Dim:
 
 
 def _unsqueeze(where, shapes, consts, attrs):
-    x, axes = shapes[0], consts[1]
-    n = 0 if axes is None else axes.size
+    x = shapes[0]
+    n = _constant_input(where, consts, 1, "axes", np.int64).size  # the output's rank is len(x) + n
     out = list(x)
-    for a in sorted(_axes_values(where, "axes", axes, len(x) + n)):
+    for a in sorted(_axes_values(where, consts, 1, len(x) + n)):
         out.insert(a, 1)
     return tuple(out)
 
@@ -322,7 +327,7 @@ def _squeeze(where, shapes, consts, attrs):
         if any(not isinstance(d, int) for d in x):
             raise ValueError(f"{where}: Squeeze without axes needs static dimensions, got {_fmt(x)}")
         return tuple(d for d in x if d != 1)
-    drop = _axes_values(where, "axes", consts[1], len(x))
+    drop = _axes_values(where, consts, 1, len(x))
     for a in drop:
         if x[a] != 1:
             raise ValueError(f"{where}: axis {a} of {_fmt(x)} has size {x[a]}, not 1")
@@ -345,7 +350,7 @@ def _reduce_mean(where, shapes, consts, attrs):
 def _reduce_sum(where, shapes, consts, attrs):
     x = shapes[0]
     has_axes = len(shapes) > 1 and shapes[1] is not None
-    axes = _axes_values(where, "axes", consts[1], len(x)) if has_axes else None
+    axes = _axes_values(where, consts, 1, len(x)) if has_axes else None
     if not axes:
         axes = None
         if attrs.get("noop_with_empty_axes", 0):
@@ -395,11 +400,7 @@ def _constant_input(where, consts, i, name, dtype):
 
 
 def _conv_transpose(where, shapes, consts, attrs):
-    x, w, b = (shapes + [None])[:3]
-    _require_ndim(where, "input X", x, 4)
-    _require_ndim(where, "weight W", w, 4)
-    _require_int(where, "input X (channels, height, width)", x[1:])
-    _require_int(where, "weight W", w)
+    x, w, b = _conv_operands(where, shapes)
     group = attrs.get("group", 1)
     if w[0] != x[1] or x[1] % group:
         raise ValueError(f"{where}: weight {_fmt(w)} must be ({x[1]}, M/group, kH, kW) for an input of "
