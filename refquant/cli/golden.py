@@ -4,10 +4,11 @@
 
     refquant golden export MODEL DIR [--plan PLAN ...] [--images 4] [--onnx] [--accumulators] [--workers N]
     refquant golden export efficientnet-lite0 DIR [--views PHOTO/VIEW ...] [--calibration 16] [--onnx]
+    refquant golden export minilm-l6 DIR [--sentences 4] [--seed 0] [--calibration 21]
     refquant golden export MODEL.onnx DIR --inputs IN.npz [--semantics integer|qdq-float]
     refquant golden run DIR --backend NAME|MODULE|FILE.py -o OUT.npz
     refquant golden verify DIR --outputs OUT.npz|PB_DIR [--policy exact|lsb1] [--manifest-sha256 HEX] [--json]
-                           [--html REPORT.html] [--backend-name NAME]
+                           [--html REPORT.html] [--backend-name NAME] [--float-tolerance T]
     refquant golden conform (--backend NAME|MODULE|FILE.py | --command "CMD {in} {out}") [--out DIR]
     refquant golden refresh [DIR]
 
@@ -40,7 +41,7 @@ from ..plan import parse_plan
 from ..presentation import SweepProgress
 from ..registry import resolve_model
 from ..sweep import make_executor
-from ..zoo import REAL_MODELS
+from ..zoo import EMBEDDING_MODELS, REAL_MODELS
 from ..zoo.efficientnet_lite import preprocess
 from ..testing.backend import CommandBackend, check_backend, require_kernels, resolve_backend
 from .args import existing_dir, existing_file, int_at_least
@@ -95,12 +96,44 @@ def _photo_inputs(args):
     return preprocess(views.images), data.calibration, description
 
 
+def _sentence_inputs(args):
+    """A sentence-embedding model's recorded batch (``--sentences`` of the shipped set's test
+    sentences, chosen with ``--seed``, padded to the longest) and its calibration batches (the
+    first ``--calibration`` of the set's 21 calibration sentences, as ``refquant compare`` uses them)."""
+    from ..compare_embeddings import sentence_batches
+    from ..data.sentences import load_sentences
+    from ..zoo import load_minilm_tokenizer
+    from ..zoo.minilm import encode_sentences
+
+    data, tok = load_sentences(), load_minilm_tokenizer()
+    n = 4 if args.sentences is None else args.sentences
+    if n > len(data.test):
+        raise ValueError(f"golden export: --sentences {n}: the sentence set has only {len(data.test)} test sentences")
+    chosen = sorted(int(i) for i in np.random.default_rng(args.seed).choice(len(data.test), n, replace=False))
+    calibration = len(data.calibration) if args.calibration is None else args.calibration
+    if calibration > len(data.calibration):
+        raise ValueError(f"golden export: --calibration {calibration}: the sentence set has only "
+                         f"{len(data.calibration)} calibration sentences")
+    calib, _ = sentence_batches(tok, [s for _, s in data.calibration[:calibration]], 32)
+    description = (f"test sentences {chosen} of refquant/data/sentences.json (numpy.random.default_rng({args.seed})"
+                   f".choice), one batch padded to the longest; calibration: the first {calibration} calibration "
+                   f"sentences")
+    return encode_sentences(tok, [data.test[i][1] for i in chosen]), calib, description
+
+
 def cmd_export(args) -> int:
     if str(args.model).endswith(".onnx"):
         return _export_imported(args)
     if args.inputs:
         raise ValueError("golden export: --inputs is for an imported .onnx model")
     graph = resolve_model(args.model)
+    if args.model in EMBEDDING_MODELS:
+        if len(args.plan or ()) > 1 or args.workers or args.scheduler:
+            raise ValueError(f"golden export {args.model}: one plan at a time")
+        x, calib, description = _sentence_inputs(args)
+        return _export_registered(args, graph, x, calib, description)
+    if args.sentences is not None:
+        raise ValueError(f"golden export: --sentences is for a sentence-embedding model ({', '.join(EMBEDDING_MODELS)})")
     if args.model in REAL_MODELS:
         x, calib, description = _photo_inputs(args)
         return _export_registered(args, graph, x, calib, description)
@@ -189,7 +222,8 @@ def cmd_run(args) -> int:
                     f"golden run: --backend {args.backend}")
     outputs = replay(gs, kernels, mode=args.requant)
     for out in gs.manifest["outputs"]:  # the float graph outputs: the last layers' integers dequantized
-        outputs[out["name"]] = dequantize(outputs[out["layer"]], gs.qparams(gs.layer(out["layer"]), "output"))
+        qp = gs.qparams(gs.layer(out["layer"]), "output")
+        outputs[out["name"]] = outputs[out["layer"]] if qp is None else dequantize(outputs[out["layer"]], qp)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as f:
@@ -206,7 +240,7 @@ def cmd_verify(args) -> int:
     existing_dir("golden verify", "DIR", args.dir)
     existing_file("golden verify", "--outputs", args.outputs)
     report = verify(args.dir, args.outputs, policy=args.policy, manifest_sha256=args.manifest_sha256,
-                    backend=args.backend_name)
+                    backend=args.backend_name, float_tolerance=args.float_tolerance)
     if args.html:
         write_html_report(report, args.html)
     if args.json:
@@ -273,7 +307,9 @@ def add_golden_commands(cli) -> None:
     p.add_argument("--weights", default="minmax:8:per-channel")
     p.add_argument("--activations", default="static-minmax:8")
     p.add_argument("--images", type=int_at_least(1), default=4, help="test images to record (default 4)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="chooses the images (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="chooses the images or sentences (default 0)")
+    p.add_argument("--sentences", type=int_at_least(1), default=None,
+                   help="a sentence-embedding model (minilm-l6): test sentences to record (default 4)")
     p.add_argument("--views", nargs="+", metavar="PHOTO/VIEW", default=None,
                    help="real ImageNet model: the photo views to record, e.g. chelsea/center coffee/flip "
                         "(default: --images center views chosen with --seed)")
@@ -305,6 +341,9 @@ def add_golden_commands(cli) -> None:
     p.add_argument("--policy", default="exact", choices=tuple(POLICIES),
                    help="exact: every integer equal; lsb1: within ±1 LSB (default exact)")
     p.add_argument("--manifest-sha256", metavar="HEX", help="refuse the set unless its manifest has this SHA-256")
+    p.add_argument("--float-tolerance", metavar="T", type=float, default=0.0,
+                   help="float-island tensors (transformers): accept |backend − golden| <= T · max|golden| of "
+                        "the layer (default 0: the same float32 bits)")
     p.add_argument("--html", metavar="REPORT.html", default=None,
                    help="also write the report as one self-contained HTML page (per-layer counts, heat maps of "
                         "where mismatches sit, LSB histograms, each layer's rule; needs matplotlib)")

@@ -187,6 +187,7 @@ class QuantizedModel:
             if keep:
                 rec.q_output = out.q
                 rec.float_output = dequantize(out.q, out.qp)
+                rec.float_value = shadows.get(step.output)
             rec.output_qparams = out.qp
             records.append(rec)
             return out

@@ -36,6 +36,9 @@ class LayerRecord:
     q_output: np.ndarray | None = None
     float_output: np.ndarray | None = None
     accumulators: np.ndarray | None = None
+    #: with float islands, the float32 value that float operators read instead of the dequantized
+    #: ``q_output`` (the operator's result before it was quantized); kept with ``keep=True``
+    float_value: np.ndarray | None = None
 
     @property
     def working_bytes(self) -> int:

@@ -33,7 +33,7 @@ from ..graph import OP_SCHEMAS
 from ..graph.io import _jsonable
 from ..kernels import reference
 from ..numerics import make_requantizer, quantize
-from .manifest import FORMAT, FORMAT_VERSION
+from .manifest import FORMAT, format_version_of
 from .onnx_layout import add_model_layout
 from .writer import GoldenWriter, write_golden_files
 
@@ -83,10 +83,18 @@ def _qp(qp):
     return None if qp is None else qp.to_dict()
 
 
-def _operands(graph, node, produced) -> tuple[list, dict]:
+#: the executor's record kinds of float-island steps → the golden kernel (the output kind says "float")
+_KERNEL = {"unfused → float": "unfused", "integer → float": "integer", "float island": "float"}
+#: constants with more elements than this are written to a file (format version 2), not into the JSON
+MAX_INLINE_CONSTANT = 4096
+
+
+def _operands(graph, node, produced, w=None, base: str = "") -> tuple[list, dict]:
     """A non-kernel node's operands in ONNX input order — ``{"layer": name}`` for a layer's
     output, ``{"constant": label}`` for an initializer (its values in ``constants[label]``,
-    labelled by the ONNX input name), ``None`` for an absent optional input."""
+    labelled by the ONNX input name; one of more than :data:`MAX_INLINE_CONSTANT` elements — an
+    embedding table — in a file ``constants[label]["file"]`` instead), ``None`` for an absent
+    optional input."""
     specs = OP_SCHEMAS[node.op_type].inputs if node.op_type in OP_SCHEMAS else ()
     operands, constants = [], {}
     for i, t in enumerate(node.inputs):
@@ -97,7 +105,11 @@ def _operands(graph, node, produced) -> tuple[list, dict]:
         else:
             a = np.asarray(graph.initializers[t])
             label = specs[i].name if i < len(specs) else str(i)
-            constants[label] = {"dtype": a.dtype.name, "shape": list(a.shape), "values": a.reshape(-1).tolist()}
+            constants[label] = {"dtype": a.dtype.name, "shape": list(a.shape)}
+            if w is not None and a.size > MAX_INLINE_CONSTANT:
+                constants[label]["file"] = w.tensor(f"{base}.{safe_name(label)}.npy", a, "constant")
+            else:
+                constants[label]["values"] = a.reshape(-1).tolist()
             operands.append({"constant": label})
     return operands, constants
 
@@ -112,27 +124,40 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
     holding an earlier golden set is rewritten; any other non-empty directory is refused.
     """
     graph = qm.graph
-    ints = [t.name for t in graph.inputs if t.dtype != "float32"]
-    if ints or getattr(qm, "float_tensors", None):
-        raise ValueError(f"golden sets hold every step's integer output; model {graph.name!r} has "
-                         + (f"integer inputs {ints} and " if ints else "")
-                         + f"{len(qm.float_tensors)} float-island tensors (a transformer), which the golden "
-                         f"format ({FORMAT} {FORMAT_VERSION}) cannot record yet — export it with "
-                         f"refquant.onnx_io.export_qoperator instead, which onnxruntime runs bit-exactly")
+    float_tensors = getattr(qm, "float_tensors", frozenset())
+    if onnx and (float_tensors or any(t.dtype != "float32" for t in graph.inputs)):
+        raise ValueError(f"golden export: the ONNX test-data layout (--onnx) is written for models without float "
+                         f"islands or integer inputs; model {graph.name!r} has them — export its QOperator form "
+                         f"with refquant.onnx_io.export_qoperator instead")
     feeds = inputs if isinstance(inputs, dict) else {graph.inputs[0].name: inputs}
-    feeds = {k: np.asarray(v, np.float32) for k, v in feeds.items()}
+    given = {t.name for t in graph.inputs if t.dtype != "float32" or t.name in float_tensors}
+    feeds = {k: (np.asarray(v) if k in given else np.asarray(v, np.float32)) for k, v in feeds.items()}
+    for t in graph.inputs:
+        if t.name in given and t.name in feeds and t.dtype != "float32" and feeds[t.name].dtype.kind not in "iu":
+            raise ValueError(f"golden export: input {t.name!r} must hold integers (indices, {t.dtype}), "
+                             f"got dtype {feeds[t.name].dtype}")
     result = qm.run(feeds, backend=backend, keep=True)
     w = GoldenWriter()
     layers: list = []
-    produced: dict = {}  # refquant tensor → (layer name, QTensor)
-    records = result.records
-    n_in = len(graph.inputs)
+    produced: dict = {}  # refquant tensor → (layer name, QTensor, or the array of a float/index output)
+    records = iter(result.records)
 
     for k, t in enumerate(graph.inputs):
-        rec = records[k]
-        q = quantize(feeds[t.name], rec.output_qparams)
         base = f"{k:02d}.{safe_name(t.name)}"
         strategy, _ = qm.tensor_specs[t.name]
+        if t.name in given:  # token ids, a float-island input: given as they are (format version 2)
+            x = np.ascontiguousarray(feeds[t.name])
+            kind = "float" if x.dtype.kind == "f" else "index"
+            layers.append({
+                "index": k, "name": t.name, "op": "Input", "kernel": "input", "output_kind": kind, "inputs": [],
+                "attributes": {}, "operands": None, "constants": {}, "fused_activation": None, "timing": None,
+                "activation_strategy": None, "qparams": {"input": None, "weight": None, "output": None},
+                "tensors": {"output": w.tensor(f"{base}.output.npy", x, "output")},
+            })
+            produced[t.name] = (t.name, x)
+            continue
+        rec = next(records)
+        q = quantize(feeds[t.name], rec.output_qparams)
         layers.append({
             "index": k, "name": t.name, "op": "QuantizeLinear", "kernel": "input", "inputs": [],
             "attributes": {}, "operands": None, "constants": {}, "fused_activation": None, "timing": rec.timing,
@@ -143,26 +168,30 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
         })
         produced[t.name] = (t.name, QTensor(q, rec.output_qparams))
 
+    n_in = len(graph.inputs)
     for j, step in enumerate(qm.steps):
-        rec = records[n_in + j]
+        rec = next(records)
         node, index = step.node, n_in + j
         base = f"{index:02d}.{safe_name(step.name)}"
         sources = [t for t in node.inputs if t and t in produced]
         strategy, _ = qm.tensor_specs[step.output]
+        to_float = step.output in float_tensors
         entry = {
-            "index": index, "name": step.name, "op": node.op_type, "kernel": rec.kernel,
+            "index": index, "name": step.name, "op": node.op_type, "kernel": _KERNEL.get(rec.kernel, rec.kernel),
             "inputs": [produced[t][0] for t in sources],
             "attributes": {k: _jsonable(v) for k, v in sorted(node.attributes.items())},
             "operands": None, "constants": {},
             "fused_activation": step.fused_activation, "timing": rec.timing,
-            "activation_strategy": strategy.name,
+            "activation_strategy": None if to_float else strategy.name,
             "qparams": {"input": _qp(rec.input_qparams), "weight": _qp(rec.weight_qparams),
                         "output": _qp(rec.output_qparams)},
             "tensors": {},
         }
+        if to_float:
+            entry["output_kind"] = "float"
         tensors = entry["tensors"]
         if not step.quantizable:
-            entry["operands"], entry["constants"] = _operands(graph, node, produced)
+            entry["operands"], entry["constants"] = _operands(graph, node, produced, w, base)
         if step.quantizable:
             layer = qm.layers[step.name]
             qw = layer.weight
@@ -178,8 +207,9 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
                 bias_q = quantize_bias(layer.bias, x_t.qp.scale, qw.qparams.scale)
                 if bias_q is not None:
                     tensors["bias"] = w.tensor(f"{base}.bias.npy", bias_q, "bias")
-                entry["requantization"] = requantization_constants(
-                    x_t.qp, qw.qparams, rec.output_qparams, qm.requant, step.fused_activation)
+                if not to_float:
+                    entry["requantization"] = requantization_constants(
+                        x_t.qp, qw.qparams, rec.output_qparams, qm.requant, step.fused_activation)
                 if accumulators:
                     acc = rec.accumulators
                     if acc is None:
@@ -189,9 +219,17 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
                 tensors["weight"] = w.tensor(f"{base}.weight.npy", qw.dequantize(), "weight", node.op_type)
                 if layer.bias is not None:
                     tensors["bias"] = w.tensor(f"{base}.bias.npy", np.asarray(layer.bias, np.float32), "bias")
-        tensors["output"] = w.tensor(f"{base}.output.npy", np.ascontiguousarray(rec.q_output), "output")
+        if to_float:
+            y = np.ascontiguousarray(rec.float_output, dtype=np.float32)
+            tensors["output"] = w.tensor(f"{base}.output.npy", y, "output")
+            produced[step.output] = (step.name, y)
+        else:
+            tensors["output"] = w.tensor(f"{base}.output.npy", np.ascontiguousarray(rec.q_output), "output")
+            if rec.float_value is not None:  # what float consumers read instead of the dequantized integers
+                tensors["float"] = w.tensor(f"{base}.float.npy", np.ascontiguousarray(rec.float_value, np.float32),
+                                            "output")
+            produced[step.output] = (step.name, QTensor(rec.q_output, rec.output_qparams))
         layers.append(entry)
-        produced[step.output] = (step.name, QTensor(rec.q_output, rec.output_qparams))
 
     outputs = []
     for name in graph.outputs:
@@ -200,7 +238,7 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
                         "file": w.tensor(f"output.{safe_name(name)}.npy", y, "output")})
 
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "refquant_version": __version__,
+        "format": FORMAT, "format_version": format_version_of(layers), "refquant_version": __version__,
         "model": {"name": model_name or graph.name, "graph_sha256": graph_sha256(graph)},
         "plan": str(qm.plan), "requant": qm.requant, "backend": backend, "seed": seed,
         "inputs": {"description": input_description,

@@ -32,7 +32,7 @@ import numpy as np
 from .._version import __version__
 from ..onnx_io.qimport import KERNEL_RULES, import_quantized
 from .export import requantization_constants, safe_name
-from .manifest import FORMAT, FORMAT_VERSION
+from .manifest import FORMAT, format_version_of
 from .writer import GoldenWriter, write_golden_files
 
 __all__ = ["export_imported_golden", "layer_tensors"]
@@ -162,7 +162,7 @@ def export_imported_golden(model, feeds: dict, directory, *, semantics: str = "i
                         "file": w.tensor(f"output.{safe_name(name)}.npy", np.asarray(result.outputs[name]), "output")})
 
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "refquant_version": __version__,
+        "format": FORMAT, "format_version": format_version_of(layers), "refquant_version": __version__,
         "model": {"name": source, "graph_sha256": None, "onnx_sha256": digest},
         "plan": None, "requant": requant, "backend": backend, "seed": None,
         "inputs": {"description": input_description,

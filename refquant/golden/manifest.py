@@ -19,7 +19,7 @@ from ..numerics import REQUANT_MODES, QParams
 from .files import (GoldenFileError, check_inside, check_sha256_hex, load_npy_checked, read_checked,
                     sha256_hex)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "MAX_MANIFEST_BYTES", "MAX_MANIFEST_DEPTH", "dumps",
+__all__ = ["FORMAT", "FORMAT_VERSION", "FORMAT_VERSIONS", "OUTPUT_KINDS", "MANIFEST", "format_version_of", "MAX_MANIFEST_BYTES", "MAX_MANIFEST_DEPTH", "dumps",
            "GoldenSet", "load_golden", "layout_of"]
 
 #: The largest manifest read (bytes); the checked-in ones are below 100 KiB.
@@ -28,7 +28,16 @@ MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_MANIFEST_DEPTH = 32
 
 FORMAT = "refquant.golden"
-FORMAT_VERSION = 1
+#: the newest format version this refquant writes; a set is written with the lowest version that
+#: holds it (:func:`format_version_of`), so every set a version-1 writer made keeps its bytes
+FORMAT_VERSION = 2
+#: the versions this refquant reads: 1 (integer layers only), 2 (adds ``output_kind`` "float" and
+#: "index" layers, the ``float`` tensor role and constants stored in files: transformers)
+FORMAT_VERSIONS = (1, 2)
+#: what a layer's ``output`` tensor holds (version 2; absent means "quantized")
+OUTPUT_KINDS = ("quantized", "float", "index")
+#: the dtype of a non-quantized layer output: float-island tensors and integer (index) graph inputs
+OUTPUT_DTYPES = {"float": ("float32",), "index": ("int64", "int32")}
 MANIFEST = "manifest.json"
 
 _TOP_REQUIRED = {"format", "format_version", "refquant_version", "model", "plan", "requant", "backend", "seed",
@@ -70,6 +79,17 @@ def layout_of(role: str, op: str, ndim: int) -> str:
     if role == "bias":
         return "O"
     return {4: "NCHW", 3: "NCL", 2: "NC", 1: "C", 0: "scalar"}.get(ndim, f"rank{ndim}")
+
+
+def format_version_of(layers: list) -> int:
+    """2 if any layer uses a version-2 field (``output_kind`` other than "quantized", a ``float``
+    tensor, a constant stored in a file), else 1."""
+    for layer in layers:
+        if layer.get("output_kind", "quantized") != "quantized" or "float" in layer.get("tensors", {}):
+            return 2
+        if any("file" in c for c in layer.get("constants", {}).values()):
+            return 2
+    return 1
 
 
 def _require(cond: bool, where: str, message: str) -> None:
@@ -131,7 +151,12 @@ def _check_qparams(d, lw: str, role) -> None:
         raise GoldenFileError(f"{qw}: {exc}") from None
 
 
-def _check_layer(layer, i: int, where: str, files: dict, names: set) -> None:
+def _check_tensor_dtype(files: dict, file: str, allowed: tuple, lw: str, what: str) -> None:
+    dtype = files[file].get("dtype")
+    _require(dtype in allowed, lw, f"{what} file {file!r} must record dtype {' or '.join(allowed)}, got {dtype!r}")
+
+
+def _check_layer(layer, i: int, where: str, files: dict, names: set, version: int = 1) -> None:
     lw = f"{where}: layers[{i}]"
     _require(isinstance(layer, dict), lw, "must be an object")
     missing = sorted(_LAYER_REQUIRED - set(layer))
@@ -149,12 +174,27 @@ def _check_layer(layer, i: int, where: str, files: dict, names: set) -> None:
     _require(isinstance(layer["qparams"], dict), lw, f"'qparams' must be an object, got {layer['qparams']!r}")
     for role, d in layer["qparams"].items():
         _check_qparams(d, lw, role)
-    _require(isinstance(layer["qparams"].get("output"), dict), lw, "needs 'output' qparams")
+    kind = layer.get("output_kind", "quantized")
+    _require(version >= 2 or ("output_kind" not in layer
+                               and not (isinstance(layer["tensors"], dict) and "float" in layer["tensors"])), lw,
+             "'output_kind' and a 'float' tensor need format_version 2")
+    _require(kind in OUTPUT_KINDS, lw, f"'output_kind' must be one of {OUTPUT_KINDS}, got {kind!r}")
+    if kind == "quantized":
+        _require(isinstance(layer["qparams"].get("output"), dict), lw, "needs 'output' qparams")
+    else:
+        _require(layer["qparams"].get("output") is None, lw, f"a {kind!r} output has no 'output' qparams (null)")
     tensors = layer["tensors"]
     _require(isinstance(tensors, dict), lw, f"'tensors' must be an object, got {tensors!r}")
     for role, file in tensors.items():
         _require(isinstance(file, str), lw, f"tensor {role!r} must name a file (a string), got {file!r}")
         _require(file in files, lw, f"tensor {role!r} names file {file!r}, which 'files' does not list")
+    if version >= 2:
+        _require(isinstance(tensors.get("output"), str), lw, "needs an 'output' tensor")
+        if kind != "quantized":
+            _check_tensor_dtype(files, tensors["output"], OUTPUT_DTYPES[kind], lw, f"the {kind} output")
+        if "float" in tensors:
+            _require(kind == "quantized", lw, "only a quantized output has a 'float' tensor")
+            _check_tensor_dtype(files, tensors["float"], ("float32",), lw, "the 'float' tensor")
     for src in layer["inputs"]:
         _require(src in names, lw, f"input {src!r} is not an earlier layer")
     operands = layer.get("operands")
@@ -165,8 +205,14 @@ def _check_layer(layer, i: int, where: str, files: dict, names: set) -> None:
     constants = layer.get("constants", {})
     _require(isinstance(constants, dict), lw, f"'constants' must be an object, got {constants!r}")
     for cname, c in constants.items():
-        _require(isinstance(c, dict) and {"values", "dtype", "shape"} <= set(c), lw,
-                 f"constant {cname!r} needs 'values', 'dtype' and 'shape'")
+        _require(isinstance(c, dict) and {"dtype", "shape"} <= set(c) and ("values" in c) != ("file" in c), lw,
+                 f"constant {cname!r} needs 'dtype', 'shape' and one of 'values' or 'file'")
+        if "file" in c:
+            _require(version >= 2, lw, f"constant {cname!r}: a constant in a file needs format_version 2")
+            _require(isinstance(c["file"], str) and c["file"] in files, lw,
+                     f"constant {cname!r} names file {c['file']!r}, which 'files' does not list")
+            _require(files[c["file"]].get("dtype") == c["dtype"] and files[c["file"]].get("shape") == c["shape"], lw,
+                     f"constant {cname!r}: its file {c['file']!r} must record the constant's dtype and shape")
     for o in [o for o in operands or [] if o is not None]:
         _require((isinstance(o.get("layer"), str) and o["layer"] in names)
                  or (isinstance(o.get("constant"), str) and o["constant"] in constants), lw,
@@ -180,8 +226,9 @@ def _check_schema(doc, where: str) -> None:
     missing = sorted(_TOP_REQUIRED - set(doc))
     _require(not missing, where, f"missing key(s) {missing}")
     _require(doc["format"] == FORMAT, where, f"'format' must be {FORMAT!r}, got {doc['format']!r}")
-    _require(doc["format_version"] == FORMAT_VERSION, where,
-             f"'format_version' {doc['format_version']!r} is not supported (this refquant reads {FORMAT_VERSION})")
+    _require(_is_int(doc["format_version"]) and doc["format_version"] in FORMAT_VERSIONS, where,
+             f"'format_version' {doc['format_version']!r} is not supported (this refquant reads "
+             f"{', '.join(map(str, FORMAT_VERSIONS))})")
     _require(doc["requant"] in REQUANT_MODES, where, f"'requant' must be one of {REQUANT_MODES}, got {doc['requant']!r}")
     _require(isinstance(doc["files"], dict), where, f"'files' must be an object, got {type(doc['files']).__name__}")
     for name, entry in doc["files"].items():
@@ -189,7 +236,7 @@ def _check_schema(doc, where: str) -> None:
     _require(isinstance(doc["layers"], list) and doc["layers"], where, "'layers' must be a non-empty list")
     names: set = set()
     for i, layer in enumerate(doc["layers"]):
-        _check_layer(layer, i, where, doc["files"], names)
+        _check_layer(layer, i, where, doc["files"], names, doc["format_version"])
         names.add(layer["name"])
     _require(isinstance(doc["outputs"], list), where, f"'outputs' must be a list, got {type(doc['outputs']).__name__}")
     for k, out in enumerate(doc["outputs"]):

@@ -25,7 +25,8 @@ from ..kernels import reference
 from ..numerics import dequantize, make_requantizer, quantize, requantize
 from ..ops import FLOAT_OPS
 
-__all__ = ["compute_layer", "layer_accumulators", "layer_requantizer", "kernel_input", "replay", "KERNEL_OPS"]
+__all__ = ["compute_layer", "layer_accumulators", "layer_requantizer", "kernel_input", "output_kind", "replay",
+           "KERNEL_OPS"]
 
 KERNEL_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -44,7 +45,20 @@ def kernel_input(gs, layer: dict, x: np.ndarray) -> np.ndarray:
     src_qp = gs.qparams(producer, "output")
     if not src_qp.per_tensor:
         x = per_tensor(QTensor(x, src_qp), layer["name"]).q
+    if layer["op"] == "MatMul" and x.ndim > 2:  # every leading (batch, token) position is one row
+        return x.reshape(-1, x.shape[-1])
     return x if layer["op"] == "Conv" else x.reshape(x.shape[0], -1)
+
+
+def output_kind(layer: dict) -> str:
+    """``"quantized"`` (integers on the output qparams' grid), ``"float"`` (a float-island float32
+    tensor) or ``"index"`` (integers given as they are, e.g. token ids) — format version 2."""
+    return layer.get("output_kind", "quantized")
+
+
+def _leading(gs, layer, x):
+    """The leading shape an N-D MatMul's 2-D result is viewed back into (``None`` otherwise)."""
+    return x.shape[:-1] if layer["op"] == "MatMul" and x.ndim > 2 else None
 
 
 def layer_requantizer(gs, layer: dict, mode: str | None = None):
@@ -70,7 +84,17 @@ def layer_accumulators(gs, layer: dict, x: np.ndarray, kernels=reference) -> np.
 
 
 def _kernel_layer(gs, layer, x, kernels, mode):
-    x = kernel_input(gs, layer, x)
+    lead = _leading(gs, layer, x)
+    y = _kernel_layer_2d(gs, layer, kernel_input(gs, layer, x), kernels, mode)
+    return y if lead is None else y.reshape(lead + y.shape[-1:])
+
+
+def _kernel_layer_2d(gs, layer, x, kernels, mode):
+    if output_kind(layer) == "float":  # a float island follows: float32(acc) · float32(s_x · s_w[c])
+        acc = layer_accumulators(gs, layer, x, kernels)
+        x_qp, w_qp = gs.qparams(layer, "input"), gs.qparams(layer, "weight")
+        scale = (np.float32(x_qp.scale) * np.atleast_1d(np.asarray(w_qp.scale, np.float32))).astype(np.float32)
+        return acc.astype(np.float32) * (scale.reshape(-1, 1, 1) if layer["op"] == "Conv" and scale.size > 1 else scale)
     rq = layer_requantizer(gs, layer, mode)
     if layer["kernel"] == "unfused":
         acc = layer_accumulators(gs, layer, x, kernels)
@@ -84,6 +108,7 @@ def _kernel_layer(gs, layer, x, kernels, mode):
 def _float_kernel_layer(gs, layer, x):
     """A layer whose weights execute in float (fake-quantized): the executor's float path."""
     x_qp, y_qp = gs.qparams(layer, "input"), gs.qparams(layer, "output")
+    lead = _leading(gs, layer, x)
     xf = dequantize(kernel_input(gs, layer, x), x_qp)
     wf, b = gs.layer_tensor(layer, "weight"), gs.layer_tensor(layer, "bias")
     if layer["op"] == "Conv":
@@ -93,23 +118,45 @@ def _float_kernel_layer(gs, layer, x):
     act = layer["fused_activation"]
     if act is not None:
         y = np.clip(y, 0, 6 if act == "relu6" else None).astype(np.float32)
-    return quantize(y, y_qp)
+    y = y if lead is None else y.reshape(lead + y.shape[-1:])
+    return y if output_kind(layer) == "float" else quantize(y, y_qp)
+
+
+def _constant(gs, c: dict) -> np.ndarray:
+    if "file" in c:  # a large constant (an embedding table), format version 2
+        return gs.tensor(c["file"])
+    return np.asarray(c["values"], c["dtype"]).reshape(c["shape"])
 
 
 def _operands(gs, layer, inputs):
-    """Positional operands of a non-kernel layer: producers' outputs and constants, in node order."""
+    """Positional operands of a non-kernel layer: producers' outputs (a :class:`QTensor` for a
+    quantized one, the array of a float or index one) and constants, in node order."""
     producers = iter(zip(layer["inputs"], inputs))
     args = []
     for operand in layer.get("operands") or [{"layer": n} for n in layer["inputs"]]:
         if operand is None:
             args.append(None)
         elif "constant" in operand:
-            c = layer["constants"][operand["constant"]]
-            args.append(np.asarray(c["values"], c["dtype"]).reshape(c["shape"]))
+            args.append(_constant(gs, layer["constants"][operand["constant"]]))
         else:
             name, x = next(producers)
-            args.append(QTensor(x, gs.qparams(gs.layer(name), "output")))
+            producer = gs.layer(name)
+            args.append(QTensor(x, gs.qparams(producer, "output")) if output_kind(producer) == "quantized" else x)
     return args
+
+
+def _float_values(gs, layer, args):
+    """Float islands: a float operator reads a quantized operand's recorded ``float`` tensor (the
+    value before it was quantized), where its producer has one, instead of its dequantized integers."""
+    names = iter(layer["inputs"])
+    out = []
+    for operand, a in zip(layer.get("operands") or [{"layer": n} for n in layer["inputs"]], args):
+        if operand is not None and "layer" in operand:
+            f = gs.layer_tensor(gs.layer(next(names)), "float")
+            out.append(a if f is None else f)
+        else:
+            out.append(a)
+    return out
 
 
 def compute_layer(gs, layer: dict, inputs: list, *, kernels=reference, mode: str | None = None) -> np.ndarray:
@@ -123,19 +170,25 @@ def compute_layer(gs, layer: dict, inputs: list, *, kernels=reference, mode: str
         raise ValueError(f"layer {layer['name']!r}: an imported {layer['imported'].get('onnx_op')} layer follows "
                          f"onnxruntime's rule ({layer['imported'].get('rule', '?')}), which replay does not run")
     y_qp = gs.qparams(layer, "output")
+    if kernel == "input" and output_kind(layer) != "quantized":  # token ids, a float input: given
+        return gs.layer_tensor(layer, "output")
     if kernel == "input":  # QuantizeLinear of the float graph input, or integers given as they are
         return quantize(gs.layer_tensor(layer, "input"), y_qp) if op == "QuantizeLinear" else \
             gs.layer_tensor(layer, "output")
     if op in KERNEL_OPS and kernel in ("fused", "unfused"):
         return _kernel_layer(gs, layer, inputs[0], kernels, mode)
-    if op in KERNEL_OPS:
+    if op in KERNEL_OPS and "weight" in layer["tensors"]:
         return _float_kernel_layer(gs, layer, inputs[0])
     args = _operands(gs, layer, inputs)
     rule = rule_for(op, operand_kinds(args))
     if rule.kernel != kernel:
         raise ValueError(f"layer {layer['name']!r} ({op}): recorded kernel {kernel!r}, but its inputs' qparams "
                          f"select the {type(rule).__name__} rule (kernel {rule.kernel!r})")
+    if not rule.keeps_qparams and rule.kernel == "float":
+        args = _float_values(gs, layer, args)
     y = rule.compute(op, args, layer["attributes"], name=layer["name"])
+    if output_kind(layer) == "float":
+        return np.asarray(y, np.float32)
     return np.ascontiguousarray(y) if rule.keeps_qparams else quantize(y, y_qp)
 
 

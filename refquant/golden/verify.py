@@ -33,7 +33,7 @@ from .explain import MODE_DESCRIPTIONS, explain_requantization
 from .files import GoldenFileError, check_sha256_hex
 from .manifest import GoldenSet, load_golden
 from .onnx_layout import read_output_dir
-from .replay import KERNEL_OPS, compute_layer, kernel_input, layer_accumulators, layer_requantizer
+from .replay import KERNEL_OPS, compute_layer, kernel_input, layer_accumulators, layer_requantizer, output_kind
 
 __all__ = ["POLICIES", "LayerResult", "VerifyReport", "layer_rule", "mismatch_map", "read_outputs", "verify"]
 
@@ -69,6 +69,8 @@ class LayerResult:
     lsb_histogram: list = field(default_factory=list)
     #: where the differing elements sit (:func:`mismatch_map`); ``None`` when none differs
     mismatch_map: dict | None = None
+    #: float-island layers (format version 2): ``max |backend − golden| / max |golden|`` over the layer
+    max_rel_diff: float | None = None
 
     def row(self) -> dict:
         fm = self.first_mismatch
@@ -196,6 +198,41 @@ def _compare(r: LayerResult, golden: np.ndarray, got: np.ndarray, scale: float |
     return d
 
 
+def _compare_float(r: LayerResult, golden: np.ndarray, got, tolerance: float) -> None:
+    """A float-island tensor: equal means the same float32 bits; with ``tolerance > 0`` an element
+    whose ``|backend − golden| <= tolerance · max|golden|`` (over the layer) counts as ``within_1``.
+    ``max_rel_diff`` is ``max |backend − golden| / max |golden|``."""
+    got = np.asarray(got)
+    if got.dtype.kind != "f":
+        r.status, r.passed = "error", False
+        r.message = f"dtype {got.dtype.name}: a float-island layer's output is float32"
+        return
+    if tuple(got.shape) != tuple(golden.shape):
+        r.status, r.passed = "error", False
+        r.message = f"shape {list(got.shape)}, the golden output has {list(golden.shape)}"
+        return
+    g32, b32 = golden.astype(np.float32), got.astype(np.float32)
+    equal = g32.view(np.uint32) == b32.view(np.uint32)
+    diff = np.abs(b32.astype(np.float64) - g32.astype(np.float64))
+    diff = np.where(equal, 0.0, np.where(np.isnan(diff), np.inf, diff))
+    top = float(np.abs(g32.astype(np.float64)).max(initial=0.0)) or 1.0
+    close = ~equal & (diff <= tolerance * top)
+    r.elements = int(golden.size)
+    r.exact = int(np.count_nonzero(equal))
+    r.within_1 = int(np.count_nonzero(close))
+    r.worse = r.elements - r.exact - r.within_1
+    r.max_rel_diff = float(diff.max(initial=0.0) / top)
+    r.max_abs_lsb = 0.0
+    r.status = "exact" if r.exact == r.elements else "differs"
+    r.passed = r.worse == 0
+    if r.status == "differs":
+        i = np.unravel_index(int(np.argmax(~equal)), golden.shape)
+        r.first_mismatch = {"index": [int(v) for v in i], "golden": float(g32[i]), "backend": float(b32[i])}
+        r.mismatch_map = mismatch_map(~equal)
+        r.explanation = (f"float-island tensor: max |difference| {r.max_rel_diff:.3g} of the layer's largest "
+                         f"magnitude" + (f" (tolerance {tolerance:g})" if tolerance else " (compared bit for bit)"))
+
+
 #: the largest heat map kept per layer (rows × columns); larger tensors are summed in bins
 MAP_MAX_ROWS, MAP_MAX_COLS = 64, 256
 
@@ -243,8 +280,19 @@ def layer_rule(gs: GoldenSet, layer: dict) -> str:
     onnxruntime rule (``KERNEL_RULES``); otherwise the operator's integer rule."""
     imported = (layer.get("imported") or {}).get("rule")
     kernel, op = layer["kernel"], layer["op"]
+    if kernel == "input" and output_kind(layer) != "quantized":
+        return f"given as it is ({output_kind(layer)} graph input, not quantized)"
     if kernel == "input":
         return "quantize-linear: saturate(round_half_even(float32(x) / s) + z) of the float input"
+    if output_kind(layer) == "float":
+        if op in KERNEL_OPS and kernel == "unfused":
+            return ("float island: exact int32 accumulator Σ(x − z_x)(w − z_w) + bias, then "
+                    "float32(acc) · float32(s_x · s_w[c]) — not requantized")
+        if kernel == "integer":
+            return ("float island: exact int32 Σ(a − z_a)(b − z_b) of two quantized activations, then "
+                    "float32(acc) · float32(s_a · s_b)")
+        return (f"float island: float32 {op} (refquant/ops) on its float inputs (a quantized input: its recorded "
+                f"'float' tensor if it has one, else its dequantized integers); float32 output, not quantized")
     if op in KERNEL_OPS and kernel in ("fused", "unfused"):
         mode = (layer.get("requantization") or {}).get("mode", gs.manifest["requant"])
         when = ("each output as it is accumulated (fused)" if kernel == "fused"
@@ -296,7 +344,11 @@ def _explain(gs, layer, r: LayerResult, got, given: dict, results: dict) -> None
     golden_inputs = [gs.layer_tensor(gs.layer(n), "output") for n in layer["inputs"]]
     own_inputs, upstream = [], None
     for name, g in zip(layer["inputs"], golden_inputs):
-        if name in given:
+        if name in given and output_kind(gs.layer(name)) != "quantized":  # float / index values as given
+            own_inputs.append(np.asarray(given[name]).astype(g.dtype))
+            if results[name].status != "exact" and upstream is None:
+                upstream = name
+        elif name in given:
             own_inputs.append(_integers(given[name], f"layer {name!r}").astype(g.dtype))
             if results[name].status != "exact" and upstream is None:
                 upstream = name
@@ -325,8 +377,14 @@ def _explain(gs, layer, r: LayerResult, got, given: dict, results: dict) -> None
 
 
 def verify(golden, outputs, *, policy: str = "exact", explain: bool = True,
-           manifest_sha256: str | None = None, backend: str | None = None) -> VerifyReport:
+           manifest_sha256: str | None = None, backend: str | None = None,
+           float_tolerance: float = 0.0) -> VerifyReport:
     """Compare a backend's ``outputs`` (path, or ``{name: array}``) with the golden set ``golden``.
+
+    Float-island tensors (format version 2: layers with ``output_kind`` "float", and float graph
+    outputs of such layers) are compared bit for bit; ``float_tolerance`` (``t >= 0``) accepts an
+    element within ``t · max|golden|`` of its layer — for a backend whose float operators sum in
+    another order than refquant's fixed-order float path.
 
     The report carries the SHA-256 of the set's manifest (``VerifyReport.manifest_sha256``);
     ``manifest_sha256``, when given, pins it: a set whose manifest has another digest raises
@@ -335,6 +393,8 @@ def verify(golden, outputs, *, policy: str = "exact", explain: bool = True,
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    if not (isinstance(float_tolerance, (int, float)) and np.isfinite(float_tolerance) and float_tolerance >= 0):
+        raise ValueError(f"float_tolerance must be a finite number >= 0, got {float_tolerance!r}")
     if isinstance(golden, GoldenSet):
         gs = golden
         if manifest_sha256 is not None:
@@ -359,6 +419,9 @@ def verify(golden, outputs, *, policy: str = "exact", explain: bool = True,
         results[r.name] = r
         if r.name not in given:
             continue
+        if output_kind(layer) == "float":
+            _compare_float(r, gs.layer_tensor(layer, "output"), given[r.name], float_tolerance)
+            continue
         d = _compare(r, gs.layer_tensor(layer, "output"), given[r.name])
         if d is None:
             continue
@@ -372,7 +435,10 @@ def verify(golden, outputs, *, policy: str = "exact", explain: bool = True,
                         rule=f"dequantize-linear of layer {layer['name']!r}: float32(q − z)·s; compared bit for bit, "
                              "differences in LSBs of its output scale")
         graph_outputs.append(r)
-        if r.name in given:
+        if r.name in given and output_kind(layer) == "float":
+            r.rule = "the float-island layer's float32 output; compared bit for bit (or within the float tolerance)"
+            _compare_float(r, gs.tensor(out["file"]), given[r.name], float_tolerance)
+        elif r.name in given:
             scale = float(gs.qparams(layer, "output").scale.reshape(-1)[0])
             if _compare(r, gs.tensor(out["file"]), given[r.name], scale) is not None:
                 r.passed = r.status == "exact" or (policy == "lsb1" and r.worse == 0)
