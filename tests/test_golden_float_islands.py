@@ -254,3 +254,73 @@ def test_minilm_golden_export_replays_and_verifies(tmp_path):
         assert verify(gs, replayed).passed
         report = verify(gs, _executor_outputs(qm, feeds))
         assert report.passed, report.summary
+
+
+# ---- imported transformers: refquant's own QOperator export, onnxruntime's quantize_dynamic --------
+
+def _ort_layer_values(model, gs, feeds) -> dict:
+    """onnxruntime's value of every golden layer of an imported set (its tensor made a graph output)."""
+    import onnx
+
+    from refquant.golden.imported import layer_tensors
+    from refquant.onnx_io.runtime import ort_session
+
+    m = onnx.load_from_string(model.SerializeToString())
+    tensors = layer_tensors(gs)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=t) for t in dict.fromkeys(tensors.values()) if t not in have)
+    sess = ort_session(m)
+    values = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    return {layer: values[t] for layer, t in tensors.items()}
+
+
+def test_matmul_integer_of_two_activations_is_the_exact_product():
+    from refquant.onnx_io.qimport import matmul_integer_nd
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, size=(2, 3, 4, 7), dtype=np.uint8)
+    b = rng.integers(-128, 128, size=(2, 3, 7, 5), dtype=np.int8)
+    want = (a.astype(np.int64) - 131) @ (b.astype(np.int64) + 3)
+    got = matmul_integer_nd(a, np.uint8(131), b, np.int8(-3), "scores")
+    assert got.dtype == np.int32 and np.array_equal(got, want)
+    with pytest.raises(ValueError, match="scores: MatMulInteger of two activations with a per-row"):
+        matmul_integer_nd(a, np.full(4, 1, np.uint8), b, None, "scores")
+
+
+@requires_real_model("minilm-l6")
+@pytest.mark.parametrize("source", ["qoperator-int8", "ort-quantize-dynamic"])
+def test_imported_minilm_golden_set_verifies_onnxruntime_per_layer(tmp_path, source):
+    """The one-layer minilm as a quantized ONNX model — refquant's QOperator export (int8
+    activations: onnxruntime multiplies s8×s8 exactly on every host) and onnxruntime's
+    ``quantize_dynamic`` (uint8 activations × int8 weights) — imported (int64 token ids through
+    Gather, 4-D ``MatMulInteger`` of two activations, a float graph output), exported as a golden
+    set and compared with onnxruntime's own integers, layer by layer."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime.quantization")
+    from refquant.golden.imported import export_imported_golden
+    from refquant.onnx_io import exact_integer_products, export_qoperator
+    from refquant.onnx_io.anchors import ort_quantize_dynamic
+    from refquant.zoo import load_minilm_tokenizer, weight_file
+    from refquant.zoo.minilm import build_minilm, encode_sentences, read_safetensors
+
+    graph = build_minilm(read_safetensors(weight_file("minilm-l6")), layers=1)
+    feeds = encode_sentences(load_minilm_tokenizer(), ["Cats sleep.", "The market fell sharply today."])
+    if source == "qoperator-int8":
+        qm = quantize_model(graph, "weights=minmax:8:per-channel activations=static-minmax:8:signed", [feeds])
+        model = export_qoperator(qm).model
+    else:
+        model = onnx.load_from_string(ort_quantize_dynamic(graph))
+    gs = export_imported_golden(model, feeds, tmp_path / "set", model_name=source)
+    assert gs.manifest["format_version"] == 2 and gs.manifest["imported"]["float_outputs"] == [graph.outputs[0]]
+    kinds = {(layer["op"], layer["kernel"], layer.get("output_kind", "quantized")) for layer in gs.layers}
+    assert ("MatMul", "unfused", "accumulator") in kinds
+    if source == "qoperator-int8":
+        assert ("MatMul", "integer", "accumulator") in kinds  # Q·Kᵀ and P·V: MatMulInteger of two activations
+    assert verify(gs, replay(gs)).passed
+    report = verify(gs, _ort_layer_values(model, gs, feeds))
+    if report.passed:
+        return
+    # where onnxruntime saturates u8·s8 pair sums (no VNNI), only uint8 × int8 MatMulInteger layers may differ
+    assert not exact_integer_products("uint8", "int8"), report.summary
+    failed = [r for r in report.layers if r.passed is False and r.inherited_from is None]
+    assert all(r.op == "MatMul" and r.kernel == "unfused" for r in failed), report.summary

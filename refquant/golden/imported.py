@@ -39,7 +39,7 @@ __all__ = ["export_imported_golden", "layer_tensors"]
 
 _PRODUCT_OPS = {"QLinearConv": "Conv", "QLinearMatMul": "MatMul", "QGemm": "Gemm"}
 _MLAS_OPS = ("QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat")
-_REARRANGE = ("MaxPool", "Flatten", "Reshape")
+_REARRANGE = ("MaxPool", "Flatten", "Reshape", "Transpose")
 
 
 def _qp(qp):
@@ -49,6 +49,37 @@ def _qp(qp):
 def layer_tensors(gs) -> dict:
     """``{layer name: ONNX tensor name}`` of a golden set written by :func:`export_imported_golden`."""
     return {layer["name"]: layer["imported"]["tensor"] for layer in gs.layers if "imported" in layer}
+
+
+def _layer_output_qparams(layers, name):
+    return next(layer for layer in layers if layer["name"] == name)["qparams"]["output"]
+
+
+def _matmul_integer_entry(m, step, entry, produced, layers, w, base) -> None:
+    """ONNX ``MatMulInteger`` → a layer whose output is its int32 accumulators (format version 2,
+    ``output_kind`` "accumulator"): op ``MatMul``, kernel ``unfused`` with a constant 2-D B (the
+    weight, written ``[N, K]``), kernel ``integer`` with two activations (attention's ``Q·Kᵀ``).
+    ``MatMulInteger`` has zero points but no scales: the input qparams are its producer's; a
+    weight's are its zero point with the placeholder scale 1 (its scale is in the ``Mul`` after)."""
+    i = step.inputs + [""] * 4
+    entry["output_kind"] = "accumulator"
+    entry["qparams"]["output"] = None
+    a_name = produced[i[0]]
+    entry["inputs"] = [a_name]
+    entry["qparams"]["input"] = _layer_output_qparams(layers, a_name)
+    if i[1] in m.consts and np.ndim(m.consts[i[1]]) == 2:
+        wq = np.asarray(m.consts[i[1]])
+        wz = np.zeros((), wq.dtype) if not i[3] else np.asarray(m.consts[i[3]])
+        entry.update(op="MatMul", kernel="unfused", attributes={})
+        entry["qparams"]["weight"] = _qp(m._qparams(np.ones(np.shape(wz) or (), np.float32), wz, "weight"))
+        entry["weight"] = {"representation": "uniform", "execution": "integer", "bits_per_weight": 8.0}
+        entry["tensors"]["weight"] = w.tensor(f"{base}.weight.npy", np.ascontiguousarray(wq.T), "weight", "MatMul")
+    else:
+        b_name = produced[i[1]]
+        entry.update(op="MatMul", kernel="integer", attributes={})
+        entry["inputs"].append(b_name)
+        entry["operands"] = [{"layer": a_name}, {"layer": b_name}]
+        entry["qparams"]["input_b"] = _layer_output_qparams(layers, b_name)
 
 
 def export_imported_golden(model, feeds: dict, directory, *, semantics: str = "integer", requant: str = "float32",
@@ -97,7 +128,14 @@ def export_imported_golden(model, feeds: dict, directory, *, semantics: str = "i
                               "replayable": True, "fused_from": list(step.origin)}}
         tensors = entry["tensors"]
         src = step.inputs[0]
-        if step.op == "QuantizeLinear":
+        if step.op == "DynamicQuantizeLinear":  # quantize with the qparams it computed (recorded)
+            entry["kernel"] = "input"
+            s_, z_ = env[step.outputs[1]], env[step.outputs[2]]
+            entry["qparams"]["output"] = _qp(m._qparams(s_, z_, out))
+            tensors["input"] = w.tensor(f"{base}.input.npy", np.asarray(env[src], np.float32), "input")
+        elif step.op == "MatMulInteger":
+            _matmul_integer_entry(m, step, entry, produced, layers, w, base)
+        elif step.op == "QuantizeLinear":
             entry["kernel"] = "input"
             tensors["input"] = w.tensor(f"{base}.input.npy", np.asarray(env[src], np.float32), "input")
         elif step.op in _PRODUCT_OPS:
@@ -146,18 +184,19 @@ def export_imported_golden(model, feeds: dict, directory, *, semantics: str = "i
                 entry["qparams"]["output"] = layers[[lay["name"] for lay in layers].index(produced[src])]["qparams"]["output"]
         else:
             raise ValueError(f"{step.name}: imported integer step {step.op} has no golden layer form")
-        if entry["qparams"]["output"] is None:
+        if entry["qparams"]["output"] is None and entry.get("output_kind") != "accumulator":
             raise ValueError(f"{step.name}: {step.op} without output qparams has no golden layer form")
         tensors["output"] = w.tensor(f"{base}.output.npy", np.ascontiguousarray(y), "output")
         layers.append(entry)
         produced[out] = step.name
 
-    outputs = []
+    outputs, float_outputs = [], []
     for name in m.outputs:
         step = next(s for s in m.steps if name in s.outputs)
         src = name if name in produced else (step.inputs[0] if step.op == "DequantizeLinear" else None)
-        if src not in produced:
-            raise ValueError(f"graph output {name!r} is not an integer layer's output or its dequantization")
+        if src not in produced:  # a float-island output (a transformer's embedding): not an integer layer
+            float_outputs.append(name)
+            continue
         outputs.append({"name": name, "layer": produced[src],
                         "file": w.tensor(f"output.{safe_name(name)}.npy", np.asarray(result.outputs[name]), "output")})
 
@@ -170,6 +209,7 @@ def export_imported_golden(model, feeds: dict, directory, *, semantics: str = "i
                                                                             if s.inputs[:1] == [n]), n), n)}
                                     for n, _, _ in m.inputs]},
         "layers": layers, "outputs": outputs, "onnx": None,
-        "imported": {"form": m.form, "semantics": semantics, "excluded": excluded},
+        "imported": {"form": m.form, "semantics": semantics, "excluded": excluded,
+                     **({"float_outputs": float_outputs} if float_outputs else {})},
     }
     return write_golden_files(directory, manifest, w)

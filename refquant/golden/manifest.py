@@ -31,13 +31,13 @@ FORMAT = "refquant.golden"
 #: the newest format version this refquant writes; a set is written with the lowest version that
 #: holds it (:func:`format_version_of`), so every set a version-1 writer made keeps its bytes
 FORMAT_VERSION = 2
-#: the versions this refquant reads: 1 (integer layers only), 2 (adds ``output_kind`` "float" and
-#: "index" layers, the ``float`` tensor role and constants stored in files: transformers)
+#: the versions this refquant reads: 1 (integer layers only), 2 (adds ``output_kind`` "float",
+#: "index" and "accumulator" layers, the ``float`` tensor role and constants stored in files: transformers)
 FORMAT_VERSIONS = (1, 2)
 #: what a layer's ``output`` tensor holds (version 2; absent means "quantized")
-OUTPUT_KINDS = ("quantized", "float", "index")
+OUTPUT_KINDS = ("quantized", "float", "index", "accumulator")
 #: the dtype of a non-quantized layer output: float-island tensors and integer (index) graph inputs
-OUTPUT_DTYPES = {"float": ("float32",), "index": ("int64", "int32")}
+OUTPUT_DTYPES = {"float": ("float32",), "index": ("int64", "int32"), "accumulator": ("int32",)}
 MANIFEST = "manifest.json"
 
 _TOP_REQUIRED = {"format", "format_version", "refquant_version", "model", "plan", "requant", "backend", "seed",

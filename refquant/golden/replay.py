@@ -22,6 +22,7 @@ import numpy as np
 
 from ..executor.integer_ops import QTensor, operand_kinds, per_tensor, rule_for
 from ..kernels import reference
+from ..kernels.reference import _exact_matmul, _to_int32
 from ..numerics import dequantize, make_requantizer, quantize, requantize
 from ..ops import FLOAT_OPS
 
@@ -90,6 +91,8 @@ def _kernel_layer(gs, layer, x, kernels, mode):
 
 
 def _kernel_layer_2d(gs, layer, x, kernels, mode):
+    if output_kind(layer) == "accumulator":  # an imported MatMulInteger: the int32 accumulators themselves
+        return layer_accumulators(gs, layer, x, kernels)
     if output_kind(layer) == "float":  # a float island follows: float32(acc) · float32(s_x · s_w[c])
         acc = layer_accumulators(gs, layer, x, kernels)
         x_qp, w_qp = gs.qparams(layer, "input"), gs.qparams(layer, "weight")
@@ -173,12 +176,17 @@ def compute_layer(gs, layer: dict, inputs: list, *, kernels=reference, mode: str
     if kernel == "input" and output_kind(layer) != "quantized":  # token ids, a float input: given
         return gs.layer_tensor(layer, "output")
     if kernel == "input":  # QuantizeLinear of the float graph input, or integers given as they are
-        return quantize(gs.layer_tensor(layer, "input"), y_qp) if op == "QuantizeLinear" else \
+        return quantize(gs.layer_tensor(layer, "input"), y_qp) if op in ("QuantizeLinear", "DynamicQuantizeLinear") else \
             gs.layer_tensor(layer, "output")
     if op in KERNEL_OPS and kernel in ("fused", "unfused"):
         return _kernel_layer(gs, layer, inputs[0], kernels, mode)
     if op in KERNEL_OPS and "weight" in layer["tensors"]:
         return _float_kernel_layer(gs, layer, inputs[0])
+    if output_kind(layer) == "accumulator":  # MatMulInteger of two activations: Σ (a − z_a)(b − z_b), int32
+        a_qp, b_qp = (gs.qparams(gs.layer(n), "output") for n in layer["inputs"][:2])
+        ca = inputs[0].astype(np.int64) - np.int64(a_qp.zero_point)
+        cb = inputs[1].astype(np.int64) - np.int64(b_qp.zero_point)
+        return _to_int32(_exact_matmul(ca, cb), layer["name"])
     args = _operands(gs, layer, inputs)
     rule = rule_for(op, operand_kinds(args))
     if rule.kernel != kernel:

@@ -284,6 +284,9 @@ def layer_rule(gs: GoldenSet, layer: dict) -> str:
         return f"given as it is ({output_kind(layer)} graph input, not quantized)"
     if kernel == "input":
         return "quantize-linear: saturate(round_half_even(float32(x) / s) + z) of the float input"
+    if output_kind(layer) == "accumulator":
+        return ("int32 accumulators Σ(x − z_x)(w − z_w), exact (MatMulInteger: zero points, no scales, "
+                "not requantized)")
     if output_kind(layer) == "float":
         if op in KERNEL_OPS and kernel == "unfused":
             return ("float island: exact int32 accumulator Σ(x − z_x)(w − z_w) + bias, then "
@@ -317,7 +320,7 @@ def _explain_from(gs, layer, r: LayerResult, got: np.ndarray, inputs: list) -> t
     if imported.get("replayable") is False:  # an imported onnxruntime rule refquant's replay does not run
         return False, True, (f"not recomputed: an imported {imported.get('onnx_op')} layer "
                              f"(rule {imported.get('rule', '?')})"), {}
-    if layer["op"] in KERNEL_OPS and layer["kernel"] in ("fused", "unfused"):
+    if layer["op"] in KERNEL_OPS and layer["kernel"] in ("fused", "unfused") and output_kind(layer) == "quantized":
         x = kernel_input(gs, layer, inputs[0])
         acc = layer_accumulators(gs, layer, x)
         e = explain_requantization(acc, got, gs.qparams(layer, "input"), gs.qparams(layer, "weight"),

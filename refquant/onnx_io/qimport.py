@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..executor.records import LayerRecord
+from ..kernels.reference import _exact_matmul, _to_int32
 from ..numerics import QParams, make_requantizer
 from ..numerics.requant import check_mode
 from ..ops import FLOAT_OPS
@@ -56,7 +57,7 @@ INTEGER_STEP_OPS = {
 }
 BOUNDARY_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 #: operators that rearrange or select integers (exact on any grid): run on integers as written
-PASS_THROUGH_OPS = {"MaxPool", "Relu", "Flatten", "Reshape"}
+PASS_THROUGH_OPS = {"MaxPool", "Relu", "Flatten", "Reshape", "Transpose"}
 
 #: the named numeric rule of each onnxruntime kernel refquant reproduces (spec/onnx-import.md)
 KERNEL_RULES = {
@@ -359,6 +360,23 @@ def dynamic_quantize_linear(x) -> tuple:
     initial = np.float32(np.float32(0.0) - np.float32(lo / scale))
     zp = np.uint8(np.rint(np.clip(initial, np.float32(0), np.float32(255))))
     return quantize_linear(x, scale, zp), np.asarray(scale, np.float32), np.asarray(zp, np.uint8)
+
+
+def matmul_integer_nd(a, za, b, zb, name: str) -> np.ndarray:
+    """ONNX ``MatMulInteger`` of two activations (attention's ``Q·Kᵀ``, ``P·V``; N-D, batch axes
+    broadcast): ``Σ_k (a − z_a)(b − z_b)`` exact in int64, returned as int32 (an error, never a
+    wrap, beyond int32). Per-tensor zero points only."""
+    zs = []
+    for z, what in ((za, "A"), (zb, "B")):
+        z = np.zeros((), np.int64) if z is None else np.asarray(z)
+        if z.size != 1:
+            raise ValueError(f"{name}: MatMulInteger of two activations with a per-row/column zero point of {what} "
+                             f"is not supported (per-tensor zero points only)")
+        zs.append(np.int64(z.reshape(-1)[0]))
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"{name}: MatMulInteger shapes {list(a.shape)} and {list(b.shape)} are not compatible")
+    return _to_int32(_exact_matmul(a.astype(np.int64) - zs[0], b.astype(np.int64) - zs[1]), name)
 
 
 def qlinear_add(a, sa, za, b, sb, zb, sc, zc) -> np.ndarray:
@@ -673,7 +691,7 @@ class ImportedModel:
                 qp = {"output": self._qp(i[1], i[2], "y")}
             elif s.op == "DequantizeLinear":
                 qp = {"input": self._qp(i[1], i[2], "x")}
-            supported = s.op in INTEGER_STEP_OPS | BOUNDARY_OPS | PASS_THROUGH_OPS | set(FLOAT_OPS) | set(_NUMPY_OPS)
+            supported = s.op in INTEGER_STEP_OPS | BOUNDARY_OPS | PASS_THROUGH_OPS | set(FLOAT_OPS) | set(_NUMPY_OPS) | {"Cast"}
             rows.append({"name": s.name, "op": s.op, "domain": s.domain or "ai.onnx",
                          "format": self._kind(s, ints) if supported else "unsupported",
                          "rule": KERNEL_RULES.get(s.op, "float32 operator" if supported else "-"),
@@ -814,6 +832,9 @@ class ImportedModel:
                 x, xs, xz, w, ws, wz, ys, yz = v[:8]
             else:
                 x, xs, xz, w, ws, wz, ys, yz = v[0], None, v[2], v[1], None, v[3], None, None
+            if op == "MatMulInteger" and (w.ndim != 2 or s.inputs[1] not in self.consts):
+                rec.kernel = "integer (int32)"
+                return [matmul_integer_nd(x, xz, w, wz, s.name)]
             if w.ndim != 2:
                 raise ValueError(f"{s.name}: {op} with a {w.ndim}-d B is not supported (2-d weights only)")
             return [self._product(s, kernels, requant, rec, x, xs, xz, np.ascontiguousarray(w.T), ws, wz, ys, yz,
@@ -863,6 +884,8 @@ class ImportedModel:
                 raise ValueError(f"{s.name}: Relu on integers without qparams is not defined")
             if op == "Flatten":
                 return [FLOAT_OPS["Flatten"](x.astype(np.float32), **a).astype(x.dtype)]
+            if op == "Transpose":
+                return [np.ascontiguousarray(np.transpose(x, a.get("perm")))]
             return [x.reshape(_reshape_target(x.shape, v[1], a.get("allowzero", 0)))]
         return [_float_op(s, v)]
 
@@ -918,8 +941,9 @@ def _float_op(s, v):
         if int(np.prod(x.shape[:-1])) == 1:   # M = 1: MLAS's M1 kernel (B not transposed)
             return mlas_sgemm_m1(b.T, x.reshape(-1))[..., 0].reshape(x.shape[:-1] + (b.shape[1],))
         return mlas_sgemm(x, np.ascontiguousarray(b.T))
-    if op in FLOAT_OPS:
-        args = [None if x is None else np.asarray(x, np.float32) for x in args]
+    if op in FLOAT_OPS:  # float operands in float32; int64/int32 operands (indices, axes, shapes) as they are
+        args = [None if x is None else np.asarray(x) if np.asarray(x).dtype in (np.int64, np.int32)
+                else np.asarray(x, np.float32) for x in args]
         return FLOAT_OPS[op](*args, **a)
     raise ValueError(f"{s.name}: operator {op!r} ({s.domain or 'ai.onnx'}) is not supported by refquant's import")
 
