@@ -27,8 +27,10 @@ import numba
 import numpy as np
 
 from ..compare import photo_data
+from ..compare_embeddings import sentence_batches
 from ..data import digits_inputs, load_digits
 from ..data.photos import PHOTOS, named_views
+from ..data.sentences import load_sentences
 from ..executor import quantize_model, trace_calibration
 from ..golden import POLICIES, export_golden, load_golden, replay, verify
 from ..golden.html_report import write_html_report
@@ -41,7 +43,8 @@ from ..plan import parse_plan
 from ..presentation import SweepProgress
 from ..registry import resolve_model
 from ..sweep import make_executor
-from ..zoo import EMBEDDING_MODELS, REAL_MODELS
+from ..zoo import EMBEDDING_MODELS, REAL_MODELS, load_minilm_tokenizer
+from ..zoo.minilm import encode_sentences
 from ..zoo.efficientnet_lite import preprocess
 from ..testing.backend import CommandBackend, check_backend, require_kernels, resolve_backend
 from .args import existing_dir, existing_file, int_at_least
@@ -100,11 +103,6 @@ def _sentence_inputs(args):
     """A sentence-embedding model's recorded batch (``--sentences`` of the shipped set's test
     sentences, chosen with ``--seed``, padded to the longest) and its calibration batches (the
     first ``--calibration`` of the set's 21 calibration sentences, as ``refquant compare`` uses them)."""
-    from ..compare_embeddings import sentence_batches
-    from ..data.sentences import load_sentences
-    from ..zoo import load_minilm_tokenizer
-    from ..zoo.minilm import encode_sentences
-
     data, tok = load_sentences(), load_minilm_tokenizer()
     n = 4 if args.sentences is None else args.sentences
     if n > len(data.test):

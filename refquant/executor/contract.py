@@ -82,9 +82,9 @@ def check_qparams(qp, strategy, method: str, layer: str, *, channels: int | None
                             f"grid of at most 8 bits")
     scale = np.asarray(qp.scale)
     zp = np.asarray(qp.zero_point)
-    if scale.ndim > 1 or scale.size == 0:
-        raise ContractError(f"{where} returned a scale of shape {scale.shape}; expected one scale or "
-                            f"one per channel")
+    if (scale.ndim > 1 and not qp.block_size) or scale.size == 0:
+        raise ContractError(f"{where} returned a scale of shape {scale.shape}; expected one scale, "
+                            f"one per channel, or blocked scales (block_size > 0: per row)")
     if channels is not None and scale.size not in (1, channels):
         raise ContractError(f"{where} returned {scale.size} scales for {channels} channels")
     if scale.dtype.kind != "f" or not np.all(np.isfinite(scale)) or not np.all(scale > 0):

@@ -372,6 +372,11 @@ class AveragePools(IntegerOp):
         g.quantize_output(y, node.outputs[0], name)
 
 
+def _per_row(qp: QParams) -> bool:
+    """Blocked qparams with one block per row along the last axis (:mod:`refquant.executor.per_row`)."""
+    return qp.block_size > 0 and qp.axis == qp.scale.ndim - 1 and qp.scale.shape[-1] == 1
+
+
 class MatMulIntegers(IntegerOp):
     """MatMul of two quantized activations (attention's ``Q·Kᵀ`` and ``P·V``), both per tensor::
 
@@ -384,6 +389,12 @@ class MatMulIntegers(IntegerOp):
     ``y`` (float32) is then quantized with the output qparams — or stays float inside a float
     island. This is onnxruntime's ``MatMulInteger`` followed by ``Cast`` and ``Mul`` (what its
     dynamic quantization emits), and exports to exactly those nodes, then ``QuantizeLinear``.
+
+    Per-row (per-token) qparams (:mod:`refquant.executor.per_row`): a per-row ``A`` keeps its
+    rows' scales and zero points, ``z_a[..., m]`` and ``y = float32(acc) · float32(s_a[..., m] · s_b)``
+    (each row's scale factors out of its dot products); a per-row ``B`` — whose rows run along
+    the summed axis, where a scale cannot factor out — is first requantized onto one per-tensor
+    grid (:func:`per_tensor`). Not exported (per-tensor only).
     """
 
     op_types = ("MatMul",)
@@ -391,21 +402,30 @@ class MatMulIntegers(IntegerOp):
     kernel = "integer"
 
     def supports(self, op_type, operands):
-        return all(isinstance(o, QParams) and o.per_tensor and o.fmt.storage_dtype.itemsize == 1
-                   for o in operands[:2]) and len(operands) == 2
+        return len(operands) == 2 and all(
+            isinstance(o, QParams) and (o.per_tensor or _per_row(o)) and o.fmt.storage_dtype.itemsize == 1
+            for o in operands)
 
     def compute(self, op_type, values, attributes, *, name, backend=None):
         a, b = values
-        ca = a.q.astype(np.int64) - np.int64(a.qp.zero_point)
-        cb = b.q.astype(np.int64) - np.int64(b.qp.zero_point)
-        if ca.ndim < 2 or cb.ndim < 2 or ca.shape[-1] != cb.shape[-2]:
+        if not b.qp.per_tensor:  # B's rows run along the summed axis: one per-tensor grid (per_tensor)
+            b = per_tensor(b, name)
+        if a.q.ndim < 2 or b.q.ndim < 2 or a.q.shape[-1] != b.q.shape[-2]:
             raise ValueError(f"{name}: MatMul shapes {a.q.shape} and {b.q.shape} are not compatible")
+        if not a.qp.per_tensor and a.qp.scale.shape != a.q.shape[:-1] + (1,):
+            raise ValueError(f"{name}: blocked qparams of A must hold one block per row (scale shape "
+                             f"{a.q.shape[:-1] + (1,)}), got {a.qp.scale.shape}")
+        # a per-row zero point / scale of A ([..., M, 1]) broadcasts along each row
+        ca = a.q.astype(np.int64) - a.qp.zero_point.astype(np.int64)
+        cb = b.q.astype(np.int64) - np.int64(b.qp.zero_point)
         acc = _to_int32(_exact_matmul(ca, cb), name)
-        return acc.astype(np.float32) * np.float32(np.float32(a.qp.scale) * np.float32(b.qp.scale))
+        return acc.astype(np.float32) * (a.qp.scale.astype(np.float32) * np.float32(b.qp.scale)).astype(np.float32)
 
     def emit(self, g, node):
         name = node.name
         qa, qb = (g.qparams(t) for t in node.inputs[:2])
+        if not (qa.per_tensor and qb.per_tensor):
+            raise ValueError(f"{name}: a MatMul of per-row (per-token) activations has no QOperator form here")
         acc = g.fresh(f"{name}.accumulators")
         g.node("MatMulInteger", [g.integer_input(node.inputs[0]), g.integer_input(node.inputs[1]),
                                  g.zero_point(f"{name}.a", qa), g.zero_point(f"{name}.b", qb)], [acc], name=name)

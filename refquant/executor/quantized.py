@@ -46,6 +46,7 @@ from .integer_ops import QTensor, operand_kinds, rule_for
 from .integer_ops import per_tensor as _per_tensor
 from .biasrule import BIAS_RULES, widen_for_bias
 from .program import Program, prepare_program, quantize_bias, static_qparams
+from .per_row import is_per_row, per_row_to_float
 from .records import LayerRecord
 from .traverse import Step, lower, walk
 
@@ -221,7 +222,11 @@ class QuantizedModel:
         """
         layer = self.layers[step.name]
         prep = program.step(layer) if program is not None else None
-        x = _per_tensor(self._input(step, env), step.node.inputs[0])
+        x_in = self._input(step, env)
+        if (step.output in self.float_tensors and step.node.op_type == "MatMul" and layer.weight.execution == "integer"
+                and is_per_row(x_in.qp, x_in.q.shape)):  # per-token activations (refquant.executor.per_row)
+            return self._run_layer_per_row(step, layer, x_in, kernels, rec, keep)
+        x = _per_tensor(x_in, step.node.inputs[0])
         strategy, spec = layer.act_strategy, layer.act_spec
         w = layer.weight
         w_scale = w.qparams.scale
@@ -312,6 +317,20 @@ class QuantizedModel:
         if keep:
             rec.accumulators = acc
         return y.reshape(lead + y.shape[-1:]) if lead is not None else y
+
+    def _run_layer_per_row(self, step, layer, x, kernels, rec, keep) -> np.ndarray:
+        """A MatMul reading a per-row (per-token) quantized input, its output a float island:
+        :func:`~refquant.executor.per_row.per_row_to_float`."""
+        w = layer.weight
+        q = x.q.reshape(-1, x.q.shape[-1])
+        y, acc = per_row_to_float(kernels, q, x.qp, w.values, w.qparams, layer.bias, step.name)
+        rec.input_qparams, rec.weight_qparams, rec.timing = x.qp, w.qparams, layer.act_strategy.timing
+        rec.input_bytes = x.q.nbytes
+        rec.kernel = "unfused → float"
+        rec.buffers.update({"accumulators": acc.nbytes, "float": y.nbytes})
+        if keep:
+            rec.accumulators = acc.reshape(x.q.shape[:-1] + acc.shape[-1:])
+        return y.reshape(x.q.shape[:-1] + y.shape[-1:])
 
     def _run_layer_in_float(self, step: Step, layer: QuantizedLayer, x: QTensor, rec: LayerRecord,
                             attrs: dict) -> QTensor:

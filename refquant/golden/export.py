@@ -33,7 +33,7 @@ from ..graph import OP_SCHEMAS
 from ..graph.io import _jsonable
 from ..kernels import reference
 from ..numerics import make_requantizer, quantize
-from .manifest import FORMAT, format_version_of
+from .manifest import FORMAT, FORMAT_VERSION, format_version_of
 from .onnx_layout import add_model_layout
 from .writer import GoldenWriter, write_golden_files
 
@@ -137,6 +137,12 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
             raise ValueError(f"golden export: input {t.name!r} must hold integers (indices, {t.dtype}), "
                              f"got dtype {feeds[t.name].dtype}")
     result = qm.run(feeds, backend=backend, keep=True)
+    for rec in result.records:
+        for qp in (rec.input_qparams, rec.output_qparams):
+            if qp is not None and qp.block_size:
+                raise ValueError(f"golden export: layer {rec.name!r} has blocked (per-token) activation qparams, "
+                                 f"which the golden format ({FORMAT} {FORMAT_VERSION}) does not hold; use "
+                                 f"per-tensor activations for a golden set")
     w = GoldenWriter()
     layers: list = []
     produced: dict = {}  # refquant tensor → (layer name, QTensor, or the array of a float/index output)
