@@ -125,7 +125,11 @@ def compare_embeddings(model: str = "minilm-l6", *, bits=None, weights=None, act
             y = ort_outputs(blob, batches)[restore]
             peak = 0
         else:
-            plan = Plan(TensorPlan(w, b, g, True, True), TensorPlan(a, ab, "per-tensor", False, False))
+            name, *opts = a.split(":")  # an activation strategy may carry its options: dynamic:per=token
+            options = tuple(tuple(o.split("=", 1)) for o in opts)
+            if any(len(o) != 2 for o in options):
+                raise ValueError(f"activations {a!r}: expected STRATEGY[:KEY=VALUE...]")
+            plan = Plan(TensorPlan(w, b, g, True, True), TensorPlan(name, ab, "per-tensor", False, False, options))
             qm = quantize_model(graph, plan, calib, requant=requant)
 
             def run(feeds):

@@ -111,12 +111,13 @@ def test_padding_does_not_change_an_embedding(graph, tokenizer):
 
 
 def _plans():
-    """Every registered activation strategy (with minmax weights), every weight strategy at 8 and 4
-    bits; Lloyd-Max — whose codebook fit takes ~20 s per 1.8 M weights here — on two layers only."""
+    """Every registered weight strategy × every activation strategy at 8 bits, every weight strategy
+    at 4 bits (with dynamic activations), and per-token dynamic activations; Lloyd-Max — whose
+    codebook fit takes ~20 s per 1.8 M weights here — on two layers only."""
     weights = sorted(w for w in quantizers("weights") if w != "lloydmax")
-    plans = [f"weights=minmax:8:per-channel activations={a}:8" for a in sorted(quantizers("activations"))]
-    plans += [f"weights={w}:{b}:per-channel activations=dynamic:8" for w in weights for b in (8, 4)
-              if (w, b) != ("minmax", 8)]
+    plans = [f"weights={w}:8:per-channel activations={a}:8" for w in weights for a in sorted(quantizers("activations"))]
+    plans += [f"weights={w}:4:per-channel activations=dynamic:8" for w in weights]
+    plans.append("weights=minmax:8:per-channel activations=dynamic:8:per=token")
     if "lloydmax" in quantizers("weights"):
         plans.append("weights=minmax:8:per-channel activations=static-minmax:8 "
                      "layer0_query.weights=lloydmax:4 layer0_key.weights=lloydmax:8")
