@@ -206,10 +206,23 @@ def test_registered_and_installable():
 
 
 @needs_model
-def test_golden_export_refuses_float_islands_clearly(short_graph, feeds, tmp_path):
+def test_golden_export_of_float_islands_refuses_only_the_onnx_layout(short_graph, feeds, tmp_path):
+    """Golden sets hold transformers (format version 2, ``tests/test_golden_float_islands.py``);
+    the ONNX test-data layout does not."""
     from refquant.golden.export import export_golden
 
     qm = quantize_model(short_graph, "weights=minmax:8:per-channel activations=static-minmax:8", [feeds])
-    with pytest.raises(ValueError, match=r"model 'minilm-l6' has integer inputs \['input_ids', 'position_ids'\] "
-                                         r"and \d+ float-island tensors"):
-        export_golden(qm, feeds, tmp_path / "g")
+    with pytest.raises(ValueError, match=r"\(--onnx\) is written for models without float islands or integer "
+                                         r"inputs; model 'minilm-l6' has them"):
+        export_golden(qm, feeds, tmp_path / "g", onnx=True)
+    assert export_golden(qm, feeds, tmp_path / "g").manifest["format_version"] == 2
+
+
+@needs_model
+def test_golden_export_cli_checks_the_sentence_options(tmp_path, capsys):
+    from refquant.cli import main
+
+    assert main(["golden", "export", "minilm-l6", str(tmp_path / "g"), "--sentences", "500"]) == 2
+    assert "--sentences 500: the sentence set has only 189 test sentences" in capsys.readouterr().err
+    assert main(["golden", "export", "digits-mlp", str(tmp_path / "g"), "--sentences", "2"]) == 2
+    assert "--sentences is for a sentence-embedding model (minilm-l6)" in capsys.readouterr().err
