@@ -324,3 +324,17 @@ def test_imported_minilm_golden_set_verifies_onnxruntime_per_layer(tmp_path, sou
     assert not exact_integer_products("uint8", "int8"), report.summary
     failed = [r for r in report.layers if r.passed is False and r.inherited_from is None]
     assert all(r.op == "MatMul" and r.kernel == "unfused" for r in failed), report.summary
+
+
+def test_the_cli_runs_and_verifies_a_version_2_set_with_a_float_tolerance(golden, tmp_path, capsys):
+    from refquant.cli import main
+
+    qm, feeds, root = golden
+    assert main(["golden", "run", str(root), "--backend", "numba", "-o", str(tmp_path / "out.npz")]) == 0
+    outputs = dict(np.load(tmp_path / "out.npz", allow_pickle=False))
+    outputs["up"] = outputs["up"] * np.float32(1 + 2e-7)
+    np.savez(tmp_path / "off.npz", **outputs)
+    capsys.readouterr()
+    assert main(["golden", "verify", str(root), "--outputs", str(tmp_path / "off.npz")]) == 1
+    assert main(["golden", "verify", str(root), "--outputs", str(tmp_path / "off.npz"), "--float-tolerance", "1e-6"]) == 0
+    assert "PASS" in capsys.readouterr().out
