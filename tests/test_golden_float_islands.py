@@ -19,7 +19,8 @@ from refquant.graph import GraphBuilder
 from tests_support import requires_real_model
 
 PLANS = ("weights=minmax:8:per-channel activations=static-minmax:8",
-         "weights=minmax:8:per-channel activations=dynamic:8")
+         "weights=minmax:8:per-channel activations=dynamic:8",
+         "weights=minmax:8:per-channel activations=dynamic:8:per=token")
 
 
 def tiny_transformer(seed: int = 0):
@@ -61,8 +62,11 @@ def _executor_outputs(qm, feeds, backend="numba"):
 
 
 def test_the_set_records_index_inputs_float_islands_and_float_values(golden):
-    _, _, root = golden
+    qm, _, root = golden
     gs = load_golden(root)
+    per_token = "per=token" in str(qm.plan)
+    qp = gs.qparams(gs.layer("norm"), "output")
+    assert (qp.block_size, qp.scale.shape) == ((8, (2, 5, 1)) if per_token else (0, ()))
     assert gs.manifest["format_version"] == 2
     kinds = {layer["name"]: layer.get("output_kind", "quantized") for layer in gs.layers}
     assert kinds["ids"] == "index" and kinds["mask"] == "float" and kinds["embed"] == "float"

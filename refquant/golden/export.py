@@ -28,12 +28,13 @@ import numpy as np
 
 from .._version import __version__
 from ..executor.integer_ops import QTensor, per_tensor
+from ..executor.per_row import is_per_row
 from ..executor.quantized import quantize_bias
 from ..graph import OP_SCHEMAS
 from ..graph.io import _jsonable
 from ..kernels import reference
 from ..numerics import make_requantizer, quantize
-from .manifest import FORMAT, FORMAT_VERSION, format_version_of
+from .manifest import FORMAT, format_version_of
 from .onnx_layout import add_model_layout
 from .writer import GoldenWriter, write_golden_files
 
@@ -137,12 +138,6 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
             raise ValueError(f"golden export: input {t.name!r} must hold integers (indices, {t.dtype}), "
                              f"got dtype {feeds[t.name].dtype}")
     result = qm.run(feeds, backend=backend, keep=True)
-    for rec in result.records:
-        for qp in (rec.input_qparams, rec.output_qparams):
-            if qp is not None and qp.block_size:
-                raise ValueError(f"golden export: layer {rec.name!r} has blocked (per-token) activation qparams, "
-                                 f"which the golden format ({FORMAT} {FORMAT_VERSION}) does not hold; use "
-                                 f"per-tensor activations for a golden set")
     w = GoldenWriter()
     layers: list = []
     produced: dict = {}  # refquant tensor → (layer name, QTensor, or the array of a float/index output)
@@ -205,7 +200,11 @@ def export_golden(qm, inputs, directory, *, model_name: str | None = None, backe
             entry["weight"] = {"representation": qw.representation, "execution": qw.execution,
                                "bits_per_weight": float(qw.bits_per_weight)}
             src_name, src = produced[node.inputs[0]]
-            x_t = per_tensor(src, node.inputs[0])
+            per_row = to_float and is_per_row(src.qp, src.q.shape) and node.op_type == "MatMul"
+            if per_row and layer.bias is not None:
+                raise ValueError(f"golden export: layer {step.name!r} reads per-token activations and has a bias; "
+                                 f"its per-row int32 bias has no golden form (a transformer's bias is an Add)")
+            x_t = src if per_row else per_tensor(src, node.inputs[0])
             if x_t is not src:
                 tensors["input"] = w.tensor(f"{base}.input.npy", x_t.q, "input")
             if qw.execution == "integer":

@@ -130,6 +130,17 @@ def _check_file_entry(name, entry, where: str) -> None:
                  f"'shape' must be a list of non-negative ints, got {shape!r}")
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_nested_numbers(v, depth: int) -> bool:
+    """A rectangular-or-not nest of lists of numbers at most ``depth`` deep (blocked qparams)."""
+    if _is_number(v):
+        return True
+    return depth > 0 and isinstance(v, list) and all(_is_nested_numbers(x, depth - 1) for x in v)
+
+
 def _check_qparams(d, lw: str, role) -> None:
     if d is None:
         return
@@ -140,11 +151,13 @@ def _check_qparams(d, lw: str, role) -> None:
     _require(isinstance(d["format"], str), qw, f"'format' must be a string, got {d['format']!r}")
     _require(d.get("axis") is None or _is_int(d["axis"]), qw, f"'axis' must be an int or null, got {d.get('axis')!r}")
     _require(_is_int(d.get("block_size", 0)), qw, f"'block_size' must be an int, got {d.get('block_size')!r}")
+    blocked = _is_int(d.get("block_size", 0)) and d.get("block_size", 0) > 0
     for key in ("scale", "zero_point"):
         v = d[key]
-        ok = (isinstance(v, (int, float)) and not isinstance(v, bool)) or (
-            isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
-        _require(ok, qw, f"'{key}' must be a number or a list of numbers, got {v!r}")
+        ok = _is_number(v) or (isinstance(v, list) and all(_is_number(x) for x in v)) or (
+            blocked and _is_nested_numbers(v, MAX_MANIFEST_DEPTH // 4))
+        _require(ok, qw, f"'{key}' must be a number or a list of numbers (nested lists: blocked qparams), "
+                         f"got {str(v)[:80]}")
     try:
         QParams.from_dict(d, name=str(role))
     except (ValueError, TypeError, OverflowError) as exc:

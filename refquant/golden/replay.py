@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..executor.integer_ops import QTensor, operand_kinds, per_tensor, rule_for
+from ..executor.per_row import is_per_row, per_row_to_float
 from ..kernels import reference
 from ..kernels.reference import _exact_matmul, _to_int32
 from ..numerics import dequantize, make_requantizer, quantize, requantize
@@ -84,7 +85,19 @@ def layer_accumulators(gs, layer: dict, x: np.ndarray, kernels=reference) -> np.
     return kernels.matmul_int32(*args, name=layer["name"])
 
 
+def _per_row_layer(gs, layer, x, kernels):
+    """A MatMul reading per-row (per-token) integers, its output a float island
+    (:func:`refquant.executor.per_row.per_row_to_float`)."""
+    qp = gs.qparams(gs.layer(layer["inputs"][0]), "output")
+    y, _ = per_row_to_float(kernels, x.reshape(-1, x.shape[-1]), qp, gs.layer_tensor(layer, "weight"),
+                            gs.qparams(layer, "weight"), None, layer["name"])
+    return y.reshape(x.shape[:-1] + y.shape[-1:])
+
+
 def _kernel_layer(gs, layer, x, kernels, mode):
+    if (output_kind(layer) == "float" and layer["op"] == "MatMul"
+            and is_per_row(gs.qparams(gs.layer(layer["inputs"][0]), "output"), x.shape)):
+        return _per_row_layer(gs, layer, x, kernels)
     lead = _leading(gs, layer, x)
     y = _kernel_layer_2d(gs, layer, kernel_input(gs, layer, x), kernels, mode)
     return y if lead is None else y.reshape(lead + y.shape[-1:])
