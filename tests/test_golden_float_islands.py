@@ -209,6 +209,17 @@ def _float_value_int(doc, dst):
     _replace_file(doc, dst, f, npy_bytes(np.zeros((2, 5, 8), np.int32)), dtype="int32", shape=[2, 5, 8])
 
 
+def _nested_scale_not_blocked(doc, dst):
+    _layer(doc, "gelu")["qparams"]["output"].update(scale=[[0.5]], zero_point=[[3]], block_size=0)
+
+
+def _deep_nested_scale(doc, dst):
+    nest = 0.5
+    for _ in range(20):  # within the JSON depth limit, deeper than any tensor rank
+        nest = [nest]
+    _layer(doc, "gelu")["qparams"]["output"].update(scale=nest, block_size=4)
+
+
 HOSTILE = [
     (_ids_as_float, "the index output file .* must record dtype int64 or int32, got 'float32'"),
     (_float_as_int8, "the float output file .* must record dtype float32, got 'int8'"),
@@ -224,6 +235,8 @@ HOSTILE = [
     (_constant_unlisted, "which 'files' does not list"),
     (_constant_values_and_file, "one of 'values' or 'file'"),
     (_float_value_int, "the 'float' tensor file .* must record dtype float32"),
+    (_nested_scale_not_blocked, r"'scale' must be a number or a list of numbers \(nested lists: blocked"),
+    (_deep_nested_scale, r"'scale' must be a number or a list of numbers"),
 ]
 
 
