@@ -25,7 +25,8 @@ from ..kernels import reference
 from ..numerics import dequantize, make_requantizer, quantize, requantize
 from ..ops import FLOAT_OPS
 
-__all__ = ["compute_layer", "layer_accumulators", "layer_requantizer", "kernel_input", "replay", "KERNEL_OPS"]
+__all__ = ["compute_layer", "layer_accumulators", "layer_requantizer", "kernel_input", "kernel_output", "replay",
+           "KERNEL_OPS"]
 
 KERNEL_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -38,13 +39,21 @@ def kernel_input(gs, layer: dict, x: np.ndarray) -> np.ndarray:
     """The integer input a Conv/Gemm/MatMul kernel reads, given its producer's output ``x``.
 
     A producer with per-channel qparams is first requantized onto one per-tensor grid, as
-    the executor does; a Gemm/MatMul input is flattened to ``[N, K]``.
+    the executor does; a Gemm input is flattened to ``[N, K]``, a MatMul input of rank > 2
+    ``[N, L, K]`` is viewed as its rows ``[N·L, K]`` (:func:`kernel_output` puts them back).
     """
     producer = gs.layer(layer["inputs"][0])
     src_qp = gs.qparams(producer, "output")
     if not src_qp.per_tensor:
         x = per_tensor(QTensor(x, src_qp), layer["name"]).q
-    return x if layer["op"] == "Conv" else x.reshape(x.shape[0], -1)
+    if layer["op"] == "Conv":
+        return x
+    return x.reshape(-1, x.shape[-1]) if layer["op"] == "MatMul" and x.ndim > 2 else x.reshape(x.shape[0], -1)
+
+
+def kernel_output(layer: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A MatMul layer's rows ``[N·L, M]`` back in its input's leading shape ``[N, L, M]``."""
+    return y.reshape(*x.shape[:-1], y.shape[-1]) if layer["op"] == "MatMul" and x.ndim > 2 else y
 
 
 def layer_requantizer(gs, layer: dict, mode: str | None = None):
@@ -127,9 +136,9 @@ def compute_layer(gs, layer: dict, inputs: list, *, kernels=reference, mode: str
         return quantize(gs.layer_tensor(layer, "input"), y_qp) if op == "QuantizeLinear" else \
             gs.layer_tensor(layer, "output")
     if op in KERNEL_OPS and kernel in ("fused", "unfused"):
-        return _kernel_layer(gs, layer, inputs[0], kernels, mode)
-    if op in KERNEL_OPS:
-        return _float_kernel_layer(gs, layer, inputs[0])
+        return kernel_output(layer, inputs[0], _kernel_layer(gs, layer, inputs[0], kernels, mode))
+    if op in KERNEL_OPS and "weight" in layer["tensors"]:
+        return kernel_output(layer, inputs[0], _float_kernel_layer(gs, layer, inputs[0]))
     args = _operands(gs, layer, inputs)
     rule = rule_for(op, operand_kinds(args))
     if rule.kernel != kernel:

@@ -33,7 +33,7 @@ from .explain import MODE_DESCRIPTIONS, explain_requantization
 from .files import GoldenFileError, check_sha256_hex
 from .manifest import GoldenSet, load_golden
 from .onnx_layout import read_output_dir
-from .replay import KERNEL_OPS, compute_layer, kernel_input, layer_accumulators, layer_requantizer
+from .replay import KERNEL_OPS, compute_layer, kernel_input, kernel_output, layer_accumulators, layer_requantizer
 
 __all__ = ["POLICIES", "LayerResult", "VerifyReport", "layer_rule", "mismatch_map", "read_outputs", "verify"]
 
@@ -270,8 +270,7 @@ def _explain_from(gs, layer, r: LayerResult, got: np.ndarray, inputs: list) -> t
         return False, True, (f"not recomputed: an imported {imported.get('onnx_op')} layer "
                              f"(rule {imported.get('rule', '?')})"), {}
     if layer["op"] in KERNEL_OPS and layer["kernel"] in ("fused", "unfused"):
-        x = kernel_input(gs, layer, inputs[0])
-        acc = layer_accumulators(gs, layer, x)
+        acc = kernel_output(layer, inputs[0], layer_accumulators(gs, layer, kernel_input(gs, layer, inputs[0])))
         e = explain_requantization(acc, got, gs.qparams(layer, "input"), gs.qparams(layer, "weight"),
                                    gs.qparams(layer, "output"), layer["fused_activation"],
                                    gs.layer_tensor(layer, "bias"), gs.manifest["requant"])
