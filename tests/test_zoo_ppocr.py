@@ -230,3 +230,20 @@ def test_compare_fidelity_fields_of_the_ocr_models(monkeypatch):
     cut = "\n".join(line[:30] for line in truth)
     assert fid["cer_transcription"] == character_error_rate(cut, "\n".join(truth))
     assert {"box_f1", "cer_float", "cer_transcription", "float_cer_transcription"} <= set(ROW_FIELDS)
+
+
+@needs_models
+def test_text_png_has_a_transcription_and_the_detector_finds_no_text_in_it(ort_sessions):
+    """text.png (handwritten maths at a grazing angle): four transcribed lines; the float
+    detector's largest probability is about 3.6e-7, so the pipeline reads nothing — CER 100 %."""
+    from refquant.data.text_images import load_text_image, transcription
+    from refquant.zoo import PPOCR_REC_WIDTH
+    from refquant.zoo.ppocr import characters_from_onnx, read_page
+
+    truth = transcription("text")
+    assert len(truth) == 4 and truth[2].startswith("f(s) = ∫")
+    det, rec = ort_sessions["ppocrv4-det"], ort_sessions["ppocrv4-rec"]
+    r = read_page(load_text_image("text"), lambda x: det.run(None, {"x": x})[0], lambda x: rec.run(None, {"x": x})[0],
+                  characters_from_onnx(weight_file("ppocrv4-rec")), PPOCR_REC_WIDTH)
+    assert r.prob.max() < 1e-3 and len(r.boxes) == 0 and r.text == ""
+    assert character_error_rate(r.text, "\n".join(truth)) == 1.0
