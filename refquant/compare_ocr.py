@@ -36,7 +36,7 @@ from .metrics import box_f1, character_error_rate, topk_agreement
 from .zoo import PPOCR_DET_HW, PPOCR_REC_WIDTH, import_ppocr, weight_file
 from .zoo.ppocr import characters_from_onnx, crop_box, ctc_decode, db_boxes, det_preprocess, group_lines, rec_preprocess
 
-__all__ = ["OCR_MODELS", "OCR_SETS", "ocr_data", "ocr_fidelity"]
+__all__ = ["OCR_MODELS", "OCR_SETS", "ocr_data", "ocr_fidelity", "ocr_golden_inputs", "text_regions"]
 
 OCR_MODELS = ("ppocrv4-det", "ppocrv4-rec")
 DB_THRESH = 0.3
@@ -99,3 +99,68 @@ def ocr_fidelity(model: str, ref: np.ndarray, out: np.ndarray) -> dict:
             "float_cer_transcription": character_error_rate(ref_text, truth),
             "top1_agreement": topk_agreement(ref.reshape(flat), out.reshape(flat), 1),
             "top5_agreement": topk_agreement(ref.reshape(flat), out.reshape(flat), 5)}
+
+
+def text_regions(views) -> list[tuple[str, np.ndarray]]:
+    """``[(view, (h, w, 3) uint8 region)]`` of views named ``IMAGE`` (the whole text image) or
+    ``IMAGE/R0:R1,C0:C1`` (rows ``R0 … R1-1``, columns ``C0 … C1-1``, as NumPy slices) of
+    :data:`refquant.data.text_images.TEXT_IMAGES`; a malformed or empty view is a ``ValueError``
+    naming it."""
+    out = []
+    for view in views:
+        name, _, box = str(view).partition("/")
+        img = load_text_image(name)
+        if box:
+            try:
+                rows, cols = box.split(",")
+                (r0, r1), (c0, c1) = (tuple(int(v) for v in part.split(":")) for part in (rows, cols))
+            except ValueError:
+                raise ValueError(f"view {view!r}: expected IMAGE or IMAGE/R0:R1,C0:C1 (e.g. page/100:132,0:32)") from None
+            region = img[r0:r1, c0:c1]
+            if region.shape[0] < 1 or region.shape[1] < 1 or not (0 <= r0 < r1 <= img.shape[0]
+                                                                    and 0 <= c0 < c1 <= img.shape[1]):
+                raise ValueError(f"view {view!r}: the region lies outside {name} ({img.shape[0]}x{img.shape[1]}) "
+                                 f"or is empty")
+            img = region
+        out.append((str(view), img))
+    return out
+
+
+def ocr_golden_inputs(model: str, views):
+    """``(graph, inputs, calibration, description)`` of an OCR model's golden set on text-image
+    views (:func:`text_regions`), the graph imported at the size the views need:
+
+    * ``ppocrv4-det``: each region through :func:`~refquant.zoo.ppocr.det_preprocess`; all views
+      must give the same size (multiples of 32), and the graph is imported at it;
+    * ``ppocrv4-rec``: the regions as line crops (:func:`~refquant.zoo.ppocr.rec_preprocess`),
+      the graph imported at the widest crop's width at height 48, rounded up to a multiple of 32
+      (at most :data:`~refquant.zoo.PPOCR_REC_WIDTH`).
+
+    Calibration: the same regions mirrored left-right (the same statistics, never the recorded
+    inputs)."""
+    regions = text_regions(views)
+    if not regions:
+        raise ValueError(f"golden export {model}: name at least one view with --views (e.g. page/100:132,0:32)")
+    crops = [r for _, r in regions]
+    mirrored = [np.ascontiguousarray(r[:, ::-1]) for r in crops]
+    if model == "ppocrv4-det":
+        x = [det_preprocess(c) for c in crops]
+        sizes = {a.shape[2:] for a in x}
+        if len(sizes) > 1:
+            raise ValueError(f"golden export {model}: the views give different detector input sizes "
+                             f"{sorted(sizes)}; name regions of one size")
+        (h, w), = sizes
+        graph = import_ppocr(weight_file(model), "det", (h, w))
+        inputs, calib = np.concatenate(x), np.concatenate([det_preprocess(c) for c in mirrored])
+        size = f"{h}x{w}"
+    elif model == "ppocrv4-rec":
+        wide = max(int(np.ceil(48 * c.shape[1] / c.shape[0])) for c in crops)
+        width = min(PPOCR_REC_WIDTH, 32 * -(-wide // 32))
+        graph = import_ppocr(weight_file(model), "rec", width)
+        inputs, calib = rec_preprocess(crops, width), rec_preprocess(mirrored, width)
+        size = f"48x{width}"
+    else:
+        raise ValueError(f"not an OCR model: {model!r}; OCR models: {', '.join(OCR_MODELS)}")
+    description = (f"text views {[v for v, _ in regions]} (refquant.compare_ocr.text_regions), model imported at "
+                   f"{size}; calibration: the same views mirrored left-right")
+    return graph, inputs, calib, description

@@ -51,16 +51,31 @@ def test_entropy_at_8_bits_is_unchanged_by_the_candidate_floor():
     assert first_candidate(8, 2048) == 128 and first_candidate(16, 256) == 16
 
 
-def test_the_old_candidate_start_is_refused_as_a_collapse(monkeypatch):
+def test_the_old_candidate_start_is_held_within_the_saturation_limit(monkeypatch):
+    """The old start (``L`` = 8 bins at 4 bits) chose a range saturating 97 % of the digits input;
+    the search now considers only thresholds within ``max_saturation`` (0.9), so even from the old
+    start it returns a range the check accepts, and ``max_saturation=1`` gives back the old pick."""
     _, x = _digits_input()
     monkeypatch.setattr(entropy, "first_candidate", lambda levels, bins: levels)  # the old search
     obs = StaticEntropy().make_observer(_spec(4))
     obs.observe(x)
-    with pytest.raises(CollapsedRangeError, match=r"layer 'x'.*static-entropy.*saturates 9\d\.\d% .*max_saturation"):
-        obs.qparams()
+    lo, hi = obs.ranges()
+    share = obs.saturated(np.where(lo > obs.lo, lo, -np.inf), np.where(hi < obs.hi, hi, np.inf)) \
+        / (obs.hist.count() - obs.hist.zeros)
+    assert share[0] <= 0.9
+    obs.qparams()
     obs = StaticEntropy().make_observer(_spec(4, max_saturation=1))  # the limit is an option
     obs.observe(x)
     assert obs.qparams().scale < 0.01
+
+
+def test_a_collapsed_range_from_another_rule_is_still_refused():
+    """static-percentile keeping 5 % of ``|y|`` saturates 93.9 % of the digits input: refused."""
+    _, x = _digits_input()
+    obs = StaticPercentile().make_observer(_spec(8, percentile=5))
+    obs.observe(x)
+    with pytest.raises(CollapsedRangeError, match=r"layer 'x'.*static-percentile.*saturates 9\d\.\d% .*max_saturation"):
+        obs.qparams()
 
 
 def test_digits_cnn_at_4_bits_with_static_entropy_is_far_above_chance():
@@ -122,3 +137,45 @@ def test_few_occupied_bins_are_not_clipped():
     h = np.zeros(2048, np.int64)
     h[:100] = 5
     assert entropy_threshold_bins(h, 8) == 100  # below the floor of 128: nothing to search
+
+
+def test_offset_one_signed_data_no_longer_collapses_onto_its_first_bin():
+    """PP-OCRv4's LayerNorm std (``p2o.Sqrt.1``: 700 values in [0.44, 1.45]) in miniature: every
+    value far from 0. The candidate ending at the first occupied bin folds all values into that
+    bin, ``P`` and ``Q`` are the same spike and ``KL = 0`` — the global minimum — so the
+    unlimited search saturates everything but that bin; within the 90 % limit it keeps the data."""
+    from refquant_static.entropy import kl_divergences
+
+    h = np.zeros(2048, np.int64)
+    h[450:1480] = np.random.default_rng(0).integers(0, 4, 1030)
+    h[450] = 1
+    i, kl = kl_divergences(h[:1480], 256)
+    assert kl[i == 451][0] == 0.0
+    assert entropy_threshold_bins(h, 256, max_saturation=1.0) == 451
+    chosen = entropy_threshold_bins(h, 256, max_saturation=0.9)
+    assert h[chosen:].sum() <= 0.9 * h.sum() and chosen > 1400
+
+
+@given(st.lists(st.integers(0, 50), min_size=8, max_size=400), st.sampled_from([4, 8, 16]),
+       st.floats(0.05, 1.0), st.integers(0, 300))
+@settings(max_examples=60, deadline=None)
+def test_the_search_is_the_last_kl_minimum_among_thresholds_within_the_limit(counts, levels, limit, offset):
+    from refquant_static.entropy import kl_divergences
+
+    h = np.zeros(1024, np.int64)
+    h[offset:offset + len(counts)] = counts
+    if not h.any():
+        return
+    used = int(np.flatnonzero(h)[-1]) + 1
+    chosen = entropy_threshold_bins(h, levels, max_saturation=limit)
+    start = first_candidate(levels, 1024)
+    if used < start:
+        assert chosen == used
+        return
+    i, kl = kl_divergences(h[:used], levels)
+    feasible = [(k, v) for k, v in zip(i, kl) if k >= start and h[k:].sum() / h.sum() <= limit]
+    best = min(v for _, v in feasible)
+    assert chosen == max(k for k, v in feasible if v == best)
+    free = entropy_threshold_bins(h, levels, max_saturation=1.0)
+    if h[free:].sum() / h.sum() <= limit:
+        assert chosen == free  # a range the check accepts is never changed by the limit

@@ -1,6 +1,6 @@
 """PP-OCRv4 from rapidocr-onnxruntime's ONNX files: registration, import (folding, operator
-list), float outputs against onnxruntime, the NumPy/SciPy post-processing, page.png's CER, and
-every strategy family quantizing and running both models on small inputs.
+list), float outputs against onnxruntime, the NumPy/SciPy post-processing, page.png's CER. Every
+strategy pair quantizing and running both models: tests/test_zoo_ppocr_all_plans.py.
 
 Sizes keep this to seconds: the detector at 32×96, the recogniser at width 160;
 the full-page float read (CER 2.68 %, 38 s) is measured by ``refquant compare`` and recorded in
@@ -181,43 +181,6 @@ def test_float_models_match_onnxruntime_and_read_a_crop(small, ort_sessions):
                   db_boxes(outs["ppocrv4-det"][0, 0], (32, 96))[0]) == 1.0
 
 
-def _plan(w, a, bits, gran):
-    from refquant.plan import Plan, TensorPlan
-
-    return Plan(TensorPlan(w, bits, gran, True, True), TensorPlan(a, bits, "per-tensor", False, False))
-
-
-@needs_models
-@pytest.mark.parametrize("model", ["ppocrv4-det", "ppocrv4-rec"])
-def test_every_strategy_family_quantizes_and_runs(small, model):
-    """The detector: every weight strategy but lloydmax (8-bit per channel, static-minmax);
-    the recogniser: every activation strategy with its own execution path (4-bit per-tensor
-    minmax weights: dynamic, probabilistic, statqat-iterative). Float islands are named in the
-    records. The whole grid — every pair on both models, 8 and 4 bits, both granularities,
-    lloydmax included (its codebook design takes minutes here) — is bench/ocr_all_plans.py;
-    the static-* observers share static-minmax's path."""
-    from refquant.executor import quantize_model, run_float
-    from refquant.registry import quantizers
-
-    if model == "ppocrv4-det":
-        plans = [_plan(w, "static-minmax", 8, "per-channel") for w in sorted(quantizers("weights")) if w != "lloydmax"]
-    else:
-        plans = [_plan("minmax", a, 4, "per-tensor") for a in sorted(quantizers("activations"))
-                 if not a.startswith("static-")]
-    g, calib, x = small[model]
-    ref = run_float(g, {"x": x})[g.outputs[0]]
-    for p in plans:
-        res = quantize_model(g, p, calib).run(x, backend="numba")
-        out = res.outputs[g.outputs[0]]
-        assert out.shape == ref.shape and np.isfinite(out).all(), (model, p)
-        # Mul, Div, HardSigmoid, ... run as float islands, each one a record; minmax weights keep
-        # every Conv and weighted MatMul on the integer kernels
-        islands = {r.op for r in res.records if r.kernel == "float"}
-        assert {"Mul", "Add", "HardSigmoid"} <= islands, (model, islands)
-        if p.weights.strategy == "minmax":
-            assert not {"Conv", "Gemm"} & islands, (model, p, islands)
-
-
 def test_mse_weights_keep_a_dead_subnormal_channel_at_its_min_max_range():
     """PP-OCRv4's detector has a channel whose largest weight is 3e-39 (subnormal in float32):
     ``mse`` gives it the min-max range and searches the other channels as before."""
@@ -267,3 +230,20 @@ def test_compare_fidelity_fields_of_the_ocr_models(monkeypatch):
     cut = "\n".join(line[:30] for line in truth)
     assert fid["cer_transcription"] == character_error_rate(cut, "\n".join(truth))
     assert {"box_f1", "cer_float", "cer_transcription", "float_cer_transcription"} <= set(ROW_FIELDS)
+
+
+@needs_models
+def test_text_png_has_a_transcription_and_the_detector_finds_no_text_in_it(ort_sessions):
+    """text.png (handwritten maths at a grazing angle): four transcribed lines; the float
+    detector's largest probability is about 3.6e-7, so the pipeline reads nothing — CER 100 %."""
+    from refquant.data.text_images import load_text_image, transcription
+    from refquant.zoo import PPOCR_REC_WIDTH
+    from refquant.zoo.ppocr import characters_from_onnx, read_page
+
+    truth = transcription("text")
+    assert len(truth) == 4 and truth[2].startswith("f(s) = ∫")
+    det, rec = ort_sessions["ppocrv4-det"], ort_sessions["ppocrv4-rec"]
+    r = read_page(load_text_image("text"), lambda x: det.run(None, {"x": x})[0], lambda x: rec.run(None, {"x": x})[0],
+                  characters_from_onnx(weight_file("ppocrv4-rec")), PPOCR_REC_WIDTH)
+    assert r.prob.max() < 1e-3 and len(r.boxes) == 0 and r.text == ""
+    assert character_error_rate(r.text, "\n".join(truth)) == 1.0

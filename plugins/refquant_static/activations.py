@@ -20,7 +20,7 @@ from refquant.strategies import LayerSpec
 from .entropy import entropy_range
 from .mse import mse_range
 from .observers import HistogramObserver, MinMaxObserver
-from .options import bins_option, grid_option, percentile_option, tails_option
+from .options import bins_option, grid_option, max_saturation_option, percentile_option, tails_option
 from .percentile import percentile_range
 
 __all__ = ["StaticMinMax", "StaticPercentile", "StaticMSE", "StaticEntropy"]
@@ -92,7 +92,8 @@ class StaticMSE(_Offline):
 class StaticEntropy(_Offline):
     """Activations by entropy: TensorRT's KL-divergence threshold on a 2048-bin histogram of ``|y|``.
 
-    Option ``tails="both"`` runs the search on each tail separately. See
+    Option ``tails="both"`` runs the search on each tail separately. Only thresholds that
+    saturate at most ``max_saturation`` (default 0.9) of the non-zero values are searched. See
     :mod:`refquant_static.entropy` for the algorithm and where it differs from TensorRT and
     onnxruntime.
     """
@@ -102,5 +103,6 @@ class StaticEntropy(_Offline):
     doc = __doc__
 
     def make_observer(self, spec: LayerSpec) -> HistogramObserver:
-        rule = partial(entropy_range, bits=spec.bits, symmetric=spec.symmetric, tails=tails_option(spec))
+        rule = partial(entropy_range, bits=spec.bits, symmetric=spec.symmetric, tails=tails_option(spec),
+                       max_saturation=max_saturation_option(spec))
         return HistogramObserver(spec, self.name, rule, bins_option(spec))

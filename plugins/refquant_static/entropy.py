@@ -37,6 +37,17 @@ Where refquant follows and where it differs:
   4 bits got an input scale of 0.0026 for data spanning about ±2, and chance accuracy.
   With fewer non-empty bins than ``i0`` there is nothing to search: the threshold is the top
   of the data (no clipping).
+* Only thresholds that saturate at most ``max_saturation`` (option, default 0.9) of the
+  non-zero values are candidates: ``Σ_{j≥i} h[j] ≤ max_saturation · Σ h``. The KL objective has
+  degenerate minima on data far from 0: a candidate ending at the first occupied bin folds every
+  value into that one bin, ``P`` and ``Q`` are the same spike and ``KL = 0`` exactly — the
+  global minimum (PP-OCRv4's LayerNorm std, 700 values in [0.44, 1.45]: 99.86 % saturated);
+  on its hard-swish ``x + 3`` (mostly near 5.6) a local minimum at 1.51 saturating 94.4 %
+  beats every range that keeps the data. TensorRT has the same minima; onnxruntime avoids them
+  only because its smallest window is its whole first-batch histogram (128 bins, 128 levels).
+  The limit is the one :func:`refquant.strategies.check_saturation` refuses above, so the search
+  never returns a range its own check would call collapsed; a range it accepted before is
+  unchanged (the last minimum over a suffix of the candidates that contains it).
 * The histogram has a power-of-two bin width (see :mod:`.histogram`), so the observed range
   spans between ``N/2`` and ``N`` of its ``N = 2048`` bins, where TensorRT's spans exactly
   ``N`` after the first batch.
@@ -111,11 +122,17 @@ def first_candidate(levels: int, bins: int) -> int:
     return max(int(levels), int(bins) // 16)
 
 
-def entropy_threshold_bins(hist, levels: int, start: int | None = None) -> int:
+def entropy_threshold_bins(hist, levels: int, start: int | None = None, max_saturation: float = 1.0,
+                           of: int | None = None) -> int:
     """The number of bins ``i*`` kept by the KL search (threshold ``i*·w``); see the module doc.
 
     Candidates run from ``start`` (default :func:`first_candidate`) to the last occupied bin;
     trailing empty bins are ignored. Fewer than ``start`` occupied bins: all of them (no clip).
+    Only candidates whose saturated values — those at or beyond the threshold, ``Σ_{j≥i} h[j]``
+    — are at most ``max_saturation`` of ``of`` values (default: all of ``hist``) are searched:
+    ``Σ_{j≥i} h[j] / of ≤ max_saturation``, the share
+    :func:`refquant.strategies.check_saturation` refuses above. The top candidate saturates
+    nothing, so one always qualifies.
     """
     h = np.asarray(hist, dtype=np.int64)
     start = first_candidate(levels, h.shape[0]) if start is None else int(start)
@@ -126,16 +143,23 @@ def entropy_threshold_bins(hist, levels: int, start: int | None = None) -> int:
     if used < start:
         return used
     i, kl = kl_divergences(h[:used], levels)
-    i, kl = i[i >= start], kl[i >= start]
+    of = int(h.sum()) if of is None else int(of)
+    saturated = int(h.sum()) - np.cumsum(h)[i - 1]  # Σ_{j≥i} h[j]
+    keep = (i >= start) & (saturated / max(of, 1) <= max_saturation)
+    i, kl = i[keep], kl[keep]
     last_min = len(kl) - 1 - int(np.argmin(kl[::-1]))
     return int(i[last_min])
 
 
-def entropy_range(hist, lo_seen, hi_seen, bits: int, symmetric: bool, tails: str):
+def entropy_range(hist, lo_seen, hi_seen, bits: int, symmetric: bool, tails: str, max_saturation: float = 1.0):
     """Per-channel ``(lo, hi)`` from the KL threshold(s) of a SignMagnitudeHistogram.
 
     ``tails="abs"``: one threshold ``a`` on ``|y|``, range ``[max(lo_seen, -a), min(hi_seen, a)]``.
     ``tails="both"``: a threshold per tail, from that tail's magnitudes.
+    Each search considers only thresholds that saturate at most ``max_saturation`` of the
+    channel's non-zero values (:func:`entropy_threshold_bins`): with ``"abs"`` the chosen range
+    then always passes :func:`refquant.strategies.check_saturation`; with ``"both"`` each tail
+    stays within the share on its own, and the check still refuses a pair whose sum exceeds it.
     """
     lo = np.array(lo_seen, dtype=np.float64, copy=True)
     hi = np.array(hi_seen, dtype=np.float64, copy=True)
@@ -146,10 +170,11 @@ def entropy_range(hist, lo_seen, hi_seen, bits: int, symmetric: bool, tails: str
             continue
         one_sided = lo[c] >= 0 or hi[c] <= 0
         levels = 2**bits if (one_sided and not symmetric) else 2 ** (bits - 1)
+        limit = {"max_saturation": max_saturation, "of": int(mags[c].sum())}
         if tails == "abs":
-            a = entropy_threshold_bins(mags[c], levels) * w
+            a = entropy_threshold_bins(mags[c], levels, **limit) * w
             lo[c], hi[c] = max(lo[c], -a), min(hi[c], a)
         else:
-            hi[c] = min(hi[c], entropy_threshold_bins(hist.pos[c], levels) * w)
-            lo[c] = max(lo[c], -entropy_threshold_bins(hist.neg[c], levels) * w)
+            hi[c] = min(hi[c], entropy_threshold_bins(hist.pos[c], levels, **limit) * w)
+            lo[c] = max(lo[c], -entropy_threshold_bins(hist.neg[c], levels, **limit) * w)
     return lo, hi

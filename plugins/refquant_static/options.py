@@ -9,7 +9,8 @@ tails       ``"abs"``               ``"abs"``: one threshold on ``|y|``; ``"both
 bins        2048                    histogram bins per sign (a power of two, at least 256)
 max_satu…   0.9                     ``max_saturation``: the largest share of non-zero
                                     calibration values a chosen range may saturate
-                                    (:func:`refquant.strategies.check_saturation`); 1 disables
+                                    (:func:`refquant.strategies.check_saturation`); 1 disables;
+                                    static-entropy searches only thresholds within it
 =========== ======================= =========================================================
 """
 

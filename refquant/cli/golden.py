@@ -5,6 +5,7 @@
     refquant golden export MODEL DIR [--plan PLAN ...] [--images 4] [--onnx] [--accumulators] [--workers N]
     refquant golden export efficientnet-lite0 DIR [--views PHOTO/VIEW ...] [--calibration 16] [--onnx]
     refquant golden export minilm-l6 DIR [--sentences 4] [--seed 0] [--calibration 21]
+    refquant golden export ppocrv4-det|ppocrv4-rec DIR --views IMAGE/R0:R1,C0:C1 ... [--onnx]
     refquant golden export MODEL.onnx DIR --inputs IN.npz [--semantics integer|qdq-float]
     refquant golden run DIR --backend NAME|MODULE|FILE.py -o OUT.npz
     refquant golden verify DIR --outputs OUT.npz|PB_DIR [--policy exact|lsb1] [--manifest-sha256 HEX] [--json]
@@ -28,6 +29,7 @@ import numpy as np
 
 from ..compare import photo_data
 from ..compare_embeddings import sentence_batches
+from ..compare_ocr import OCR_MODELS, ocr_golden_inputs
 from ..data import digits_inputs, load_digits
 from ..data.photos import PHOTOS, named_views
 from ..data.sentences import load_sentences
@@ -124,6 +126,12 @@ def cmd_export(args) -> int:
         return _export_imported(args)
     if args.inputs:
         raise ValueError("golden export: --inputs is for an imported .onnx model")
+    if args.model in OCR_MODELS:
+        if args.calibration is not None:
+            raise ValueError(f"golden export {args.model}: --calibration counts photo or digit images; an OCR "
+                             f"model calibrates on its --views mirrored left-right")
+        graph, x, calib, description = ocr_golden_inputs(args.model, args.views or ())
+        return _export_registered(args, graph, x, calib, description)
     graph = resolve_model(args.model)
     if args.model in EMBEDDING_MODELS:
         if len(args.plan or ()) > 1 or args.workers or args.scheduler:
@@ -310,7 +318,8 @@ def add_golden_commands(cli) -> None:
                    help="a sentence-embedding model (minilm-l6): test sentences to record (default 4)")
     p.add_argument("--views", nargs="+", metavar="PHOTO/VIEW", default=None,
                    help="real ImageNet model: the photo views to record, e.g. chelsea/center coffee/flip "
-                        "(default: --images center views chosen with --seed)")
+                        "(default: --images center views chosen with --seed); OCR model: text-image regions "
+                        "IMAGE or IMAGE/R0:R1,C0:C1, e.g. page/100:132,0:32 (required)")
     p.add_argument("--calibration", type=int_at_least(1), default=None,
                    help="calibration images: digits 16, 32 or 128 (default 32); a real model's "
                         "non-center photo views, 1..99 (default 16)")

@@ -5,9 +5,12 @@
   one line of code); a cut-off URL at the bottom-left edge is not transcribed.  The
   transcription is ``refquant/data/page.txt``, one line per text line, written by reading the
   image.
-* ``text`` — ``skimage/data/text.png`` (172×448 grey): handwritten equations on a slanted
-  blackboard, partly cut at every edge.  No exact transcription is possible; it is used
-  only for agreement with the float model, never for a character error rate.
+* ``text`` — ``skimage/data/text.png`` (172×448 grey): handwritten mathematics (a Laplace
+  transform) on ruled paper photographed at a grazing angle, cut at every edge.  The
+  transcription ``refquant/data/text.txt`` is a best reading of the legible glyphs, one line per
+  ruled band, top to bottom, in plain characters (``∫`` for the two long integral strokes);
+  at the glyph level it is uncertain (``x`` may be ``τ``, ``t`` a rotated ``t``), which matters
+  little: PP-OCRv4's detector finds no text in the image (spec/models/ppocrv4.md).
 
 Images are found through ``importlib.metadata.distribution("scikit-image")`` without importing
 scikit-image, decoded with Pillow, and returned as RGB uint8 (the grey value replicated).
@@ -26,7 +29,7 @@ __all__ = ["TEXT_IMAGES", "load_text_image", "transcription"]
 #: name -> (distribution, file, transcription file in refquant/data or None)
 TEXT_IMAGES = {
     "page": ("scikit-image", "skimage/data/page.png", "page.txt"),
-    "text": ("scikit-image", "skimage/data/text.png", None),
+    "text": ("scikit-image", "skimage/data/text.png", "text.txt"),
 }
 
 

@@ -41,7 +41,8 @@ def kernel_input(gs, layer: dict, x: np.ndarray) -> np.ndarray:
     """The integer input a Conv/Gemm/MatMul kernel reads, given its producer's output ``x``.
 
     A producer with per-channel qparams is first requantized onto one per-tensor grid, as
-    the executor does; a Gemm/MatMul input is flattened to ``[N, K]``.
+    the executor does; a Gemm input is flattened to ``[N, K]``, a MatMul input of rank > 2
+    ``[N, L, K]`` is viewed as its rows ``[N·L, K]`` (the callers put them back).
     """
     producer = gs.layer(layer["inputs"][0])
     src_qp = gs.qparams(producer, "output")

@@ -323,6 +323,8 @@ def _explain_from(gs, layer, r: LayerResult, got: np.ndarray, inputs: list) -> t
     if layer["op"] in KERNEL_OPS and layer["kernel"] in ("fused", "unfused") and output_kind(layer) == "quantized":
         x = kernel_input(gs, layer, inputs[0])
         acc = layer_accumulators(gs, layer, x)
+        if layer["op"] == "MatMul" and inputs[0].ndim > 2:  # rows back in the input's leading shape
+            acc = acc.reshape(inputs[0].shape[:-1] + acc.shape[-1:])
         e = explain_requantization(acc, got, gs.qparams(layer, "input"), gs.qparams(layer, "weight"),
                                    gs.qparams(layer, "output"), layer["fused_activation"],
                                    gs.layer_tensor(layer, "bias"), gs.manifest["requant"])
