@@ -13,7 +13,9 @@ full 8-bit weights its results are then not the exact ones.
 Three engines run the same quantized model:
 
 * ``refquant`` — ``qm.run(x, backend="numba")`` (the prepared program) with
-  ``numba.set_num_threads(t)``, Numba's ``workqueue`` threading layer unless
+  ``numba.set_num_threads(t)`` and NumPy's BLAS at ``t`` threads too (``threadpoolctl``; the
+  exact float32 GEMM of ``refquant.kernels.exact_gemm`` runs BLAS with Numba's count anyway,
+  this also covers the NumPy work outside the kernels), Numba's ``workqueue`` threading layer unless
   ``NUMBA_THREADING_LAYER`` says otherwise (the OpenMP layer's spinning pool threads cost
   2–10× on two shared cores; figures at the top of the code);
 * ``onnxruntime`` — ``session.run`` on the model's QOperator export
@@ -53,7 +55,6 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Numba's OpenMP layer (its default where libgomp is present) leaves its pool threads spinning
 # after every parallel region; on two shared cores they take the CPU from the calling thread
 # and from the engines timed next. Measured on the 64×64 batch-1 model, one call per thread
@@ -63,6 +64,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prepared import PLAN, cpu_info, resnet18, versions  # noqa: E402
@@ -173,6 +175,7 @@ def measure(hw, batches, thread_counts, rounds, reference_rounds) -> dict:
         reference = reference_evaluator(model)
         for t in thread_counts:
             numba.set_num_threads(t)
+            threadpool_limits(t, user_api="blas")
             sess = session(model, t)
             engines = {"refquant": lambda: qm.run(feeds, backend="numba"),
                        "onnxruntime": lambda: sess.run(None, feeds),
@@ -206,6 +209,7 @@ def measure(hw, batches, thread_counts, rounds, reference_rounds) -> dict:
         if batch == 1:
             out["shares"]["onnxruntime"] = ort_profile(model, feeds, classes)
     numba.set_num_threads(thread_counts[0])
+    threadpool_limits(thread_counts[0], user_api="blas")
     return out
 
 
