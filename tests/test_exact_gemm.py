@@ -24,19 +24,22 @@ from refquant.kernels import exact_gemm, fast, fast_prepared
 from refquant.kernels import reference as ref
 from refquant.kernels.geometry import conv_geometry
 from refquant.numerics.requant import make_requantizer
-from test_kernels_fast import assert_same, conv_case, matmul_case, outcome, requantizer
+from test_kernels_fast import (EIGHT_BIT, assert_same, bias_vector, int_array, matmul_case, outcome, requantizer,
+                               zero_point)
+from tests_support import smallest_input
 
 LIMITS = (exact_gemm.EXACT_LIMIT, 70_000, 1)
 
 
 @contextlib.contextmanager
-def sgemm_everywhere(limit=exact_gemm.EXACT_LIMIT):
-    saved = exact_gemm.MIN_MACS, exact_gemm._LIMIT
-    exact_gemm.MIN_MACS, exact_gemm._LIMIT = 0, limit
+def sgemm_everywhere(limit=exact_gemm.EXACT_LIMIT, shifted=None):
+    """Every 8-bit layer on the sgemm path, with this chunk bound and stride-1 layout."""
+    saved = exact_gemm.MIN_MACS, exact_gemm._LIMIT, exact_gemm._FORCE_SHIFTED
+    exact_gemm.MIN_MACS, exact_gemm._LIMIT, exact_gemm._FORCE_SHIFTED = 0, limit, shifted
     try:
         yield
     finally:
-        exact_gemm.MIN_MACS, exact_gemm._LIMIT = saved
+        exact_gemm.MIN_MACS, exact_gemm._LIMIT, exact_gemm._FORCE_SHIFTED = saved
 
 
 def _prepared(kind, x, w, x_zp, w_zp, bias, rq, attrs):
@@ -51,14 +54,14 @@ def _prepared(kind, x, w, x_zp, w_zp, bias, rq, attrs):
     return layer.run(x, binding, layer.requant_args(rq), rq.out_dtype)
 
 
-def _check(kind, args, rq, attrs, limit):
+def _check(kind, args, rq, attrs, limit, shifted=None):
     unfused = rq is None
     if kind == "conv2d":
         expected = (outcome(ref.conv2d_int32, *args, **attrs) if unfused
                     else outcome(ref.conv2d_requant, *args, rq, **attrs))
     else:
         expected = outcome(ref.matmul_int32, *args) if unfused else outcome(ref.matmul_requant, *args, rq)
-    with sgemm_everywhere(limit):
+    with sgemm_everywhere(limit, shifted):
         if kind == "conv2d":
             got = (outcome(fast.conv2d_int32, *args, **attrs) if unfused
                    else outcome(fast.conv2d_requant, *args, rq, **attrs))
@@ -68,12 +71,36 @@ def _check(kind, args, rq, attrs, limit):
         assert_same(expected, outcome(_prepared, kind, *args, rq, attrs))
 
 
-@settings(deadline=None, max_examples=40)
-@given(conv_case(), st.sampled_from(LIMITS), st.data())
-def test_conv_equals_reference(case, limit, data):
+@st.composite
+def conv_case(draw):
+    """``test_kernels_fast``'s conv cases, weighted toward what this path distinguishes:
+    stride 1 (two layouts), several groups, unequal dilations, up to 3 images."""
+    group, cin_g, cout_g = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    strides = draw(st.sampled_from([(1, 1), (1, 1), (1, 1), (2, 2), (1, 2), (3, 1)]))
+    dilations = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4)) if auto_pad == "NOTSET" else None
+    h_min, w_min = smallest_input((kh, kw), dilations, pads, auto_pad)
+    h, wd = draw(st.integers(h_min, h_min + 7)), draw(st.integers(w_min, w_min + 7))
+    n = draw(st.sampled_from([1, 1, 2, 3, 0]))
+    x_dtype, w_dtype = draw(st.sampled_from(EIGHT_BIT)), draw(st.sampled_from(EIGHT_BIT))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    fill = draw(st.sampled_from(["random", "extreme", "small"]))
+    x = int_array(rng, (n, group * cin_g, h, wd), x_dtype, fill)
+    w = int_array(rng, (group * cout_g, cin_g, kh, kw), w_dtype, fill)
+    attrs = dict(strides=strides, pads=pads, dilations=dilations, group=group, auto_pad=auto_pad)
+    c_out = group * cout_g
+    return x, w, draw(zero_point(x_dtype)), draw(zero_point(w_dtype, c_out)), draw(bias_vector(c_out)), attrs
+
+
+@settings(deadline=None, max_examples=60)
+@given(conv_case(), st.sampled_from(LIMITS), st.booleans(), st.data())
+def test_conv_equals_reference(case, limit, shifted, data):
+    """``shifted``: stride-1 convs on the padded input (True) or the im2col (False)."""
     x, w, zx, zw, bias, attrs = case
     rq = data.draw(st.one_of(st.none(), requantizer(w.shape[0])))
-    _check("conv2d", (x, w, zx, zw, bias), rq, attrs, limit)
+    _check("conv2d", (x, w, zx, zw, bias), rq, attrs, limit, shifted)
 
 
 @settings(deadline=None, max_examples=40)
@@ -130,7 +157,8 @@ def test_conv_overflow_reports_the_first_index_like_the_reference():
     w = np.full((4, 3, 3, 3), -128, np.int8)
     bias = np.array([0, INT32_MIN + 27 * 255 * 128 - 1, 0, 0], np.int32)
     for limit in LIMITS:
-        _check("conv2d", (x, w, 0, 0, bias), None, {"pads": (1, 1, 1, 1)}, limit)
+        for shifted in (False, True):
+            _check("conv2d", (x, w, 0, 0, bias), None, {"pads": (1, 1, 1, 1)}, limit, shifted)
     with sgemm_everywhere(), pytest.raises(ref.AccumulatorOverflowError, match=r"output index \(0, 1, 1, 1\)"):
         fast.conv2d_int32(x, w, 0, 0, bias, pads=(1, 1, 1, 1))
     # the second image alone overflows: the index is found across image groups and threads

@@ -64,7 +64,8 @@ its own setting). The results do not depend on either count (the bound above).
 
 from __future__ import annotations
 
-import numba
+import ctypes
+
 import numpy as np
 from numba import njit, prange
 
@@ -79,6 +80,7 @@ USE_SGEMM = True       # set to False to run every 8-bit layer on fast's tile ke
 # below this many multiply-adds per image the tile kernels' lower fixed cost wins (measured:
 # bench/RESULTS.md, "exact-by-bound float32 GEMM")
 MIN_MACS = 1 << 16
+_FORCE_SHIFTED = None  # tests set True/False to run every stride-1 conv on one layout
 # columns of one im2col: as many whole images as keep P and Y under this many float32 values
 _MAX_COLUMN_VALUES = 1 << 22
 
@@ -151,6 +153,22 @@ def chunk_bounds(wc: np.ndarray, a_max: int, limit: int | None = None) -> np.nda
     return out[:count + 1] if count else np.zeros(2, np.int64)  # K = 0: one empty chunk
 
 
+def use_shifted(g) -> bool:
+    """Stride-1 convolutions whose padded rows are at most 1/8 longer than the output rows run
+    on the padded input without im2col (module doc); the others (strided; small images, where
+    the unused columns would cost more than the im2col) take the im2col."""
+    wp = g.w + g.pads[1] + g.pads[3]
+    if g.strides != (1, 1):
+        return False
+    return _FORCE_SHIFTED if _FORCE_SHIFTED is not None else 8 * (wp - g.ow) <= wp
+
+
+def shifted_pitch(g) -> int:
+    """Columns of one image's padded input: ``(H + pads)·(W + pads)`` plus the slack the
+    last kernel tap's shifted view reads past it."""
+    return (g.h + g.pads[0] + g.pads[2]) * (g.w + g.pads[1] + g.pads[3]) + (g.kw - 1) * g.dilations[1]
+
+
 def _may_need_chunks(k: int) -> bool:
     """Whether some 8-bit operands of inner size ``k`` can need more than one chunk."""
     return k * 255 * 255 > _LIMIT
@@ -169,6 +187,12 @@ def scratch_arrays(kind: str, a_shape, w_shape, g, threads: int) -> dict:
         (m, k), n = a_shape, w_shape[0]
         c_out, rows, cols, chunks = n, m, n, max(1, min(threads, m))
         arrays = {"centred_weights": ((n, k), 4), "centred_input": ((m, k), 4), "accumulators": ((chunks, n), 8)}
+    elif use_shifted(g):
+        k, c_out, hw, pitch = g.k, g.c_out, g.oh * g.ow, shifted_pitch(g)
+        rows, cols = c_out, _images_per_gemm(g.n, max(g.c_in, c_out), 1, pitch) * pitch
+        chunks = max(1, min(threads, g.n * c_out))
+        arrays = {"centred_weights": ((c_out, k), 4), "padded_input": ((g.c_in, cols), 4),
+                  "accumulators": ((chunks, hw), 8)}
     else:
         k, c_out, hw = g.k, g.c_out, g.oh * g.ow
         rows, cols, chunks = c_out, _images_per_gemm(g.n, k, c_out, hw) * hw, max(1, min(threads, g.n * c_out))
@@ -209,14 +233,15 @@ def _centre_weights(w, zw, out):
 
 @njit(parallel=True, cache=True)
 def _im2col(x, b0, nb, c0, geometry, oh, ow, za, p):
-    """``p[(c·kh + i)·kw + j, bl·OH·OW + oy·OW + ox] = x[b0 + bl, c0 + c, iy, ix] - z_a`` with
+    """``p[(i·kw + j)·C_g + c, bl·OH·OW + oy·OW + ox] = x[b0 + bl, c0 + c, iy, ix] - z_a`` with
     ``iy = oy·sh + i·dh - top``, ``ix = ox·sw + j·dw - left``, and 0 (real zero) outside."""
     sh, sw, dh, dw, top, left, kh, kw = geometry
     height, width = x.shape[2], x.shape[3]
     hw = oh * ow
-    taps = kh * kw
+    cin_g = p.shape[0] // (kh * kw)
     for r in prange(p.shape[0]):
-        c, i, j = r // taps, (r // kw) % kh, r % kw
+        c, tap = r % cin_g, r // cin_g
+        i, j = tap // kw, tap % kw
         row = p[r]
         off = j * dw - left
         lo = 0 if off >= 0 else (-off + sw - 1) // sw
@@ -246,10 +271,31 @@ def _im2col(x, b0, nb, c0, geometry, oh, ow, za, p):
 
 
 @njit(parallel=True, cache=True)
-def _conv_epilogue(y, b0, nb, hw, bias, rq, out, accs, status):
-    """Per (image, channel) row: ``acc = int64(y) + bias``, the int32 check and the store
-    (``out`` is ``[N, C_out, OH·OW]``, ``y`` is ``[C_out, nb·OH·OW]``)."""
+def _pad_centre(x, b0, nb, c0, top, left, wp, pitch, za, xp):
+    """``xp[c, bl·pitch + (top + iy)·wp + left + ix] = x[b0 + bl, c0 + c, iy, ix] - z_a``; every
+    other column (the padding, and the slack after each image) 0 — real zero."""
+    height, width = x.shape[2], x.shape[3]
+    for c in prange(xp.shape[0]):
+        row = xp[c]
+        for bl in range(nb):
+            base = bl * pitch
+            for e in range(pitch):
+                row[base + e] = 0.0
+            plane = x[b0 + bl, c0 + c]
+            for iy in range(height):
+                d = base + (top + iy) * wp + left
+                src = plane[iy]
+                for ix in range(width):
+                    row[d + ix] = np.float32(np.int32(src[ix]) - za)
+
+
+@njit(parallel=True, cache=True)
+def _conv_epilogue(y, b0, nb, image_pitch, row_pitch, oh, ow, bias, rq, out, accs, status):
+    """Per (image, channel) row: ``acc = int64(y) + bias``, the int32 check and the store.
+    ``out`` is ``[N, C_out, OH·OW]``; output ``(bl, n, oy, ox)`` is
+    ``y[n, bl·image_pitch + oy·row_pitch + ox]``."""
     c_out = y.shape[0]
+    hw = oh * ow
     chunks = status.shape[0]
     for t in prange(chunks):
         acc = accs[t]
@@ -257,10 +303,11 @@ def _conv_epilogue(y, b0, nb, hw, bias, rq, out, accs, status):
         for q in range(q0, q1):
             bl, n = q // c_out, q % c_out
             src = y[n]
-            base = bl * hw
             bn = bias[n]
-            for e in range(hw):
-                acc[e] = np.int64(src[base + e]) + bn
+            for oy in range(oh):
+                base = bl * image_pitch + oy * row_pitch
+                for ox in range(ow):
+                    acc[oy * ow + ox] = np.int64(src[base + ox]) + bn
             flat0 = ((b0 + bl) * c_out + n) * hw
             fast._check_int32(acc, hw, flat0, status, t)
             fast._store_channel(acc, n, rq, out[b0 + bl, n], flat0, status, t)
@@ -286,12 +333,40 @@ def _matmul_epilogue(y, bias, rq, out, accs, status):
 # BLAS threads
 # ---------------------------------------------------------------------------------------
 
+_SGEMM = None  # scipy.linalg.cython_blas.sgemm (Fortran BLAS), through ctypes
+
+
+def _sgemm():
+    global _SGEMM
+    if _SGEMM is None:
+        from numba.extending import get_cython_function_address
+
+        address = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
+        _SGEMM = ctypes.CFUNCTYPE(None, *(ctypes.c_void_p,) * 13)(address)
+    return _SGEMM
+
+
+_N = ctypes.c_char(b"N")
+
+
+def _gemm(m, n, k, a, lda, b, ldb, c, ldc, beta):
+    """Row-major ``C[m, n] = A[m, k] @ B[k, n] + beta · C`` on float32 buffers given by address
+    and leading dimension (``sgemm`` is column-major: it computes ``Cᵀ = Bᵀ Aᵀ``)."""
+    if m == 0 or n == 0:
+        return
+    i = ctypes.c_int
+    _sgemm()(ctypes.byref(_N), ctypes.byref(_N), ctypes.byref(i(n)), ctypes.byref(i(m)), ctypes.byref(i(k)),
+             ctypes.byref(ctypes.c_float(1.0)), b, ctypes.byref(i(ldb)), a, ctypes.byref(i(lda)),
+             ctypes.byref(ctypes.c_float(beta)), c, ctypes.byref(i(ldc)))
+
+
 _BLAS = None  # threadpoolctl's controllers of the loaded BLAS libraries ([] without threadpoolctl)
 
 
 def _blas_controllers() -> list:
     global _BLAS
     if _BLAS is None:
+        _sgemm()  # scipy's BLAS is loaded before the libraries are listed
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:
@@ -346,6 +421,9 @@ class GemmLayer:
         self.kind, self.name, self.x_dtype = kind, name, np.dtype(x_dtype)
         n_out = w.shape[0]
         zw = np.ascontiguousarray(np.broadcast_to(np.asarray(zw, np.int32), (n_out,)))
+        w = np.ascontiguousarray(w)
+        if kind == "conv2d":  # K ordered (kernel tap, channel): W_tap[n, c] is a block of columns
+            w = w.transpose(0, 2, 3, 1)
         w2 = np.ascontiguousarray(w).reshape(n_out, int(np.prod(w.shape[1:])))
         self.wc = np.empty(w2.shape, np.float32)  # |w - z_w| ≤ 255: exact
         _centre_weights(w2, zw, self.wc)
@@ -369,8 +447,7 @@ class GemmLayer:
             else:
                 y64[rows] += y32[rows]
 
-    def conv(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
-        """The conv into ``out`` (NCHW, the kernel's signed view); returns the status array."""
+    def _conv_im2col(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
         hw = g.oh * g.ow
         k_g, cout_g = self.k, g.c_out // g.group
         nb_max = _images_per_gemm(g.n, k_g, g.c_out, hw)
@@ -396,7 +473,66 @@ class GemmLayer:
                 for grp in range(g.group):
                     _im2col(x, b0, nb, grp * (g.c_in // g.group), geometry, g.oh, g.ow, za, pv)
                     self._products(pv, slice(grp * cout_g, (grp + 1) * cout_g), binding.bounds, y32v, y64v)
-                _conv_epilogue(y64v if multi else y32v, b0, nb, hw, binding.bias, rq_args, out3, accs, status)
+                _conv_epilogue(y64v if multi else y32v, b0, nb, hw, g.ow, g.oh, g.ow, binding.bias, rq_args, out3,
+                               accs, status)
+        return status
+
+    def conv(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
+        """The conv into ``out`` (NCHW, the kernel's signed view); returns the status array."""
+        if use_shifted(g):
+            return self._conv_shifted(x, g, binding, rq_args, out, threads)
+        return self._conv_im2col(x, g, binding, rq_args, out, threads)
+
+    def _conv_shifted(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
+        """Stride 1: ``Y = Σ_taps W_tap @ X_p[:, off_tap:]`` on the padded, centred input with
+        rows of ``Wp = W + pads`` (module doc), accumulated by ``sgemm`` with ``beta = 1`` within
+        a K-chunk; columns ``ox ≥ OW`` of each row are computed and never read."""
+        top, left, bottom, right = g.pads
+        hp, wp = g.h + top + bottom, g.w + left + right
+        dh, dw = g.dilations
+        pitch = shifted_pitch(g)
+        cin_g, cout_g, taps = g.c_in // g.group, g.c_out // g.group, g.kh * g.kw
+        nb_max = _images_per_gemm(g.n, max(g.c_in, g.c_out), 1, pitch)
+        width = nb_max * pitch
+        xp = np.empty((g.c_in, width), np.float32)
+        y32 = np.zeros((g.c_out, width), np.float32)
+        bounds = binding.bounds
+        multi = len(bounds) > 2
+        y64 = np.empty((g.c_out, width), np.float64) if multi else None
+        chunks = max(1, min(threads, g.n * g.c_out))
+        accs = np.empty((chunks, g.oh * g.ow), np.int64)
+        status = np.full((chunks, 3), -1, np.int64)
+        out3 = out.reshape(g.n, g.c_out, g.oh * g.ow)
+        za = np.int32(binding.x_zero_point)
+        wc, k_g = self.wc, self.k
+        wa, xa, ya = wc.ctypes.data, xp.ctypes.data, y32.ctypes.data
+        with _BlasThreads(threads):
+            for b0 in range(0, g.n, nb_max):
+                nb = min(nb_max, g.n - b0)
+                cols = (nb - 1) * pitch + g.oh * wp  # the last image's rows past OH are not needed
+                _pad_centre(x, b0, nb, 0, top, left, wp, pitch, za, xp)
+                for grp in range(g.group):
+                    rows = slice(grp * cout_g, (grp + 1) * cout_g)
+                    for ci in range(len(bounds) - 1):
+                        k0, k1 = int(bounds[ci]), int(bounds[ci + 1])
+                        beta = 0.0
+                        while k0 < k1:  # the pieces of the chunk, one kernel tap each
+                            tap, c0 = divmod(k0, cin_g)
+                            c1 = min(cin_g, c0 + k1 - k0)
+                            off = (tap // g.kw) * dh * wp + (tap % g.kw) * dw
+                            _gemm(cout_g, cols, c1 - c0,
+                                  wa + 4 * (grp * cout_g * k_g + tap * cin_g + c0), k_g,
+                                  xa + 4 * ((grp * cin_g + c0) * width + off), width,
+                                  ya + 4 * (grp * cout_g * width), width, beta)
+                            beta = 1.0
+                            k0 += c1 - c0
+                        if multi:
+                            if ci == 0:
+                                y64[rows] = y32[rows]
+                            else:
+                                y64[rows] += y32[rows]
+                _conv_epilogue(y64 if multi else y32, b0, nb, pitch, wp, g.oh, g.ow, binding.bias, rq_args, out3,
+                               accs, status)
         return status
 
     def matmul(self, a, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
