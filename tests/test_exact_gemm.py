@@ -1,6 +1,6 @@
 """The exact-by-bound float32 GEMM (``refquant/kernels/exact_gemm.py``) equals the reference.
 
-Every layer, however small, is sent to the sgemm path (``MIN_MACS = 0``), and the per-chunk
+Every layer, however small, is sent to the sgemm path (size thresholds 0), and the per-chunk
 bound is drawn among 2**24 (the real one), 70 000 (a few columns per chunk) and 1 (every column
 its own chunk), so the K-chunking and the float64 sum of the chunks are exercised on small
 shapes. Compared with the NumPy reference kernels bit for bit, errors included (first
@@ -34,12 +34,15 @@ LIMITS = (exact_gemm.EXACT_LIMIT, 70_000, 1)
 @contextlib.contextmanager
 def sgemm_everywhere(limit=exact_gemm.EXACT_LIMIT, shifted=None):
     """Every 8-bit layer on the sgemm path, with this chunk bound and stride-1 layout."""
-    saved = exact_gemm.MIN_MACS, exact_gemm._LIMIT, exact_gemm._FORCE_SHIFTED
-    exact_gemm.MIN_MACS, exact_gemm._LIMIT, exact_gemm._FORCE_SHIFTED = 0, limit, shifted
+    names = ("MIN_MACS", "MIN_MATMUL_MACS", "MIN_COLUMNS", "_LIMIT", "_FORCE_SHIFTED")
+    saved = [getattr(exact_gemm, name) for name in names]
+    for name, value in zip(names, (0, 0, 0, limit, shifted)):
+        setattr(exact_gemm, name, value)
     try:
         yield
     finally:
-        exact_gemm.MIN_MACS, exact_gemm._LIMIT, exact_gemm._FORCE_SHIFTED = saved
+        for name, value in zip(names, saved):
+            setattr(exact_gemm, name, value)
 
 
 def _prepared(kind, x, w, x_zp, w_zp, bias, rq, attrs):
@@ -94,7 +97,7 @@ def conv_case(draw):
     return x, w, draw(zero_point(x_dtype)), draw(zero_point(w_dtype, c_out)), draw(bias_vector(c_out)), attrs
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=40)
 @given(conv_case(), st.sampled_from(LIMITS), st.booleans(), st.data())
 def test_conv_equals_reference(case, limit, shifted, data):
     """``shifted``: stride-1 convs on the padded input (True) or the im2col (False)."""
@@ -103,7 +106,7 @@ def test_conv_equals_reference(case, limit, shifted, data):
     _check("conv2d", (x, w, zx, zw, bias), rq, attrs, limit, shifted)
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=25)
 @given(matmul_case(), st.sampled_from(LIMITS), st.data())
 def test_matmul_equals_reference(case, limit, data):
     a, w, za, zw, bias = case
@@ -236,13 +239,16 @@ def test_resnet_shapes_take_the_sgemm_path_tiny_and_depthwise_layers_do_not():
     assert plan((1, 64, 56, 56), (64, 64, 3, 3), pads=(1, 1, 1, 1))
     assert plan((1, 512, 7, 7), (512, 512, 3, 3), pads=(1, 1, 1, 1))
     assert not plan((1, 4, 4, 4), (4, 4, 1, 1))
+    assert not plan((1, 512, 2, 2), (512, 512, 3, 3), pads=(1, 1, 1, 1))  # 4 columns: weight streaming
+    assert plan((8, 512, 2, 2), (512, 512, 3, 3), pads=(1, 1, 1, 1))
     assert not plan((1, 32, 56, 56), (32, 1, 3, 3), group=32, pads=(1, 1, 1, 1))  # depthwise kernel
     assert fast_prepared.prepare_layer("matmul", np.zeros((3, 4), np.int16), 0, x_dtype=np.int16, name="m") is None
 
 
 @pytest.mark.parametrize("kind, a_shape, w_shape, attrs", [
-    ("conv2d", (2, 64, 28, 28), (64, 64, 3, 3), {"pads": (1, 1, 1, 1)}),  # several chunks possible
-    ("conv2d", (1, 16, 20, 20), (24, 8, 1, 1), {"group": 2}),             # K = 8: never
+    ("conv2d", (2, 64, 28, 28), (64, 64, 3, 3), {"pads": (1, 1, 1, 1)}),  # shifted; several chunks possible
+    ("conv2d", (2, 64, 28, 28), (64, 64, 3, 3), {"pads": (1, 1, 1, 1), "strides": (2, 2)}),  # im2col
+    ("conv2d", (2, 64, 40, 40), (96, 32, 1, 1), {"group": 2}),  # K = 32: never several chunks
     ("matmul", (64, 512), (100, 512), {}),
 ])
 def test_fused_call_allocates_only_its_output_and_the_stated_scratch(kind, a_shape, w_shape, attrs):

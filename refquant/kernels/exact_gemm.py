@@ -77,9 +77,12 @@ __all__ = ["EXACT_LIMIT", "GemmLayer", "activation_bound", "chunk_bounds", "elig
 EXACT_LIMIT = 2**24    # every integer of magnitude ≤ 2**24 is a float32
 _LIMIT = EXACT_LIMIT   # the per-chunk bound actually used; tests lower it to force several chunks
 USE_SGEMM = True       # set to False to run every 8-bit layer on fast's tile kernels
-# below this many multiply-adds per image the tile kernels' lower fixed cost wins (measured:
-# bench/RESULTS.md, "exact-by-bound float32 GEMM")
-MIN_MACS = 1 << 16
+# Below these sizes the tile kernels' lower fixed cost (about 0.1 ms less per call) wins, and
+# with few output columns sgemm streams four bytes per weight instead of one (measured on
+# AMD Zen 3, one thread: bench/RESULTS.md, "Exact-by-bound float32 GEMM").
+MIN_MACS = 1 << 23          # multiply-adds of one conv call (all images)
+MIN_MATMUL_MACS = 1 << 19   # multiply-adds of one matmul call
+MIN_COLUMNS = 16            # output pixels of one conv call (all images)
 _FORCE_SHIFTED = None  # tests set True/False to run every stride-1 conv on one layout
 # columns of one im2col: as many whole images as keep P and Y under this many float32 values
 _MAX_COLUMN_VALUES = 1 << 22
@@ -100,10 +103,13 @@ def eligible(a_dtype, w_dtype, w_shape) -> bool:
             and not (len(w_shape) == 4 and fast._uses_depthwise(tuple(w_shape), a_dtype, w_dtype)))
 
 
-def uses_sgemm(a_dtype, w_dtype, w_shape, macs_per_image: int) -> bool:
-    """The exact float32 path runs :func:`eligible` operands with at least :data:`MIN_MACS`
-    multiply-adds per image (per call for a matmul)."""
-    return eligible(a_dtype, w_dtype, w_shape) and macs_per_image >= MIN_MACS
+def uses_sgemm(a_dtype, w_dtype, w_shape, macs: int, columns: int) -> bool:
+    """The exact float32 path runs :func:`eligible` operands of a call with at least
+    :data:`MIN_MACS` multiply-adds and :data:`MIN_COLUMNS` output pixels (a conv, ``w_shape``
+    OIHW) or :data:`MIN_MATMUL_MACS` multiply-adds (a matmul)."""
+    if len(w_shape) == 4:
+        return eligible(a_dtype, w_dtype, w_shape) and macs >= MIN_MACS and columns >= MIN_COLUMNS
+    return eligible(a_dtype, w_dtype, w_shape) and macs >= MIN_MATMUL_MACS
 
 
 @njit(cache=True)

@@ -775,13 +775,13 @@ def requant_scratch_bytes(kind: str, a_shape, w_shape, *, a_dtype=np.int8, w_dty
     if kind == "matmul":
         (m, k), (n, _) = a_shape, w_shape
         m, n, k = int(m), int(n), int(k)
-        if exact_gemm.uses_sgemm(a_dtype, w_dtype, w_shape, m * n * k):
+        if exact_gemm.uses_sgemm(a_dtype, w_dtype, w_shape, m * n * k, m):
             return _nbytes(exact_gemm.scratch_arrays("matmul", (m, k), (n, k), None, threads))
         return _nbytes(_matmul_plan(m, n, k, threads)[2])
     if kind == "conv2d":
         g = conv_geometry(a_shape, w_shape, strides=strides, pads=pads, dilations=dilations,
                           group=group, auto_pad=auto_pad, name="requant_scratch_bytes")
-        if exact_gemm.uses_sgemm(a_dtype, w_dtype, w_shape, _conv_macs(g)):
+        if exact_gemm.uses_sgemm(a_dtype, w_dtype, w_shape, g.n * _conv_macs(g), g.n * g.oh * g.ow):
             return _nbytes(exact_gemm.scratch_arrays("conv2d", a_shape, w_shape, g, threads))
         if _uses_depthwise(tuple(w_shape), a_dtype, w_dtype):
             return _nbytes(_depthwise_plan(g, threads)[1])
@@ -862,7 +862,7 @@ def _run_matmul(a, w, za, zw, b, rq_args, out, name):
     (m, k), n = a.shape, w.shape[0]
     from . import exact_gemm  # it builds on this module
 
-    if exact_gemm.uses_sgemm(a.dtype, w.dtype, w.shape, m * n * k):
+    if exact_gemm.uses_sgemm(a.dtype, w.dtype, w.shape, m * n * k, m):
         layer = exact_gemm.GemmLayer("matmul", w, zw, a.dtype, name)
         status = layer.matmul(a, layer.bind(za, b), rq_args, _signed_view(out), _threads(None))
         _raise_overflows(status, out.shape, name)
@@ -933,7 +933,7 @@ def _conv_macs(g) -> int:
 def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
     from . import exact_gemm  # it builds on this module
 
-    if exact_gemm.uses_sgemm(x.dtype, w.dtype, w.shape, _conv_macs(g)):
+    if exact_gemm.uses_sgemm(x.dtype, w.dtype, w.shape, g.n * _conv_macs(g), g.n * g.oh * g.ow):
         layer = exact_gemm.GemmLayer("conv2d", w, zw, x.dtype, name)
         status = layer.conv(x, g, layer.bind(zx, b), rq_args, _signed_view(out), _threads(None))
         _raise_overflows(status, out.shape, name)

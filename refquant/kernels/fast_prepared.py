@@ -136,12 +136,14 @@ class PreparedLayer:
             return plan
         if self.gemm is not None and self.kind == "conv2d":
             g = conv_geometry(shape, self.w_shape, name=self.name, **self.attrs)
-            if exact_gemm.uses_sgemm(self.x_dtype, self._w_dtype, self.w_shape, fast._conv_macs(g)):
+            if exact_gemm.uses_sgemm(self.x_dtype, self._w_dtype, self.w_shape, g.n * fast._conv_macs(g),
+                                     g.n * g.oh * g.ow):
                 plan = ((g.n, g.c_out, g.oh, g.ow), None, g, self._scratch_bytes(shape, threads), True)
                 self._plans[key] = plan
                 return plan
         if self.gemm is not None and self.kind == "matmul" and len(shape) == 2 and shape[1] == self.k:
-            if exact_gemm.uses_sgemm(self.x_dtype, self._w_dtype, self.w_shape, shape[0] * self.n_out * self.k):
+            if exact_gemm.uses_sgemm(self.x_dtype, self._w_dtype, self.w_shape, shape[0] * self.n_out * self.k,
+                                     shape[0]):
                 plan = ((shape[0], self.n_out), None, None, self._scratch_bytes(shape, threads), True)
                 self._plans[key] = plan
                 return plan
