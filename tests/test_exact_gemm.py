@@ -66,10 +66,10 @@ def _check(kind, args, rq, attrs, limit, shifted=None):
         expected = outcome(ref.matmul_int32, *args) if unfused else outcome(ref.matmul_requant, *args, rq)
     with sgemm_everywhere(limit, shifted):
         if kind == "conv2d":
-            got = (outcome(fast.conv2d_int32, *args, **attrs) if unfused
-                   else outcome(fast.conv2d_requant, *args, rq, **attrs))
+            got = (outcome(exact_gemm.conv2d_int32, *args, **attrs) if unfused
+                   else outcome(exact_gemm.conv2d_requant, *args, rq, **attrs))
         else:
-            got = outcome(fast.matmul_int32, *args) if unfused else outcome(fast.matmul_requant, *args, rq)
+            got = outcome(exact_gemm.matmul_int32, *args) if unfused else outcome(exact_gemm.matmul_requant, *args, rq)
         assert_same(expected, got)
         assert_same(expected, outcome(_prepared, kind, *args, rq, attrs))
 
@@ -163,11 +163,11 @@ def test_conv_overflow_reports_the_first_index_like_the_reference():
         for shifted in (False, True):
             _check("conv2d", (x, w, 0, 0, bias), None, {"pads": (1, 1, 1, 1)}, limit, shifted)
     with sgemm_everywhere(), pytest.raises(ref.AccumulatorOverflowError, match=r"output index \(0, 1, 1, 1\)"):
-        fast.conv2d_int32(x, w, 0, 0, bias, pads=(1, 1, 1, 1))
+        exact_gemm.conv2d_int32(x, w, 0, 0, bias, pads=(1, 1, 1, 1))
     # the second image alone overflows: the index is found across image groups and threads
     x[0] = 0
     with sgemm_everywhere(), pytest.raises(ref.AccumulatorOverflowError, match=r"output index \(1, 1, 1, 1\)"):
-        fast.conv2d_int32(x, w, 0, 0, bias, pads=(1, 1, 1, 1))
+        exact_gemm.conv2d_int32(x, w, 0, 0, bias, pads=(1, 1, 1, 1))
 
 
 def test_matmul_overflow_and_fixed_point_overflow_like_the_reference():
@@ -183,7 +183,7 @@ def test_matmul_overflow_and_fixed_point_overflow_like_the_reference():
     a2, w2 = np.full((2, 64), 127, np.int8), np.full((3, 64), 127, np.int8)
     _check("matmul", (a2, w2, 0, 0, None), big, {}, 1)
     with sgemm_everywhere(), pytest.raises(OverflowError, match="fixed-point"):
-        fast.matmul_requant(a2, w2, 0, 0, None, big)
+        exact_gemm.matmul_requant(a2, w2, 0, 0, None, big)
 
 
 # --- threads ----------------------------------------------------------------------------------
@@ -207,13 +207,13 @@ def test_one_and_two_threads_give_the_same_bits():
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             numba.set_num_threads(threads)
             with threadpoolctl.threadpool_limits(3 - threads, user_api="blas"):  # BLAS follows Numba in the call
-                y = fast.conv2d_requant(x, w, 5, 0, bias, rq, pads=(1, 1, 1, 1), strides=(2, 1))
+                y = exact_gemm.conv2d_requant(x, w, 5, 0, bias, rq, pads=(1, 1, 1, 1), strides=(2, 1))
                 assert np.array_equal(y, expected)
-                assert np.array_equal(fast.matmul_int32(a, wm, -3, 130), expected_mm)
+                assert np.array_equal(exact_gemm.matmul_int32(a, wm, -3, 130), expected_mm)
             for blas in (1, 2):
                 with threadpoolctl.threadpool_limits(blas, user_api="blas"):
                     with exact_gemm._BlasThreads(blas):
-                        assert np.array_equal(fast.matmul_int32(a, wm, -3, 130), expected_mm)
+                        assert np.array_equal(exact_gemm.matmul_int32(a, wm, -3, 130), expected_mm)
     finally:
         numba.set_num_threads(saved)
 
@@ -257,9 +257,9 @@ def test_fused_call_allocates_only_its_output_and_the_stated_scratch(kind, a_sha
     w = rng.integers(-128, 128, w_shape, dtype=np.int8)
     n_out = w_shape[0]
     rq = make_requantizer(0.02, 0.003, 0.05, 0, "uint8")
-    call = (lambda: fast.conv2d_requant(a, w, 0, 0, None, rq, **attrs)) if kind == "conv2d" else \
-        (lambda: fast.matmul_requant(a, w, 0, 0, None, rq))
-    scratch = fast.requant_scratch_bytes(kind, a_shape, w_shape, a_dtype=np.uint8, **attrs)
+    call = (lambda: exact_gemm.conv2d_requant(a, w, 0, 0, None, rq, **attrs)) if kind == "conv2d" else \
+        (lambda: exact_gemm.matmul_requant(a, w, 0, 0, None, rq))
+    scratch = exact_gemm.requant_scratch_bytes(kind, a_shape, w_shape, a_dtype=np.uint8, **attrs)
     g = conv_geometry(a_shape, w_shape, **attrs) if kind == "conv2d" else None
     assert scratch == sum(int(np.prod(s)) * i for s, i in
                           exact_gemm.scratch_arrays(kind, a_shape, w_shape, g, fast._threads(None)).values())

@@ -64,15 +64,20 @@ its own setting). The results do not depend on either count (the bound above).
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import get_cython_function_address
 
+from ..numerics.requant import Requantizer
 from . import fast
+from .geometry import conv_geometry
 
 __all__ = ["EXACT_LIMIT", "GemmLayer", "activation_bound", "chunk_bounds", "eligible", "uses_sgemm",
-           "scratch_arrays"]
+           "scratch_arrays", "matmul_int32", "matmul_requant", "conv2d_int32", "conv2d_requant",
+           "requant_scratch_bytes"]
 
 EXACT_LIMIT = 2**24    # every integer of magnitude ≤ 2**24 is a float32
 _LIMIT = EXACT_LIMIT   # the per-chunk bound actually used; tests lower it to force several chunks
@@ -101,6 +106,11 @@ def eligible(a_dtype, w_dtype, w_shape) -> bool:
     return (USE_SGEMM and a_dtype.itemsize == 1 and w_dtype.itemsize == 1
             and a_dtype.kind in "iu" and w_dtype.kind in "iu"
             and not (len(w_shape) == 4 and fast._uses_depthwise(tuple(w_shape), a_dtype, w_dtype)))
+
+
+def _conv_macs(g) -> int:
+    """Multiply-adds of one image: ``C_out · OH · OW · K``."""
+    return g.c_out * g.oh * g.ow * g.k
 
 
 def uses_sgemm(a_dtype, w_dtype, w_shape, macs: int, columns: int) -> bool:
@@ -345,25 +355,45 @@ _SGEMM = None  # scipy.linalg.cython_blas.sgemm (Fortran BLAS), through ctypes
 def _sgemm():
     global _SGEMM
     if _SGEMM is None:
-        from numba.extending import get_cython_function_address
-
         address = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
         _SGEMM = ctypes.CFUNCTYPE(None, *(ctypes.c_void_p,) * 13)(address)
     return _SGEMM
 
 
-_N = ctypes.c_char(b"N")
+_N, _T = ctypes.c_char(b"N"), ctypes.c_char(b"T")
 
 
-def _gemm(m, n, k, a, lda, b, ldb, c, ldc, beta):
-    """Row-major ``C[m, n] = A[m, k] @ B[k, n] + beta · C`` on float32 buffers given by address
-    and leading dimension (``sgemm`` is column-major: it computes ``Cᵀ = Bᵀ Aᵀ``)."""
+def _gemm(m, n, k, a, lda, b, ldb, c, ldc, beta, b_transposed=False):
+    """Row-major ``C[m, n] = A[m, k] @ B + beta · C`` on float32 buffers given by address and
+    leading dimension, ``B`` being ``[k, n]`` (or ``[n, k]`` with ``b_transposed``). ``sgemm``
+    is column-major, so it is asked for ``Cᵀ = Bᵀ Aᵀ``."""
     if m == 0 or n == 0:
         return
     i = ctypes.c_int
-    _sgemm()(ctypes.byref(_N), ctypes.byref(_N), ctypes.byref(i(n)), ctypes.byref(i(m)), ctypes.byref(i(k)),
-             ctypes.byref(ctypes.c_float(1.0)), b, ctypes.byref(i(ldb)), a, ctypes.byref(i(lda)),
-             ctypes.byref(ctypes.c_float(beta)), c, ctypes.byref(i(ldc)))
+    _sgemm()(ctypes.byref(_T if b_transposed else _N), ctypes.byref(_N), ctypes.byref(i(n)), ctypes.byref(i(m)),
+             ctypes.byref(i(k)), ctypes.byref(ctypes.c_float(1.0)), b, ctypes.byref(i(ldb)), a,
+             ctypes.byref(i(lda)), ctypes.byref(ctypes.c_float(beta)), c, ctypes.byref(i(ldc)))
+
+
+_POOL = None  # Python threads for the column ranges of one product (ctypes releases the GIL)
+_MIN_PART = 64  # columns (rows of a matmul) per thread, at least
+
+
+def _in_parts(run, total: int, threads: int) -> None:
+    """``run(lo, hi)`` over ``[0, total)`` cut into up to ``threads`` ranges, concurrently;
+    each output value is computed by one range's ``sgemm`` calls, so the cut changes no bit."""
+    global _POOL
+    parts = max(1, min(threads, total // _MIN_PART))
+    if parts == 1:
+        run(0, total)
+        return
+    if _POOL is None or _POOL._max_workers < parts - 1:
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=max(parts - 1, 1), thread_name_prefix="refquant-gemm")
+    cuts = [total * t // parts for t in range(parts + 1)]
+    futures = [_POOL.submit(run, cuts[t], cuts[t + 1]) for t in range(1, parts)]
+    run(cuts[0], cuts[1])
+    for f in futures:
+        f.result()
 
 
 _BLAS = None  # threadpoolctl's controllers of the loaded BLAS libraries ([] without threadpoolctl)
@@ -383,7 +413,10 @@ def _blas_controllers() -> list:
 
 
 class _BlasThreads:
-    """Run BLAS with ``threads`` threads inside the block, then restore each library's count."""
+    """Run BLAS with ``threads`` threads inside the block, then restore each library's count.
+    The products run with one BLAS thread: :func:`_in_parts` spreads them over refquant's
+    threads itself (BLAS's own pool threads, spinning while Numba's run, took 2 threads
+    from 110 ms to 1.1 s on the 224×224 ResNet-18 on two loaded cores)."""
 
     __slots__ = ("threads", "before")
 
@@ -439,19 +472,26 @@ class GemmLayer:
         bounds = chunk_bounds(self.wc, activation_bound(self.x_dtype, x_zero_point))
         return GemmBinding(int(x_zero_point), np.ascontiguousarray(bias, np.int64), bounds)
 
-    def _products(self, a_g, rows, bounds, y32, y64):
-        """``Σ_chunks wc[rows, chunk] @ a_g[chunk]`` into ``y32[rows]`` (one chunk) or ``y64[rows]``."""
-        wc = self.wc[rows]
-        if len(bounds) == 2:
-            np.matmul(wc, a_g, out=y32[rows])
-            return
-        for ci in range(len(bounds) - 1):
-            k0, k1 = int(bounds[ci]), int(bounds[ci + 1])
-            np.matmul(wc[:, k0:k1], a_g[k0:k1], out=y32[rows])
-            if ci == 0:
-                y64[rows] = y32[rows]
-            else:
-                y64[rows] += y32[rows]
+    def _chunked(self, pieces, m, c_addr, ldc, rows, y32, y64, threads, columns):
+        """``y = Σ_chunks Σ_pieces A @ B`` over ``columns`` output columns: ``pieces[ci]`` is a
+        list of ``(a, lda, b, ldb, k)`` (addresses of the first column) accumulated by ``sgemm``
+        into ``y32[rows]`` (float32 — exact within a chunk); with several chunks each chunk's
+        result is added into ``y64[rows]`` (float64 — exact)."""
+        multi = len(pieces) > 1
+
+        def run(lo, hi):
+            for ci, chunk in enumerate(pieces):
+                beta = 0.0
+                for a, lda, b, ldb, k in chunk:
+                    _gemm(m, hi - lo, k, a, lda, b + 4 * lo, ldb, c_addr + 4 * lo, ldc, beta)
+                    beta = 1.0
+                if multi:
+                    if ci == 0:
+                        y64[rows, lo:hi] = y32[rows, lo:hi]
+                    else:
+                        y64[rows, lo:hi] += y32[rows, lo:hi]
+
+        _in_parts(run, columns, threads)
 
     def _conv_im2col(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
         hw = g.oh * g.ow
@@ -460,7 +500,8 @@ class GemmLayer:
         cols_max = nb_max * hw
         p = np.empty((k_g, cols_max), np.float32)
         y32 = np.empty((g.c_out, cols_max), np.float32)
-        multi = len(binding.bounds) > 2
+        bounds = binding.bounds
+        multi = len(bounds) > 2
         y64 = np.empty((g.c_out, cols_max), np.float64) if multi else None
         chunks = max(1, min(threads, g.n * g.c_out))
         accs = np.empty((chunks, hw), np.int64)
@@ -469,17 +510,17 @@ class GemmLayer:
                     g.kh, g.kw)
         out3 = out.reshape(g.n, g.c_out, hw)
         za = np.int32(binding.x_zero_point)
-        with _BlasThreads(threads):
+        wa, pa, ya = self.wc.ctypes.data, p.ctypes.data, y32.ctypes.data
+        with _BlasThreads(1):
             for b0 in range(0, g.n, nb_max):
                 nb = min(nb_max, g.n - b0)
-                cols = nb * hw
-                pv = p[:, :cols] if cols < cols_max else p
-                y32v = y32[:, :cols] if cols < cols_max else y32
-                y64v = (y64[:, :cols] if cols < cols_max else y64) if multi else None
                 for grp in range(g.group):
-                    _im2col(x, b0, nb, grp * (g.c_in // g.group), geometry, g.oh, g.ow, za, pv)
-                    self._products(pv, slice(grp * cout_g, (grp + 1) * cout_g), binding.bounds, y32v, y64v)
-                _conv_epilogue(y64v if multi else y32v, b0, nb, hw, g.ow, g.oh, g.ow, binding.bias, rq_args, out3,
+                    _im2col(x, b0, nb, grp * (g.c_in // g.group), geometry, g.oh, g.ow, za, p[:, :nb * hw])
+                    pieces = [[(wa + 4 * (grp * cout_g * k_g + int(k0)), k_g, pa + 4 * int(k0) * cols_max, cols_max,
+                                int(k1 - k0))] for k0, k1 in zip(bounds[:-1], bounds[1:])]
+                    self._chunked(pieces, cout_g, ya + 4 * grp * cout_g * cols_max, cols_max,
+                                  slice(grp * cout_g, (grp + 1) * cout_g), y32, y64, threads, nb * hw)
+                _conv_epilogue(y64 if multi else y32, b0, nb, hw, g.ow, g.oh, g.ow, binding.bias, rq_args, out3,
                                accs, status)
         return status
 
@@ -494,10 +535,10 @@ class GemmLayer:
         rows of ``Wp = W + pads`` (module doc), accumulated by ``sgemm`` with ``beta = 1`` within
         a K-chunk; columns ``ox ≥ OW`` of each row are computed and never read."""
         top, left, bottom, right = g.pads
-        hp, wp = g.h + top + bottom, g.w + left + right
+        wp = g.w + left + right
         dh, dw = g.dilations
         pitch = shifted_pitch(g)
-        cin_g, cout_g, taps = g.c_in // g.group, g.c_out // g.group, g.kh * g.kw
+        cin_g, cout_g = g.c_in // g.group, g.c_out // g.group
         nb_max = _images_per_gemm(g.n, max(g.c_in, g.c_out), 1, pitch)
         width = nb_max * pitch
         xp = np.empty((g.c_in, width), np.float32)
@@ -510,60 +551,154 @@ class GemmLayer:
         status = np.full((chunks, 3), -1, np.int64)
         out3 = out.reshape(g.n, g.c_out, g.oh * g.ow)
         za = np.int32(binding.x_zero_point)
-        wc, k_g = self.wc, self.k
-        wa, xa, ya = wc.ctypes.data, xp.ctypes.data, y32.ctypes.data
-        with _BlasThreads(threads):
+        k_g = self.k
+        wa, xa, ya = self.wc.ctypes.data, xp.ctypes.data, y32.ctypes.data
+        with _BlasThreads(1):
             for b0 in range(0, g.n, nb_max):
                 nb = min(nb_max, g.n - b0)
                 cols = (nb - 1) * pitch + g.oh * wp  # the last image's rows past OH are not needed
                 _pad_centre(x, b0, nb, 0, top, left, wp, pitch, za, xp)
                 for grp in range(g.group):
-                    rows = slice(grp * cout_g, (grp + 1) * cout_g)
-                    for ci in range(len(bounds) - 1):
-                        k0, k1 = int(bounds[ci]), int(bounds[ci + 1])
-                        beta = 0.0
+                    pieces = []
+                    for k0, k1 in zip(bounds[:-1], bounds[1:]):
+                        k0, k1, chunk = int(k0), int(k1), []
                         while k0 < k1:  # the pieces of the chunk, one kernel tap each
                             tap, c0 = divmod(k0, cin_g)
                             c1 = min(cin_g, c0 + k1 - k0)
                             off = (tap // g.kw) * dh * wp + (tap % g.kw) * dw
-                            _gemm(cout_g, cols, c1 - c0,
-                                  wa + 4 * (grp * cout_g * k_g + tap * cin_g + c0), k_g,
-                                  xa + 4 * ((grp * cin_g + c0) * width + off), width,
-                                  ya + 4 * (grp * cout_g * width), width, beta)
-                            beta = 1.0
+                            chunk.append((wa + 4 * (grp * cout_g * k_g + tap * cin_g + c0), k_g,
+                                          xa + 4 * ((grp * cin_g + c0) * width + off), width, c1 - c0))
                             k0 += c1 - c0
-                        if multi:
-                            if ci == 0:
-                                y64[rows] = y32[rows]
-                            else:
-                                y64[rows] += y32[rows]
+                        pieces.append(chunk)
+                    self._chunked(pieces, cout_g, ya + 4 * grp * cout_g * width, width,
+                                  slice(grp * cout_g, (grp + 1) * cout_g), y32, y64, threads, cols)
                 _conv_epilogue(y64 if multi else y32, b0, nb, pitch, wp, g.oh, g.ow, binding.bias, rq_args, out3,
                                accs, status)
         return status
 
     def matmul(self, a, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
-        """The matmul into ``out`` (``[M, N]``, the kernel's signed view); returns the status array."""
-        m, n = a.shape[0], self.wc.shape[0]
-        ac = np.empty((m, self.k), np.float32)
+        """The matmul into ``out`` (``[M, N]``, the kernel's signed view); returns the status array.
+        ``Y[M, N] = a_c @ w_cᵀ``, its rows cut over the threads."""
+        m, n, k = a.shape[0], self.wc.shape[0], self.k
+        ac = np.empty((m, k), np.float32)
         _centre_rows(a, np.int32(binding.x_zero_point), ac)
         y32 = np.empty((m, n), np.float32)
+        bounds = binding.bounds
+        multi = len(bounds) > 2
+        y = np.empty((m, n), np.float64) if multi else y32
         chunks = max(1, min(threads, m))
         accs = np.empty((chunks, n), np.int64)
         status = np.full((chunks, 3), -1, np.int64)
-        bounds = binding.bounds
-        wt = self.wc.T
-        with _BlasThreads(threads):
-            if len(bounds) == 2:
-                np.matmul(ac, wt, out=y32)
-                y = y32
-            else:
-                y = np.empty((m, n), np.float64)
-                for ci in range(len(bounds) - 1):
-                    k0, k1 = int(bounds[ci]), int(bounds[ci + 1])
-                    np.matmul(ac[:, k0:k1], wt[k0:k1], out=y32)
+        wa, aa, ya = self.wc.ctypes.data, ac.ctypes.data, y32.ctypes.data
+
+        def run(lo, hi):
+            for ci, (k0, k1) in enumerate(zip(bounds[:-1], bounds[1:])):
+                k0, k1 = int(k0), int(k1)
+                _gemm(hi - lo, n, k1 - k0, aa + 4 * (lo * k + k0), k, wa + 4 * k0, k, ya + 4 * lo * n, n, 0.0,
+                      b_transposed=True)
+                if multi:
                     if ci == 0:
-                        y[...] = y32
+                        y[lo:hi] = y32[lo:hi]
                     else:
-                        y += y32
+                        y[lo:hi] += y32[lo:hi]
+
+        with _BlasThreads(1):
+            _in_parts(run, m, threads)
         _matmul_epilogue(y, binding.bias, rq_args, out, accs, status)
         return status
+
+
+# ---------------------------------------------------------------------------------------
+# The Numba backend's calls: fast's signatures and checks, this path where it is chosen
+# ---------------------------------------------------------------------------------------
+
+
+def _run_matmul(a, w, za, zw, b, rq_args, out, name):
+    m, k, n = a.shape[0], a.shape[1], w.shape[0]
+    if not uses_sgemm(a.dtype, w.dtype, w.shape, m * n * k, m):
+        return fast._run_matmul(a, w, za, zw, b, rq_args, out, name)
+    layer = GemmLayer("matmul", w, zw, a.dtype, name)
+    status = layer.matmul(a, layer.bind(za, b), rq_args, fast._signed_view(out), fast._threads(None))
+    fast._raise_overflows(status, out.shape, name)
+    return out
+
+
+def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
+    if not uses_sgemm(x.dtype, w.dtype, w.shape, g.n * _conv_macs(g), g.n * g.oh * g.ow):
+        return fast._run_conv(x, w, zx, zw, b, g, rq_args, out, name)
+    layer = GemmLayer("conv2d", w, zw, x.dtype, name)
+    status = layer.conv(x, g, layer.bind(zx, b), rq_args, fast._signed_view(out), fast._threads(None))
+    fast._raise_overflows(status, out.shape, name)
+    return out
+
+
+def matmul_int32(a, w, a_zero_point=0, w_zero_point=0, bias=None, *, name="matmul") -> np.ndarray:
+    """:func:`refquant.kernels.fast.matmul_int32`, on this path when :func:`uses_sgemm`."""
+    a, w, za, zw, b = fast._prepare_matmul(a, w, a_zero_point, w_zero_point, bias, name)
+    out = np.empty((a.shape[0], w.shape[0]), np.int32)
+    return _run_matmul(a, w, za, zw, b, fast._requant_args(None, 0), out, name)
+
+
+def matmul_requant(a, w, a_zero_point, w_zero_point, bias, rq: Requantizer, *, name="matmul") -> np.ndarray:
+    """:func:`refquant.kernels.fast.matmul_requant`, on this path when :func:`uses_sgemm`."""
+    a, w, za, zw, b = fast._prepare_matmul(a, w, a_zero_point, w_zero_point, bias, name)
+    m, n = a.shape[0], w.shape[0]
+
+    def unfused():
+        _run_matmul(a, w, za, zw, b, fast._requant_args(None, 0), np.empty((m, n), np.int32), name)
+
+    rq_args = fast._fused_requant_args(rq, n, unfused)
+    return _run_matmul(a, w, za, zw, b, rq_args, np.empty((m, n), rq.out_dtype), name)
+
+
+def conv2d_int32(x, w, x_zero_point=0, w_zero_point=0, bias=None, *, strides=None, pads=None,
+                 dilations=None, group=1, auto_pad="NOTSET", name="conv") -> np.ndarray:
+    """:func:`refquant.kernels.fast.conv2d_int32`, on this path when :func:`uses_sgemm`."""
+    x, w, zx, zw, b, g = fast._prepare_conv(x, w, x_zero_point, w_zero_point, bias, strides, pads,
+                                            dilations, group, auto_pad, name)
+    out = np.empty((g.n, g.c_out, g.oh, g.ow), np.int32)
+    return _run_conv(x, w, zx, zw, b, g, fast._requant_args(None, 0), out, name)
+
+
+def conv2d_requant(x, w, x_zero_point, w_zero_point, bias, rq: Requantizer, *, strides=None,
+                   pads=None, dilations=None, group=1, auto_pad="NOTSET", name="conv") -> np.ndarray:
+    """:func:`refquant.kernels.fast.conv2d_requant`, on this path when :func:`uses_sgemm`."""
+    x, w, zx, zw, b, g = fast._prepare_conv(x, w, x_zero_point, w_zero_point, bias, strides, pads,
+                                            dilations, group, auto_pad, name)
+    shape = (g.n, g.c_out, g.oh, g.ow)
+
+    def unfused():
+        _run_conv(x, w, zx, zw, b, g, fast._requant_args(None, 0), np.empty(shape, np.int32), name)
+
+    rq_args = fast._fused_requant_args(rq, g.c_out, unfused)
+    return _run_conv(x, w, zx, zw, b, g, rq_args, np.empty(shape, rq.out_dtype), name)
+
+
+def requant_scratch_bytes(kind: str, a_shape, w_shape, *, a_dtype=np.int8, w_dtype=np.int8,
+                          threads=None, strides=None, pads=None, dilations=None, group=1,
+                          auto_pad="NOTSET") -> int:
+    """Bytes of scratch one call allocates besides its output (an upper bound):
+    :func:`scratch_arrays` where :func:`uses_sgemm` chooses this path, else
+    :func:`refquant.kernels.fast.requant_scratch_bytes`.
+
+    This path's arrays: the centred float32 weights, the padded input or the im2col, the
+    float32 products ``[C_out, pixels]`` (matmul: ``[M, N]``, an O(M·N) buffer), their float64
+    sum when K may need several chunks (``K·255² > 2**24``; counted whether or not the weights
+    do), per-thread int64 rows, and the chunk boundaries with their prefix sums. For
+    1×64×56×56 → 64, 3×3, pad 1, two threads: 3 798 840 bytes (3.6 MiB; the tile kernel's
+    191 984) — speed bought with memory.
+    """
+    if kind in ("matmul", "conv2d"):
+        threads_ = fast._threads(threads)
+        if kind == "matmul":
+            (m, k), (n, _) = a_shape, w_shape
+            if uses_sgemm(a_dtype, w_dtype, w_shape, int(m) * int(n) * int(k), int(m)):
+                return fast._nbytes(scratch_arrays("matmul", (int(m), int(k)), (int(n), int(k)), None, threads_))
+        else:
+            g = conv_geometry(a_shape, w_shape, strides=strides, pads=pads, dilations=dilations,
+                              group=group, auto_pad=auto_pad, name="requant_scratch_bytes")
+            if uses_sgemm(a_dtype, w_dtype, w_shape, g.n * _conv_macs(g), g.n * g.oh * g.ow):
+                return fast._nbytes(scratch_arrays("conv2d", a_shape, w_shape, g, threads_))
+    return fast.requant_scratch_bytes(kind, a_shape, w_shape, a_dtype=a_dtype, w_dtype=w_dtype, threads=threads,
+                                      strides=strides, pads=pads, dilations=dilations, group=group,
+                                      auto_pad=auto_pad)

@@ -58,6 +58,11 @@ rows ``[W + pads, C_in]`` (each input row is transposed once per thread, not onc
 kernel offset), and multiplies it with the weights repacked to ``[C_out, kh·kw·C_in/group]``.
 Padding reads the (shifted) input zero point, i.e. real zero.
 
+The Numba backend (:mod:`refquant.kernels.numba_backend`) runs 8-bit Conv and MatMul layers
+above a size threshold not on these tile kernels but in float32 BLAS, exact by a bound on every
+partial sum (:mod:`refquant.kernels.exact_gemm`, whose calls have these signatures and choose
+between the two).
+
 Depthwise conv (one input channel per group — ``group = C_in``, any channel multiplier; the
 bulk of MobileNet/EfficientNet): the patch matrix would have rows of ``kh·kw`` bytes (9 for a
 3×3), far too short for the tile microkernels, so :func:`_depthwise_kernel` runs these
@@ -768,21 +773,14 @@ def requant_scratch_bytes(kind: str, a_shape, w_shape, *, a_dtype=np.int8, w_dty
 
     The unfused ``*_int32`` kernels allocate the same plus their int32 output.
     """
-    from . import exact_gemm  # it builds on this module
-
     threads = _threads(threads)
     a_dtype, w_dtype = np.dtype(a_dtype), np.dtype(w_dtype)
     if kind == "matmul":
         (m, k), (n, _) = a_shape, w_shape
-        m, n, k = int(m), int(n), int(k)
-        if exact_gemm.uses_sgemm(a_dtype, w_dtype, w_shape, m * n * k, m):
-            return _nbytes(exact_gemm.scratch_arrays("matmul", (m, k), (n, k), None, threads))
-        return _nbytes(_matmul_plan(m, n, k, threads)[2])
+        return _nbytes(_matmul_plan(int(m), int(n), int(k), threads)[2])
     if kind == "conv2d":
         g = conv_geometry(a_shape, w_shape, strides=strides, pads=pads, dilations=dilations,
                           group=group, auto_pad=auto_pad, name="requant_scratch_bytes")
-        if exact_gemm.uses_sgemm(a_dtype, w_dtype, w_shape, g.n * _conv_macs(g), g.n * g.oh * g.ow):
-            return _nbytes(exact_gemm.scratch_arrays("conv2d", a_shape, w_shape, g, threads))
         if _uses_depthwise(tuple(w_shape), a_dtype, w_dtype):
             return _nbytes(_depthwise_plan(g, threads)[1])
         path = "vnni" if _uses_vnni(a_dtype, w_dtype, g.k) else "int32"
@@ -860,13 +858,6 @@ def _prepare_matmul(a, w, a_zero_point, w_zero_point, bias, name):
 
 def _run_matmul(a, w, za, zw, b, rq_args, out, name):
     (m, k), n = a.shape, w.shape[0]
-    from . import exact_gemm  # it builds on this module
-
-    if exact_gemm.uses_sgemm(a.dtype, w.dtype, w.shape, m * n * k, m):
-        layer = exact_gemm.GemmLayer("matmul", w, zw, a.dtype, name)
-        status = layer.matmul(a, layer.bind(za, b), rq_args, _signed_view(out), _threads(None))
-        _raise_overflows(status, out.shape, name)
-        return out
     op = _operands(a, w, za, zw, k)
     za_s, zw_s = za + op.alpha, zw + op.beta  # the zero points move with the operands
     col_const = np.empty(n, np.int64)
@@ -925,19 +916,7 @@ def _prepare_conv(x, w, x_zero_point, w_zero_point, bias, strides, pads, dilatio
     return _kernel_operand(x), _kernel_operand(w), int(zx), zw, b, g
 
 
-def _conv_macs(g) -> int:
-    """Multiply-adds of one image: ``C_out · OH · OW · K``."""
-    return g.c_out * g.oh * g.ow * g.k
-
-
 def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
-    from . import exact_gemm  # it builds on this module
-
-    if exact_gemm.uses_sgemm(x.dtype, w.dtype, w.shape, g.n * _conv_macs(g), g.n * g.oh * g.ow):
-        layer = exact_gemm.GemmLayer("conv2d", w, zw, x.dtype, name)
-        status = layer.conv(x, g, layer.bind(zx, b), rq_args, _signed_view(out), _threads(None))
-        _raise_overflows(status, out.shape, name)
-        return out
     if _uses_depthwise(w.shape, x.dtype, w.dtype):
         _, arrays = _depthwise_plan(g, _threads(None))
         planes, row_sums, accs, status = _depthwise_scratch(arrays)

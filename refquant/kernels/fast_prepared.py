@@ -34,6 +34,12 @@ A depthwise conv (one input channel per group, ``fast._uses_depthwise``) is prep
 ``fast._depthwise_kernel``: its weights centred (``w - z_w``, int32 ``[C_out, kh·kw]``), its
 binding the bias (int64) and ``z_x``.
 
+8-bit non-depthwise layers also get the exact float32 GEMM (:mod:`exact_gemm`): their weights
+centred to float32 when preparing, the K-chunk boundaries for the input zero point's bound and
+the int64 bias in :meth:`PreparedLayer.bind` (``Binding.gemm``), and the choice between it and
+the tile kernel per input shape (:func:`exact_gemm.uses_sgemm`, the rule the unprepared calls
+use, so results, errors and :meth:`PreparedLayer.scratch_bytes` agree with them).
+
 Only 8-bit operands are prepared: for 16-bit ones the tile path depends on the input's values
 (``fast._magnitude``), so :func:`prepare_layer` returns ``None`` and the caller uses the
 unprepared kernels.
@@ -136,7 +142,7 @@ class PreparedLayer:
             return plan
         if self.gemm is not None and self.kind == "conv2d":
             g = conv_geometry(shape, self.w_shape, name=self.name, **self.attrs)
-            if exact_gemm.uses_sgemm(self.x_dtype, self._w_dtype, self.w_shape, g.n * fast._conv_macs(g),
+            if exact_gemm.uses_sgemm(self.x_dtype, self._w_dtype, self.w_shape, g.n * exact_gemm._conv_macs(g),
                                      g.n * g.oh * g.ow):
                 plan = ((g.n, g.c_out, g.oh, g.ow), None, g, self._scratch_bytes(shape, threads), True)
                 self._plans[key] = plan
@@ -169,11 +175,11 @@ class PreparedLayer:
         return plan
 
     def _scratch_bytes(self, shape, threads) -> int:
-        return int(fast.requant_scratch_bytes(self.kind, shape, self.w_shape, a_dtype=self.x_dtype,
-                                              w_dtype=self._w_dtype, threads=threads, **self.attrs))
+        return int(exact_gemm.requant_scratch_bytes(self.kind, shape, self.w_shape, a_dtype=self.x_dtype,
+                                                    w_dtype=self._w_dtype, threads=threads, **self.attrs))
 
     def scratch_bytes(self, shape) -> int:
-        """:func:`fast.requant_scratch_bytes` of a call on an input of ``shape`` (the unprepared
+        """:func:`exact_gemm.requant_scratch_bytes` of a call on an input of ``shape`` (the unprepared
         call's accounting, packed weights included), memoised with the shape's plan."""
         return self._plan(tuple(shape), fast._threads(None))[3]
 
