@@ -5,9 +5,9 @@ tile kernels of :mod:`refquant.kernels.fast`::
 
     acc[m, n] = Σ_k (a[m, k] - z_a) · (w[n, k] - z_w[n]) + bias[n]
 
-with the dot product done by NumPy's float32 matrix product (OpenBLAS ``sgemm``, which on an
-AVX2 host runs several times faster than any int8 loop Numba can emit), and the bias, the
-int32 overflow check and the requantization in a Numba epilogue.
+with the dot product done in float32 by BLAS ``sgemm`` (SciPy's OpenBLAS, which on an AVX2
+host runs two to three times faster than the int8 loops Numba emits), and the bias, the int32
+overflow check and the requantization in a Numba epilogue.
 
 Why a float32 sum of these products is exact
 --------------------------------------------
@@ -42,14 +42,26 @@ one chunk.
 
 Layout
 ------
-Conv (NCHW in, OIHW weights, out NCHW): a Caffe-style ``im2col`` ``P[K_g, cols]`` per group
-(row ``(c, i, j)`` = the input plane ``c`` of the group shifted by kernel tap ``(i, j)`` and
-strided, centred, zero where it reads padding; columns are the output pixels of up to
-``images`` images side by side), filled by :func:`_im2col` with ``prange`` over rows; then
-``Y[C_out_g, cols] = W_c[C_out_g, K_g] @ P`` per K-chunk — the output is already channel-major,
-so the epilogue (:func:`_conv_epilogue`, ``prange`` over (image, channel) rows) writes NCHW
-directly. MatMul ``a [M, K]``, ``w [N, K]``: ``Y = a_c @ w_c.T`` per K-chunk,
-:func:`_matmul_epilogue` over rows.
+Conv (NCHW in, OIHW weights, out NCHW), weights centred to ``W_c[C_out, K]`` with K ordered
+(kernel tap, input channel of the group), so that ``W_tap = W_c[:, tap·C_g : (tap+1)·C_g]``:
+
+* stride 1, padded rows at most 1/8 longer than the output rows (:func:`use_shifted`): no
+  im2col. The input is centred and zero-padded once, ``X_p[C_in, N·((H + pads)·(W + pads) +
+  slack)]`` (:func:`_pad_centre`), and ``Y[C_out, ·] = Σ_taps W_tap @ X_p[:, off_tap:]`` with
+  ``off_tap = i·dh·Wp + j·dw``: one ``sgemm`` per tap on a column-shifted view, accumulating
+  (``beta = 1``) within a K-chunk. Output ``(oy, ox)`` is column ``oy·Wp + ox``; the columns
+  ``ox ≥ OW`` of each row are computed from other positions (their partial sums obey the same
+  bound) and never read.
+* otherwise a Caffe-style im2col ``P[K_g, cols]`` per group (row = kernel tap and channel: the
+  input plane shifted by the tap and strided, centred, zero where it reads padding; columns
+  are the output pixels of up to ``images`` images side by side), :func:`_im2col` with
+  ``prange`` over rows, then ``Y = W_c @ P`` per K-chunk.
+
+Either way ``Y`` is channel-major, so the epilogue (:func:`_conv_epilogue`, ``prange`` over
+(image, channel) rows) writes NCHW directly. MatMul ``a [M, K]``, ``w [N, K]``:
+``Y = a_c @ w_cᵀ`` per K-chunk (``sgemm`` reading ``w_c`` transposed), :func:`_matmul_epilogue`
+over rows. ``sgemm`` is SciPy's BLAS (``scipy.linalg.cython_blas``), called through ctypes
+with explicit leading dimensions and ``beta``, which NumPy's ``matmul`` does not expose.
 
 The epilogues run, per accumulator, the same steps as :mod:`fast`'s kernels
 (``fast._check_int32``, ``fast._store_channel`` / ``fast._store_row`` with the same
@@ -57,9 +69,20 @@ requantizer arguments), so the outputs and errors — the first overflowing accu
 order, the fixed-point shift overflow — are those of the other backends.
 
 Threads: refquant's thread count is Numba's (``numba.set_num_threads``, the CLI's
-``--threads``, ``NUMBA_NUM_THREADS``). Each call runs NumPy's BLAS with the same count
-(through ``threadpoolctl`` when it is installed, restored after the call; without it BLAS keeps
-its own setting). The results do not depend on either count (the bound above).
+``--threads``, ``NUMBA_NUM_THREADS``). The Numba parts (centring, im2col, epilogues) run on
+Numba's threads; the products run with BLAS set to one thread for the call (through
+``threadpoolctl`` when it is installed; restored after) and their output columns (matmul:
+rows) cut into as many ranges as refquant has threads, each range's ``sgemm`` calls on its own
+Python thread (ctypes releases the GIL). Every output value is computed by one range's calls,
+and the bound makes it exact in any case, so the bits do not depend on either count. (With
+BLAS's own pool threads instead, spinning while Numba's ran, two threads took 1.1 s where one
+took 0.11 s on a ResNet-18 at 224×224 on two loaded cores.)
+
+Which layers: :func:`uses_sgemm` — 8-bit operands, not a depthwise conv (``fast``'s depthwise
+kernel), at least :data:`MIN_MACS` multiply-adds and :data:`MIN_COLUMNS` output pixels per
+conv call (:data:`MIN_MATMUL_MACS` per matmul); smaller calls keep ``fast``'s tile kernels.
+:func:`conv2d_requant` and its siblings here have ``fast``'s signatures, validation and
+errors, and are what the ``numba`` backend exports.
 """
 
 from __future__ import annotations
@@ -542,7 +565,7 @@ class GemmLayer:
         nb_max = _images_per_gemm(g.n, max(g.c_in, g.c_out), 1, pitch)
         width = nb_max * pitch
         xp = np.empty((g.c_in, width), np.float32)
-        y32 = np.zeros((g.c_out, width), np.float32)
+        y32 = np.empty((g.c_out, width), np.float32)  # columns past `cols` are never written nor read
         bounds = binding.bounds
         multi = len(bounds) > 2
         y64 = np.empty((g.c_out, width), np.float64) if multi else None
