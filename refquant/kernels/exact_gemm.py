@@ -328,11 +328,26 @@ def _pad_centre(x, b0, nb, c0, top, left, wp, pitch, za, xp):
                     row[d + ix] = np.float32(np.int32(src[ix]) - za)
 
 
+@njit(cache=True)
+def _float32_row(acc, multiplier, zero_point, lo, hi, out):
+    """``out[e] = fast._float32_mode(acc[e], ...)`` for accumulators already checked to fit
+    int32, in conversions AVX2 vectorises: ``float32(int32(acc))`` is ``float32(acc)`` (the same
+    integer, rounded once), and the clamped result, an integer inside ``[lo, hi]``, converts
+    through int32 as exactly as through int64."""
+    z, low, high = np.float64(zero_point), np.float64(lo), np.float64(hi)
+    for e in range(out.shape[0]):
+        product = np.float32(np.int32(acc[e])) * multiplier
+        y = np.float64(np.rint(product)) + z
+        y = min(max(y, low), high)
+        out[e] = np.int32(y)
+
+
 @njit(parallel=True, cache=True)
-def _conv_epilogue(y, b0, nb, image_pitch, row_pitch, oh, ow, bias, rq, out, accs, status):
+def _conv_epilogue(y, b0, nb, image_pitch, row_pitch, oh, ow, bias, rq, out, accs, status, narrow):
     """Per (image, channel) row: ``acc = int64(y) + bias``, the int32 check and the store.
     ``out`` is ``[N, C_out, OH·OW]``; output ``(bl, n, oy, ox)`` is
-    ``y[n, bl·image_pitch + oy·row_pitch + ox]``."""
+    ``y[n, bl·image_pitch + oy·row_pitch + ox]``; ``narrow``: ``y`` is one chunk's float32
+    (``|y| ≤ 2**24``), else float64 chunk sums."""
     c_out = y.shape[0]
     hw = oh * ow
     chunks = status.shape[0]
@@ -345,11 +360,18 @@ def _conv_epilogue(y, b0, nb, image_pitch, row_pitch, oh, ow, bias, rq, out, acc
             bn = bias[n]
             for oy in range(oh):
                 base = bl * image_pitch + oy * row_pitch
-                for ox in range(ow):
-                    acc[oy * ow + ox] = np.int64(src[base + ox]) + bn
+                if narrow:  # |y| ≤ 2**24: through int32, the conversion AVX2 vectorises
+                    for ox in range(ow):
+                        acc[oy * ow + ox] = np.int64(np.int32(src[base + ox])) + bn
+                else:
+                    for ox in range(ow):
+                        acc[oy * ow + ox] = np.int64(src[base + ox]) + bn
             flat0 = ((b0 + bl) * c_out + n) * hw
             fast._check_int32(acc, hw, flat0, status, t)
-            fast._store_channel(acc, n, rq, out[b0 + bl, n], flat0, status, t)
+            if rq[0] == 0:  # float32 mode, through int32 (_float32_row)
+                _float32_row(acc, rq[1][n], rq[4][n], rq[5][n], rq[6][n], out[b0 + bl, n])
+            else:
+                fast._store_channel(acc, n, rq, out[b0 + bl, n], flat0, status, t)
 
 
 @njit(parallel=True, cache=True)
@@ -544,7 +566,7 @@ class GemmLayer:
                     self._chunked(pieces, cout_g, ya + 4 * grp * cout_g * cols_max, cols_max,
                                   slice(grp * cout_g, (grp + 1) * cout_g), y32, y64, threads, nb * hw)
                 _conv_epilogue(y64 if multi else y32, b0, nb, hw, g.ow, g.oh, g.ow, binding.bias, rq_args, out3,
-                               accs, status)
+                               accs, status, not multi)
         return status
 
     def conv(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
@@ -596,7 +618,7 @@ class GemmLayer:
                     self._chunked(pieces, cout_g, ya + 4 * grp * cout_g * width, width,
                                   slice(grp * cout_g, (grp + 1) * cout_g), y32, y64, threads, cols)
                 _conv_epilogue(y64 if multi else y32, b0, nb, pitch, wp, g.oh, g.ow, binding.bias, rq_args, out3,
-                               accs, status)
+                               accs, status, not multi)
         return status
 
     def matmul(self, a, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
