@@ -6,7 +6,7 @@ tile kernels of :mod:`refquant.kernels.fast`::
     acc[m, n] = Σ_k (a[m, k] - z_a) · (w[n, k] - z_w[n]) + bias[n]
 
 with the dot product done in float32 by BLAS ``sgemm`` (SciPy's OpenBLAS, which on an AVX2
-host runs two to three times faster than the int8 loops Numba emits), and the bias, the int32
+host runs up to about twice as fast as the int8 loops Numba emits), and the bias, the int32
 overflow check and the requantization in a Numba epilogue.
 
 Why a float32 sum of these products is exact
