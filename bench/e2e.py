@@ -2,7 +2,7 @@
 ONNX reference evaluator, in one process.
 
     python bench/e2e.py [--sizes 64 224] [--batches 1 8] [--threads 1 2] [--rounds 5]
-                        [--reference-rounds 1] [--json]
+                        [--reference-rounds 1] [--no-tile] [--json]
 
 The model is ``bench/prepared.py``'s ResNet-18-shaped graph (random He-initialised weights,
 torchvision's layer structure) quantized with ``weights=minmax:7:per-channel
@@ -13,7 +13,9 @@ full 8-bit weights its results are then not the exact ones.
 Three engines run the same quantized model:
 
 * ``refquant`` — ``qm.run(x, backend="numba")`` (the prepared program) with
-  ``numba.set_num_threads(t)``, Numba's ``workqueue`` threading layer unless
+  ``numba.set_num_threads(t)`` and NumPy's BLAS at ``t`` threads too (``threadpoolctl``; the
+  exact float32 GEMM of ``refquant.kernels.exact_gemm`` runs BLAS with Numba's count anyway,
+  this also covers the NumPy work outside the kernels), Numba's ``workqueue`` threading layer unless
   ``NUMBA_THREADING_LAYER`` says otherwise (the OpenMP layer's spinning pool threads cost
   2–10× on two shared cores; figures at the top of the code);
 * ``onnxruntime`` — ``session.run`` on the model's QOperator export
@@ -23,6 +25,9 @@ Three engines run the same quantized model:
   from the float Add in a few outputs per thousand — 680 of the 8000 logits at 64×64 batch 8),
   and no spinning of idle pool threads (``session.intra_op.allow_spinning = 0``: with two
   threads on two shared cores, spinning threads starve the engine measured next);
+* ``refquant-tile`` — the same, with the exact float32 GEMM switched off
+  (``refquant.kernels.exact_gemm.USE_SGEMM = False`` while its program is prepared): every
+  conv on ``fast``'s int8 tile kernels, i.e. refquant before that path (``--no-tile`` drops it);
 * ``onnx-reference`` — ``onnx.reference.ReferenceEvaluator`` on the same exported model
   (NumPy, single-threaded; listed under every thread count), its opset raised to 19
   (:func:`reference_evaluator`).
@@ -53,7 +58,6 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # Numba's OpenMP layer (its default where libgomp is present) leaves its pool threads spinning
 # after every parallel region; on two shared cores they take the CPU from the calling thread
 # and from the engines timed next. Measured on the 64×64 batch-1 model, one call per thread
@@ -63,6 +67,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prepared import PLAN, cpu_info, resnet18, versions  # noqa: E402
@@ -159,7 +164,20 @@ def check(qm, model, x) -> dict:
     return out
 
 
-def measure(hw, batches, thread_counts, rounds, reference_rounds) -> dict:
+def tile_model(graph, calibration, feeds):
+    """The model quantized again, its program prepared with the exact float32 GEMM off."""
+    from refquant.kernels import exact_gemm
+
+    qm = quantize_model(graph, PLAN, calibration)
+    exact_gemm.USE_SGEMM = False
+    try:
+        qm.run(feeds, backend="numba")
+    finally:
+        exact_gemm.USE_SGEMM = True
+    return qm
+
+
+def measure(hw, batches, thread_counts, rounds, reference_rounds, tile=True) -> dict:
     graph, calibration, _ = resnet18(hw)
     qm = quantize_model(graph, PLAN, calibration)
     model = export_qoperator(qm).model
@@ -171,14 +189,24 @@ def measure(hw, batches, thread_counts, rounds, reference_rounds) -> dict:
         feeds = {qm.graph.inputs[0].name: x}
         checked = check(qm, model, x)
         reference = reference_evaluator(model)
+        qm_tile = tile_model(graph, calibration, feeds) if tile else None
+        if tile:
+            name = qm.graph.outputs[0]
+            a, b = qm.run(feeds, backend="numba").outputs[name], qm_tile.run(feeds, backend="numba").outputs[name]
+            if not np.array_equal(a.view(np.uint32), b.view(np.uint32)):
+                raise AssertionError("the tile kernels and the exact float32 GEMM disagree")
         for t in thread_counts:
             numba.set_num_threads(t)
+            threadpool_limits(t, user_api="blas")
             sess = session(model, t)
             engines = {"refquant": lambda: qm.run(feeds, backend="numba"),
-                       "onnxruntime": lambda: sess.run(None, feeds),
-                       "onnx-reference": lambda: reference.run(None, feeds)}
-            for f in list(engines.values())[:2]:  # warm-up
-                f()
+                       "onnxruntime": lambda: sess.run(None, feeds)}
+            if tile:
+                engines["refquant-tile"] = lambda: qm_tile.run(feeds, backend="numba")
+            engines["onnx-reference"] = lambda: reference.run(None, feeds)
+            for k, f in engines.items():  # warm-up
+                if k != "onnx-reference":
+                    f()
             times = {k: [] for k in engines}
             per_op = collections.defaultdict(list)
             loads = [os.getloadavg()[0]]
@@ -199,6 +227,7 @@ def measure(hw, batches, thread_counts, rounds, reference_rounds) -> dict:
             med = {k: statistics.median(v) * 1e3 for k, v in times.items() if v}
             out["runs"].append({"batch": batch, "threads": t, "ms": med, "calls": {k: len(v) for k, v in times.items()},
                                 "refquant_over_onnxruntime": med["refquant"] / med["onnxruntime"],
+                                "tile_over_onnxruntime": med["refquant-tile"] / med["onnxruntime"] if tile else None,
                                 "load_average": [min(loads), max(loads)], "check": checked})
             print(json.dumps(out["runs"][-1]), flush=True)
             if per_op:
@@ -206,19 +235,22 @@ def measure(hw, batches, thread_counts, rounds, reference_rounds) -> dict:
         if batch == 1:
             out["shares"]["onnxruntime"] = ort_profile(model, feeds, classes)
     numba.set_num_threads(thread_counts[0])
+    threadpool_limits(thread_counts[0], user_api="blas")
     return out
 
 
 def table(results) -> str:
-    lines = ["| input | batch | threads | refquant ms | onnxruntime ms | onnx reference ms | refquant / ORT | "
-             "ORT ≠ | ref ≠ | load (min–max) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| input | batch | threads | refquant ms | tile kernels ms | onnxruntime ms | onnx reference ms | "
+             "refquant / ORT | tile / ORT | ORT ≠ | ref ≠ | load (min–max) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for res in results:
         for r in res["runs"]:
             ms = r["ms"]
             ref = f"{ms['onnx-reference']:.0f}" if "onnx-reference" in ms else "–"
+            tile = f"{ms['refquant-tile']:.1f}" if "refquant-tile" in ms else "–"
+            tile_ratio = f"{r['tile_over_onnxruntime']:.1f}×" if r.get("tile_over_onnxruntime") else "–"
             lines.append(f"| {res['size']}×{res['size']} | {r['batch']} | {r['threads']} | {ms['refquant']:.1f} | "
-                         f"{ms['onnxruntime']:.1f} | {ref} | {r['refquant_over_onnxruntime']:.1f}× | "
+                         f"{tile} | {ms['onnxruntime']:.1f} | {ref} | {r['refquant_over_onnxruntime']:.1f}× | {tile_ratio} | "
                          f"{r['check']['onnxruntime_differing']} of {r['check']['outputs']} | "
                          f"{r['check']['onnx-reference_differing']} | "
                          f"{r['load_average'][0]:.1f}–{r['load_average'][1]:.1f} |")
@@ -247,11 +279,13 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reference-rounds", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-tile", action="store_true", help="do not time refquant with the exact float32 GEMM off")
     args = p.parse_args(argv)
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "cpu": cpu_info(), "versions": versions(), "plan": PLAN, "rounds": args.rounds,
            "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER")}
-    results = [measure(hw, args.batches, args.threads, args.rounds, args.reference_rounds) for hw in args.sizes]
+    results = [measure(hw, args.batches, args.threads, args.rounds, args.reference_rounds, not args.no_tile)
+               for hw in args.sizes]
     env["load_average_end"] = os.getloadavg()
     if args.json:
         print(json.dumps({"environment": env, "results": results}, indent=1))

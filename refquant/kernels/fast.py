@@ -58,6 +58,11 @@ rows ``[W + pads, C_in]`` (each input row is transposed once per thread, not onc
 kernel offset), and multiplies it with the weights repacked to ``[C_out, kh·kw·C_in/group]``.
 Padding reads the (shifted) input zero point, i.e. real zero.
 
+The Numba backend (:mod:`refquant.kernels.numba_backend`) runs 8-bit Conv and MatMul layers
+above a size threshold not on these tile kernels but in float32 BLAS, exact by a bound on every
+partial sum (:mod:`refquant.kernels.exact_gemm`, whose calls have these signatures and choose
+between the two).
+
 Depthwise conv (one input channel per group — ``group = C_in``, any channel multiplier; the
 bulk of MobileNet/EfficientNet): the patch matrix would have rows of ``kh·kw`` bytes (9 for a
 3×3), far too short for the tile microkernels, so :func:`_depthwise_kernel` runs these

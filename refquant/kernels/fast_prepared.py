@@ -34,6 +34,12 @@ A depthwise conv (one input channel per group, ``fast._uses_depthwise``) is prep
 ``fast._depthwise_kernel``: its weights centred (``w - z_w``, int32 ``[C_out, kh·kw]``), its
 binding the bias (int64) and ``z_x``.
 
+8-bit non-depthwise layers also get the exact float32 GEMM (:mod:`exact_gemm`): their weights
+centred to float32 when preparing, the K-chunk boundaries for the input zero point's bound and
+the int64 bias in :meth:`PreparedLayer.bind` (``Binding.gemm``), and the choice between it and
+the tile kernel per input shape (:func:`exact_gemm.uses_sgemm`, the rule the unprepared calls
+use, so results, errors and :meth:`PreparedLayer.scratch_bytes` agree with them).
+
 Only 8-bit operands are prepared: for 16-bit ones the tile path depends on the input's values
 (``fast._magnitude``), so :func:`prepare_layer` returns ``None`` and the caller uses the
 unprepared kernels.
@@ -43,7 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fast
+from . import exact_gemm, fast
 from .geometry import conv_geometry
 from .reference import check_operands
 
@@ -59,10 +65,11 @@ class Binding:
     pads with real zero).
     """
 
-    __slots__ = ("x_zero_point", "col_const", "pad_value")
+    __slots__ = ("x_zero_point", "col_const", "pad_value", "gemm")
 
-    def __init__(self, x_zero_point: int, col_const: np.ndarray, pad_value):
+    def __init__(self, x_zero_point: int, col_const: np.ndarray, pad_value, gemm=None):
         self.x_zero_point, self.col_const, self.pad_value = x_zero_point, col_const, pad_value
+        self.gemm = gemm  # the exact float32 GEMM's binding (bias, K-chunks), if the layer has one
 
 
 class PreparedLayer:
@@ -105,6 +112,9 @@ class PreparedLayer:
             self.weights, self.w_flip = op.w, op.w_flip
             self.kernel = fast._MATMUL_KERNELS[self.path]
         self.w_shape, self._w_dtype = w.shape, w.dtype
+        # the exact float32 GEMM (exact_gemm), chosen per input shape in _plan
+        self.gemm = (exact_gemm.GemmLayer(kind, w, zw, self.x_dtype, name)
+                     if exact_gemm.eligible(self.x_dtype, w.dtype, w.shape) else None)
         self._plans: dict = {}
 
     # ---- constants ------------------------------------------------------------------------
@@ -117,7 +127,8 @@ class PreparedLayer:
         za_s = int(za) + self.alpha
         col_const = np.empty(self.n_out, np.int64)
         fast._column_constants(self.weights, self.w_flip, self.k, b, za_s, self.zw_shifted, col_const)
-        return Binding(int(za), col_const, self.a_view_dtype.type(za_s))
+        gemm = self.gemm.bind(int(za), b) if self.gemm is not None else None
+        return Binding(int(za), col_const, self.a_view_dtype.type(za_s), gemm)
 
     def requant_args(self, rq):
         """The requantizer as the kernels read it (``None``: store the int32 accumulators)."""
@@ -129,33 +140,46 @@ class PreparedLayer:
         plan = self._plans.get(key)
         if plan is not None:
             return plan
+        if self.gemm is not None and self.kind == "conv2d":
+            g = conv_geometry(shape, self.w_shape, name=self.name, **self.attrs)
+            if exact_gemm.uses_sgemm(self.x_dtype, self._w_dtype, self.w_shape, g.n * exact_gemm._conv_macs(g),
+                                     g.n * g.oh * g.ow):
+                plan = ((g.n, g.c_out, g.oh, g.ow), None, g, self._scratch_bytes(shape, threads), True)
+                self._plans[key] = plan
+                return plan
+        if self.gemm is not None and self.kind == "matmul" and len(shape) == 2 and shape[1] == self.k:
+            if exact_gemm.uses_sgemm(self.x_dtype, self._w_dtype, self.w_shape, shape[0] * self.n_out * self.k,
+                                     shape[0]):
+                plan = ((shape[0], self.n_out), None, None, self._scratch_bytes(shape, threads), True)
+                self._plans[key] = plan
+                return plan
         if self.depthwise:
             g = conv_geometry(shape, self.w_shape, name=self.name, **self.attrs)
             _, arrays = fast._depthwise_plan(g, threads)
             plan = ((g.n, g.c_out, g.oh, g.ow), arrays, fast._depthwise_geometry(g),
-                    self._scratch_bytes(shape, threads))
+                    self._scratch_bytes(shape, threads), False)
         elif self.kind == "conv2d":
             g = conv_geometry(shape, self.w_shape, name=self.name, **self.attrs)
             chunks, arrays = fast._conv_plan(g, self.path, self.x_dtype.itemsize, self.weights.dtype.itemsize,
                                              threads)
             geometry = (g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.pads[0], g.pads[1],
                         g.kh, g.kw, g.group)
-            plan = ((g.n, g.c_out, g.oh, g.ow), arrays, geometry, self._scratch_bytes(shape, threads))
+            plan = ((g.n, g.c_out, g.oh, g.ow), arrays, geometry, self._scratch_bytes(shape, threads), False)
         else:
             if len(shape) != 2 or shape[1] != self.k:
                 raise ValueError(f"{self.name}: expected a [M, K] and w [N, K] with equal K, "
                                  f"got {shape} and {self.w_shape}")
             split_rows, _, arrays = fast._matmul_plan(shape[0], self.n_out, self.k, threads)
-            plan = ((shape[0], self.n_out), arrays, split_rows, self._scratch_bytes(shape, threads))
+            plan = ((shape[0], self.n_out), arrays, split_rows, self._scratch_bytes(shape, threads), False)
         self._plans[key] = plan
         return plan
 
     def _scratch_bytes(self, shape, threads) -> int:
-        return int(fast.requant_scratch_bytes(self.kind, shape, self.w_shape, a_dtype=self.x_dtype,
-                                              w_dtype=self._w_dtype, threads=threads, **self.attrs))
+        return int(exact_gemm.requant_scratch_bytes(self.kind, shape, self.w_shape, a_dtype=self.x_dtype,
+                                                    w_dtype=self._w_dtype, threads=threads, **self.attrs))
 
     def scratch_bytes(self, shape) -> int:
-        """:func:`fast.requant_scratch_bytes` of a call on an input of ``shape`` (the unprepared
+        """:func:`exact_gemm.requant_scratch_bytes` of a call on an input of ``shape`` (the unprepared
         call's accounting, packed weights included), memoised with the shape's plan."""
         return self._plan(tuple(shape), fast._threads(None))[3]
 
@@ -167,7 +191,9 @@ class PreparedLayer:
         if x.dtype != self.x_dtype:
             raise TypeError(f"{self.name}: prepared for {self.x_dtype} inputs, got {x.dtype}")
         x = fast._kernel_operand(x)
-        out_shape, arrays, extra, scratch_bytes = self._plan(x.shape, fast._threads(None))
+        out_shape, arrays, extra, scratch_bytes, sgemm = self._plan(x.shape, fast._threads(None))
+        if sgemm:
+            raise ValueError(f"{self.name}: this input shape runs the exact float32 GEMM (call(), not arguments())")
         out = np.empty(out_shape, out_dtype)
         if self.depthwise:
             planes, row_sums, accs, status = fast._depthwise_scratch(arrays)
@@ -192,6 +218,21 @@ class PreparedLayer:
 
     def call(self, x: np.ndarray, binding: Binding, rq_args, out_dtype) -> tuple[np.ndarray, int]:
         """:meth:`run`, and the call's :meth:`scratch_bytes` (one plan look-up for both)."""
+        if self.gemm is not None:
+            if x.dtype != self.x_dtype:
+                raise TypeError(f"{self.name}: prepared for {self.x_dtype} inputs, got {x.dtype}")
+            threads = fast._threads(None)
+            out_shape, _, g, scratch_bytes, sgemm = self._plan(x.shape, threads)
+            if sgemm:
+                x = fast._kernel_operand(x)
+                out = np.empty(out_shape, out_dtype)
+                if self.kind == "conv2d":
+                    status = self.gemm.conv(x, g, binding.gemm, rq_args, fast._signed_view(out), threads)
+                else:
+                    status = self.gemm.matmul(x, binding.gemm, rq_args, fast._signed_view(out), threads)
+                if max(status.reshape(-1).tolist()) >= 0:
+                    fast._raise_overflows(status, out.shape, self.name)
+                return out, scratch_bytes
         out, status, args, scratch_bytes = self.arguments(x, binding, rq_args, out_dtype)
         self.kernel(*args)
         if max(status.reshape(-1).tolist()) >= 0:  # a handful of entries: faster than a NumPy reduction

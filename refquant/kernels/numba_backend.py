@@ -9,8 +9,8 @@ pooling entries use the backend hooks ``max_pool_integers`` and ``global_average
 (:mod:`refquant.kernels.fast_pool`) when the backend has them.
 """
 
-from .fast import (AccumulatorOverflowError, TILE_PATHS, check_operands, conv2d_int32, conv2d_requant,
-                   matmul_int32, matmul_requant, requant_scratch_bytes)
+from .exact_gemm import conv2d_int32, conv2d_requant, matmul_int32, matmul_requant, requant_scratch_bytes
+from .fast import AccumulatorOverflowError, TILE_PATHS, check_operands
 from .fast_pool import global_average_integers, max_pool_integers
 from .fast_prepared import prepare_layer
 
