@@ -34,27 +34,94 @@ from numba import njit, prange
 __all__ = ["batched_dot_f64", "conv_direct_f64", "dot_f64"]
 
 
+#: rows of one task of the batched dot (its float64 copy of a column tile serves them all)
+_M_CHUNK = 64
+#: float64 elements of a task's column tile (K × columns, at least 128 columns): 256 KiB
+_TILE = 32768
+
+
 @njit(cache=True, parallel=True)
-def _batched_dot_kernel(a, b, ia, ib, out):  # pragma: no cover - compiled
+def _batched_dot_kernel(a, b, ia, ib, out, m_chunk, n_chunk):  # pragma: no cover - compiled
     """``out[i] += a[ia[i]] @ b[ib[i]]`` with each sum in increasing k, in float64.
 
     ``a`` (Ba, M, K) and ``b`` (Bb, K, N) float32, ``out`` (B, M, N) float64, zero-initialised
-    by the caller.  One (batch, row) pair per parallel iteration: an output is only ever
-    touched by one thread, in one order.
+    by the caller. One task per (batch, block of ``m_chunk`` rows, block of ``n_chunk``
+    columns): an output is only ever touched by one task, in one order, so the result does
+    not depend on the thread count or on the chunk sizes. A task converts its columns of
+    ``b`` to float64 once (a product of the converted values is the same exact float64
+    product), then, for two rows at a time, adds four consecutive terms per pass over the
+    row tile::
+
+        o[n] = (((o[n] + a[m, k]·b[k, n]) + a[m, k+1]·b[k+1, n]) + a[m, k+2]·b[k+2, n]) + a[m, k+3]·b[k+3, n]
+
+    — the same additions, in the same order, as one term per pass (the parentheses are the
+    order; no ``fastmath``, so LLVM may not reassociate them), with a quarter of the loads and
+    stores of ``o``. LLVM vectorises the loop over ``n``: SIMD across independent outputs.
     """
-    nb = out.shape[0]
-    m_rows = out.shape[1]
-    n_cols = out.shape[2]
+    nb, m_len, n_len = out.shape
     k_len = a.shape[2]
-    for t in prange(nb * m_rows):
-        i = t // m_rows
-        m = t % m_rows
+    k_full = k_len // 4 * 4
+    m_tasks = (m_len + m_chunk - 1) // m_chunk
+    n_tasks = (n_len + n_chunk - 1) // n_chunk
+    for t in prange(nb * m_tasks * n_tasks):
+        i = t // (m_tasks * n_tasks)
+        mt = (t // n_tasks) % m_tasks
+        nt = t % n_tasks
         ai = ia[i]
         bi = ib[i]
+        m_lo = mt * m_chunk
+        m_hi = min(m_len, m_lo + m_chunk)
+        n_lo = nt * n_chunk
+        n_hi = min(n_len, n_lo + n_chunk)
+        n_w = n_hi - n_lo
+        bb = np.empty((k_len, n_w))
         for k in range(k_len):
-            w = np.float64(a[ai, m, k])
-            for n in range(n_cols):
-                out[i, m, n] += w * np.float64(b[bi, k, n])
+            src = b[bi, k, n_lo:n_hi]
+            dst = bb[k]
+            for n in range(n_w):
+                dst[n] = np.float64(src[n])
+        m_pairs = m_lo + (m_hi - m_lo) // 2 * 2
+        for m0 in range(m_lo, m_pairs, 2):
+            r0 = a[ai, m0]
+            r1 = a[ai, m0 + 1]
+            o0 = out[i, m0, n_lo:n_hi]
+            o1 = out[i, m0 + 1, n_lo:n_hi]
+            for k in range(0, k_full, 4):
+                a00, a01, a02, a03 = np.float64(r0[k]), np.float64(r0[k + 1]), np.float64(r0[k + 2]), np.float64(r0[k + 3])
+                a10, a11, a12, a13 = np.float64(r1[k]), np.float64(r1[k + 1]), np.float64(r1[k + 2]), np.float64(r1[k + 3])
+                b0, b1, b2, b3 = bb[k], bb[k + 1], bb[k + 2], bb[k + 3]
+                for n in range(n_w):
+                    x0, x1, x2, x3 = b0[n], b1[n], b2[n], b3[n]
+                    o0[n] = (((o0[n] + a00 * x0) + a01 * x1) + a02 * x2) + a03 * x3
+                    o1[n] = (((o1[n] + a10 * x0) + a11 * x1) + a12 * x2) + a13 * x3
+            for k in range(k_full, k_len):
+                a00, a10 = np.float64(r0[k]), np.float64(r1[k])
+                b0 = bb[k]
+                for n in range(n_w):
+                    o0[n] += a00 * b0[n]
+                    o1[n] += a10 * b0[n]
+        for m in range(m_pairs, m_hi):
+            r0 = a[ai, m]
+            o0 = out[i, m, n_lo:n_hi]
+            for k in range(0, k_full, 4):
+                a00, a01, a02, a03 = np.float64(r0[k]), np.float64(r0[k + 1]), np.float64(r0[k + 2]), np.float64(r0[k + 3])
+                b0, b1, b2, b3 = bb[k], bb[k + 1], bb[k + 2], bb[k + 3]
+                for n in range(n_w):
+                    o0[n] = (((o0[n] + a00 * b0[n]) + a01 * b1[n]) + a02 * b2[n]) + a03 * b3[n]
+            for k in range(k_full, k_len):
+                a00 = np.float64(r0[k])
+                b0 = bb[k]
+                for n in range(n_w):
+                    o0[n] += a00 * b0[n]
+
+
+def _chunks(m_len: int, n_len: int, k_len: int) -> tuple[int, int]:
+    """Task sizes of :func:`_batched_dot_kernel`: ``_M_CHUNK`` rows; columns in equal blocks
+    whose float64 tile (K × columns) stays under ``_TILE`` elements or 128 columns. Speed
+    only: any sizes give the same bits."""
+    widest = max(128, _TILE // max(k_len, 1))
+    n_tasks = -(-n_len // widest)
+    return _M_CHUNK, max(1, -(-n_len // n_tasks))
 
 
 def batched_dot_f64(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
@@ -71,7 +138,7 @@ def batched_dot_f64(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray
         raise ValueError(f"inner dimensions differ: {a.shape} and {b.shape}")
     out = np.zeros((len(ia), a.shape[1], b.shape[2]), dtype=np.float64)
     if out.size and a.shape[2]:
-        _batched_dot_kernel(a, b, ia, ib, out)
+        _batched_dot_kernel(a, b, ia, ib, out, *_chunks(a.shape[1], b.shape[2], a.shape[2]))
     return out
 
 
@@ -87,32 +154,92 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma:
     in float64, each output's terms in increasing ``(c, i, j)``; taps in the padding skipped.
 
     One (image, output channel) pair per parallel iteration, so an output is only ever
-    touched by one thread, in one order.
+    touched by one thread, in one order. The task converts each input plane to float64 once,
+    then goes output row by output row (the row stays in L1 while its taps are added): per
+    input channel ``c`` and kernel row ``i``, the columns ``ow`` where every tap ``j`` is
+    inside the input get up to three consecutive taps per pass,
+    ``o = ((o + w_j·x_j) + w_(j+1)·x_(j+1)) + w_(j+2)·x_(j+2)`` (the parentheses are the order,
+    no ``fastmath``), the columns near the border their inside taps one by one in increasing
+    ``j``. Every output thus receives its terms in increasing ``(c, i, j)``, as an im2col
+    column orders them.
     """
     n_img, m_out, oh_n, ow_n = out.shape
     cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
     h, wd = x.shape[2], x.shape[3]
     mg = m_out // group
+    ow_lo = np.empty(kw, np.int64)
+    ow_hi = np.empty(kw, np.int64)
+    for j in range(kw):
+        ow_lo[j], ow_hi[j] = _inside(left - j * dw, wd + left - j * dw, sw, ow_n)
+    lo_all, hi_all = 0, ow_n  # the columns where every tap j is inside the input
+    for j in range(kw):
+        lo_all = max(lo_all, ow_lo[j])
+        hi_all = min(hi_all, ow_hi[j])
+    hi_all = max(lo_all, hi_all)
+    wp = max(left + wd, (ow_n - 1) * sw + (kw - 1) * dw + 1)  # a row padded on the left by `left`
     for t in prange(n_img * m_out):
         n = t // m_out
         m = t % m_out
         c0 = (m // mg) * cg
+        lo, hi = 0, ow_n  # finite weights: every column as interior (a padding tap adds ±0.0)
         for c in range(cg):
             for i in range(kh):
-                oh_lo, oh_hi = _inside(top - i * dh, h + top - i * dh, sh, oh_n)
                 for j in range(kw):
-                    ow_lo, ow_hi = _inside(left - j * dw, wd + left - j * dw, sw, ow_n)
-                    wt = np.float64(w[m, c, i, j])
-                    shift = j * dw - left
-                    for oh in range(oh_lo, oh_hi):
-                        row = x[n, c0 + c, oh * sh + i * dh - top]
-                        acc = out[n, m, oh]
-                        if sw == 1:  # contiguous taps: a loop LLVM vectorises
-                            for ow in range(ow_lo, ow_hi):
-                                acc[ow] += wt * np.float64(row[ow + shift])
+                    if not np.isfinite(w[m, c, i, j]):
+                        lo, hi = lo_all, hi_all
+        plane = np.zeros((h, wp))
+        for c in range(cg):
+            src = x[n, c0 + c]
+            for y in range(h):
+                srow, prow = src[y], plane[y, left:left + wd]
+                for v in range(wd):
+                    prow[v] = np.float64(srow[v])
+            for oh in range(oh_n):
+                acc = out[n, m, oh]
+                av = acc[lo:hi]
+                for i in range(kh):
+                    ih = oh * sh + i * dh - top
+                    if ih < 0 or ih >= h:
+                        continue
+                    # views based at the first interior column: their indices are loop counters
+                    # (never negative), so Numba adds no wraparound check and LLVM vectorises
+                    row = plane[ih]
+                    j = 0
+                    while j + 3 <= kw:
+                        w0 = np.float64(w[m, c, i, j])
+                        w1 = np.float64(w[m, c, i, j + 1])
+                        w2 = np.float64(w[m, c, i, j + 2])
+                        x0 = row[lo * sw + j * dw:]
+                        x1 = row[lo * sw + (j + 1) * dw:]
+                        x2 = row[lo * sw + (j + 2) * dw:]
+                        if sw == 1:
+                            for q in range(av.shape[0]):
+                                av[q] = ((av[q] + w0 * x0[q]) + w1 * x1[q]) + w2 * x2[q]
                         else:
-                            for ow in range(ow_lo, ow_hi):
-                                acc[ow] += wt * np.float64(row[ow * sw + shift])
+                            for q in range(av.shape[0]):
+                                av[q] = ((av[q] + w0 * x0[q * sw]) + w1 * x1[q * sw]) + w2 * x2[q * sw]
+                        j += 3
+                    while j < kw:
+                        wt = np.float64(w[m, c, i, j])
+                        x0 = row[lo * sw + j * dw:]
+                        for q in range(av.shape[0]):
+                            av[q] += wt * x0[q * sw]
+                        j += 1
+                    for ow in range(0, lo):  # border columns (non-finite weights): inside taps only
+                        _border_taps(acc, row, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
+                    for ow in range(hi, ow_n):
+                        _border_taps(acc, row, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
+
+
+@njit(cache=True, inline="always")
+def _border_taps(acc, row, wrow, ow, ow_lo, ow_hi, sw, dw):  # pragma: no cover - compiled
+    """Add output column ``ow``'s inside taps of one kernel row (``row`` padded on the left),
+    in increasing ``j``."""
+    s = acc[ow]
+    for j in range(wrow.shape[0]):
+        if ow_lo[j] <= ow < ow_hi[j]:
+            s += np.float64(wrow[j]) * row[ow * sw + j * dw]
+    acc[ow] = s
 
 
 @njit(cache=True, inline="always")
