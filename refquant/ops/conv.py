@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import require_float, require_float32, require_grad_shape, require_ndim
-from .dot import batched_dot_f64, conv_direct_f64
+from .dot import batched_dot_f64, channel_bias_round, conv_direct_f64
 from .padding import window_plan
 
 
@@ -114,9 +114,7 @@ def _conv(x, w, b, accumulate, *, auto_pad="NOTSET", dilations=None, group=1, ke
             y += b[None, :, None, None]
         return y
     acc = _conv_sums_f64(x, w, group, plan, strides or (1, 1), dilations or (1, 1))
-    if b is not None:
-        acc += b.astype(np.float64)[None, :, None, None]
-    return acc.astype(np.float32)
+    return channel_bias_round(acc, b)  # float32(acc + float64(b)), one pass
 
 
 def _conv_sums_f64(x, w, group, plan, strides, dilations) -> np.ndarray:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["batched_dot_f64", "conv_direct_f64", "dot_f64"]
+__all__ = ["batched_dot_f64", "channel_bias_round", "conv_direct_f64", "dot_f64"]
 
 
 #: rows of one task of the batched dot (its float64 copy of a column tile serves them all)
@@ -269,3 +269,35 @@ def conv_direct_f64(x: np.ndarray, w: np.ndarray, group: int, pads, out_hw, stri
         _conv_direct_kernel(x, w, int(pads[0]), int(pads[1]), int(strides[0]), int(strides[1]),
                             int(dilations[0]), int(dilations[1]), int(group), out)
     return out
+
+
+@njit(cache=True, parallel=True)
+def _channel_bias_round_kernel(acc, bias, has_bias, out):  # pragma: no cover - compiled
+    """``out[n, m, e] = fl32(acc[n, m, e] + bias[m])`` (``fl32(acc[n, m, e])`` without a bias):
+    one float64 addition, one rounding to nearest even (LLVM's ``fptrunc``, the conversion
+    NumPy's ``astype`` does)."""
+    n_img, m_out, size = acc.shape
+    for t in prange(n_img * m_out):
+        n = t // m_out
+        m = t % m_out
+        src, dst = acc[n, m], out[n, m]
+        if has_bias:
+            b = bias[m]
+            for e in range(size):
+                dst[e] = np.float32(src[e] + b)
+        else:
+            for e in range(size):
+                dst[e] = np.float32(src[e])
+
+
+def channel_bias_round(acc: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``float32(acc + float64(bias[m]))`` for float64 sums ``acc`` (N, M, …) and a float32 bias
+    (M,) on axis 1 (or ``float32(acc)`` without one): the same bits as NumPy's
+    ``(acc + bias.astype(float64)[None, :, None, …]).astype(float32)``, in one pass."""
+    shape = acc.shape
+    acc3 = np.ascontiguousarray(acc).reshape(shape[0], shape[1], -1)
+    b = np.zeros(shape[1]) if bias is None else np.asarray(bias).astype(np.float64)
+    out = np.empty(acc3.shape, np.float32)
+    if out.size:
+        _channel_bias_round_kernel(acc3, b, bias is not None, out)
+    return out.reshape(shape)
