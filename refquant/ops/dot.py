@@ -12,9 +12,15 @@ Why this is machine-independent (bit for bit, on any IEEE-754 host):
   <= 53; exponents from 2**-298 to 2**256, inside float64's normal range), so whether the
   compiler fuses the multiply-add into an FMA or not changes no bit;
 * the additions are done one after another in increasing ``k`` — an order fixed by this
-  code, not by a BLAS kernel's blocking, SIMD width or thread count.  The Numba kernel is
+  code, not by a BLAS kernel's blocking, SIMD width or thread count.  The Numba kernels are
   compiled without ``fastmath``, so LLVM may not reassociate them; it vectorises across
   independent outputs ``n`` only, which leaves each output's order untouched.
+* for speed the kernels block the work — tasks of rows × columns, two rows and four
+  consecutive terms per pass over a row (``o = (((o + p_k) + p_(k+1)) + p_(k+2)) + p_(k+3)``,
+  the parenthesised order being the specified one), the columns converted to float64 once
+  per task, Conv's taps three per pass — and none of it changes which additions happen or
+  in which order, so no bit (``tests/test_float_dot_kernels.py`` checks them against NumPy
+  sums that add one term at a time, for every block remainder and on one and two threads).
 * the one float32 rounding at the end is correctly rounded (NumPy's ``astype``).
 
 Accuracy: ``|S_K - exact| <= gamma64_K * sum|a*b|`` with ``gamma64_K ~ K * 2**-53``, far
@@ -260,7 +266,10 @@ def conv_direct_f64(x: np.ndarray, w: np.ndarray, group: int, pads, out_hw, stri
     ``±0.0`` to a sum that starts at ``+0.0`` leaves it unchanged (a float64 sum of such terms
     is never ``−0.0``: ``+0 + −0 = +0`` and an exact cancellation gives ``+0``). So this is
     the same float64 value as :func:`batched_dot_f64` on the unrolled input, without the
-    ``kH·kW``-fold copy (a test checks the two agree bit for bit).
+    ``kH·kW``-fold copy (a test checks the two agree bit for bit). For the same reason the
+    kernel adds the padding taps of an output channel whose weights are all finite (from a
+    zero-padded row: no border tests) and skips them only where a weight is ±∞ or NaN, whose
+    product with 0 would be NaN.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(w, dtype=np.float32)
