@@ -160,14 +160,17 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma:
     in float64, each output's terms in increasing ``(c, i, j)``; taps in the padding skipped.
 
     One (image, output channel) pair per parallel iteration, so an output is only ever
-    touched by one thread, in one order. The task converts each input plane to float64 once,
-    then goes output row by output row (the row stays in L1 while its taps are added): per
-    input channel ``c`` and kernel row ``i``, the columns ``ow`` where every tap ``j`` is
-    inside the input get up to three consecutive taps per pass,
+    touched by one thread, in one order. The task converts each input plane to float64 once
+    (zero-padded left and right), then goes output row by output row (the row stays in L1
+    while its taps are added): per input channel ``c`` and kernel row ``i`` inside the input,
+    up to three consecutive taps per pass,
     ``o = ((o + w_j·x_j) + w_(j+1)·x_(j+1)) + w_(j+2)·x_(j+2)`` (the parentheses are the order,
-    no ``fastmath``), the columns near the border their inside taps one by one in increasing
-    ``j``. Every output thus receives its terms in increasing ``(c, i, j)``, as an im2col
-    column orders them.
+    no ``fastmath``), over every column when the channel's weights are finite (a padding tap
+    adds ±0.0: no bit changes, :func:`conv_direct_f64`), else over the columns whose taps are
+    all inside, the border columns getting their inside taps one by one in increasing ``j``.
+    Every output thus receives its terms in increasing ``(c, i, j)``, as an im2col column
+    orders them. A strided convolution's plane is split by column phase (column ``p``
+    at ``[p % sw, p // sw]``), so each pass reads consecutive elements.
     """
     n_img, m_out, oh_n, ow_n = out.shape
     cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
@@ -183,6 +186,7 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma:
         hi_all = min(hi_all, ow_hi[j])
     hi_all = max(lo_all, hi_all)
     wp = max(left + wd, (ow_n - 1) * sw + (kw - 1) * dw + 1)  # a row padded on the left by `left`
+    wq = (wp + sw - 1) // sw  # padded column p lives in phase p % sw at p // sw
     for t in prange(n_img * m_out):
         n = t // m_out
         m = t % m_out
@@ -193,13 +197,17 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma:
                 for j in range(kw):
                     if not np.isfinite(w[m, c, i, j]):
                         lo, hi = lo_all, hi_all
-        plane = np.zeros((h, wp))
+        # the input plane in float64, zero-padded on the left and right and split by column
+        # phase: tap j of output column ow is phase (j·dw) % sw at ow + (j·dw) // sw, so every
+        # pass reads consecutive elements, whatever the stride
+        plane = np.zeros((sw, h, wq))
         for c in range(cg):
             src = x[n, c0 + c]
             for y in range(h):
-                srow, prow = src[y], plane[y, left:left + wd]
+                srow = src[y]
                 for v in range(wd):
-                    prow[v] = np.float64(srow[v])
+                    p = left + v
+                    plane[p % sw, y, p // sw] = np.float64(srow[v])
             for oh in range(oh_n):
                 acc = out[n, m, oh]
                 av = acc[lo:hi]
@@ -209,42 +217,38 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma:
                         continue
                     # views based at the first interior column: their indices are loop counters
                     # (never negative), so Numba adds no wraparound check and LLVM vectorises
-                    row = plane[ih]
                     j = 0
                     while j + 3 <= kw:
                         w0 = np.float64(w[m, c, i, j])
                         w1 = np.float64(w[m, c, i, j + 1])
                         w2 = np.float64(w[m, c, i, j + 2])
-                        x0 = row[lo * sw + j * dw:]
-                        x1 = row[lo * sw + (j + 1) * dw:]
-                        x2 = row[lo * sw + (j + 2) * dw:]
-                        if sw == 1:
-                            for q in range(av.shape[0]):
-                                av[q] = ((av[q] + w0 * x0[q]) + w1 * x1[q]) + w2 * x2[q]
-                        else:
-                            for q in range(av.shape[0]):
-                                av[q] = ((av[q] + w0 * x0[q * sw]) + w1 * x1[q * sw]) + w2 * x2[q * sw]
+                        x0 = plane[(j * dw) % sw, ih, lo + (j * dw) // sw:]
+                        x1 = plane[((j + 1) * dw) % sw, ih, lo + ((j + 1) * dw) // sw:]
+                        x2 = plane[((j + 2) * dw) % sw, ih, lo + ((j + 2) * dw) // sw:]
+                        for q in range(av.shape[0]):
+                            av[q] = ((av[q] + w0 * x0[q]) + w1 * x1[q]) + w2 * x2[q]
                         j += 3
                     while j < kw:
                         wt = np.float64(w[m, c, i, j])
-                        x0 = row[lo * sw + j * dw:]
+                        x0 = plane[(j * dw) % sw, ih, lo + (j * dw) // sw:]
                         for q in range(av.shape[0]):
-                            av[q] += wt * x0[q * sw]
+                            av[q] += wt * x0[q]
                         j += 1
                     for ow in range(0, lo):  # border columns (non-finite weights): inside taps only
-                        _border_taps(acc, row, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
+                        _border_taps(acc, plane, ih, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
                     for ow in range(hi, ow_n):
-                        _border_taps(acc, row, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
+                        _border_taps(acc, plane, ih, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
 
 
 @njit(cache=True, inline="always")
-def _border_taps(acc, row, wrow, ow, ow_lo, ow_hi, sw, dw):  # pragma: no cover - compiled
-    """Add output column ``ow``'s inside taps of one kernel row (``row`` padded on the left),
-    in increasing ``j``."""
+def _border_taps(acc, plane, ih, wrow, ow, ow_lo, ow_hi, sw, dw):  # pragma: no cover - compiled
+    """Add output column ``ow``'s inside taps of kernel row ``wrow`` (input row ``ih`` of the
+    phase-split padded ``plane``), in increasing ``j``."""
     s = acc[ow]
     for j in range(wrow.shape[0]):
         if ow_lo[j] <= ow < ow_hi[j]:
-            s += np.float64(wrow[j]) * row[ow * sw + j * dw]
+            p = ow * sw + j * dw
+            s += np.float64(wrow[j]) * plane[p % sw, ih, p // sw]
     acc[ow] = s
 
 
