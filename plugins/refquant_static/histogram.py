@@ -80,8 +80,9 @@ class SignMagnitudeHistogram:
         """Histogram of ``|v|`` for the non-zero values: ``pos + neg``."""
         return self.pos + self.neg
 
-    def add(self, rows: np.ndarray) -> None:
-        """Count one batch: ``rows`` is finite float32 ``[channels, n]``.
+    def add(self, rows: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> None:
+        """Count one batch: ``rows`` is finite float32 ``[channels, n]``; ``lo``/``hi``, if the
+        caller has them, are its per-row minimum and maximum (saves that pass).
 
         Counts the signed bin index ``sign(v) · (floor(|v|/w) + 1)``, which is ``-bins … -1``
         for negatives, 0 for zeros and ``1 … bins`` for positives (:func:`_count_bins`).
@@ -91,7 +92,9 @@ class SignMagnitudeHistogram:
             raise ValueError(f"histogram: expected {self.channels} channel rows, got {c}")
         if n == 0:
             return
-        largest = np.maximum(rows.max(axis=1), -rows.min(axis=1))  # max |v| (exact in float32)
+        if lo is None or hi is None:
+            lo, hi = rows.min(axis=1), rows.max(axis=1)
+        largest = np.maximum(hi, -lo)  # max |v| (exact in float32)
         wanted = power_of_two_above(largest.astype(np.float64) / self.bins)
         self._grow_to(np.maximum(self.width, wanted))
 
