@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["batched_dot_f64", "channel_bias_round", "conv_direct_f64", "dot_f64"]
+__all__ = ["batched_dot_f64", "batched_dot_rounded", "conv_direct_f64", "conv_direct_rounded", "dot_f64"]
 
 
 #: rows of one task of the batched dot (its float64 copy of a column tile serves them all)
@@ -47,11 +47,13 @@ _TILE = 32768
 
 
 @njit(cache=True, parallel=True)
-def _batched_dot_kernel(a, b, ia, ib, out, m_chunk, n_chunk):  # pragma: no cover - compiled
-    """``out[i] += a[ia[i]] @ b[ib[i]]`` with each sum in increasing k, in float64.
+def _batched_dot_kernel(a, b, ia, ib, out, out32, bias, mode, m_chunk, n_chunk):  # pragma: no cover - compiled
+    """``S = a[ia[i]] @ b[ib[i]]`` with each sum in increasing k, in float64, from ``+0.0``;
+    ``mode`` 0 stores ``S`` in ``out`` (B, M, N) float64, 1 stores ``fl32(S + bias[m])`` and 2
+    ``fl32(S)`` in ``out32`` (B, M, N) float32 (one float64 addition, one rounding to nearest
+    even, as NumPy's ``astype``); the other output is not touched.
 
-    ``a`` (Ba, M, K) and ``b`` (Bb, K, N) float32, ``out`` (B, M, N) float64, zero-initialised
-    by the caller. One task per (batch, block of ``m_chunk`` rows, block of ``n_chunk``
+    ``a`` (Ba, M, K) and ``b`` (Bb, K, N) float32. One task per (batch, block of ``m_chunk`` rows, block of ``n_chunk``
     columns): an output is only ever touched by one task, in one order, so the result does
     not depend on the thread count or on the chunk sizes. A task converts its columns of
     ``b`` to float64 once (a product of the converted values is the same exact float64
@@ -63,8 +65,9 @@ def _batched_dot_kernel(a, b, ia, ib, out, m_chunk, n_chunk):  # pragma: no cove
     — the same additions, in the same order, as one term per pass (the parentheses are the
     order; no ``fastmath``, so LLVM may not reassociate them), with a quarter of the loads and
     stores of ``o``. LLVM vectorises the loop over ``n``: SIMD across independent outputs.
+    The sums live in the task's own float64 tile until they are stored.
     """
-    nb, m_len, n_len = out.shape
+    nb, m_len, n_len = (out.shape if mode == 0 else out32.shape)
     k_len = a.shape[2]
     k_full = k_len // 4 * 4
     m_tasks = (m_len + m_chunk - 1) // m_chunk
@@ -86,12 +89,13 @@ def _batched_dot_kernel(a, b, ia, ib, out, m_chunk, n_chunk):  # pragma: no cove
             dst = bb[k]
             for n in range(n_w):
                 dst[n] = np.float64(src[n])
+        tile = np.zeros((m_hi - m_lo, n_w))
         m_pairs = m_lo + (m_hi - m_lo) // 2 * 2
         for m0 in range(m_lo, m_pairs, 2):
             r0 = a[ai, m0]
             r1 = a[ai, m0 + 1]
-            o0 = out[i, m0, n_lo:n_hi]
-            o1 = out[i, m0 + 1, n_lo:n_hi]
+            o0 = tile[m0 - m_lo]
+            o1 = tile[m0 + 1 - m_lo]
             for k in range(0, k_full, 4):
                 a00, a01, a02, a03 = np.float64(r0[k]), np.float64(r0[k + 1]), np.float64(r0[k + 2]), np.float64(r0[k + 3])
                 a10, a11, a12, a13 = np.float64(r1[k]), np.float64(r1[k + 1]), np.float64(r1[k + 2]), np.float64(r1[k + 3])
@@ -108,7 +112,7 @@ def _batched_dot_kernel(a, b, ia, ib, out, m_chunk, n_chunk):  # pragma: no cove
                     o1[n] += a10 * b0[n]
         for m in range(m_pairs, m_hi):
             r0 = a[ai, m]
-            o0 = out[i, m, n_lo:n_hi]
+            o0 = tile[m - m_lo]
             for k in range(0, k_full, 4):
                 a00, a01, a02, a03 = np.float64(r0[k]), np.float64(r0[k + 1]), np.float64(r0[k + 2]), np.float64(r0[k + 3])
                 b0, b1, b2, b3 = bb[k], bb[k + 1], bb[k + 2], bb[k + 3]
@@ -119,6 +123,27 @@ def _batched_dot_kernel(a, b, ia, ib, out, m_chunk, n_chunk):  # pragma: no cove
                 b0 = bb[k]
                 for n in range(n_w):
                     o0[n] += a00 * b0[n]
+        for m in range(m_lo, m_hi):
+            _store(tile[m - m_lo], out, out32, bias, mode, i, m, n_lo)
+
+
+@njit(cache=True, inline="always")
+def _store(sums, out, out32, bias, mode, i, m, start):  # pragma: no cover - compiled
+    """Row ``sums`` of float64 sums into ``out[i, m, start:]`` (mode 0), or rounded to float32
+    into ``out32[i, m, start:]``: ``fl32(S + bias[m])`` (mode 1), ``fl32(S)`` (mode 2)."""
+    if mode == 0:
+        dst = out[i, m, start:]
+        for n in range(sums.shape[0]):
+            dst[n] = sums[n]
+    elif mode == 1:
+        dst32 = out32[i, m, start:]
+        bm = bias[m]
+        for n in range(sums.shape[0]):
+            dst32[n] = np.float32(sums[n] + bm)
+    else:
+        dst32 = out32[i, m, start:]
+        for n in range(sums.shape[0]):
+            dst32[n] = np.float32(sums[n])
 
 
 def _chunks(m_len: int, n_len: int, k_len: int) -> tuple[int, int]:
@@ -142,10 +167,48 @@ def batched_dot_f64(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray
     ib = np.ascontiguousarray(ib, dtype=np.int64)
     if a.shape[2] != b.shape[1]:
         raise ValueError(f"inner dimensions differ: {a.shape} and {b.shape}")
-    out = np.zeros((len(ia), a.shape[1], b.shape[2]), dtype=np.float64)
-    if out.size and a.shape[2]:
-        _batched_dot_kernel(a, b, ia, ib, out, *_chunks(a.shape[1], b.shape[2], a.shape[2]))
-    return out
+    return _batched_dot(a, b, ia, ib, None)
+
+
+def batched_dot_rounded(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray, bias=None) -> np.ndarray:
+    """:func:`batched_dot_f64` plus ``float64(bias[m])`` on row ``m``, rounded once to float32
+    (``fl32(S + bias)``; ``fl32(S)`` without a bias): NumPy's float64 addition and ``astype``,
+    without the (B, M, N) float64 array."""
+    return _batched_dot(a, b, ia, ib, _bias64(bias, a.shape[1]))
+
+
+def _batched_dot(a, b, ia, ib, bias):
+    """``bias``: ``None`` (float64 sums), ``False`` (rounded), or float64 (M,) (added, rounded)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    b = np.ascontiguousarray(b, dtype=np.float32)
+    ia = np.ascontiguousarray(ia, dtype=np.int64)
+    ib = np.ascontiguousarray(ib, dtype=np.int64)
+    if a.shape[2] != b.shape[1]:
+        raise ValueError(f"inner dimensions differ: {a.shape} and {b.shape}")
+    shape = (len(ia), a.shape[1], b.shape[2])
+    out, out32, b64, mode = _outputs(shape, bias)
+    if not a.shape[2]:  # empty sums: S = +0.0
+        if mode == 0:
+            out[...] = 0.0
+        else:
+            out32[...] = ((0.0 + b64) if mode == 1 else np.zeros(shape[1]))[None, :, None].astype(np.float32)  # +0 + -0 = +0
+    elif np.prod(shape):
+        _batched_dot_kernel(a, b, ia, ib, out, out32, b64, mode, *_chunks(a.shape[1], b.shape[2], a.shape[2]))
+    return out if mode == 0 else out32
+
+
+def _bias64(bias, m):
+    """``False`` for no bias, else the bias as float64 (m,)."""
+    return False if bias is None else np.asarray(bias).astype(np.float64).reshape(m)
+
+
+def _outputs(shape, bias):
+    """The kernel's two outputs (the unused one a 1-element dummy), its bias and its mode."""
+    if bias is None:
+        return np.empty(shape), np.empty((1, 1, 1), np.float32), np.zeros(1), 0
+    if bias is False:
+        return np.empty((1, 1, 1)), np.empty(shape, np.float32), np.zeros(1), 2
+    return np.empty((1, 1, 1)), np.empty(shape, np.float32), bias, 1
 
 
 def dot_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -155,9 +218,11 @@ def dot_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True)
-def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma: no cover - compiled
-    """``out[n, m] += Σ_(c, i, j) w[m, c, i, j] · x[n, g·Cg + c, oh·sh + i·dh − top, ow·sw + j·dw − left]``
+def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, oh_n, ow_n, out, out32, bias, mode):  # pragma: no cover - compiled
+    """``S[n, m] = Σ_(c, i, j) w[m, c, i, j] · x[n, g·Cg + c, oh·sh + i·dh − top, ow·sw + j·dw − left]``
     in float64, each output's terms in increasing ``(c, i, j)``; taps in the padding skipped.
+    Stored as :func:`_batched_dot_kernel` stores (``mode``), in ``out``/``out32`` shaped
+    (N, M, OH·OW).
 
     One (image, output channel) pair per parallel iteration, so an output is only ever
     touched by one thread, in one order. The task converts each input plane to float64 once
@@ -172,7 +237,7 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma:
     orders them. A strided convolution's plane is split by column phase (column ``p``
     at ``[p % sw, p // sw]``), so each pass reads consecutive elements.
     """
-    n_img, m_out, oh_n, ow_n = out.shape
+    n_img, m_out = x.shape[0], w.shape[0]
     cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
     h, wd = x.shape[2], x.shape[3]
     mg = m_out // group
@@ -201,6 +266,7 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma:
         # phase: tap j of output column ow is phase (j·dw) % sw at ow + (j·dw) // sw, so every
         # pass reads consecutive elements, whatever the stride
         plane = np.zeros((sw, h, wq))
+        sums = np.zeros((oh_n, ow_n))
         for c in range(cg):
             src = x[n, c0 + c]
             for y in range(h):
@@ -209,7 +275,7 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma:
                     p = left + v
                     plane[p % sw, y, p // sw] = np.float64(srow[v])
             for oh in range(oh_n):
-                acc = out[n, m, oh]
+                acc = sums[oh]
                 av = acc[lo:hi]
                 for i in range(kh):
                     ih = oh * sh + i * dh - top
@@ -238,6 +304,7 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma:
                         _border_taps(acc, plane, ih, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
                     for ow in range(hi, ow_n):
                         _border_taps(acc, plane, ih, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
+        _store(sums.reshape(oh_n * ow_n), out, out32, bias, mode, n, m, 0)
 
 
 @njit(cache=True, inline="always")
@@ -275,42 +342,22 @@ def conv_direct_f64(x: np.ndarray, w: np.ndarray, group: int, pads, out_hw, stri
     zero-padded row: no border tests) and skips them only where a weight is ±∞ or NaN, whose
     product with 0 would be NaN.
     """
+    return _conv_direct(x, w, group, pads, out_hw, strides, dilations, None)
+
+
+def conv_direct_rounded(x, w, group: int, pads, out_hw, strides, dilations, bias=None) -> np.ndarray:
+    """:func:`conv_direct_f64` plus ``float64(bias[m])`` on channel ``m``, rounded once to
+    float32 — NumPy's float64 addition and ``astype`` without the float64 array."""
+    return _conv_direct(x, w, group, pads, out_hw, strides, dilations, _bias64(bias, w.shape[0]))
+
+
+def _conv_direct(x, w, group, pads, out_hw, strides, dilations, bias):
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(w, dtype=np.float32)
-    out = np.zeros((x.shape[0], w.shape[0], out_hw[0], out_hw[1]), dtype=np.float64)
-    if out.size:
+    shape = (x.shape[0], w.shape[0], int(out_hw[0]) * int(out_hw[1]))
+    out, out32, b64, mode = _outputs(shape, bias)
+    if np.prod(shape):
         _conv_direct_kernel(x, w, int(pads[0]), int(pads[1]), int(strides[0]), int(strides[1]),
-                            int(dilations[0]), int(dilations[1]), int(group), out)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def _channel_bias_round_kernel(acc, bias, has_bias, out):  # pragma: no cover - compiled
-    """``out[n, m, e] = fl32(acc[n, m, e] + bias[m])`` (``fl32(acc[n, m, e])`` without a bias):
-    one float64 addition, one rounding to nearest even (LLVM's ``fptrunc``, the conversion
-    NumPy's ``astype`` does)."""
-    n_img, m_out, size = acc.shape
-    for t in prange(n_img * m_out):
-        n = t // m_out
-        m = t % m_out
-        src, dst = acc[n, m], out[n, m]
-        if has_bias:
-            b = bias[m]
-            for e in range(size):
-                dst[e] = np.float32(src[e] + b)
-        else:
-            for e in range(size):
-                dst[e] = np.float32(src[e])
-
-
-def channel_bias_round(acc: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """``float32(acc + float64(bias[m]))`` for float64 sums ``acc`` (N, M, …) and a float32 bias
-    (M,) on axis 1 (or ``float32(acc)`` without one): the same bits as NumPy's
-    ``(acc + bias.astype(float64)[None, :, None, …]).astype(float32)``, in one pass."""
-    shape = acc.shape
-    acc3 = np.ascontiguousarray(acc).reshape(shape[0], shape[1], -1)
-    b = np.zeros(shape[1]) if bias is None else np.asarray(bias).astype(np.float64)
-    out = np.empty(acc3.shape, np.float32)
-    if out.size:
-        _channel_bias_round_kernel(acc3, b, bias is not None, out)
-    return out.reshape(shape)
+                            int(dilations[0]), int(dilations[1]), int(group), int(out_hw[0]), int(out_hw[1]),
+                            out, out32, b64, mode)
+    return (out if mode == 0 else out32).reshape(x.shape[0], w.shape[0], int(out_hw[0]), int(out_hw[1]))
