@@ -105,8 +105,9 @@ class SignMagnitudeHistogram:
         slices = max(1, min(4 * numba.get_num_threads(), n // 65536))  # long rows: several tasks
         counts = np.zeros((c, slices, 2 * self.bins + 1), np.int64)
         inverse32 = np.ones_like(inverse) if wide else inverse  # (unused when wide; 2**127+ overflows)
-        _count_bins(np.ascontiguousarray(rows, dtype=np.float32), inverse32.astype(np.float32),
-                    inverse, wide, self.bins, counts)
+        with numba.parallel_chunksize(1):  # slices handed out one by one: balanced on a busy machine
+            _count_bins(np.ascontiguousarray(rows, dtype=np.float32), inverse32.astype(np.float32),
+                        inverse, wide, self.bins, counts)
         counts = counts.sum(axis=1)
         self.neg += counts[:, self.bins - 1::-1]
         self.zeros += counts[:, self.bins]

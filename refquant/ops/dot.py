@@ -34,6 +34,7 @@ trained.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -193,7 +194,8 @@ def _batched_dot(a, b, ia, ib, bias):
         else:
             out32[...] = ((0.0 + b64) if mode == 1 else np.zeros(shape[1]))[None, :, None].astype(np.float32)  # +0 + -0 = +0
     elif np.prod(shape):
-        _batched_dot_kernel(a, b, ia, ib, out, out32, b64, mode, *_chunks(a.shape[1], b.shape[2], a.shape[2]))
+        with numba.parallel_chunksize(1):  # tasks handed out one by one: balanced on a busy machine
+            _batched_dot_kernel(a, b, ia, ib, out, out32, b64, mode, *_chunks(a.shape[1], b.shape[2], a.shape[2]))
     return out if mode == 0 else out32
 
 
@@ -357,7 +359,8 @@ def _conv_direct(x, w, group, pads, out_hw, strides, dilations, bias):
     shape = (x.shape[0], w.shape[0], int(out_hw[0]) * int(out_hw[1]))
     out, out32, b64, mode = _outputs(shape, bias)
     if np.prod(shape):
-        _conv_direct_kernel(x, w, int(pads[0]), int(pads[1]), int(strides[0]), int(strides[1]),
-                            int(dilations[0]), int(dilations[1]), int(group), int(out_hw[0]), int(out_hw[1]),
-                            out, out32, b64, mode)
+        with numba.parallel_chunksize(1):  # tasks handed out one by one: balanced on a busy machine
+            _conv_direct_kernel(x, w, int(pads[0]), int(pads[1]), int(strides[0]), int(strides[1]),
+                                int(dilations[0]), int(dilations[1]), int(group), int(out_hw[0]), int(out_hw[1]),
+                                out, out32, b64, mode)
     return (out if mode == 0 else out32).reshape(x.shape[0], w.shape[0], int(out_hw[0]), int(out_hw[1]))
