@@ -12,6 +12,6 @@ def test_real_model_set_names_are_photo_datas(severity, corruptions):
     names = _set_names("efficientnet-lite0", corruptions, severity)
     picked = CORRUPTIONS if corruptions is None else corruptions
     assert names == ["views", *(f"{c}-{severity or 3}" for c in picked)]
-    if corruptions is not None:  # the data function itself, on a small selection
+    if corruptions:  # the data function itself, on a small selection
         data = photo_data(1, 1, severity or 3, corruptions, 8)
         assert [name for name, _, _ in data.sets] == names
