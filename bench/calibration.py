@@ -14,7 +14,9 @@ machine's thread count (Numba's default; onnxruntime's calibration session's def
 
 Prints one JSON document: medians of wall and process CPU seconds, and refquant ÷ onnxruntime
 for the matching calibrator (minmax–MinMax, percentile–Percentile, entropy–Entropy; mse has no
-onnxruntime counterpart). Record the result in bench/RESULTS.md with the date and the CPU.
+onnxruntime counterpart), and the 1/5/15-minute load averages before and after (the machine
+may be shared: the interleaving keeps the ratios meaningful). Record the result in
+bench/RESULTS.md with the date and the CPU.
 
     python bench/calibration.py [--views 16] [--repeats 3]
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -57,6 +60,7 @@ def main(argv=None) -> int:
         if method:
             jobs.append((f"onnxruntime {method}",
                          lambda m=method: ort_quantize_static(graph, calib, m, per_channel=False)))
+    load_before = os.getloadavg()
     jobs[0][1]()  # warm-up: Numba's compilation and caches, onnxruntime's first session
     jobs[1][1]()
     times: dict = {name: [] for name, _ in jobs}
@@ -70,7 +74,8 @@ def main(argv=None) -> int:
     given = sys.argv[1:] if argv is None else list(argv)
     print(json.dumps({"command": " ".join(["python bench/calibration.py", *given]),
                       "date": time.strftime("%Y-%m-%d"), "cpu": cpu_summary(), "views": args.views,
-                      "repeats": args.repeats, "median": rows, "refquant_over_onnxruntime_wall": ratios}, indent=1))
+                      "repeats": args.repeats, "load_average_before_after": [list(load_before), list(os.getloadavg())],
+                      "median": rows, "refquant_over_onnxruntime_wall": ratios}, indent=1))
     return 0
 
 

@@ -334,7 +334,7 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
 
 def _sweep(tasks, data_options, backend, requant, progress, executor, db, resume, threads) -> list[CompareRow]:
     """Prepare each model once, share it, submit its plans (skipping stored rows), collect."""
-    set_names = {t.model: _set_names(t.model, data_options["corruptions"]) for t in tasks}
+    set_names = {t.model: _set_names(t.model, data_options["corruptions"], data_options["severity"]) for t in tasks}
     total = sum(len(set_names[t.model]) for t in tasks)
     report = progress if callable(progress) else (SweepProgress(total) if progress else None)
     done_keys = db.done() if db is not None else set()
@@ -399,11 +399,13 @@ def _stored_row(db, key: dict) -> CompareRow:
     return CompareRow(**{f: stored[f] for f in ROW_FIELDS})
 
 
-def _set_names(model, corruptions) -> list:
+def _set_names(model, corruptions, severity=None) -> list:
+    """The evaluation sets' names, as the data functions name them (``photo_data``: ``NAME-SEVERITY``)."""
     if model in OCR_MODELS:
         return list(OCR_SETS[model])
     if model in REAL_MODELS:
-        return ["views", *(CORRUPTIONS if corruptions is None else corruptions)]
+        severity = severity or REAL_MODEL_DEFAULTS["severity"]
+        return ["views", *(f"{name}-{severity}" for name in (CORRUPTIONS if corruptions is None else corruptions))]
     return [s.name for s in load_digits().test_sets()]
 
 

@@ -26,13 +26,17 @@ Numeric decisions:
 * Exact zeros are counted apart, because every quantization grid here holds 0 exactly: they
   never contribute quantization error.
 
-Cost per batch: a handful of vectorised float32 passes over the elements and one
-``np.bincount``; growth costs ``O(channels · bins)``.
+Cost per batch: one pass for each channel's largest magnitude (its maximum and minimum) and
+one compiled counting pass (per channel, or per slice of a long channel with its own counts,
+summed afterwards — integer counts, so the split changes nothing); growth costs
+``O(channels · bins)``.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from numba import njit, prange
 
 __all__ = ["SignMagnitudeHistogram", "power_of_two_above"]
 
@@ -76,32 +80,35 @@ class SignMagnitudeHistogram:
         """Histogram of ``|v|`` for the non-zero values: ``pos + neg``."""
         return self.pos + self.neg
 
-    def add(self, rows: np.ndarray) -> None:
-        """Count one batch: ``rows`` is finite float32 ``[channels, n]``.
+    def add(self, rows: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> None:
+        """Count one batch: ``rows`` is finite float32 ``[channels, n]``; ``lo``/``hi``, if the
+        caller has them, are its per-row minimum and maximum (saves that pass).
 
-        One ``np.bincount`` over the signed bin index ``sign(v) · (floor(|v|/w) + 1)``, which is
-        ``-bins … -1`` for negatives, 0 for zeros and ``1 … bins`` for positives.
+        Counts the signed bin index ``sign(v) · (floor(|v|/w) + 1)``, which is ``-bins … -1``
+        for negatives, 0 for zeros and ``1 … bins`` for positives (:func:`_count_bins`).
         """
         c, n = rows.shape
         if c != self.channels:
             raise ValueError(f"histogram: expected {self.channels} channel rows, got {c}")
         if n == 0:
             return
-        mag = np.abs(rows)
-        wanted = power_of_two_above(mag.max(axis=1).astype(np.float64) / self.bins)
+        if lo is None or hi is None:
+            lo, hi = rows.min(axis=1), rows.max(axis=1)
+        largest = np.maximum(hi, -lo)  # max |v| (exact in float32)
+        wanted = power_of_two_above(largest.astype(np.float64) / self.bins)
         self._grow_to(np.maximum(self.width, wanted))
 
         # |v| · 2^-e is exact in float32 (no overflow: it is < bins; an underflow is < 1 and
         # floors to 0 anyway) unless 2^-e itself leaves float32's range: then use float64.
         inverse = 1.0 / np.where(self.width > 0, self.width, 1.0)  # a width-0 channel holds only zeros
-        dtype = np.float32 if inverse.max() < 2.0**127 else np.float64
-        index = np.multiply(mag, inverse.astype(dtype)[:, None], dtype=dtype)
-        np.floor(index, out=index)
-        index += 1
-        index *= np.sign(rows)
-        span = 2 * self.bins + 1
-        flat = index.astype(np.int64) + (self.bins + span * np.arange(c))[:, None]
-        counts = np.bincount(flat.ravel(), minlength=c * span).reshape(c, span)
+        wide = bool(inverse.max() >= 2.0**127)
+        slices = max(1, min(4 * numba.get_num_threads(), n // 65536))  # long rows: several tasks
+        counts = np.zeros((c, slices, 2 * self.bins + 1), np.int64)
+        inverse32 = np.ones_like(inverse) if wide else inverse  # (unused when wide; 2**127+ overflows)
+        with numba.parallel_chunksize(1):  # slices handed out one by one: balanced on a busy machine
+            _count_bins(np.ascontiguousarray(rows, dtype=np.float32), inverse32.astype(np.float32),
+                        inverse, wide, self.bins, counts)
+        counts = counts.sum(axis=1)
         self.neg += counts[:, self.bins - 1::-1]
         self.zeros += counts[:, self.bins]
         self.pos += counts[:, self.bins + 1:]
@@ -118,3 +125,30 @@ class SignMagnitudeHistogram:
                 np.add.at(merged, (rows, target), counts[grow])
                 counts[grow] = merged
         self.width = new_width.astype(np.float64)
+
+
+@njit(cache=True, parallel=True)
+def _count_bins(rows, inverse32, inverse64, wide, bins, counts):  # pragma: no cover - compiled
+    """``counts[c, s, bins + sign(v)·(floor(|v|·inverse[c]) + 1)] += 1`` for the values ``v`` of
+    slice ``s`` of row ``c``. The product is float32 (float64 where ``wide``): a value times a
+    power of two, exact, so the floor is the exact bin, as in ``SignMagnitudeHistogram.add``."""
+    c_len, slices = counts.shape[0], counts.shape[1]
+    n = rows.shape[1]
+    for t in prange(c_len * slices):
+        c = t // slices
+        s = t % slices
+        row = rows[c]
+        out = counts[c, s]
+        for e in range(s * n // slices, (s + 1) * n // slices):
+            v = row[e]
+            if v == 0:
+                out[bins] += 1
+                continue
+            if wide:
+                m = np.int64(np.floor(np.abs(np.float64(v)) * inverse64[c]))
+            else:
+                m = np.int64(np.floor(np.abs(v) * inverse32[c]))
+            if v > 0:
+                out[bins + 1 + m] += 1
+            else:
+                out[bins - 1 - m] += 1

@@ -24,7 +24,7 @@ from refquant.strategies import LayerSpec, check_saturation
 from .histogram import SignMagnitudeHistogram
 from .options import max_saturation_option
 
-__all__ = ["channel_rows", "range_qparams", "MinMaxObserver", "HistogramObserver"]
+__all__ = ["channel_rows", "rows_and_range", "range_qparams", "MinMaxObserver", "HistogramObserver"]
 
 
 def channel_rows(y, spec: LayerSpec) -> np.ndarray:
@@ -32,6 +32,13 @@ def channel_rows(y, spec: LayerSpec) -> np.ndarray:
 
     float64 input is rounded to float32 once (activations are float32); NaN/Inf raise.
     """
+    return rows_and_range(y, spec)[0]
+
+
+def rows_and_range(y, spec: LayerSpec):
+    """:func:`channel_rows` and each row's minimum and maximum (float32 ``[rows]``; ``None``
+    for an empty batch), from one ``min`` and one ``max`` pass: a NaN reaches its row's
+    minimum and maximum and ±Inf one of them, so they are also the finiteness check."""
     y = np.asarray(y)
     where = f"layer {spec.layer!r}"
     if y.dtype.kind not in "fiu":
@@ -40,12 +47,14 @@ def channel_rows(y, spec: LayerSpec) -> np.ndarray:
     if spec.per_channel and y.ndim < 2:
         raise ValueError(f"{where}: per-channel activations need channels on axis 1 "
                          f"(N C … layout), got shape {y.shape}")
-    if y.size and not (np.isfinite(y.min()) and np.isfinite(y.max())):  # NaN and ±Inf reach min/max
+    rows = y.reshape(1, -1) if not spec.per_channel else np.moveaxis(y, 1, 0).reshape(y.shape[1], -1)
+    if not rows.shape[1]:
+        return rows, None, None
+    lo, hi = rows.min(axis=1), rows.max(axis=1)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise ValueError(f"{where}: calibration batch has {int(np.count_nonzero(~np.isfinite(y)))} "
                          f"non-finite value(s) (NaN or Inf) in its output")
-    if not spec.per_channel:
-        return y.reshape(1, -1)
-    return np.moveaxis(y, 1, 0).reshape(y.shape[1], -1)
+    return rows, lo, hi
 
 
 def range_qparams(lo, hi, spec: LayerSpec) -> QParams:
@@ -68,15 +77,15 @@ class MinMaxObserver:
         self.hi: np.ndarray | None = None
 
     def observe(self, y, *, context=None, x=None) -> None:
-        rows = channel_rows(y, self.spec)
+        rows, lo, hi = rows_and_range(y, self.spec)
         if rows.shape[1]:
-            self._update(rows)
+            self._update(rows, lo, hi)
 
-    def _update(self, rows: np.ndarray) -> None:
+    def _update(self, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Fold one batch's per-row ``lo``/``hi`` (of ``rows``) into the running range."""
         if self.lo is not None and rows.shape[0] != self.lo.shape[0]:
             raise ValueError(f"layer {self.spec.layer!r}: batch has {rows.shape[0]} channels, "
                              f"earlier batches had {self.lo.shape[0]}")
-        lo, hi = rows.min(axis=1), rows.max(axis=1)
         self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
         self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
 
@@ -104,13 +113,13 @@ class HistogramObserver(MinMaxObserver):
         self.hist: SignMagnitudeHistogram | None = None
 
     def observe(self, y, *, context=None, x=None) -> None:
-        rows = channel_rows(y, self.spec)
+        rows, lo, hi = rows_and_range(y, self.spec)
         if rows.shape[1] == 0:
             return
-        self._update(rows)
+        self._update(rows, lo, hi)
         if self.hist is None:
             self.hist = SignMagnitudeHistogram(rows.shape[0], self.bins)
-        self.hist.add(rows)
+        self.hist.add(rows, lo, hi)
 
     def ranges(self) -> tuple[np.ndarray, np.ndarray]:
         """The per-row ``(lo, hi)`` the rule chooses (float64)."""

@@ -11,10 +11,10 @@ pads (see :mod:`refquant.ops.padding`).
 
 Numeric decisions (the *float reference path*, spec/numerics.md): each output is a sum of
 ``K = C/group * kH * kW`` terms; :func:`conv` (the inference forward: float executor,
-calibration, golden replay) computes it with :func:`refquant.ops.dot.conv_direct_f64` — exact
+calibration, golden replay) computes it with :mod:`refquant.ops.dot`'s kernels — exact
 float64 products summed in float64 in increasing ``k`` (order: input channel, kernel row,
-kernel column: an im2col column's order, without unrolling the input), the bias added in
-float64, one rounding to float32.  The result does not depend on the host's BLAS, SIMD
+kernel column: an im2col column's order), the bias added in float64, one rounding to
+float32, the last two done by the kernel that summed (no float64 output array).  The result does not depend on the host's BLAS, SIMD
 width or thread count, and is within ``gamma64_(K+1) * (sum|w*x| + |b|) + u*|y|`` of the
 exact value (``u = 2**-24``, ``gamma64_n ~ n*2**-53``) — well inside the float32 bound
 ``gamma_(K+1) * sum|w*x| + |b|`` the tests check against the onnx reference evaluator and
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import require_float, require_float32, require_grad_shape, require_ndim
-from .dot import batched_dot_f64, conv_direct_f64
+from .dot import batched_dot_rounded, conv_direct_rounded
 from .padding import window_plan
 
 
@@ -113,32 +113,32 @@ def _conv(x, w, b, accumulate, *, auto_pad="NOTSET", dilations=None, group=1, ke
         if b is not None:
             y += b[None, :, None, None]
         return y
-    acc = _conv_sums_f64(x, w, group, plan, strides or (1, 1), dilations or (1, 1))
-    if b is not None:
-        acc += b.astype(np.float64)[None, :, None, None]
-    return acc.astype(np.float32)
+    return _conv_rounded(x, w, b, group, plan, strides or (1, 1), dilations or (1, 1))
 
 
-def _conv_sums_f64(x, w, group, plan, strides, dilations) -> np.ndarray:
-    """The float64 sums ``S_K`` (``refquant.ops.dot``), in the order of an im2col column.
+def _conv_rounded(x, w, b, group, plan, strides, dilations) -> np.ndarray:
+    """``fl32(S_K + float64(b[m]))``, the float64 sums ``S_K`` (``refquant.ops.dot``) in the
+    order of an im2col column, the bias added and the result rounded by the kernel that
+    summed them (no float64 array of the outputs).
 
     Three ways to the same bits, chosen for speed only: grouped convolutions (depthwise:
     ``K = kH·kW`` terms, where unrolling would copy the input ``K`` times for little work)
-    sum directly (:func:`conv_direct_f64`); an unpadded 1×1 stride-1 convolution multiplies
-    the input itself (its columns *are* the input, no copy); every other convolution
-    unrolls and multiplies (:func:`batched_dot_f64`).
+    sum directly (:func:`~refquant.ops.dot.conv_direct_rounded`); an unpadded 1×1 stride-1
+    convolution multiplies the input itself (its columns *are* the input, no copy); every
+    other convolution unrolls and multiplies (:func:`~refquant.ops.dot.batched_dot_rounded`).
     """
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
     oh, ow = plan.out
     if group > 1:
-        return conv_direct_f64(x, w, group, plan.pads, plan.out, strides, dilations)
+        return conv_direct_rounded(x, w, group, plan.pads, plan.out, strides, dilations, b)
     if (kh, kw) == (1, 1) and tuple(strides) == (1, 1) and not any(plan.pads) and plan.out == (h, wd):
         cols = x.reshape(n, c, h * wd)
     else:
         cols = im2col(x, (kh, kw), plan, strides, dilations).reshape(n, cg * kh * kw, oh * ow)
     zero = np.zeros(n, dtype=np.int64)
-    return batched_dot_f64(w.reshape(1, m, cg * kh * kw), cols, zero, np.arange(n, dtype=np.int64)).reshape(n, m, oh, ow)
+    return batched_dot_rounded(w.reshape(1, m, cg * kh * kw), cols, zero, np.arange(n, dtype=np.int64),
+                               b).reshape(n, m, oh, ow)
 
 
 # ---- backward -------------------------------------------------------------------------------

@@ -12,9 +12,15 @@ Why this is machine-independent (bit for bit, on any IEEE-754 host):
   <= 53; exponents from 2**-298 to 2**256, inside float64's normal range), so whether the
   compiler fuses the multiply-add into an FMA or not changes no bit;
 * the additions are done one after another in increasing ``k`` — an order fixed by this
-  code, not by a BLAS kernel's blocking, SIMD width or thread count.  The Numba kernel is
+  code, not by a BLAS kernel's blocking, SIMD width or thread count.  The Numba kernels are
   compiled without ``fastmath``, so LLVM may not reassociate them; it vectorises across
   independent outputs ``n`` only, which leaves each output's order untouched.
+* for speed the kernels block the work — tasks of rows × columns, two rows and four
+  consecutive terms per pass over a row (``o = (((o + p_k) + p_(k+1)) + p_(k+2)) + p_(k+3)``,
+  the parenthesised order being the specified one), the columns converted to float64 once
+  per task, Conv's taps three per pass — and none of it changes which additions happen or
+  in which order, so no bit (``tests/test_float_dot_kernels.py`` checks them against NumPy
+  sums that add one term at a time, for every block remainder and on one and two threads).
 * the one float32 rounding at the end is correctly rounded (NumPy's ``astype``).
 
 Accuracy: ``|S_K - exact| <= gamma64_K * sum|a*b|`` with ``gamma64_K ~ K * 2**-53``, far
@@ -28,33 +34,126 @@ trained.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["batched_dot_f64", "conv_direct_f64", "dot_f64"]
+__all__ = ["batched_dot_f64", "batched_dot_rounded", "conv_direct_f64", "conv_direct_rounded", "dot_f64"]
+
+
+#: rows of one task of the batched dot (its float64 copy of a column tile serves them all)
+_M_CHUNK = 64
+#: float64 elements of a task's column tile (K × columns, at least 128 columns): 256 KiB
+_TILE = 32768
 
 
 @njit(cache=True, parallel=True)
-def _batched_dot_kernel(a, b, ia, ib, out):  # pragma: no cover - compiled
-    """``out[i] += a[ia[i]] @ b[ib[i]]`` with each sum in increasing k, in float64.
+def _batched_dot_kernel(a, b, ia, ib, out, out32, bias, mode, m_chunk, n_chunk):  # pragma: no cover - compiled
+    """``S = a[ia[i]] @ b[ib[i]]`` with each sum in increasing k, in float64, from ``+0.0``;
+    ``mode`` 0 stores ``S`` in ``out`` (B, M, N) float64, 1 stores ``fl32(S + bias[m])`` and 2
+    ``fl32(S)`` in ``out32`` (B, M, N) float32 (one float64 addition, one rounding to nearest
+    even, as NumPy's ``astype``); the other output is not touched.
 
-    ``a`` (Ba, M, K) and ``b`` (Bb, K, N) float32, ``out`` (B, M, N) float64, zero-initialised
-    by the caller.  One (batch, row) pair per parallel iteration: an output is only ever
-    touched by one thread, in one order.
+    ``a`` (Ba, M, K) and ``b`` (Bb, K, N) float32. One task per (batch, block of ``m_chunk`` rows, block of ``n_chunk``
+    columns): an output is only ever touched by one task, in one order, so the result does
+    not depend on the thread count or on the chunk sizes. A task converts its columns of
+    ``b`` to float64 once (a product of the converted values is the same exact float64
+    product), then, for two rows at a time, adds four consecutive terms per pass over the
+    row tile::
+
+        o[n] = (((o[n] + a[m, k]·b[k, n]) + a[m, k+1]·b[k+1, n]) + a[m, k+2]·b[k+2, n]) + a[m, k+3]·b[k+3, n]
+
+    — the same additions, in the same order, as one term per pass (the parentheses are the
+    order; no ``fastmath``, so LLVM may not reassociate them), with a quarter of the loads and
+    stores of ``o``. LLVM vectorises the loop over ``n``: SIMD across independent outputs.
+    The sums live in the task's own float64 tile until they are stored.
     """
-    nb = out.shape[0]
-    m_rows = out.shape[1]
-    n_cols = out.shape[2]
+    nb, m_len, n_len = (out.shape if mode == 0 else out32.shape)
     k_len = a.shape[2]
-    for t in prange(nb * m_rows):
-        i = t // m_rows
-        m = t % m_rows
+    k_full = k_len // 4 * 4
+    m_tasks = (m_len + m_chunk - 1) // m_chunk
+    n_tasks = (n_len + n_chunk - 1) // n_chunk
+    for t in prange(nb * m_tasks * n_tasks):
+        i = t // (m_tasks * n_tasks)
+        mt = (t // n_tasks) % m_tasks
+        nt = t % n_tasks
         ai = ia[i]
         bi = ib[i]
+        m_lo = mt * m_chunk
+        m_hi = min(m_len, m_lo + m_chunk)
+        n_lo = nt * n_chunk
+        n_hi = min(n_len, n_lo + n_chunk)
+        n_w = n_hi - n_lo
+        bb = np.empty((k_len, n_w))
         for k in range(k_len):
-            w = np.float64(a[ai, m, k])
-            for n in range(n_cols):
-                out[i, m, n] += w * np.float64(b[bi, k, n])
+            src = b[bi, k, n_lo:n_hi]
+            dst = bb[k]
+            for n in range(n_w):
+                dst[n] = np.float64(src[n])
+        tile = np.zeros((m_hi - m_lo, n_w))
+        m_pairs = m_lo + (m_hi - m_lo) // 2 * 2
+        for m0 in range(m_lo, m_pairs, 2):
+            r0 = a[ai, m0]
+            r1 = a[ai, m0 + 1]
+            o0 = tile[m0 - m_lo]
+            o1 = tile[m0 + 1 - m_lo]
+            for k in range(0, k_full, 4):
+                a00, a01, a02, a03 = np.float64(r0[k]), np.float64(r0[k + 1]), np.float64(r0[k + 2]), np.float64(r0[k + 3])
+                a10, a11, a12, a13 = np.float64(r1[k]), np.float64(r1[k + 1]), np.float64(r1[k + 2]), np.float64(r1[k + 3])
+                b0, b1, b2, b3 = bb[k], bb[k + 1], bb[k + 2], bb[k + 3]
+                for n in range(n_w):
+                    x0, x1, x2, x3 = b0[n], b1[n], b2[n], b3[n]
+                    o0[n] = (((o0[n] + a00 * x0) + a01 * x1) + a02 * x2) + a03 * x3
+                    o1[n] = (((o1[n] + a10 * x0) + a11 * x1) + a12 * x2) + a13 * x3
+            for k in range(k_full, k_len):
+                a00, a10 = np.float64(r0[k]), np.float64(r1[k])
+                b0 = bb[k]
+                for n in range(n_w):
+                    o0[n] += a00 * b0[n]
+                    o1[n] += a10 * b0[n]
+        for m in range(m_pairs, m_hi):
+            r0 = a[ai, m]
+            o0 = tile[m - m_lo]
+            for k in range(0, k_full, 4):
+                a00, a01, a02, a03 = np.float64(r0[k]), np.float64(r0[k + 1]), np.float64(r0[k + 2]), np.float64(r0[k + 3])
+                b0, b1, b2, b3 = bb[k], bb[k + 1], bb[k + 2], bb[k + 3]
+                for n in range(n_w):
+                    o0[n] = (((o0[n] + a00 * b0[n]) + a01 * b1[n]) + a02 * b2[n]) + a03 * b3[n]
+            for k in range(k_full, k_len):
+                a00 = np.float64(r0[k])
+                b0 = bb[k]
+                for n in range(n_w):
+                    o0[n] += a00 * b0[n]
+        for m in range(m_lo, m_hi):
+            _store(tile[m - m_lo], out, out32, bias, mode, i, m, n_lo)
+
+
+@njit(cache=True, inline="always")
+def _store(sums, out, out32, bias, mode, i, m, start):  # pragma: no cover - compiled
+    """Row ``sums`` of float64 sums into ``out[i, m, start:]`` (mode 0), or rounded to float32
+    into ``out32[i, m, start:]``: ``fl32(S + bias[m])`` (mode 1), ``fl32(S)`` (mode 2)."""
+    if mode == 0:
+        dst = out[i, m, start:]
+        for n in range(sums.shape[0]):
+            dst[n] = sums[n]
+    elif mode == 1:
+        dst32 = out32[i, m, start:]
+        bm = bias[m]
+        for n in range(sums.shape[0]):
+            dst32[n] = np.float32(sums[n] + bm)
+    else:
+        dst32 = out32[i, m, start:]
+        for n in range(sums.shape[0]):
+            dst32[n] = np.float32(sums[n])
+
+
+def _chunks(m_len: int, n_len: int, k_len: int) -> tuple[int, int]:
+    """Task sizes of :func:`_batched_dot_kernel`: ``_M_CHUNK`` rows; columns in equal blocks
+    whose float64 tile (K × columns) stays under ``_TILE`` elements or 128 columns. Speed
+    only: any sizes give the same bits."""
+    widest = max(128, _TILE // max(k_len, 1))
+    n_tasks = -(-n_len // widest)
+    return _M_CHUNK, max(1, -(-n_len // n_tasks))
 
 
 def batched_dot_f64(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
@@ -69,10 +168,49 @@ def batched_dot_f64(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray
     ib = np.ascontiguousarray(ib, dtype=np.int64)
     if a.shape[2] != b.shape[1]:
         raise ValueError(f"inner dimensions differ: {a.shape} and {b.shape}")
-    out = np.zeros((len(ia), a.shape[1], b.shape[2]), dtype=np.float64)
-    if out.size and a.shape[2]:
-        _batched_dot_kernel(a, b, ia, ib, out)
-    return out
+    return _batched_dot(a, b, ia, ib, None)
+
+
+def batched_dot_rounded(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray, bias=None) -> np.ndarray:
+    """:func:`batched_dot_f64` plus ``float64(bias[m])`` on row ``m``, rounded once to float32
+    (``fl32(S + bias)``; ``fl32(S)`` without a bias): NumPy's float64 addition and ``astype``,
+    without the (B, M, N) float64 array."""
+    return _batched_dot(a, b, ia, ib, _bias64(bias, a.shape[1]))
+
+
+def _batched_dot(a, b, ia, ib, bias):
+    """``bias``: ``None`` (float64 sums), ``False`` (rounded), or float64 (M,) (added, rounded)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    b = np.ascontiguousarray(b, dtype=np.float32)
+    ia = np.ascontiguousarray(ia, dtype=np.int64)
+    ib = np.ascontiguousarray(ib, dtype=np.int64)
+    if a.shape[2] != b.shape[1]:
+        raise ValueError(f"inner dimensions differ: {a.shape} and {b.shape}")
+    shape = (len(ia), a.shape[1], b.shape[2])
+    out, out32, b64, mode = _outputs(shape, bias)
+    if not a.shape[2]:  # empty sums: S = +0.0
+        if mode == 0:
+            out[...] = 0.0
+        else:
+            out32[...] = ((0.0 + b64) if mode == 1 else np.zeros(shape[1]))[None, :, None].astype(np.float32)  # +0 + -0 = +0
+    elif np.prod(shape):
+        with numba.parallel_chunksize(1):  # tasks handed out one by one: balanced on a busy machine
+            _batched_dot_kernel(a, b, ia, ib, out, out32, b64, mode, *_chunks(a.shape[1], b.shape[2], a.shape[2]))
+    return out if mode == 0 else out32
+
+
+def _bias64(bias, m):
+    """``False`` for no bias, else the bias as float64 (m,)."""
+    return False if bias is None else np.asarray(bias).astype(np.float64).reshape(m)
+
+
+def _outputs(shape, bias):
+    """The kernel's two outputs (the unused one a 1-element dummy), its bias and its mode."""
+    if bias is None:
+        return np.empty(shape), np.empty((1, 1, 1), np.float32), np.zeros(1), 0
+    if bias is False:
+        return np.empty((1, 1, 1)), np.empty(shape, np.float32), np.zeros(1), 2
+    return np.empty((1, 1, 1)), np.empty(shape, np.float32), bias, 1
 
 
 def dot_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,37 +220,105 @@ def dot_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True)
-def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, out):  # pragma: no cover - compiled
-    """``out[n, m] += Σ_(c, i, j) w[m, c, i, j] · x[n, g·Cg + c, oh·sh + i·dh − top, ow·sw + j·dw − left]``
+def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, oh_n, ow_n, out, out32, bias, mode):  # pragma: no cover - compiled
+    """``S[n, m] = Σ_(c, i, j) w[m, c, i, j] · x[n, g·Cg + c, oh·sh + i·dh − top, ow·sw + j·dw − left]``
     in float64, each output's terms in increasing ``(c, i, j)``; taps in the padding skipped.
+    Stored as :func:`_batched_dot_kernel` stores (``mode``), in ``out``/``out32`` shaped
+    (N, M, OH·OW).
 
     One (image, output channel) pair per parallel iteration, so an output is only ever
-    touched by one thread, in one order.
+    touched by one thread, in one order. The task converts each input plane to float64 once
+    (zero-padded left and right), then goes output row by output row (the row stays in L1
+    while its taps are added): per input channel ``c`` and kernel row ``i`` inside the input,
+    up to three consecutive taps per pass,
+    ``o = ((o + w_j·x_j) + w_(j+1)·x_(j+1)) + w_(j+2)·x_(j+2)`` (the parentheses are the order,
+    no ``fastmath``), over every column when the channel's weights are finite (a padding tap
+    adds ±0.0: no bit changes, :func:`conv_direct_f64`), else over the columns whose taps are
+    all inside, the border columns getting their inside taps one by one in increasing ``j``.
+    Every output thus receives its terms in increasing ``(c, i, j)``, as an im2col column
+    orders them. A strided convolution's plane is split by column phase (column ``p``
+    at ``[p % sw, p // sw]``), so each pass reads consecutive elements.
     """
-    n_img, m_out, oh_n, ow_n = out.shape
+    n_img, m_out = x.shape[0], w.shape[0]
     cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
     h, wd = x.shape[2], x.shape[3]
     mg = m_out // group
+    ow_lo = np.empty(kw, np.int64)
+    ow_hi = np.empty(kw, np.int64)
+    for j in range(kw):
+        ow_lo[j], ow_hi[j] = _inside(left - j * dw, wd + left - j * dw, sw, ow_n)
+    lo_all, hi_all = 0, ow_n  # the columns where every tap j is inside the input
+    for j in range(kw):
+        lo_all = max(lo_all, ow_lo[j])
+        hi_all = min(hi_all, ow_hi[j])
+    hi_all = max(lo_all, hi_all)
+    wp = max(left + wd, (ow_n - 1) * sw + (kw - 1) * dw + 1)  # a row padded on the left by `left`
+    wq = (wp + sw - 1) // sw  # padded column p lives in phase p % sw at p // sw
     for t in prange(n_img * m_out):
         n = t // m_out
         m = t % m_out
         c0 = (m // mg) * cg
+        lo, hi = 0, ow_n  # finite weights: every column as interior (a padding tap adds ±0.0)
         for c in range(cg):
             for i in range(kh):
-                oh_lo, oh_hi = _inside(top - i * dh, h + top - i * dh, sh, oh_n)
                 for j in range(kw):
-                    ow_lo, ow_hi = _inside(left - j * dw, wd + left - j * dw, sw, ow_n)
-                    wt = np.float64(w[m, c, i, j])
-                    shift = j * dw - left
-                    for oh in range(oh_lo, oh_hi):
-                        row = x[n, c0 + c, oh * sh + i * dh - top]
-                        acc = out[n, m, oh]
-                        if sw == 1:  # contiguous taps: a loop LLVM vectorises
-                            for ow in range(ow_lo, ow_hi):
-                                acc[ow] += wt * np.float64(row[ow + shift])
-                        else:
-                            for ow in range(ow_lo, ow_hi):
-                                acc[ow] += wt * np.float64(row[ow * sw + shift])
+                    if not np.isfinite(w[m, c, i, j]):
+                        lo, hi = lo_all, hi_all
+        # the input plane in float64, zero-padded on the left and right and split by column
+        # phase: tap j of output column ow is phase (j·dw) % sw at ow + (j·dw) // sw, so every
+        # pass reads consecutive elements, whatever the stride
+        plane = np.zeros((sw, h, wq))
+        sums = np.zeros((oh_n, ow_n))
+        for c in range(cg):
+            src = x[n, c0 + c]
+            for y in range(h):
+                srow = src[y]
+                for v in range(wd):
+                    p = left + v
+                    plane[p % sw, y, p // sw] = np.float64(srow[v])
+            for oh in range(oh_n):
+                acc = sums[oh]
+                av = acc[lo:hi]
+                for i in range(kh):
+                    ih = oh * sh + i * dh - top
+                    if ih < 0 or ih >= h:
+                        continue
+                    # views based at the first interior column: their indices are loop counters
+                    # (never negative), so Numba adds no wraparound check and LLVM vectorises
+                    j = 0
+                    while j + 3 <= kw:
+                        w0 = np.float64(w[m, c, i, j])
+                        w1 = np.float64(w[m, c, i, j + 1])
+                        w2 = np.float64(w[m, c, i, j + 2])
+                        x0 = plane[(j * dw) % sw, ih, lo + (j * dw) // sw:]
+                        x1 = plane[((j + 1) * dw) % sw, ih, lo + ((j + 1) * dw) // sw:]
+                        x2 = plane[((j + 2) * dw) % sw, ih, lo + ((j + 2) * dw) // sw:]
+                        for q in range(av.shape[0]):
+                            av[q] = ((av[q] + w0 * x0[q]) + w1 * x1[q]) + w2 * x2[q]
+                        j += 3
+                    while j < kw:
+                        wt = np.float64(w[m, c, i, j])
+                        x0 = plane[(j * dw) % sw, ih, lo + (j * dw) // sw:]
+                        for q in range(av.shape[0]):
+                            av[q] += wt * x0[q]
+                        j += 1
+                    for ow in range(0, lo):  # border columns (non-finite weights): inside taps only
+                        _border_taps(acc, plane, ih, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
+                    for ow in range(hi, ow_n):
+                        _border_taps(acc, plane, ih, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
+        _store(sums.reshape(oh_n * ow_n), out, out32, bias, mode, n, m, 0)
+
+
+@njit(cache=True, inline="always")
+def _border_taps(acc, plane, ih, wrow, ow, ow_lo, ow_hi, sw, dw):  # pragma: no cover - compiled
+    """Add output column ``ow``'s inside taps of kernel row ``wrow`` (input row ``ih`` of the
+    phase-split padded ``plane``), in increasing ``j``."""
+    s = acc[ow]
+    for j in range(wrow.shape[0]):
+        if ow_lo[j] <= ow < ow_hi[j]:
+            p = ow * sw + j * dw
+            s += np.float64(wrow[j]) * plane[p % sw, ih, p // sw]
+    acc[ow] = s
 
 
 @njit(cache=True, inline="always")
@@ -133,12 +339,28 @@ def conv_direct_f64(x: np.ndarray, w: np.ndarray, group: int, pads, out_hw, stri
     ``±0.0`` to a sum that starts at ``+0.0`` leaves it unchanged (a float64 sum of such terms
     is never ``−0.0``: ``+0 + −0 = +0`` and an exact cancellation gives ``+0``). So this is
     the same float64 value as :func:`batched_dot_f64` on the unrolled input, without the
-    ``kH·kW``-fold copy (a test checks the two agree bit for bit).
+    ``kH·kW``-fold copy (a test checks the two agree bit for bit). For the same reason the
+    kernel adds the padding taps of an output channel whose weights are all finite (from a
+    zero-padded row: no border tests) and skips them only where a weight is ±∞ or NaN, whose
+    product with 0 would be NaN.
     """
+    return _conv_direct(x, w, group, pads, out_hw, strides, dilations, None)
+
+
+def conv_direct_rounded(x, w, group: int, pads, out_hw, strides, dilations, bias=None) -> np.ndarray:
+    """:func:`conv_direct_f64` plus ``float64(bias[m])`` on channel ``m``, rounded once to
+    float32 — NumPy's float64 addition and ``astype`` without the float64 array."""
+    return _conv_direct(x, w, group, pads, out_hw, strides, dilations, _bias64(bias, w.shape[0]))
+
+
+def _conv_direct(x, w, group, pads, out_hw, strides, dilations, bias):
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(w, dtype=np.float32)
-    out = np.zeros((x.shape[0], w.shape[0], out_hw[0], out_hw[1]), dtype=np.float64)
-    if out.size:
-        _conv_direct_kernel(x, w, int(pads[0]), int(pads[1]), int(strides[0]), int(strides[1]),
-                            int(dilations[0]), int(dilations[1]), int(group), out)
-    return out
+    shape = (x.shape[0], w.shape[0], int(out_hw[0]) * int(out_hw[1]))
+    out, out32, b64, mode = _outputs(shape, bias)
+    if np.prod(shape):
+        with numba.parallel_chunksize(1):  # tasks handed out one by one: balanced on a busy machine
+            _conv_direct_kernel(x, w, int(pads[0]), int(pads[1]), int(strides[0]), int(strides[1]),
+                                int(dilations[0]), int(dilations[1]), int(group), int(out_hw[0]), int(out_hw[1]),
+                                out, out32, b64, mode)
+    return (out if mode == 0 else out32).reshape(x.shape[0], w.shape[0], int(out_hw[0]), int(out_hw[1]))

@@ -29,7 +29,8 @@ def clip(x: np.ndarray, min: np.ndarray | None = None, max: np.ndarray | None = 
     if min is not None:
         y = np.maximum(y, min)
     if max is not None:
-        y = np.minimum(y, max)
+        fresh = y is not x and isinstance(y, np.ndarray)  # np.maximum's own result: reuse it
+        y = np.minimum(y, max, out=y) if fresh else np.minimum(y, max)
     return y
 
 
