@@ -50,7 +50,7 @@ def _prepared(kind, x, w, x_zp, w_zp, bias, rq, attrs):
                                         **attrs)
     binding = layer.bind(x_zp, bias)
     shape = np.shape(x)
-    if kind == "conv2d" and not fast._uses_depthwise(w.shape, x.dtype, w.dtype):
+    if kind == "conv2d" and not fast._uses_depthwise(w.shape, x.dtype, w.dtype, attrs.get("group", 1)):
         assert layer._plan(shape, fast._threads(None))[4]  # the sgemm path was taken
     if rq is None:
         return layer.run(x, binding, layer.requant_args(None), np.int32)

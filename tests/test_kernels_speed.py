@@ -61,7 +61,7 @@ def int_array(rng, shape, dtype, fill):
 
 @st.composite
 def depthwise_case(draw):
-    channels, mult = draw(st.integers(1, 12)), draw(st.sampled_from([1, 1, 1, 2, 3]))
+    channels, mult = draw(st.integers(2, 12)), draw(st.sampled_from([1, 1, 1, 2, 3]))  # group = C_in > 1
     kh, kw = draw(st.sampled_from([(3, 3), (5, 5), (1, 1), (3, 1), (2, 4), (7, 7)]))
     strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilations = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
@@ -112,7 +112,7 @@ def prepared_run(x, w, zx, zw, bias, attrs, rq):
 @given(depthwise_case(), st.data())
 def test_depthwise_conv_equals_reference_on_one_and_two_threads(case, data):
     x, w, zx, zw, bias, attrs = case
-    assert fast._uses_depthwise(w.shape, x.dtype, w.dtype)
+    assert fast._uses_depthwise(w.shape, x.dtype, w.dtype, attrs.get("group", 1))
     rq = data.draw(requantizer(w.shape[0]))
     for args, kernel in (((x, w, zx, zw, bias), "conv2d_int32"), ((x, w, zx, zw, bias, rq), "conv2d_requant")):
         expected = outcome(getattr(ref, kernel), *args, name="conv", **attrs)

@@ -123,12 +123,12 @@ def activation_bound(x_dtype, x_zero_point) -> int:
     return max(za - int(info.min), int(info.max) - za, 0)
 
 
-def eligible(a_dtype, w_dtype, w_shape) -> bool:
+def eligible(a_dtype, w_dtype, w_shape, group=1) -> bool:
     """8-bit operands, and not a depthwise conv (``fast``'s depthwise kernel runs those)."""
     a_dtype, w_dtype = np.dtype(a_dtype), np.dtype(w_dtype)
     return (USE_SGEMM and a_dtype.itemsize == 1 and w_dtype.itemsize == 1
             and a_dtype.kind in "iu" and w_dtype.kind in "iu"
-            and not (len(w_shape) == 4 and fast._uses_depthwise(tuple(w_shape), a_dtype, w_dtype)))
+            and not (len(w_shape) == 4 and fast._uses_depthwise(tuple(w_shape), a_dtype, w_dtype, group)))
 
 
 def _conv_macs(g) -> int:
@@ -136,12 +136,12 @@ def _conv_macs(g) -> int:
     return g.c_out * g.oh * g.ow * g.k
 
 
-def uses_sgemm(a_dtype, w_dtype, w_shape, macs: int, columns: int) -> bool:
+def uses_sgemm(a_dtype, w_dtype, w_shape, macs: int, columns: int, group=1) -> bool:
     """The exact float32 path runs :func:`eligible` operands of a call with at least
     :data:`MIN_MACS` multiply-adds and :data:`MIN_COLUMNS` output pixels (a conv, ``w_shape``
     OIHW) or :data:`MIN_MATMUL_MACS` multiply-adds (a matmul)."""
     if len(w_shape) == 4:
-        return eligible(a_dtype, w_dtype, w_shape) and macs >= MIN_MACS and columns >= MIN_COLUMNS
+        return eligible(a_dtype, w_dtype, w_shape, group) and macs >= MIN_MACS and columns >= MIN_COLUMNS
     return eligible(a_dtype, w_dtype, w_shape) and macs >= MIN_MATMUL_MACS
 
 
@@ -669,7 +669,7 @@ def _run_matmul(a, w, za, zw, b, rq_args, out, name):
 
 
 def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
-    if not uses_sgemm(x.dtype, w.dtype, w.shape, g.n * _conv_macs(g), g.n * g.oh * g.ow):
+    if not uses_sgemm(x.dtype, w.dtype, w.shape, g.n * _conv_macs(g), g.n * g.oh * g.ow, g.group):
         return fast._run_conv(x, w, zx, zw, b, g, rq_args, out, name)
     layer = GemmLayer("conv2d", w, zw, x.dtype, name)
     status = layer.conv(x, g, layer.bind(zx, b), rq_args, fast._signed_view(out), fast._threads(None))
@@ -742,7 +742,7 @@ def requant_scratch_bytes(kind: str, a_shape, w_shape, *, a_dtype=np.int8, w_dty
         else:
             g = conv_geometry(a_shape, w_shape, strides=strides, pads=pads, dilations=dilations,
                               group=group, auto_pad=auto_pad, name="requant_scratch_bytes")
-            if uses_sgemm(a_dtype, w_dtype, w_shape, g.n * _conv_macs(g), g.n * g.oh * g.ow):
+            if uses_sgemm(a_dtype, w_dtype, w_shape, g.n * _conv_macs(g), g.n * g.oh * g.ow, g.group):
                 return fast._nbytes(scratch_arrays("conv2d", a_shape, w_shape, g, threads_))
     return fast.requant_scratch_bytes(kind, a_shape, w_shape, a_dtype=a_dtype, w_dtype=w_dtype, threads=threads,
                                       strides=strides, pads=pads, dilations=dilations, group=group,

@@ -96,7 +96,8 @@ class PreparedLayer:
         self.path, self.a_view_dtype, self.a_flip, self.alpha = op.path, op.a.dtype, op.a_flip, op.alpha
         self.zw_shifted = zw + op.beta  # the zero points move with the operands
         self.need_row_sums = bool(np.any(self.zw_shifted != 0))
-        self.depthwise = kind == "conv2d" and fast._uses_depthwise(w.shape, self.x_dtype, w.dtype)
+        self.depthwise = kind == "conv2d" and fast._uses_depthwise(w.shape, self.x_dtype, w.dtype,
+                                                                              self.attrs.get("group", 1))
         if self.depthwise:  # fast's depthwise kernel: raw input, centred int32 weights
             self.path, self.a_view_dtype, self.a_flip, self.alpha = "depthwise", self.x_dtype, None, 0
             self.weights = fast._centred_depthwise_weights(w, zw)
@@ -114,7 +115,7 @@ class PreparedLayer:
         self.w_shape, self._w_dtype = w.shape, w.dtype
         # the exact float32 GEMM (exact_gemm), chosen per input shape in _plan
         self.gemm = (exact_gemm.GemmLayer(kind, w, zw, self.x_dtype, name)
-                     if exact_gemm.eligible(self.x_dtype, w.dtype, w.shape) else None)
+                     if exact_gemm.eligible(self.x_dtype, w.dtype, w.shape, self.attrs.get("group", 1)) else None)
         self._plans: dict = {}
 
     # ---- constants ------------------------------------------------------------------------
@@ -143,7 +144,7 @@ class PreparedLayer:
         if self.gemm is not None and self.kind == "conv2d":
             g = conv_geometry(shape, self.w_shape, name=self.name, **self.attrs)
             if exact_gemm.uses_sgemm(self.x_dtype, self._w_dtype, self.w_shape, g.n * exact_gemm._conv_macs(g),
-                                     g.n * g.oh * g.ow):
+                                     g.n * g.oh * g.ow, g.group):
                 plan = ((g.n, g.c_out, g.oh, g.ow), None, g, self._scratch_bytes(shape, threads), True)
                 self._plans[key] = plan
                 return plan
