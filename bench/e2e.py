@@ -1,10 +1,32 @@
-"""End to end: a ResNet-18-shaped network on refquant's numba backend, ONNX Runtime and the
-ONNX reference evaluator, in one process.
+"""End to end: a ResNet-18-shaped network and EfficientNet-Lite0 on refquant's numba backend,
+ONNX Runtime and the ONNX reference evaluator, in one process.
 
-    python bench/e2e.py [--sizes 64 224] [--batches 1 8] [--threads 1 2] [--rounds 5]
-                        [--reference-rounds 1] [--no-tile] [--json]
+    python bench/e2e.py [--models resnet18 efficientnet-lite0] [--sizes 64 224]
+                        [--granularities per-tensor per-channel per-channel-w7-u8]
+                        [--batches 1 8] [--threads 1 2] [--rounds 5] [--reference-rounds 1]
+                        [--reference-batches 1 8] [--no-tile] [--json]
 
-The model is ``bench/prepared.py``'s ResNet-18-shaped graph (random He-initialised weights,
+``--models`` defaults to ``resnet18`` alone (``--sizes`` applies to it).
+``efficientnet-lite0`` is the real network of ``refquant.zoo`` (``resolve_model``; extra
+``models``), 224×224, calibrated on ``refquant compare``'s 16 calibration photo views
+(``refquant.compare.photo_data``, never a test view), its inputs the first ``batch`` of the 11
+``center`` photo views; one run per entry of ``--granularities`` (:data:`EFFNET_PLANS`, all
+with the int32 bias rule, ``quantize_model``'s default):
+
+* ``per-tensor`` — ``weights=minmax:8 activations=static-minmax:8:signed``,
+* ``per-channel`` — ``weights=minmax:8:per-channel activations=static-minmax:8:signed``:
+  full 8-bit weights and **int8** activations, because ONNX Runtime's s8×s8 products are exact
+  on every host (``tests/test_zoo_golden.py``'s bit-exact QOperator check uses them) — but on an
+  AVX2 host they run on its slower s8×s8 kernels;
+* ``per-channel-w7-u8`` — ``weights=minmax:7:per-channel activations=static-minmax:8``: the
+  ResNet rows' kind of plan, uint8 activations on ONNX Runtime's fast u8×s8 kernels, exact
+  with 7-bit weights (pair sums at most 2·255·63 < 2¹⁵).
+
+``--reference-rounds 0`` times the reference evaluator by its one call in the check (before
+the rounds, not interleaved); ``--reference-batches`` restricts the batches it runs at (its
+``ref ≠`` is then ``–``).
+
+The ResNet model is ``bench/prepared.py``'s ResNet-18-shaped graph (random He-initialised weights,
 torchvision's layer structure) quantized with ``weights=minmax:7:per-channel
 activations=static-minmax:8`` (requant ``float32``): 7-bit weights, because ONNX Runtime's
 u8×s8 kernels on x86 hosts without VNNI add pairs of products in saturating int16, and with
