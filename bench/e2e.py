@@ -66,7 +66,9 @@ on one thread whatever the count); the table gives medians and the ratio
 refquant / onnxruntime. The per-operator shares come from the refquant records of the
 timed one-thread calls (``LayerRecord.seconds``) and from ONNX Runtime's own profiler on a
 separate session (``enable_profiling``), both batch 1, one thread; convolutions are split
-by shape class (stem 7×7/2, 3×3/1, 3×3/2, 1×1/2) with the milliseconds of each engine.
+by shape class (stem 7×7/2, 3×3/1, 3×3/2, 1×1/2; EfficientNet's depthwise 3×3/5×5, stride 1/2)
+with the milliseconds of each engine; for EfficientNet also summed by group (:data:`GROUPS`:
+depthwise conv, 1×1 conv, stem, Add, pooling, classifier, others).
 """
 
 from __future__ import annotations
