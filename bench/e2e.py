@@ -1,10 +1,32 @@
-"""End to end: a ResNet-18-shaped network on refquant's numba backend, ONNX Runtime and the
-ONNX reference evaluator, in one process.
+"""End to end: a ResNet-18-shaped network and EfficientNet-Lite0 on refquant's numba backend,
+ONNX Runtime and the ONNX reference evaluator, in one process.
 
-    python bench/e2e.py [--sizes 64 224] [--batches 1 8] [--threads 1 2] [--rounds 5]
-                        [--reference-rounds 1] [--no-tile] [--json]
+    python bench/e2e.py [--models resnet18 efficientnet-lite0] [--sizes 64 224]
+                        [--granularities per-tensor per-channel per-channel-w7-u8]
+                        [--batches 1 8] [--threads 1 2] [--rounds 5] [--reference-rounds 1]
+                        [--reference-batches 1 8] [--no-tile] [--json]
 
-The model is ``bench/prepared.py``'s ResNet-18-shaped graph (random He-initialised weights,
+``--models`` defaults to ``resnet18`` alone (``--sizes`` applies to it).
+``efficientnet-lite0`` is the real network of ``refquant.zoo`` (``resolve_model``; extra
+``models``), 224×224, calibrated on ``refquant compare``'s 16 calibration photo views
+(``refquant.compare.photo_data``, never a test view), its inputs the first ``batch`` of the 11
+``center`` photo views; one run per entry of ``--granularities`` (:data:`EFFNET_PLANS`, all
+with the int32 bias rule, ``quantize_model``'s default):
+
+* ``per-tensor`` — ``weights=minmax:8 activations=static-minmax:8:signed``,
+* ``per-channel`` — ``weights=minmax:8:per-channel activations=static-minmax:8:signed``:
+  full 8-bit weights and **int8** activations, because ONNX Runtime's s8×s8 products are exact
+  on every host (``tests/test_zoo_golden.py``'s bit-exact QOperator check uses them) — but on an
+  AVX2 host they run on its slower s8×s8 kernels;
+* ``per-channel-w7-u8`` — ``weights=minmax:7:per-channel activations=static-minmax:8``: the
+  ResNet rows' kind of plan, uint8 activations on ONNX Runtime's fast u8×s8 kernels, exact
+  with 7-bit weights (pair sums at most 2·255·63 < 2¹⁵).
+
+``--reference-rounds 0`` times the reference evaluator by its one call in the check (before
+the rounds, not interleaved); ``--reference-batches`` restricts the batches it runs at (its
+``ref ≠`` is then ``–``).
+
+The ResNet model is ``bench/prepared.py``'s ResNet-18-shaped graph (random He-initialised weights,
 torchvision's layer structure) quantized with ``weights=minmax:7:per-channel
 activations=static-minmax:8`` (requant ``float32``): 7-bit weights, because ONNX Runtime's
 u8×s8 kernels on x86 hosts without VNNI add pairs of products in saturating int16, and with
@@ -44,7 +66,9 @@ on one thread whatever the count); the table gives medians and the ratio
 refquant / onnxruntime. The per-operator shares come from the refquant records of the
 timed one-thread calls (``LayerRecord.seconds``) and from ONNX Runtime's own profiler on a
 separate session (``enable_profiling``), both batch 1, one thread; convolutions are split
-by shape class (stem 7×7/2, 3×3/1, 3×3/2, 1×1/2) with the milliseconds of each engine.
+by shape class (stem 7×7/2, 3×3/1, 3×3/2, 1×1/2; EfficientNet's depthwise 3×3/5×5, stride 1/2)
+with the milliseconds of each engine; for EfficientNet also summed by group (:data:`GROUPS`:
+depthwise conv, 1×1 conv, stem, Add, pooling, classifier, others).
 """
 
 from __future__ import annotations
@@ -75,6 +99,13 @@ from prepared import PLAN, cpu_info, resnet18, versions  # noqa: E402
 from refquant.executor import quantize_model  # noqa: E402
 from refquant.onnx_io import export_qoperator  # noqa: E402
 
+#: EfficientNet-Lite0's plans: 8-bit weights, int8 activations (module doc)
+EFFNET_PLANS = {"per-tensor": "weights=minmax:8 activations=static-minmax:8:signed",
+                "per-channel": "weights=minmax:8:per-channel activations=static-minmax:8:signed",
+                # ResNet's kind of plan: uint8 activations, ONNX Runtime's fast u8×s8 kernels, exact
+                # with 7-bit weights (2·255·63 < 2^15)
+                "per-channel-w7-u8": "weights=minmax:7:per-channel activations=static-minmax:8"}
+
 
 def session(model, threads: int, profile: bool = False):
     import onnxruntime as ort
@@ -93,16 +124,38 @@ def session(model, threads: int, profile: bool = False):
 
 
 def conv_classes(qm) -> dict:
-    """step name → its class: the operator, convolutions by shape (``Conv stem 7x7/2``,
-    ``Conv 3x3/1``, ``Conv 3x3/2``, ``Conv 1x1/2``)."""
+    """step name → its class: the operator, convolutions by shape (``Conv stem 7x7/2`` — the
+    layer reading the 3-channel image —, ``Conv depthwise 5x5/2`` — groups = channels —,
+    ``Conv 3x3/1``, ``Conv 1x1/2``)."""
     out = {}
     for s in qm.steps:
         out[s.name] = s.node.op_type
         if s.node.op_type == "Conv":
             w = qm.layers[s.name].weight.values
             stride = s.node.attributes.get("strides", [1, 1])[0]
-            out[s.name] = "Conv " + ("stem 7x7/2" if w.shape[2] == 7 else f"{w.shape[2]}x{w.shape[3]}/{stride}")
+            group = s.node.attributes.get("group", 1)
+            shape = f"{w.shape[2]}x{w.shape[3]}/{stride}"
+            if w.shape[1] * group == 3:
+                out[s.name] = f"Conv stem {shape}"
+            elif group > 1 and group == w.shape[0] and w.shape[1] == 1:
+                out[s.name] = f"Conv depthwise {shape}"
+            else:
+                out[s.name] = f"Conv {shape}"
     return out
+
+
+#: the coarse groups of the EfficientNet summary: (group, test on the class name)
+GROUPS = (("depthwise conv", lambda c: c.startswith("Conv depthwise")),
+          ("1×1 conv", lambda c: c.startswith("Conv 1x1")),
+          ("stem conv", lambda c: c.startswith("Conv stem")),
+          ("other conv", lambda c: c.startswith("Conv")),
+          ("Add (float fallback)", lambda c: c == "Add"),
+          ("pooling", lambda c: "Pool" in c),
+          ("Gemm (classifier)", lambda c: c == "Gemm"))
+
+
+def group_of(cls: str) -> str:
+    return next((g for g, test in GROUPS if test(cls)), "others")
 
 
 def classify(op: str, name: str, classes: dict) -> str:
@@ -149,26 +202,35 @@ def reference_evaluator(model):
     return ReferenceEvaluator(m)
 
 
-def check(qm, model, x) -> dict:
+def check(qm, model, x, reference=True) -> dict:
+    """Bit-compare ONNX Runtime's and the reference evaluator's outputs with refquant's (ORT's
+    must be identical); ``reference_ms``: the evaluator's call, timed."""
     feeds = {qm.graph.inputs[0].name: x}
     name = qm.graph.outputs[0]
     ours = qm.run(feeds, backend="numba").outputs[name]
     ort_out = session(model, 1).run(None, feeds)[0]
-    ref_out = reference_evaluator(model).run(None, feeds)[0]
     out = {"outputs": int(ours.size)}
-    for who, theirs in (("onnxruntime", ort_out), ("onnx-reference", ref_out)):
+    others = [("onnxruntime", ort_out)]
+    if reference:
+        evaluator = reference_evaluator(model)
+        t0 = time.perf_counter()
+        others.append(("onnx-reference", evaluator.run(None, feeds)[0]))
+        out["reference_ms"] = (time.perf_counter() - t0) * 1e3
+    for who, theirs in others:
         differ = int(np.count_nonzero(np.asarray(theirs, np.float32).view(np.uint32) != ours.view(np.uint32)))
         if who == "onnxruntime" and (differ or theirs.shape != ours.shape):
             raise AssertionError(f"{qm.graph.name}: {differ} of {ours.size} {who} outputs differ from refquant's")
         out[f"{who}_differing"] = differ
+        if who == "onnx-reference":
+            out["onnx-reference_max_abs_diff"] = float(np.max(np.abs(np.asarray(theirs, np.float64) - ours)))
     return out
 
 
-def tile_model(graph, calibration, feeds):
+def tile_model(graph, plan, calibration, feeds):
     """The model quantized again, its program prepared with the exact float32 GEMM off."""
     from refquant.kernels import exact_gemm
 
-    qm = quantize_model(graph, PLAN, calibration)
+    qm = quantize_model(graph, plan, calibration)
     exact_gemm.USE_SGEMM = False
     try:
         qm.run(feeds, backend="numba")
@@ -177,19 +239,47 @@ def tile_model(graph, calibration, feeds):
     return qm
 
 
-def measure(hw, batches, thread_counts, rounds, reference_rounds, tile=True) -> dict:
+def resnet18_case(hw):
+    """ResNet-18-shaped, random weights, random N(0, 1) inputs (one draw per batch, in order)."""
     graph, calibration, _ = resnet18(hw)
-    qm = quantize_model(graph, PLAN, calibration)
+    rng = np.random.default_rng(1)
+    return {"model": "resnet18", "label": f"{hw}×{hw}", "size": hw, "plan": PLAN, "graph": graph,
+            "calibration": calibration,
+            "inputs": lambda batch: rng.standard_normal((batch, 3, hw, hw)).astype(np.float32)}
+
+
+def effnet_cases(granularities, calibration_views=16):
+    """EfficientNet-Lite0 (real weights, ``refquant.zoo``), one case per weight granularity: the
+    calibration views of ``refquant compare`` (16 non-test photo views), inputs the first
+    ``batch`` of the 11 ``center`` views (preprocessed, 224×224)."""
+    from refquant.compare import photo_data
+    from refquant.registry import resolve_model
+
+    graph = resolve_model("efficientnet-lite0")
+    data = photo_data(calibration_views, views=1, corruptions=())
+    views = data.sets[0][1]
+    return [{"model": "efficientnet-lite0", "label": f"EfficientNet-Lite0 {g} 224×224", "size": 224,
+             "plan": EFFNET_PLANS[g], "graph": graph, "calibration": data.calibration,
+             "inputs": lambda batch: np.ascontiguousarray(views[:batch], np.float32)} for g in granularities]
+
+
+def measure(case, batches, thread_counts, rounds, reference_rounds, tile=True, reference_batches=None) -> dict:
+    """One model and plan: check, then time every engine interleaved (module doc).
+    ``reference_rounds=0``: the reference evaluator is timed once, in the check (before the
+    rounds, not interleaved); ``reference_batches``: the batches it runs at (default all)."""
+    graph, calibration, plan = case["graph"], case["calibration"], case["plan"]
+    qm = quantize_model(graph, plan, calibration)
     model = export_qoperator(qm).model
     classes = conv_classes(qm)
-    rng = np.random.default_rng(1)
-    out = {"size": hw, "runs": [], "shares": {}}
+    out = {"model": case["model"], "label": case["label"], "size": case["size"], "plan": plan,
+           "runs": [], "shares": {}, "classes": classes}
     for batch in batches:
-        x = rng.standard_normal((batch, 3, hw, hw)).astype(np.float32)
+        x = case["inputs"](batch)
         feeds = {qm.graph.inputs[0].name: x}
-        checked = check(qm, model, x)
-        reference = reference_evaluator(model)
-        qm_tile = tile_model(graph, calibration, feeds) if tile else None
+        with_reference = reference_batches is None or batch in reference_batches
+        checked = check(qm, model, x, reference=with_reference)
+        reference = reference_evaluator(model) if with_reference and reference_rounds else None
+        qm_tile = tile_model(graph, plan, calibration, feeds) if tile else None
         if tile:
             name = qm.graph.outputs[0]
             a, b = qm.run(feeds, backend="numba").outputs[name], qm_tile.run(feeds, backend="numba").outputs[name]
@@ -203,7 +293,8 @@ def measure(hw, batches, thread_counts, rounds, reference_rounds, tile=True) -> 
                        "onnxruntime": lambda: sess.run(None, feeds)}
             if tile:
                 engines["refquant-tile"] = lambda: qm_tile.run(feeds, backend="numba")
-            engines["onnx-reference"] = lambda: reference.run(None, feeds)
+            if reference is not None:
+                engines["onnx-reference"] = lambda: reference.run(None, feeds)
             for k, f in engines.items():  # warm-up
                 if k != "onnx-reference":
                     f()
@@ -225,6 +316,8 @@ def measure(hw, batches, thread_counts, rounds, reference_rounds, tile=True) -> 
                             per_op[op].append(sec)
                 loads.append(os.getloadavg()[0])
             med = {k: statistics.median(v) * 1e3 for k, v in times.items() if v}
+            if not reference_rounds and "reference_ms" in checked and t == thread_counts[0]:
+                med["onnx-reference"] = checked["reference_ms"]  # the check's one call
             out["runs"].append({"batch": batch, "threads": t, "ms": med, "calls": {k: len(v) for k, v in times.items()},
                                 "refquant_over_onnxruntime": med["refquant"] / med["onnxruntime"],
                                 "tile_over_onnxruntime": med["refquant-tile"] / med["onnxruntime"] if tile else None,
@@ -239,6 +332,10 @@ def measure(hw, batches, thread_counts, rounds, reference_rounds, tile=True) -> 
     return out
 
 
+def label(res) -> str:
+    return res.get("label") or f"{res['size']}×{res['size']}"
+
+
 def table(results) -> str:
     lines = ["| input | batch | threads | refquant ms | tile kernels ms | onnxruntime ms | onnx reference ms | "
              "refquant / ORT | tile / ORT | ORT ≠ | ref ≠ | load (min–max) |",
@@ -249,16 +346,16 @@ def table(results) -> str:
             ref = f"{ms['onnx-reference']:.0f}" if "onnx-reference" in ms else "–"
             tile = f"{ms['refquant-tile']:.1f}" if "refquant-tile" in ms else "–"
             tile_ratio = f"{r['tile_over_onnxruntime']:.1f}×" if r.get("tile_over_onnxruntime") else "–"
-            lines.append(f"| {res['size']}×{res['size']} | {r['batch']} | {r['threads']} | {ms['refquant']:.1f} | "
+            lines.append(f"| {label(res)} | {r['batch']} | {r['threads']} | {ms['refquant']:.1f} | "
                          f"{tile} | {ms['onnxruntime']:.1f} | {ref} | {r['refquant_over_onnxruntime']:.1f}× | {tile_ratio} | "
                          f"{r['check']['onnxruntime_differing']} of {r['check']['outputs']} | "
-                         f"{r['check']['onnx-reference_differing']} | "
+                         f"{r['check'].get('onnx-reference_differing', '–')} | "
                          f"{r['load_average'][0]:.1f}–{r['load_average'][1]:.1f} |")
     lines.append("")
     for res in results:
         rq, ort = res["shares"].get("refquant", {}), res["shares"].get("onnxruntime", {})
         total_rq, total_ort = sum(rq.values()) or 1.0, sum(ort.values()) or 1.0
-        lines += [f"Per operator, {res['size']}×{res['size']}, batch 1, one thread (ms and share of the "
+        lines += [f"Per operator, {label(res)}, batch 1, one thread (ms and share of the "
                   f"operators' sum):", "",
                   "| operator | refquant ms | share | onnxruntime ms | share | refquant / ORT |",
                   "| --- | --- | --- | --- | --- | --- |"]
@@ -268,24 +365,55 @@ def table(results) -> str:
             lines.append(f"| {op} | {a or 0:.2f} | {100 * (a or 0) / total_rq:.0f} % | {b or 0:.2f} | "
                          f"{100 * (b or 0) / total_ort:.0f} % | {ratio} |")
         lines.append("")
+        if res.get("model") == "efficientnet-lite0":
+            grq, gort = collections.defaultdict(float), collections.defaultdict(float)
+            for op, v in rq.items():
+                grq[group_of(op)] += v
+            for op, v in ort.items():
+                gort[group_of(op)] += v
+            lines += ["By group:", "", "| group | refquant ms | share | onnxruntime ms | share | refquant / ORT |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for g in sorted(set(grq) | set(gort), key=lambda o: -grq.get(o, 0.0)):
+                a, b = grq.get(g), gort.get(g)
+                ratio = f"{a / b:.1f}×" if a and b else "–"
+                lines.append(f"| {g} | {a or 0:.2f} | {100 * (a or 0) / total_rq:.0f} % | {b or 0:.2f} | "
+                             f"{100 * (b or 0) / total_ort:.0f} % | {ratio} |")
+            lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="*", type=int, default=[64, 224])
+    p.add_argument("--models", nargs="*", default=["resnet18"], choices=["resnet18", "efficientnet-lite0"])
+    p.add_argument("--sizes", nargs="*", type=int, default=[64, 224], help="ResNet-18-shaped input sizes")
+    p.add_argument("--granularities", nargs="*", default=list(EFFNET_PLANS), choices=list(EFFNET_PLANS),
+                   help="EfficientNet-Lite0's weight plans")
     p.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     p.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--reference-rounds", type=int, default=1)
+    p.add_argument("--reference-rounds", type=int, default=1,
+                   help="rounds that time the reference evaluator; 0: its one call in the check")
+    p.add_argument("--reference-batches", nargs="*", type=int, default=None,
+                   help="batches the reference evaluator runs at (default all)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-tile", action="store_true", help="do not time refquant with the exact float32 GEMM off")
     args = p.parse_args(argv)
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "cpu": cpu_info(), "versions": versions(), "plan": PLAN, "rounds": args.rounds,
            "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER")}
-    results = [measure(hw, args.batches, args.threads, args.rounds, args.reference_rounds, not args.no_tile)
-               for hw in args.sizes]
+    if "efficientnet-lite0" in args.models:
+        env["effnet_plans"] = {g: EFFNET_PLANS[g] for g in args.granularities}
+    cases = []
+    for m in args.models:
+        if m == "resnet18":
+            cases += [resnet18_case(hw) for hw in args.sizes]
+        else:
+            cases += effnet_cases(args.granularities)
+    results = []
+    for case in cases:
+        results.append(measure(case, args.batches, args.threads, args.rounds, args.reference_rounds,
+                               not args.no_tile, args.reference_batches))
+        del results[-1]["classes"]
     env["load_average_end"] = os.getloadavg()
     if args.json:
         print(json.dumps({"environment": env, "results": results}, indent=1))
