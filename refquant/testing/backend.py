@@ -57,7 +57,7 @@ from .. import registry
 from .._version import __version__
 from ..golden.explain import combine_explanations, explain_requantization
 from ..golden.export import requantization_constants
-from ..golden.manifest import FORMAT, FORMAT_VERSION
+from ..golden.manifest import FORMAT, format_version_of
 from ..golden.writer import GoldenWriter, write_golden_files
 from ..kernels import reference
 from ..numerics import REQUANT_MODES, QParams, int_format, make_requantizer
@@ -382,7 +382,7 @@ def write_kernel_case(case: KernelCase, directory, backend_output=None, *, with_
          "requantization": requantization_constants(x_qp, w_qp, y_qp, case.mode, case.activation),
          "tensors": tensors},
     ]
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "refquant_version": __version__,
+    manifest = {"format": FORMAT, "format_version": format_version_of(layers), "refquant_version": __version__,
                 "model": {"name": f"kernel case ({case.op})", "graph_sha256": None}, "plan": None,
                 "requant": case.mode, "backend": "reference", "seed": None,
                 "inputs": {"description": case.describe(), "graph_inputs": []},
