@@ -544,18 +544,20 @@ def _uses_depthwise(w_shape, x_dtype, w_dtype, group) -> bool:
 def _depthwise_plan(g, threads):
     """Chunking and scratch arrays ``{name: (shape, itemsize)}`` of one depthwise conv call."""
     chunks = max(1, min(threads, g.n * g.c_out))
+    sh, sw = g.strides
+    hq = -(-(g.h + g.pads[0] + g.pads[2]) // sh)  # the padded plane's rows per phase, rounded up
+    wq = -(-(g.w + g.pads[1] + g.pads[3]) // sw)
     arrays = {
         "centred_weights": ((g.c_out, g.kh * g.kw), 4),
         "bias": ((g.c_out,), 8),
         "requant_vectors": ((6, g.c_out), 4),
-        # one zero-padded input channel, centred (x - z_x), per thread
-        "planes": ((chunks, g.h + g.pads[0] + g.pads[2], g.w + g.pads[1] + g.pads[3]), 4),
-        "row_sums": ((chunks, g.ow), 4),
+        # one zero-padded input channel, centred (x - z_x), split into its stride phases, per thread
+        "planes": ((chunks, sh * sw, hq, wq), 4),
+        "row_sums": ((chunks, g.oh * wq), 4),
         "accumulators": ((chunks, g.ow), 8),
         "status": ((chunks, 3), 8),
     }
     return chunks, arrays
-
 
 def _centred_depthwise_weights(w, zw):
     """``w[o, 0, i, j] - z_w[o]`` as int32 ``[C_out, kh·kw]``."""
@@ -569,19 +571,28 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
     """``acc[b, o, oy, ox] = Σ_{i,j} (x[b, c, iy, ix] - z_x)(w[o, 0, i, j] - z_w[o]) + bias[o]``
     with ``c = o // (C_out / C_in)``, then requantized (or stored) one output row at a time.
 
-    Each thread takes a range of (image, output channel) pairs; per pair the input channel is
-    copied once, centred, into a zero-bordered plane (padding is real zero), and each output
-    row is summed kernel tap by kernel tap along the row in int32 (exact: ``_uses_depthwise``),
-    then moved to int64 with the bias for the overflow check and the requantization — the same
-    steps, per accumulator, as the generic kernel, so the same outputs and errors.
+    Each thread takes a range of (image, output channel) pairs. Per pair the input channel is
+    copied once, centred, into its zero-padded plane (padding is real zero) split by stride
+    phase: ``P[(r mod s_h)·s_w + (q mod s_w), r div s_h, q div s_w] = padded[r, q]``, each
+    phase ``H_q × W_q``. Output ``(oy, ox)`` reads ``padded[oy·s_h + i·d_h, ox·s_w + j·d_w]``,
+    which is phase ``((i·d_h) mod s_h, (j·d_w) mod s_w)`` at ``(oy + (i·d_h) div s_h,
+    ox + (j·d_w) div s_w)``: with ``f = oy·W_q + ox`` every tap is one unit-stride loop over
+    the plane, ``S[f] += P_tap[f + offset_tap] · w[i, j]`` (the columns ``ox ≥ OW`` of a row are
+    summed from other positions and never read). The sums are int32 (exact:
+    ``_uses_depthwise``; an integer sum does not depend on its order), then moved to int64
+    with the bias for the overflow check and the requantization — the same steps, per
+    accumulator, as the generic kernel, so the same outputs and errors.
     """
     sh, sw, dh, dw, top, left, kh, kw, group = geometry
     n_img, c_in, height, width = x.shape
     c_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     mult = c_out // c_in
     chunks = status.shape[0]
+    hq, wq = planes.shape[2], planes.shape[3]
+    span = (oh - 1) * wq + ow
     for t in prange(chunks):
-        plane, rsum, acc = planes[t], row_sums[t], accs[t]
+        phases, rsum, acc = planes[t], row_sums[t], accs[t]
+        flat = phases.reshape(phases.size)
         loaded = -1
         q0, q1 = _chunk_bounds(n_img * c_out, chunks, t)
         for q in range(q0, q1):
@@ -589,30 +600,37 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
             c = o // mult
             if loaded != b * c_in + c:
                 for iy in range(height):
-                    dst = plane[top + iy]
-                    for ix in range(width):
-                        dst[left + ix] = np.int32(x[b, c, iy, ix]) - zx
+                    src = x[b, c, iy]
+                    r = top + iy
+                    if sw == 1:
+                        dst = phases[(r % sh), r // sh, left:]
+                        for ix in range(width):
+                            dst[ix] = np.int32(src[ix]) - zx
+                    else:
+                        for pc in range(sw):  # the input columns of phase pc: ix0, ix0 + s_w, ...
+                            ix0 = (pc - left) % sw
+                            dst = phases[(r % sh) * sw + pc, r // sh, (left + ix0) // sw:]
+                            for u in range((width - ix0 + sw - 1) // sw):
+                                dst[u] = np.int32(src[ix0 + u * sw]) - zx
                 loaded = b * c_in + c
+            for f in range(span):
+                rsum[f] = 0
+            for i in range(kh):
+                ri = i * dh
+                for j in range(kw):
+                    cj = j * dw
+                    wv = wc[o, i * kw + j]
+                    src = flat[((ri % sh) * sw + cj % sw) * hq * wq + (ri // sh) * wq + cj // sw:]
+                    # ^ a view: indices from 0 let LLVM vectorise the loop
+                    for f in range(span):
+                        rsum[f] += src[f] * wv
             for oy in range(oh):
+                base = oy * wq
                 for ox in range(ow):
-                    rsum[ox] = 0
-                for i in range(kh):
-                    src = plane[oy * sh + i * dh]
-                    for j in range(kw):
-                        wv = wc[o, i * kw + j]
-                        off = j * dw
-                        if sw == 1:
-                            for ox in range(ow):
-                                rsum[ox] += src[off + ox] * wv
-                        else:
-                            for ox in range(ow):
-                                rsum[ox] += src[off + ox * sw] * wv
-                for ox in range(ow):
-                    acc[ox] = np.int64(rsum[ox]) + bias[o]
+                    acc[ox] = np.int64(rsum[base + ox]) + bias[o]
                 flat0 = ((b * c_out + o) * oh + oy) * ow
                 _check_int32(acc, ow, flat0, status, t)
                 _store_channel(acc, o, rq, out[b, o, oy], flat0, status, t)
-
 
 def _depthwise_geometry(g):
     return (g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.pads[0], g.pads[1],
