@@ -153,12 +153,20 @@ def _float_as_int8(doc, dst):
 
 
 def _pickled_ids(doc, dst):
+    f = _layer(doc, "ids")["tensors"]["output"]
+    _replace_file(doc, dst, f, _object_npy_bytes(), dtype="int64", shape=[1])
+
+
+def _object_npy_bytes() -> bytes:
+    """A ``.npy`` of one pickled object, as ``np.save`` writes it for an object array (header,
+    then the pickle); written by hand, so nothing here ever allows pickles."""
     import io
+    import pickle
 
     buf = io.BytesIO()
-    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    f = _layer(doc, "ids")["tensors"]["output"]
-    _replace_file(doc, dst, f, buf.getvalue(), dtype="int64", shape=[1])
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+    buf.write(pickle.dumps(np.array([{"a": 1}], dtype=object), protocol=3))
+    return buf.getvalue()
 
 
 def _huge_ids(doc, dst):
