@@ -34,9 +34,9 @@ LIMITS = (exact_gemm.EXACT_LIMIT, 70_000, 1)
 @contextlib.contextmanager
 def sgemm_everywhere(limit=exact_gemm.EXACT_LIMIT, shifted=None):
     """Every 8-bit layer on the sgemm path, with this chunk bound and stride-1 layout."""
-    names = ("MIN_MACS", "MIN_MATMUL_MACS", "MIN_COLUMNS", "_LIMIT", "_FORCE_SHIFTED")
+    names = ("MIN_MACS", "MIN_POINTWISE_MACS", "MIN_MATMUL_MACS", "MIN_COLUMNS", "_LIMIT", "_FORCE_SHIFTED")
     saved = [getattr(exact_gemm, name) for name in names]
-    for name, value in zip(names, (0, 0, 0, limit, shifted)):
+    for name, value in zip(names, (0, 0, 0, 0, limit, shifted)):
         setattr(exact_gemm, name, value)
     try:
         yield
@@ -239,6 +239,8 @@ def test_resnet_shapes_take_the_sgemm_path_tiny_and_depthwise_layers_do_not():
     assert plan((1, 64, 56, 56), (64, 64, 3, 3), pads=(1, 1, 1, 1))
     assert plan((1, 512, 7, 7), (512, 512, 3, 3), pads=(1, 1, 1, 1))
     assert not plan((1, 4, 4, 4), (4, 4, 1, 1))
+    assert plan((1, 80, 14, 14), (480, 80, 1, 1))  # a 1×1 conv from 2**18 multiply-adds (7.5 M here)
+    assert not plan((1, 24, 14, 14), (24, 24, 3, 3), pads=(1, 1, 1, 1))  # 1.0 M, 3×3: the tile kernels
     assert not plan((1, 512, 2, 2), (512, 512, 3, 3), pads=(1, 1, 1, 1))  # 4 columns: weight streaming
     assert plan((8, 512, 2, 2), (512, 512, 3, 3), pads=(1, 1, 1, 1))
     assert not plan((1, 32, 56, 56), (32, 1, 3, 3), group=32, pads=(1, 1, 1, 1))  # depthwise kernel

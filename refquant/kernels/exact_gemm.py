@@ -109,6 +109,10 @@ USE_SGEMM = True       # set to False to run every 8-bit layer on fast's tile ke
 # with few output columns sgemm streams four bytes per weight instead of one (measured on
 # AMD Zen 3, one thread: bench/RESULTS.md, "Exact-by-bound float32 GEMM").
 MIN_MACS = 1 << 23          # multiply-adds of one conv call (all images)
+# a 1×1 conv reads its input with no im2col, and the tile kernels' per-row cost weighs more
+# with its short K: sgemm wins down to 0.3 M multiply-adds (1.2–3.9× on EfficientNet-Lite0's
+# 1×1 layers of 0.4–8.4 M, one thread; bench/RESULTS.md)
+MIN_POINTWISE_MACS = 1 << 18
 MIN_MATMUL_MACS = 1 << 19   # multiply-adds of one matmul call
 MIN_COLUMNS = 16            # output pixels of one conv call (all images)
 _FORCE_SHIFTED = None  # tests set True/False to run every stride-1 conv on one layout
@@ -141,7 +145,8 @@ def uses_sgemm(a_dtype, w_dtype, w_shape, macs: int, columns: int, group=1) -> b
     :data:`MIN_MACS` multiply-adds and :data:`MIN_COLUMNS` output pixels (a conv, ``w_shape``
     OIHW) or :data:`MIN_MATMUL_MACS` multiply-adds (a matmul)."""
     if len(w_shape) == 4:
-        return eligible(a_dtype, w_dtype, w_shape, group) and macs >= MIN_MACS and columns >= MIN_COLUMNS
+        least = MIN_POINTWISE_MACS if w_shape[2] * w_shape[3] == 1 else MIN_MACS
+        return eligible(a_dtype, w_dtype, w_shape, group) and macs >= least and columns >= MIN_COLUMNS
     return eligible(a_dtype, w_dtype, w_shape) and macs >= MIN_MATMUL_MACS
 
 
