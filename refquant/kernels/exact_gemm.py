@@ -333,20 +333,6 @@ def _pad_centre(x, b0, nb, c0, top, left, wp, pitch, za, xp):
                     row[d + ix] = np.float32(np.int32(src[ix]) - za)
 
 
-@njit(cache=True)
-def _float32_row(acc, multiplier, zero_point, lo, hi, out):
-    """``out[e] = fast._float32_mode(acc[e], ...)`` for accumulators already checked to fit
-    int32, in conversions AVX2 vectorises: ``float32(int32(acc))`` is ``float32(acc)`` (the same
-    integer, rounded once), and the clamped result, an integer inside ``[lo, hi]``, converts
-    through int32 as exactly as through int64."""
-    z, low, high = np.float64(zero_point), np.float64(lo), np.float64(hi)
-    for e in range(out.shape[0]):
-        product = np.float32(np.int32(acc[e])) * multiplier
-        y = np.float64(np.rint(product)) + z
-        y = min(max(y, low), high)
-        out[e] = np.int32(y)
-
-
 @njit(parallel=True, cache=True)
 def _conv_epilogue(y, b0, nb, image_pitch, row_pitch, oh, ow, bias, rq, out, accs, status, narrow):
     """Per (image, channel) row: ``acc = int64(y) + bias``, the int32 check and the store.
@@ -373,8 +359,8 @@ def _conv_epilogue(y, b0, nb, image_pitch, row_pitch, oh, ow, bias, rq, out, acc
                         acc[oy * ow + ox] = np.int64(src[base + ox]) + bn
             flat0 = ((b0 + bl) * c_out + n) * hw
             fast._check_int32(acc, hw, flat0, status, t)
-            if rq[0] == 0:  # float32 mode, through int32 (_float32_row)
-                _float32_row(acc, rq[1][n], rq[4][n], rq[5][n], rq[6][n], out[b0 + bl, n])
+            if rq[0] == 0:  # float32 mode, through int32 (fast._float32_row)
+                fast._float32_row(acc, rq[1][n], rq[4][n], rq[5][n], rq[6][n], out[b0 + bl, n])
             else:
                 fast._store_channel(acc, n, rq, out[b0 + bl, n], flat0, status, t)
 

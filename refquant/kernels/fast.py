@@ -251,6 +251,20 @@ def _store_row(acc, ch0, rq, out, flat0, status, t):
 
 
 @njit(cache=True)
+def _float32_row(acc, multiplier, zero_point, lo, hi, out):
+    """``out[e] = _float32_mode(acc[e], ...)`` for accumulators already checked to fit
+    int32, in conversions AVX2 vectorises: ``float32(int32(acc))`` is ``float32(acc)`` (the same
+    integer, rounded once), and the clamped result, an integer inside ``[lo, hi]``, converts
+    through int32 as exactly as through int64."""
+    z, low, high = np.float64(zero_point), np.float64(lo), np.float64(hi)
+    for e in range(out.shape[0]):
+        product = np.float32(np.int32(acc[e])) * multiplier
+        y = np.float64(np.rint(product)) + z
+        y = min(max(y, low), high)
+        out[e] = np.int32(y)
+
+
+@njit(cache=True)
 def _store_channel(acc, c, rq, out, flat0, status, t):
     """``out[e] = requantize(acc[e])``, all in channel ``c`` (a conv output row)."""
     mode, multiplier, q_multiplier, shift, zero_point, lo, hi = rq
@@ -630,7 +644,10 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
                     acc[ox] = np.int64(rsum[base + ox]) + bias[o]
                 flat0 = ((b * c_out + o) * oh + oy) * ow
                 _check_int32(acc, ow, flat0, status, t)
-                _store_channel(acc, o, rq, out[b, o, oy], flat0, status, t)
+                if rq[0] == 0:  # float32 mode, in conversions AVX2 vectorises
+                    _float32_row(acc, rq[1][o], rq[4][o], rq[5][o], rq[6][o], out[b, o, oy])
+                else:
+                    _store_channel(acc, o, rq, out[b, o, oy], flat0, status, t)
 
 def _depthwise_geometry(g):
     return (g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.pads[0], g.pads[1],
