@@ -162,12 +162,6 @@ def batched_dot_f64(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray
     ``a`` (Ba, M, K) and ``b`` (Bb, K, N) float32; ``ia``, ``ib`` int64 index arrays of one
     length B.  Returns (B, M, N) float64: the caller adds its bias in float64 and rounds once.
     """
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    b = np.ascontiguousarray(b, dtype=np.float32)
-    ia = np.ascontiguousarray(ia, dtype=np.int64)
-    ib = np.ascontiguousarray(ib, dtype=np.int64)
-    if a.shape[2] != b.shape[1]:
-        raise ValueError(f"inner dimensions differ: {a.shape} and {b.shape}")
     return _batched_dot(a, b, ia, ib, None)
 
 
