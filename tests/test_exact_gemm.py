@@ -24,9 +24,7 @@ from refquant.kernels import exact_gemm, fast, fast_prepared
 from refquant.kernels import reference as ref
 from refquant.kernels.geometry import conv_geometry
 from refquant.numerics.requant import make_requantizer
-from test_kernels_fast import (EIGHT_BIT, assert_same, bias_vector, int_array, matmul_case, outcome, requantizer,
-                               zero_point)
-from tests_support import smallest_input
+from test_kernels_fast import assert_same, conv_operands, matmul_case, outcome, requantizer
 
 LIMITS = (exact_gemm.EXACT_LIMIT, 70_000, 1)
 
@@ -81,20 +79,7 @@ def conv_case(draw):
     group, cin_g, cout_g = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     strides = draw(st.sampled_from([(1, 1), (1, 1), (1, 1), (2, 2), (1, 2), (3, 1)]))
-    dilations = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
-    pads = tuple(draw(st.integers(0, 3)) for _ in range(4)) if auto_pad == "NOTSET" else None
-    h_min, w_min = smallest_input((kh, kw), dilations, pads, auto_pad)
-    h, wd = draw(st.integers(h_min, h_min + 7)), draw(st.integers(w_min, w_min + 7))
-    n = draw(st.sampled_from([1, 1, 2, 3, 0]))
-    x_dtype, w_dtype = draw(st.sampled_from(EIGHT_BIT)), draw(st.sampled_from(EIGHT_BIT))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    fill = draw(st.sampled_from(["random", "extreme", "small"]))
-    x = int_array(rng, (n, group * cin_g, h, wd), x_dtype, fill)
-    w = int_array(rng, (group * cout_g, cin_g, kh, kw), w_dtype, fill)
-    attrs = dict(strides=strides, pads=pads, dilations=dilations, group=group, auto_pad=auto_pad)
-    c_out = group * cout_g
-    return x, w, draw(zero_point(x_dtype)), draw(zero_point(w_dtype, c_out)), draw(bias_vector(c_out)), attrs
+    return draw(conv_operands(group, cin_g, cout_g, (kh, kw), strides, images=[1, 1, 2, 3, 0]))
 
 
 @settings(deadline=None, max_examples=40)

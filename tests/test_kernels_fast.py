@@ -137,12 +137,21 @@ def conv_case(draw):
         group, cin_g, cout_g = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return draw(conv_operands(group, cin_g, cout_g, (kh, kw), strides, images=[1, 1, 2, 0]))
+
+
+@st.composite
+def conv_operands(draw, group, cin_g, cout_g, kernel, strides, images):
+    """A conv case of this shape: dilations, padding (explicit or ``auto_pad``), an input at
+    least as large as the kernel needs, 8-bit dtypes, values (random, the range's two ends, or
+    small), zero points (scalar or per channel) and a bias; ``images`` the batch sizes drawn."""
+    kh, kw = kernel
     dilations = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
     pads = tuple(draw(st.integers(0, 3)) for _ in range(4)) if auto_pad == "NOTSET" else None
     h_min, w_min = smallest_input((kh, kw), dilations, pads, auto_pad)
     h, wd = draw(st.integers(h_min, h_min + 7)), draw(st.integers(w_min, w_min + 7))
-    n = draw(st.sampled_from([1, 1, 2, 0]))
+    n = draw(st.sampled_from(images))
     x_dtype, w_dtype = draw(st.sampled_from(EIGHT_BIT)), draw(st.sampled_from(EIGHT_BIT))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     fill = draw(st.sampled_from(["random", "extreme", "small"]))
