@@ -65,7 +65,7 @@ from .sweep import KEY, ResultsFile, SerialExecutor, numba_threads
 from .zoo import EMBEDDING_MODELS, REAL_MODELS
 from .zoo.efficientnet_lite import preprocess
 
-__all__ = ["CompareRow", "EvalData", "ModelContext", "PlanTask", "ROW_FIELDS", "REAL_MODEL_DEFAULTS", "compare",
+__all__ = ["CompareRow", "PlanRow", "EvalData", "ModelContext", "PlanTask", "ROW_FIELDS", "REAL_MODEL_DEFAULTS", "compare",
            "digits_data", "evaluate_plan", "photo_data", "plan_grid", "prepare_model", "summary_rows"]
 
 ROW_FIELDS = ("model", "weights", "activations", "bits", "activation_bits", "granularity", "dataset",
@@ -113,7 +113,10 @@ def photo_data(calibration: int = 16, views: int = 1, severity: int = 3, corrupt
 
 
 @dataclass
-class CompareRow:
+class PlanRow:
+    """What every ``compare`` row starts with: the model, the plan and the evaluation set (the
+    rows of classifiers and OCR models, :class:`CompareRow`, and of sentence embeddings,
+    :class:`refquant.compare_embeddings.EmbeddingRow`)."""
     model: str
     weights: str
     activations: str
@@ -121,6 +124,10 @@ class CompareRow:
     activation_bits: int
     granularity: str
     dataset: str
+
+
+@dataclass
+class CompareRow(PlanRow):
     images: int
     accuracy: float | None
     float_accuracy: float | None

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compare import PlanRow
 from .data.sentences import load_sentences
 from .executor import peak_working_bytes, quantize_model, run_float
 from .onnx_io.anchors import ort_outputs, ort_quantize_dynamic, ort_quantize_static
@@ -48,14 +49,7 @@ EMBEDDING_ANCHORS = ("quantize_dynamic", "quantize_static-MinMax")
 
 
 @dataclass
-class EmbeddingRow:
-    model: str
-    weights: str
-    activations: str
-    bits: int
-    activation_bits: int
-    granularity: str
-    dataset: str
+class EmbeddingRow(PlanRow):
     sentences: int
     mean_cosine: float
     min_cosine: float
