@@ -354,32 +354,30 @@ def table(results) -> str:
     lines.append("")
     for res in results:
         rq, ort = res["shares"].get("refquant", {}), res["shares"].get("onnxruntime", {})
-        total_rq, total_ort = sum(rq.values()) or 1.0, sum(ort.values()) or 1.0
         lines += [f"Per operator, {label(res)}, batch 1, one thread (ms and share of the "
-                  f"operators' sum):", "",
-                  "| operator | refquant ms | share | onnxruntime ms | share | refquant / ORT |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for op in sorted(set(rq) | set(ort), key=lambda o: -rq.get(o, 0.0)):
-            a, b = rq.get(op), ort.get(op)
-            ratio = f"{a / b:.1f}×" if a and b else "–"
-            lines.append(f"| {op} | {a or 0:.2f} | {100 * (a or 0) / total_rq:.0f} % | {b or 0:.2f} | "
-                         f"{100 * (b or 0) / total_ort:.0f} % | {ratio} |")
-        lines.append("")
+                  f"operators' sum):", ""] + share_table("operator", rq, ort)
         if res.get("model") == "efficientnet-lite0":
             grq, gort = collections.defaultdict(float), collections.defaultdict(float)
             for op, v in rq.items():
                 grq[group_of(op)] += v
             for op, v in ort.items():
                 gort[group_of(op)] += v
-            lines += ["By group:", "", "| group | refquant ms | share | onnxruntime ms | share | refquant / ORT |",
-                      "| --- | --- | --- | --- | --- | --- |"]
-            for g in sorted(set(grq) | set(gort), key=lambda o: -grq.get(o, 0.0)):
-                a, b = grq.get(g), gort.get(g)
-                ratio = f"{a / b:.1f}×" if a and b else "–"
-                lines.append(f"| {g} | {a or 0:.2f} | {100 * (a or 0) / total_rq:.0f} % | {b or 0:.2f} | "
-                             f"{100 * (b or 0) / total_ort:.0f} % | {ratio} |")
-            lines.append("")
+            lines += ["By group:", ""] + share_table("group", grq, gort)
     return "\n".join(lines)
+
+
+def share_table(what: str, rq: dict, ort: dict) -> list:
+    """Markdown rows of ms per key for both engines, each key's share of its engine's total and
+    the ratio, largest refquant time first (followed by a blank line)."""
+    total_rq, total_ort = sum(rq.values()) or 1.0, sum(ort.values()) or 1.0
+    lines = [f"| {what} | refquant ms | share | onnxruntime ms | share | refquant / ORT |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for key in sorted(set(rq) | set(ort), key=lambda o: -rq.get(o, 0.0)):
+        a, b = rq.get(key), ort.get(key)
+        ratio = f"{a / b:.1f}×" if a and b else "–"
+        lines.append(f"| {key} | {a or 0:.2f} | {100 * (a or 0) / total_rq:.0f} % | {b or 0:.2f} | "
+                     f"{100 * (b or 0) / total_ort:.0f} % | {ratio} |")
+    return lines + [""]
 
 
 def main(argv=None):
