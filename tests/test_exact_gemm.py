@@ -30,11 +30,13 @@ LIMITS = (exact_gemm.EXACT_LIMIT, 70_000, 1)
 
 
 @contextlib.contextmanager
-def sgemm_everywhere(limit=exact_gemm.EXACT_LIMIT, shifted=None):
-    """Every 8-bit layer on the sgemm path, with this chunk bound and stride-1 layout."""
-    names = ("MIN_MACS", "MIN_POINTWISE_MACS", "MIN_MATMUL_MACS", "MIN_COLUMNS", "_LIMIT", "_FORCE_SHIFTED")
+def sgemm_everywhere(limit=exact_gemm.EXACT_LIMIT, shifted=None, run=exact_gemm._EPILOGUE_RUN):
+    """Every 8-bit layer on the sgemm path, with this chunk bound, stride-1 layout and im2col
+    epilogue run (1: one image per run)."""
+    names = ("MIN_MACS", "MIN_POINTWISE_MACS", "MIN_MATMUL_MACS", "MIN_COLUMNS", "_LIMIT", "_FORCE_SHIFTED",
+             "_EPILOGUE_RUN")
     saved = [getattr(exact_gemm, name) for name in names]
-    for name, value in zip(names, (0, 0, 0, 0, limit, shifted)):
+    for name, value in zip(names, (0, 0, 0, 0, limit, shifted, run)):
         setattr(exact_gemm, name, value)
     try:
         yield
@@ -55,14 +57,14 @@ def _prepared(kind, x, w, x_zp, w_zp, bias, rq, attrs):
     return layer.run(x, binding, layer.requant_args(rq), rq.out_dtype)
 
 
-def _check(kind, args, rq, attrs, limit, shifted=None):
+def _check(kind, args, rq, attrs, limit, shifted=None, run=exact_gemm._EPILOGUE_RUN):
     unfused = rq is None
     if kind == "conv2d":
         expected = (outcome(ref.conv2d_int32, *args, **attrs) if unfused
                     else outcome(ref.conv2d_requant, *args, rq, **attrs))
     else:
         expected = outcome(ref.matmul_int32, *args) if unfused else outcome(ref.matmul_requant, *args, rq)
-    with sgemm_everywhere(limit, shifted):
+    with sgemm_everywhere(limit, shifted, run):
         if kind == "conv2d":
             got = (outcome(exact_gemm.conv2d_int32, *args, **attrs) if unfused
                    else outcome(exact_gemm.conv2d_requant, *args, rq, **attrs))
@@ -83,12 +85,34 @@ def conv_case(draw):
 
 
 @settings(deadline=None, max_examples=40)
-@given(conv_case(), st.sampled_from(LIMITS), st.booleans(), st.data())
-def test_conv_equals_reference(case, limit, shifted, data):
-    """``shifted``: stride-1 convs on the padded input (True) or the im2col (False)."""
+@given(conv_case(), st.sampled_from(LIMITS), st.booleans(), st.sampled_from([1, 7, 1024]), st.data())
+def test_conv_equals_reference(case, limit, shifted, run, data):
+    """``shifted``: stride-1 convs on the padded input (True) or the im2col (False); ``run``:
+    the im2col epilogue's outputs per run (1 and 7: one image per run, or runs of several
+    images of a few pixels; 1024: all images of a small case in one run)."""
     x, w, zx, zw, bias, attrs = case
     rq = data.draw(st.one_of(st.none(), requantizer(w.shape[0])))
-    _check("conv2d", (x, w, zx, zw, bias), rq, attrs, limit, shifted)
+    _check("conv2d", (x, w, zx, zw, bias), rq, attrs, limit, shifted, run)
+
+
+@settings(deadline=None, max_examples=40)
+@given(conv_case())
+def test_unchecked_binding_means_every_reference_accumulator_fits_int32(case):
+    """``GemmBinding.unchecked`` (the epilogue skips the int32 check) is a proof: whenever it
+    holds, the reference's accumulators are inside int32 for these operands — and it holds for
+    ordinary operands (a 3×3 conv of 64 channels with a bias of ±10⁶)."""
+    x, w, zx, zw, bias, attrs = case
+    layer = fast_prepared.prepare_layer("conv2d", w, zw, x_dtype=x.dtype, name="conv", **attrs)
+    if layer.gemm is None:
+        return
+    binding = layer.gemm.bind(zx, np.zeros(w.shape[0], np.int32) if bias is None else bias)
+    if binding.unchecked:
+        acc = ref.conv2d_int32(x, w, zx, zw, bias, **attrs)
+        assert acc.dtype == np.int32
+    w64 = np.full((8, 64, 3, 3), -128, np.int8)
+    ordinary = exact_gemm.GemmLayer("conv2d", w64, np.zeros(8, np.int32), np.uint8, "c")
+    assert ordinary.bind(0, np.full(8, 10**6, np.int64)).unchecked  # 255·128·576 + 10⁶ < 2**31
+    assert not ordinary.bind(0, np.full(8, 2**31 - 255 * 128 * 576, np.int64)).unchecked
 
 
 @settings(deadline=None, max_examples=25)
@@ -146,7 +170,8 @@ def test_conv_overflow_reports_the_first_index_like_the_reference():
     bias = np.array([0, INT32_MIN + 27 * 255 * 128 - 1, 0, 0], np.int32)
     for limit in LIMITS:
         for shifted in (False, True):
-            _check("conv2d", (x, w, 0, 0, bias), None, {"pads": (1, 1, 1, 1)}, limit, shifted)
+            for run in (1, 1024):
+                _check("conv2d", (x, w, 0, 0, bias), None, {"pads": (1, 1, 1, 1)}, limit, shifted, run)
     with sgemm_everywhere(), pytest.raises(ref.AccumulatorOverflowError, match=r"output index \(0, 1, 1, 1\)"):
         exact_gemm.conv2d_int32(x, w, 0, 0, bias, pads=(1, 1, 1, 1))
     # the second image alone overflows: the index is found across image groups and threads
@@ -225,7 +250,9 @@ def test_resnet_shapes_take_the_sgemm_path_tiny_and_depthwise_layers_do_not():
     assert plan((1, 512, 7, 7), (512, 512, 3, 3), pads=(1, 1, 1, 1))
     assert not plan((1, 4, 4, 4), (4, 4, 1, 1))
     assert plan((1, 80, 14, 14), (480, 80, 1, 1))  # a 1×1 conv from 2**18 multiply-adds (7.5 M here)
-    assert not plan((1, 24, 14, 14), (24, 24, 3, 3), pads=(1, 1, 1, 1))  # 1.0 M, 3×3: the tile kernels
+    assert plan((1, 24, 14, 14), (24, 24, 3, 3), pads=(1, 1, 1, 1))  # 1.0 M, 3×3: from 2**18 too
+    assert plan((32, 1, 8, 8), (16, 1, 3, 3), pads=(1, 1, 1, 1))  # 0.29 M: a digits batch's first conv
+    assert not plan((1, 1, 8, 8), (16, 1, 3, 3), pads=(1, 1, 1, 1))  # 9 216: one digit, the tile kernels
     assert not plan((1, 512, 2, 2), (512, 512, 3, 3), pads=(1, 1, 1, 1))  # 4 columns: weight streaming
     assert plan((8, 512, 2, 2), (512, 512, 3, 3), pads=(1, 1, 1, 1))
     assert not plan((1, 32, 56, 56), (32, 1, 3, 3), group=32, pads=(1, 1, 1, 1))  # depthwise kernel

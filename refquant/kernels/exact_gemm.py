@@ -54,11 +54,19 @@ Conv (NCHW in, OIHW weights, out NCHW), weights centred to ``W_c[C_out, K]`` wit
   bound) and never read.
 * otherwise a Caffe-style im2col ``P[K_g, cols]`` per group (row = kernel tap and channel: the
   input plane shifted by the tap and strided, centred, zero where it reads padding; columns
-  are the output pixels of up to ``images`` images side by side), :func:`_im2col` with
-  ``prange`` over rows, then ``Y = W_c @ P`` per K-chunk.
+  are the output pixels of up to ``images`` images side by side), then ``Y = W_c @ P`` per
+  K-chunk. The input is centred and zero-padded first (:func:`_pad_centre`, planes of ``(H +
+  pads)·(W + pads)``), so building ``P`` is one gather per value through a table of the offset
+  each output pixel reads for each tap (:func:`tap_offsets`, :func:`_gather_columns`, ``prange``
+  over rows): no padding test and no short row loops, which made small images (8×8, 4×4)
+  cost 4–9 ns per value.
 
-Either way ``Y`` is channel-major, so the epilogue (:func:`_conv_epilogue`, ``prange`` over
-(image, channel) rows) writes NCHW directly. MatMul ``a [M, K]``, ``w [N, K]``:
+Either way ``Y`` is channel-major, so the epilogues write NCHW directly: :func:`_conv_epilogue`
+(shifted layout, ``prange`` over (image, channel) rows) and :func:`_im2col_epilogue` (``prange``
+over runs of whole images of one channel, about 1024 outputs each, staged then copied — a 4×4
+image is one loop of 16 outputs otherwise). Where every accumulator is provably inside int32
+(:class:`GemmBinding`, ``unchecked``) the float32 mode runs as one int32/float32 pass
+(:func:`_float32_unchecked`). MatMul ``a [M, K]``, ``w [N, K]``:
 ``Y = a_c @ w_cᵀ`` per K-chunk (``sgemm`` reading ``w_c`` transposed), :func:`_matmul_epilogue`
 over rows. ``sgemm`` is SciPy's BLAS (``scipy.linalg.cython_blas``), called through ctypes
 with explicit leading dimensions and ``beta``, which NumPy's ``matmul`` does not expose.
@@ -105,19 +113,20 @@ __all__ = ["EXACT_LIMIT", "GemmLayer", "activation_bound", "chunk_bounds", "elig
 EXACT_LIMIT = 2**24    # every integer of magnitude ≤ 2**24 is a float32
 _LIMIT = EXACT_LIMIT   # the per-chunk bound actually used; tests lower it to force several chunks
 USE_SGEMM = True       # set to False to run every 8-bit layer on fast's tile kernels
-# Below these sizes the tile kernels' lower fixed cost (about 0.1 ms less per call) wins, and
-# with few output columns sgemm streams four bytes per weight instead of one (measured on
-# AMD Zen 3, one thread: bench/RESULTS.md, "Exact-by-bound float32 GEMM").
-MIN_MACS = 1 << 23          # multiply-adds of one conv call (all images)
-# a 1×1 conv reads its input with no im2col, and the tile kernels' per-row cost weighs more
-# with its short K: sgemm wins down to 0.3 M multiply-adds (1.2–3.9× on EfficientNet-Lite0's
-# 1×1 layers of 0.4–8.4 M, one thread; bench/RESULTS.md)
+# Below these sizes the tile kernels' lower fixed cost (about 0.1 ms less per call) wins. With
+# the gather im2col and the run epilogue the crossover is near 0.1–0.6 M multiply-adds for
+# every conv shape measured (8×8 digits batches to 64×64 ResNet stems; the tile kernels are
+# 1.4–5.5× slower above it: bench/RESULTS.md, "Small images on the exact GEMM"), 1×1 included.
+MIN_MACS = 1 << 18          # multiply-adds of one conv call (all images)
 MIN_POINTWISE_MACS = 1 << 18
 MIN_MATMUL_MACS = 1 << 19   # multiply-adds of one matmul call
 MIN_COLUMNS = 16            # output pixels of one conv call (all images)
 _FORCE_SHIFTED = None  # tests set True/False to run every stride-1 conv on one layout
 # columns of one im2col: as many whole images as keep P and Y under this many float32 values
 _MAX_COLUMN_VALUES = 1 << 22
+# the im2col epilogue's run: whole images of one channel, about this many outputs per loop
+_EPILOGUE_RUN = 1024
+_INT32_MAX = 2**31 - 1
 
 
 def activation_bound(x_dtype, x_zero_point) -> int:
@@ -148,6 +157,18 @@ def uses_sgemm(a_dtype, w_dtype, w_shape, macs: int, columns: int, group=1) -> b
         least = MIN_POINTWISE_MACS if w_shape[2] * w_shape[3] == 1 else MIN_MACS
         return eligible(a_dtype, w_dtype, w_shape, group) and macs >= least and columns >= MIN_COLUMNS
     return eligible(a_dtype, w_dtype, w_shape) and macs >= MIN_MATMUL_MACS
+
+
+@njit(cache=True)
+def _largest_row_sum(wc):
+    """``max_n Σ_k |wc[n, k]|`` (int64; 0 for no rows) without a temporary array."""
+    best = np.int64(0)
+    for n in range(wc.shape[0]):
+        run = np.int64(0)
+        for k in range(wc.shape[1]):
+            run += np.int64(abs(wc[n, k]))
+        best = max(best, run)
+    return best
 
 
 @njit(cache=True)
@@ -218,6 +239,11 @@ def _may_need_chunks(k: int) -> bool:
     return k * 255 * 255 > _LIMIT
 
 
+def _epilogue_run(hw: int) -> int:
+    """Length of the im2col epilogue's per-thread rows: whole images, at least one."""
+    return max(1, _EPILOGUE_RUN // max(hw, 1)) * max(hw, 1)
+
+
 def _images_per_gemm(n: int, k: int, c_out: int, hw: int) -> int:
     return max(1, min(n, _MAX_COLUMN_VALUES // max(1, max(k, c_out) * hw)))
 
@@ -239,8 +265,12 @@ def scratch_arrays(kind: str, a_shape, w_shape, g, threads: int) -> dict:
                   "accumulators": ((chunks, hw), 8)}
     else:
         k, c_out, hw = g.k, g.c_out, g.oh * g.ow
-        rows, cols, chunks = c_out, _images_per_gemm(g.n, k, c_out, hw) * hw, max(1, min(threads, g.n * c_out))
-        arrays = {"centred_weights": ((c_out, k), 4), "columns": ((k, cols), 4), "accumulators": ((chunks, hw), 8)}
+        images = _images_per_gemm(g.n, k, c_out, hw)
+        rows, cols, chunks = c_out, images * hw, max(1, min(threads, g.n * c_out))
+        run = _epilogue_run(hw)
+        arrays = {"centred_weights": ((c_out, k), 4), "padded_input": ((g.c_in, images * padded_pitch(g)), 4),
+                  "tap_offsets": ((g.kh * g.kw, hw), 8), "columns": ((k, cols), 4),
+                  "accumulators": ((chunks, run), 8), "staged_outputs": ((chunks, run), 4)}
     arrays.update({
         "bias": ((c_out,), 8),
         "requant_vectors": ((6, c_out), 4),
@@ -276,42 +306,36 @@ def _centre_weights(w, zw, out):
 
 
 @njit(parallel=True, cache=True)
-def _im2col(x, b0, nb, c0, geometry, oh, ow, za, p):
-    """``p[(i·kw + j)·C_g + c, bl·OH·OW + oy·OW + ox] = x[b0 + bl, c0 + c, iy, ix] - z_a`` with
-    ``iy = oy·sh + i·dh - top``, ``ix = ox·sw + j·dw - left``, and 0 (real zero) outside."""
-    sh, sw, dh, dw, top, left, kh, kw = geometry
-    height, width = x.shape[2], x.shape[3]
-    hw = oh * ow
-    cin_g = p.shape[0] // (kh * kw)
+def _gather_columns(xp, c0, nb, pitch, taps, p):
+    """``p[tap·C_g + c, bl·OH·OW + e] = xp[c0 + c, bl·pitch + taps[tap, e]]``: the im2col read
+    from the padded, centred input (:func:`_pad_centre`), one gather per value; ``taps[tap, e]``
+    is the offset in one image's padded plane that output pixel ``e`` reads for that tap
+    (:func:`tap_offsets`), so padding needs no test and no conversion is left to do."""
+    ntap, hw = taps.shape
+    cin_g = p.shape[0] // ntap
     for r in prange(p.shape[0]):
-        c, tap = r % cin_g, r // cin_g
-        i, j = tap // kw, tap % kw
-        row = p[r]
-        off = j * dw - left
-        lo = 0 if off >= 0 else (-off + sw - 1) // sw
-        lo = min(lo, ow)
-        hi = max(0, min(ow, (width - 1 - off) // sw + 1))
-        hi = max(hi, lo)
+        tap, c = r // cin_g, r % cin_g
+        src, row, off = xp[c0 + c], p[r], taps[tap]
         for bl in range(nb):
-            plane = x[b0 + bl, c0 + c]
-            for oy in range(oh):
-                iy = oy * sh + i * dh - top
-                d = bl * hw + oy * ow
-                if iy < 0 or iy >= height:
-                    for ox in range(ow):
-                        row[d + ox] = 0.0
-                    continue
-                src = plane[iy]
-                for ox in range(lo):
-                    row[d + ox] = 0.0
-                if sw == 1:
-                    for ox in range(lo, hi):
-                        row[d + ox] = np.float32(np.int32(src[ox + off]) - za)
-                else:
-                    for ox in range(lo, hi):
-                        row[d + ox] = np.float32(np.int32(src[ox * sw + off]) - za)
-                for ox in range(hi, ow):
-                    row[d + ox] = 0.0
+            s0, d0 = bl * pitch, bl * hw
+            for e in range(hw):
+                row[d0 + e] = src[s0 + off[e]]
+
+
+def tap_offsets(g) -> np.ndarray:
+    """``taps[i·kw + j, oy·OW + ox] = (oy·sh + i·dh)·Wp + ox·sw + j·dw`` (int64): where each
+    output pixel reads each kernel tap in one image's padded plane of width ``Wp = W + pads``."""
+    wp = g.w + g.pads[1] + g.pads[3]
+    oy = np.arange(g.oh, dtype=np.int64)[:, None] * g.strides[0]
+    ox = np.arange(g.ow, dtype=np.int64)[None, :] * g.strides[1]
+    rows = [((oy + i * g.dilations[0]) * wp + ox + j * g.dilations[1]).reshape(-1)
+            for i in range(g.kh) for j in range(g.kw)]
+    return np.ascontiguousarray(np.stack(rows))
+
+
+def padded_pitch(g) -> int:
+    """Columns of one image's padded plane for the im2col: ``(H + pads)·(W + pads)``."""
+    return (g.h + g.pads[0] + g.pads[2]) * (g.w + g.pads[1] + g.pads[3])
 
 
 @njit(parallel=True, cache=True)
@@ -363,6 +387,72 @@ def _conv_epilogue(y, b0, nb, image_pitch, row_pitch, oh, ow, bias, rq, out, acc
                 fast._float32_row(acc, rq[1][n], rq[4][n], rq[5][n], rq[6][n], out[b0 + bl, n])
             else:
                 fast._store_channel(acc, n, rq, out[b0 + bl, n], flat0, status, t)
+
+
+@njit(cache=True)
+def _float32_unchecked(src, s0, count, bias, multiplier, zero_point, lo, hi, dst, d0):
+    """``dst[d0 + e] = clip(rint(float32(int32(src[s0 + e]) + bias) · m) + z_y, lo, hi)`` — the
+    float32 mode (``fast._float32_mode``) on sums proven to fit int32 (:attr:`GemmBinding.unchecked`),
+    so the whole step runs in int32 and float32, eight lanes wide on AVX2. Exactly the mode's
+    result: the clamp moves before ``+ z_y`` (``clip(R + z, lo, hi) = clip(R, lo - z, hi - z) + z``
+    for the integral ``R = rint(product)``; ``lo - z`` and ``hi - z`` are small integers, so the
+    float32 comparisons are exact, and an infinite ``R`` clamps the same way)."""
+    z, b = np.int32(zero_point), np.int32(bias)
+    low, high = np.float32(lo - zero_point), np.float32(hi - zero_point)
+    for e in range(count):
+        r = np.rint(np.float32(np.int32(src[s0 + e]) + b) * multiplier)
+        r = min(max(r, low), high)
+        dst[d0 + e] = np.int32(r) + z
+
+
+@njit(parallel=True, cache=True)
+def _im2col_epilogue(y, b0, nb, hw, bias, unchecked, narrow, rq, out, accs, staged, status):
+    """The epilogue of the im2col layout (``y[n, bl·OH·OW + e]`` is output ``(b0 + bl, n, e)``),
+    in runs of ``accs.shape[1] // hw`` images per channel, so that a small image costs one long
+    loop, not one short loop per (image, channel). A run is converted (``acc = int64(y) +
+    bias``), checked against int32 (recording each outside value's C-order index) and stored
+    into ``staged`` through ``fast._float32_row`` / ``fast._store_channel``, then copied to its
+    images' rows; with ``unchecked`` (sums proven inside int32) and the float32 mode it is
+    :func:`_float32_unchecked`, one pass. ``narrow``: ``y`` is one chunk's float32 (``|y| ≤ 2**24``,
+    converted through int32, which AVX2 vectorises), else float64 chunk sums."""
+    c_out = y.shape[0]
+    per = max(1, accs.shape[1] // hw)
+    runs = (nb + per - 1) // per
+    chunks = status.shape[0]
+    for t in prange(chunks):
+        acc, stage = accs[t], staged[t]
+        q0, q1 = fast._chunk_bounds(c_out * runs, chunks, t)
+        for q in range(q0, q1):
+            n, r = q // runs, q % runs
+            i0 = r * per
+            i1 = min(nb, i0 + per)
+            count, base, src = (i1 - i0) * hw, i0 * hw, y[n]
+            if unchecked and rq[0] == 0:
+                _float32_unchecked(src, base, count, bias[n], rq[1][n], rq[4][n], rq[5][n], rq[6][n], stage, 0)
+            else:
+                bn = bias[n]
+                if narrow:
+                    for e in range(count):
+                        acc[e] = np.int64(np.int32(src[base + e])) + bn
+                else:
+                    for e in range(count):
+                        acc[e] = np.int64(src[base + e]) + bn
+                outside = 0
+                for e in range(count):
+                    outside += (acc[e] < -2147483648) | (acc[e] > 2147483647)
+                if outside:
+                    for e in range(count):
+                        if acc[e] < -2147483648 or acc[e] > 2147483647:
+                            fast._record(status, t, 1, ((b0 + i0 + e // hw) * c_out + n) * hw + e % hw, acc[e])
+                            acc[e] = 0
+                if rq[0] == 0:
+                    fast._float32_row(acc[:count], rq[1][n], rq[4][n], rq[5][n], rq[6][n], stage[:count])
+                else:  # a fixed-point overflow is recorded with this run's first index (only its kind is raised)
+                    fast._store_channel(acc[:count], n, rq, stage[:count], ((b0 + i0) * c_out + n) * hw, status, t)
+            for i in range(i0, i1):
+                dst, o = out[b0 + i, n], (i - i0) * hw
+                for e in range(hw):
+                    dst[e] = stage[o + e]
 
 
 @njit(parallel=True, cache=True)
@@ -477,12 +567,14 @@ class _BlasThreads:
 
 
 class GemmBinding:
-    """``bias`` (int64 ``[C_out]``), ``z_a`` and the K-chunk boundaries for ``A_max(z_a)``."""
+    """``bias`` (int64 ``[C_out]``), ``z_a``, the K-chunk boundaries for ``A_max(z_a)``, and
+    ``unchecked``: every accumulator is provably inside int32, ``A_max · max_n Σ_k |w_c[n, k]| +
+    max |bias| ≤ 2**31 - 1``, so the epilogue may skip the int32 check and run in int32."""
 
-    __slots__ = ("x_zero_point", "bias", "bounds")
+    __slots__ = ("x_zero_point", "bias", "bounds", "unchecked")
 
-    def __init__(self, x_zero_point, bias, bounds):
-        self.x_zero_point, self.bias, self.bounds = x_zero_point, bias, bounds
+    def __init__(self, x_zero_point, bias, bounds, unchecked=False):
+        self.x_zero_point, self.bias, self.bounds, self.unchecked = x_zero_point, bias, bounds, unchecked
 
 
 class GemmLayer:
@@ -503,10 +595,24 @@ class GemmLayer:
         self.wc = np.empty(w2.shape, np.float32)  # |w - z_w| ≤ 255: exact
         _centre_weights(w2, zw, self.wc)
         self.k = self.wc.shape[1]
+        # max_n Σ_k |w_c[n, k]|: an exact integer (≤ K · 255), the row bound of the dot products
+        self.row_bound = int(_largest_row_sum(self.wc))
+        self._taps: dict = {}
 
     def bind(self, x_zero_point: int, bias: np.ndarray) -> GemmBinding:
-        bounds = chunk_bounds(self.wc, activation_bound(self.x_dtype, x_zero_point))
-        return GemmBinding(int(x_zero_point), np.ascontiguousarray(bias, np.int64), bounds)
+        a_max = activation_bound(self.x_dtype, x_zero_point)
+        bias = np.ascontiguousarray(bias, np.int64)
+        largest_bias = int(np.abs(bias).max()) if bias.size else 0
+        unchecked = a_max * self.row_bound + largest_bias <= _INT32_MAX
+        return GemmBinding(int(x_zero_point), bias, chunk_bounds(self.wc, a_max), unchecked)
+
+    def tap_offsets(self, g) -> np.ndarray:
+        """:func:`tap_offsets` of ``g``, memoised per geometry."""
+        key = (g.h, g.w, g.pads, g.strides, g.dilations, g.kh, g.kw)
+        taps = self._taps.get(key)
+        if taps is None:
+            taps = self._taps[key] = tap_offsets(g)
+        return taps
 
     def _chunked(self, pieces, m, c_addr, ldc, rows, y32, y64, threads, columns):
         """``y = Σ_chunks Σ_pieces A @ B`` over ``columns`` output columns: ``pieces[ci]`` is a
@@ -531,33 +637,39 @@ class GemmLayer:
 
     def _conv_im2col(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
         hw = g.oh * g.ow
-        k_g, cout_g = self.k, g.c_out // g.group
+        k_g, cout_g, cin_g = self.k, g.c_out // g.group, g.c_in // g.group
         nb_max = _images_per_gemm(g.n, k_g, g.c_out, hw)
         cols_max = nb_max * hw
+        pitch = padded_pitch(g)
+        xp = np.empty((g.c_in, nb_max * pitch), np.float32)
         p = np.empty((k_g, cols_max), np.float32)
         y32 = np.empty((g.c_out, cols_max), np.float32)
         bounds = binding.bounds
         multi = len(bounds) > 2
         y64 = np.empty((g.c_out, cols_max), np.float64) if multi else None
         chunks = max(1, min(threads, g.n * g.c_out))
-        accs = np.empty((chunks, hw), np.int64)
+        run = _epilogue_run(hw)
+        accs = np.empty((chunks, run), np.int64)
+        staged = np.empty((chunks, run), out.dtype)
         status = np.full((chunks, 3), -1, np.int64)
-        geometry = (g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.pads[0], g.pads[1],
-                    g.kh, g.kw)
+        taps = self.tap_offsets(g)
+        top, left = g.pads[0], g.pads[1]
+        wp = g.w + g.pads[1] + g.pads[3]
         out3 = out.reshape(g.n, g.c_out, hw)
         za = np.int32(binding.x_zero_point)
         wa, pa, ya = self.wc.ctypes.data, p.ctypes.data, y32.ctypes.data
         with _BlasThreads(1):
             for b0 in range(0, g.n, nb_max):
                 nb = min(nb_max, g.n - b0)
+                _pad_centre(x, b0, nb, 0, top, left, wp, pitch, za, xp)
                 for grp in range(g.group):
-                    _im2col(x, b0, nb, grp * (g.c_in // g.group), geometry, g.oh, g.ow, za, p[:, :nb * hw])
+                    _gather_columns(xp, grp * cin_g, nb, pitch, taps, p)
                     pieces = [[(wa + 4 * (grp * cout_g * k_g + int(k0)), k_g, pa + 4 * int(k0) * cols_max, cols_max,
                                 int(k1 - k0))] for k0, k1 in zip(bounds[:-1], bounds[1:])]
                     self._chunked(pieces, cout_g, ya + 4 * grp * cout_g * cols_max, cols_max,
                                   slice(grp * cout_g, (grp + 1) * cout_g), y32, y64, threads, nb * hw)
-                _conv_epilogue(y64 if multi else y32, b0, nb, hw, g.ow, g.oh, g.ow, binding.bias, rq_args, out3,
-                               accs, status, not multi)
+                _im2col_epilogue(y64 if multi else y32, b0, nb, hw, binding.bias, binding.unchecked, not multi,
+                                 rq_args, out3, accs, staged, status)
         return status
 
     def conv(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
