@@ -399,10 +399,11 @@ def _float32_unchecked(src, s0, count, bias, multiplier, zero_point, lo, hi, dst
     float32 comparisons are exact, and an infinite ``R`` clamps the same way)."""
     z, b = np.int32(zero_point), np.int32(bias)
     low, high = np.float32(lo - zero_point), np.float32(hi - zero_point)
-    for e in range(count):
-        r = np.rint(np.float32(np.int32(src[s0 + e]) + b) * multiplier)
+    for e in range(count):  # int32 + int32 is int64 in Numba: narrowed back, so the loop stays 8 lanes wide
+        acc = np.int32(np.int32(src[s0 + e]) + b)
+        r = np.rint(np.float32(acc) * multiplier)
         r = min(max(r, low), high)
-        dst[d0 + e] = np.int32(r) + z
+        dst[d0 + e] = np.int32(np.int32(r) + z)
 
 
 @njit(parallel=True, cache=True)
