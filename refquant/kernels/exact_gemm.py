@@ -357,38 +357,6 @@ def _pad_centre(x, b0, nb, c0, top, left, wp, pitch, za, xp):
                     row[d + ix] = np.float32(np.int32(src[ix]) - za)
 
 
-@njit(parallel=True, cache=True)
-def _conv_epilogue(y, b0, nb, image_pitch, row_pitch, oh, ow, bias, rq, out, accs, status, narrow):
-    """Per (image, channel) row: ``acc = int64(y) + bias``, the int32 check and the store.
-    ``out`` is ``[N, C_out, OH·OW]``; output ``(bl, n, oy, ox)`` is
-    ``y[n, bl·image_pitch + oy·row_pitch + ox]``; ``narrow``: ``y`` is one chunk's float32
-    (``|y| ≤ 2**24``), else float64 chunk sums."""
-    c_out = y.shape[0]
-    hw = oh * ow
-    chunks = status.shape[0]
-    for t in prange(chunks):
-        acc = accs[t]
-        q0, q1 = fast._chunk_bounds(nb * c_out, chunks, t)
-        for q in range(q0, q1):
-            bl, n = q // c_out, q % c_out
-            src = y[n]
-            bn = bias[n]
-            for oy in range(oh):
-                base = bl * image_pitch + oy * row_pitch
-                if narrow:  # |y| ≤ 2**24: through int32, the conversion AVX2 vectorises
-                    for ox in range(ow):
-                        acc[oy * ow + ox] = np.int64(np.int32(src[base + ox])) + bn
-                else:
-                    for ox in range(ow):
-                        acc[oy * ow + ox] = np.int64(src[base + ox]) + bn
-            flat0 = ((b0 + bl) * c_out + n) * hw
-            fast._check_int32(acc, hw, flat0, status, t)
-            if rq[0] == 0:  # float32 mode, through int32 (fast._float32_row)
-                fast._float32_row(acc, rq[1][n], rq[4][n], rq[5][n], rq[6][n], out[b0 + bl, n])
-            else:
-                fast._store_channel(acc, n, rq, out[b0 + bl, n], flat0, status, t)
-
-
 @njit(cache=True)
 def _float32_unchecked(src, s0, count, bias, multiplier, zero_point, lo, hi, dst, d0):
     """``dst[d0 + e] = clip(rint(float32(int32(src[s0 + e]) + bias) · m) + z_y, lo, hi)`` — the
@@ -404,6 +372,45 @@ def _float32_unchecked(src, s0, count, bias, multiplier, zero_point, lo, hi, dst
         r = np.rint(np.float32(acc) * multiplier)
         r = min(max(r, low), high)
         dst[d0 + e] = np.int32(np.int32(r) + z)
+
+
+@njit(parallel=True, cache=True)
+def _conv_epilogue(y, b0, nb, image_pitch, row_pitch, oh, ow, bias, unchecked, rq, out, accs, status, narrow):
+    """Per (image, channel) row: ``acc = int64(y) + bias``, the int32 check and the store.
+    ``out`` is ``[N, C_out, OH·OW]``; output ``(bl, n, oy, ox)`` is
+    ``y[n, bl·image_pitch + oy·row_pitch + ox]``; ``narrow``: ``y`` is one chunk's float32
+    (``|y| ≤ 2**24``), else float64 chunk sums; ``unchecked``: every sum is proven inside int32
+    (:class:`GemmBinding`), so the float32 mode is one pass, :func:`_float32_unchecked`."""
+    c_out = y.shape[0]
+    hw = oh * ow
+    chunks = status.shape[0]
+    for t in prange(chunks):
+        acc = accs[t]
+        q0, q1 = fast._chunk_bounds(nb * c_out, chunks, t)
+        for q in range(q0, q1):
+            bl, n = q // c_out, q % c_out
+            src = y[n]
+            bn = bias[n]
+            if unchecked and rq[0] == 0:
+                dst = out[b0 + bl, n]
+                for oy in range(oh):
+                    _float32_unchecked(src, bl * image_pitch + oy * row_pitch, ow, bn, rq[1][n], rq[4][n],
+                                       rq[5][n], rq[6][n], dst, oy * ow)
+                continue
+            for oy in range(oh):
+                base = bl * image_pitch + oy * row_pitch
+                if narrow:  # |y| ≤ 2**24: through int32, the conversion AVX2 vectorises
+                    for ox in range(ow):
+                        acc[oy * ow + ox] = np.int64(np.int32(src[base + ox])) + bn
+                else:
+                    for ox in range(ow):
+                        acc[oy * ow + ox] = np.int64(src[base + ox]) + bn
+            flat0 = ((b0 + bl) * c_out + n) * hw
+            fast._check_int32(acc, hw, flat0, status, t)
+            if rq[0] == 0:  # float32 mode, through int32 (fast._float32_row)
+                fast._float32_row(acc, rq[1][n], rq[4][n], rq[5][n], rq[6][n], out[b0 + bl, n])
+            else:
+                fast._store_channel(acc, n, rq, out[b0 + bl, n], flat0, status, t)
 
 
 @njit(parallel=True, cache=True)
@@ -457,8 +464,10 @@ def _im2col_epilogue(y, b0, nb, hw, bias, unchecked, narrow, rq, out, accs, stag
 
 
 @njit(parallel=True, cache=True)
-def _matmul_epilogue(y, bias, rq, out, accs, status):
-    """Per row ``m``: ``acc = int64(y[m]) + bias``, the int32 check and the store."""
+def _matmul_epilogue(y, bias, unchecked, rq, out, accs, status):
+    """Per row ``m``: ``acc = int64(y[m]) + bias``, the int32 check and the store; with
+    ``unchecked`` (sums proven inside int32) and the float32 mode, :func:`_float32_unchecked`'s
+    one int32/float32 pass with the column's (= channel's) constants."""
     m_total, n_total = y.shape
     chunks = status.shape[0]
     for t in prange(chunks):
@@ -466,6 +475,14 @@ def _matmul_epilogue(y, bias, rq, out, accs, status):
         m0, m1 = fast._chunk_bounds(m_total, chunks, t)
         for m in range(m0, m1):
             src = y[m]
+            if unchecked and rq[0] == 0:
+                multiplier, zero_point, lo, hi, dst = rq[1], rq[4], rq[5], rq[6], out[m]
+                for e in range(n_total):
+                    a = np.int32(np.int32(src[e]) + np.int32(bias[e]))
+                    r = np.rint(np.float32(a) * multiplier[e])
+                    r = min(max(r, np.float32(lo[e] - zero_point[e])), np.float32(hi[e] - zero_point[e]))
+                    dst[e] = np.int32(np.int32(r) + zero_point[e])
+                continue
             for e in range(n_total):
                 acc[e] = np.int64(src[e]) + bias[e]
             fast._check_int32(acc, n_total, m * n_total, status, t)
@@ -721,8 +738,8 @@ class GemmLayer:
                         pieces.append(chunk)
                     self._chunked(pieces, cout_g, ya + 4 * grp * cout_g * width, width,
                                   slice(grp * cout_g, (grp + 1) * cout_g), y32, y64, threads, cols)
-                _conv_epilogue(y64 if multi else y32, b0, nb, pitch, wp, g.oh, g.ow, binding.bias, rq_args, out3,
-                               accs, status, not multi)
+                _conv_epilogue(y64 if multi else y32, b0, nb, pitch, wp, g.oh, g.ow, binding.bias, binding.unchecked,
+                               rq_args, out3, accs, status, not multi)
         return status
 
     def matmul(self, a, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
@@ -753,7 +770,7 @@ class GemmLayer:
 
         with _BlasThreads(1):
             _in_parts(run, m, threads)
-        _matmul_epilogue(y, binding.bias, rq_args, out, accs, status)
+        _matmul_epilogue(y, binding.bias, binding.unchecked, rq_args, out, accs, status)
         return status
 
 
