@@ -288,3 +288,25 @@ def test_fused_call_allocates_only_its_output_and_the_stated_scratch(kind, a_sha
     assert out.shape[1] == n_out
     layer = fast_prepared.prepare_layer(kind, w, 0, x_dtype=np.uint8, name="x", **attrs)
     assert layer.scratch_bytes(a_shape) == scratch
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(0, 5), st.integers(1, 5),
+       st.tuples(*(st.integers(0, 2),) * 4), st.integers(0, 2), st.integers(0, 255), st.integers(0, 2**32 - 1))
+def test_pad_centre_writes_every_column_once_and_nothing_outside(n, c, h, w, pads, slack, za, seed):
+    """``_pad_centre`` (one pass, no bounds checks in Numba): the centred plane inside its
+    padding, 0 in the padding and the slack, and not one value outside the buffer (guards on
+    both sides)."""
+    top, left, bottom, right = pads
+    wp = w + left + right
+    pitch = (h + top + bottom) * wp + slack
+    x = np.random.default_rng(seed).integers(0, 256, (n, c, h, w)).astype(np.uint8)
+    buffer = np.full((c, n * pitch + 2), np.nan, np.float32)  # one guard column each side
+    exact_gemm._pad_centre(x, 0, n, 0, top, left, wp, pitch, np.int32(za), buffer[:, 1:-1])
+    expected = np.zeros((c, n, pitch), np.float32)
+    for b in range(n):
+        plane = np.zeros((c, h + top + bottom, wp), np.float32)
+        plane[:, top:top + h, left:left + w] = x[b].astype(np.float32) - za
+        expected[:, b, :plane[0].size] = plane.reshape(c, -1)
+    assert np.array_equal(buffer[:, 1:-1], expected.reshape(c, -1))
+    assert np.isnan(buffer[:, 0]).all() and np.isnan(buffer[:, -1]).all()

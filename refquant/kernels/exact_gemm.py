@@ -341,13 +341,16 @@ def padded_pitch(g) -> int:
 @njit(parallel=True, cache=True)
 def _pad_centre(x, b0, nb, c0, top, left, wp, pitch, za, xp):
     """``xp[c, bl·pitch + (top + iy)·wp + left + ix] = x[b0 + bl, c0 + c, iy, ix] - z_a``; every
-    other column (the padding, and the slack after each image) 0 — real zero."""
+    other column (the padding, and the slack after each image) 0 — real zero. One pass: each
+    column is written once (a 1×1 conv has no padding, and its input is only converted)."""
     height, width = x.shape[2], x.shape[3]
+    right = wp - left - width
     for c in prange(xp.shape[0]):
         row = xp[c]
         for bl in range(nb):
             base = bl * pitch
-            for e in range(pitch):
+            # the top rows and the first row's left padding (no rows: the whole pitch)
+            for e in range(top * wp + left if height > 0 else pitch):
                 row[base + e] = 0.0
             plane = x[b0 + bl, c0 + c]
             for iy in range(height):
@@ -355,6 +358,10 @@ def _pad_centre(x, b0, nb, c0, top, left, wp, pitch, za, xp):
                 src = plane[iy]
                 for ix in range(width):
                     row[d + ix] = np.float32(np.int32(src[ix]) - za)
+                # this row's right padding and the next row's left padding (or the bottom rows)
+                stop = d + width + right + left if iy + 1 < height else base + pitch
+                for e in range(d + width, stop):
+                    row[e] = 0.0
 
 
 @njit(cache=True)
