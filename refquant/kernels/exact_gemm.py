@@ -294,7 +294,7 @@ def _centre_rows(a, za, out):
     """``out[m, k] = float32(a[m, k] - z_a)``."""
     for m in prange(a.shape[0]):
         for k in range(a.shape[1]):
-            out[m, k] = np.float32(np.int32(a[m, k]) - za)
+            out[m, k] = np.float32(np.int32(np.int32(a[m, k]) - za))  # int32 - int32 widens to int64 in Numba
 
 
 @njit(cache=True)
@@ -357,7 +357,7 @@ def _pad_centre(x, b0, nb, c0, top, left, wp, pitch, za, xp):
                 d = base + (top + iy) * wp + left
                 src = plane[iy]
                 for ix in range(width):
-                    row[d + ix] = np.float32(np.int32(src[ix]) - za)
+                    row[d + ix] = np.float32(np.int32(np.int32(src[ix]) - za))  # kept int32: AVX2 converts int32 lanes
                 # this row's right padding and the next row's left padding (or the bottom rows)
                 stop = d + width + right + left if iy + 1 < height else base + pitch
                 for e in range(d + width, stop):
