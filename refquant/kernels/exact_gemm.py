@@ -437,8 +437,8 @@ def _im2col_epilogue(y, b0, nb, hw, bias, unchecked, narrow, rq, out, accs, stag
     for t in prange(chunks):
         acc, stage = accs[t], staged[t]
         q0, q1 = fast._chunk_bounds(c_out * runs, chunks, t)
-        for q in range(q0, q1):
-            n, r = q // runs, q % runs
+        for q in range(q0, q1):  # run-major: a run's images are written whole, one block of ``out``
+            r, n = q // c_out, q % c_out
             i0 = r * per
             i1 = min(nb, i0 + per)
             count, base, src = (i1 - i0) * hw, i0 * hw, y[n]
