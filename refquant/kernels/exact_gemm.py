@@ -113,10 +113,11 @@ __all__ = ["EXACT_LIMIT", "GemmLayer", "activation_bound", "chunk_bounds", "elig
 EXACT_LIMIT = 2**24    # every integer of magnitude ≤ 2**24 is a float32
 _LIMIT = EXACT_LIMIT   # the per-chunk bound actually used; tests lower it to force several chunks
 USE_SGEMM = True       # set to False to run every 8-bit layer on fast's tile kernels
-# Below these sizes the tile kernels' lower fixed cost (about 0.1 ms less per call) wins. With
-# the gather im2col and the run epilogue the crossover is near 0.1–0.6 M multiply-adds for
-# every conv shape measured (8×8 digits batches to 64×64 ResNet stems; the tile kernels are
-# 1.4–5.5× slower above it: bench/RESULTS.md, "Small images on the exact GEMM"), 1×1 included.
+# Below these sizes the tile kernels' lower fixed cost (about 0.05 ms less per call) wins. With
+# the gather im2col and the run epilogue the crossover is between 0.01 and 0.6 M multiply-adds
+# for the conv shapes measured (digits batches of 8×8 and 4×4 images to 64×64 ResNet stems;
+# above 2**18 the tile kernels take 1.2–7× the GEMM's time: bench/small_images.py,
+# bench/RESULTS.md "Small images on the exact GEMM"), 1×1 included.
 MIN_MACS = 1 << 18          # multiply-adds of one conv call (all images)
 MIN_POINTWISE_MACS = 1 << 18
 MIN_MATMUL_MACS = 1 << 19   # multiply-adds of one matmul call
