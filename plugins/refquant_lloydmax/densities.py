@@ -202,16 +202,22 @@ def _block_sum(a, lo, n):  # pragma: no cover - compiled
         for i in range(n):
             res += a[lo + i]
         return res
-    r = np.empty(8)
-    for j in range(8):
-        r[j] = a[lo + j]
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]  # eight partial sums, in registers
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
     i = 8
     m = n - n % 8
     while i < m:
-        for j in range(8):
-            r[j] += a[lo + i + j]
+        b = lo + i
+        r0 += a[b]
+        r1 += a[b + 1]
+        r2 += a[b + 2]
+        r3 += a[b + 3]
+        r4 += a[b + 4]
+        r5 += a[b + 5]
+        r6 += a[b + 6]
+        r7 += a[b + 7]
         i += 8
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     while i < n:
         res += a[lo + i]
         i += 1
@@ -230,6 +236,10 @@ def pairwise_sum(a, lo, n):  # pragma: no cover - compiled
     write ``0.0 + pairwise_sum(...)`` where that matters."""
     if n <= 128:
         return _block_sum(a, lo, n)
+    half = n // 2
+    half -= half % 8
+    if n - half <= 128:  # one split (n <= 256 or so): both halves are blocks
+        return _block_sum(a, lo, half) + _block_sum(a, lo + half, n - half)
     s_lo = np.empty(64, np.int64)
     s_n = np.empty(64, np.int64)
     s_stage = np.zeros(64, np.int64)
@@ -278,12 +288,19 @@ def _cell_squared_errors(x, idx, y):  # pragma: no cover - compiled
 @njit(cache=True)
 def _count_at_most(x, t, start):  # pragma: no cover - compiled
     """``np.searchsorted(x, t, side="right")`` for sorted ``x`` when ``x[start - 1] <= t`` is
-    known (the previous threshold's count ``start`` of a non-decreasing sequence): a binary
-    search of ``x[start:]`` only, one comparison when the cell is empty. The same integer; a
-    NaN ``t`` (which NumPy sorts last) searches the whole array as NumPy does."""
+    known (the previous threshold's count ``start`` of a non-decreasing sequence): an
+    exponential search of ``x[start:]`` only — one comparison when the cell is empty, about
+    ``2 log2(count)`` otherwise. The same integer; a NaN ``t`` (which NumPy sorts last)
+    searches the whole array as NumPy does."""
+    n = x.size
     if t != t:
         return np.searchsorted(x, t, side="right")
-    lo, hi = start, x.size
+    if start >= n or x[start] > t:
+        return start
+    bound = 1  # x[start] <= t: double the reach while it stays <= t
+    while start + bound < n and x[start + bound] <= t:
+        bound *= 2
+    lo, hi = start + bound // 2 + 1, min(start + bound, n)  # x[lo - 1] <= t; x[hi] > t or hi == n
     while lo < hi:
         mid = (lo + hi) >> 1
         if x[mid] <= t:
@@ -327,6 +344,20 @@ def _samples_mse(x, s1, s2, mean, y):  # pragma: no cover - compiled
         d_k[k] = v / n
         lower = upper
     return 0.0 + pairwise_sum(d_k, 0, n_levels)
+
+
+@njit(cache=True)
+def _samples_mse_scan(x, s1, s2, mean, center, offsets, clips, n):  # pragma: no cover - compiled
+    """:func:`_samples_mse` of every grid ``center + offsets * (2.0 * clips[r] / n)`` — the rows
+    of ``center + offsets[None, :] * (2.0 * clips[:, None] / n)``, element for element."""
+    out = np.empty(clips.size)
+    y = np.empty(offsets.size)
+    for r in range(clips.size):
+        step = 2.0 * clips[r] / n
+        for k in range(offsets.size):
+            y[k] = center + offsets[k] * step
+        out[r] = _samples_mse(x, s1, s2, mean, y)
+    return out
 
 
 @njit(cache=True)

@@ -25,7 +25,7 @@ from numba import njit
 from scipy import optimize
 
 from .checks import check_count
-from .densities import Samples, _samples_mse, as_density, midpoints
+from .densities import Samples, _samples_mse, _samples_mse_scan, as_density, midpoints
 
 __all__ = ["UniformResult", "clipped_uniform", "minmax_uniform", "optimal_uniform", "uniform_levels"]
 
@@ -133,8 +133,11 @@ def optimal_uniform(distribution, n_levels: int, *, center=None) -> UniformResul
     clips = np.geomspace(lo, hi, _SCAN_POINTS)
     if isinstance(density, Samples):  # the min-max clip is a candidate by construction
         clips = np.unique(np.append(clips, reach))
-    scan = m + offsets[None, :] * (2.0 * clips[:, None] / n)  # one grid per row
-    scores = density.mse(scan)
+    if isinstance(density, Samples):  # compiled, the grids made row by row (the same values)
+        scores = _samples_mse_scan(density.x, density.s1, density.s2, density.mean, m, offsets, clips, n)
+    else:
+        scan = m + offsets[None, :] * (2.0 * clips[:, None] / n)  # one grid per row
+        scores = density.mse(scan)
     i = int(np.argmin(scores))
     best_c, best = float(clips[i]), float(scores[i])
     a, b = float(clips[max(i - 1, 0)]), float(clips[min(i + 1, clips.size - 1)])
