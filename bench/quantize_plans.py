@@ -9,7 +9,8 @@ Prints the total and the time per weight strategy and per activation strategy.
 
 ``--against`` measures interleaved: each round runs this tree's code, then the other tree's,
 each in a fresh process (``PYTHONPATH`` = that tree and its ``plugins/``; one warm-up pass of
-the 140 plans, then one timed pass), and prints every round and the ratio of the medians.
+the 140 plans, then one timed pass), and prints every round (wall time, and the process's CPU
+time over all its threads) and the ratios of the medians.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 
 def time_plans(model: str = "digits-cnn", ctx=None) -> tuple[float, dict, dict]:
-    """``(total seconds, seconds per weight strategy, seconds per activation strategy)``."""
+    """``(total seconds, seconds per weight strategy, seconds per activation strategy)``, wall time."""
     from refquant import quantize_model
     from refquant.compare import plan_grid, prepare_model
     from refquant.plan import Plan, TensorPlan
@@ -64,9 +65,12 @@ def interleaved(other: Path, model: str, rounds: int) -> None:
             res = _run_tree(root, model)
             runs[label].append(res)
             load = os.getloadavg()[0]
-            print(f"round {r + 1} {label:5s} ({root}): {res['total']:.3f} s  load {load:.2f}", flush=True)
-    med = {k: statistics.median(x["total"] for x in v) for k, v in runs.items()}
-    print(f"median: this {med['this']:.3f} s, other {med['other']:.3f} s, other/this = {med['other'] / med['this']:.2f}")
+            print(f"round {r + 1} {label:5s} ({root}): {res['total']:.3f} s wall, {res['cpu']:.3f} s CPU "
+                  f"(all threads)  load {load:.2f}", flush=True)
+    for key in ("total", "cpu"):
+        med = {k: statistics.median(x[key] for x in v) for k, v in runs.items()}
+        print(f"median {'wall' if key == 'total' else 'CPU'}: this {med['this']:.3f} s, other {med['other']:.3f} s, "
+              f"other/this = {med['other'] / med['this']:.2f}")
     for kind in ("weights", "activations"):
         for name in sorted(runs["this"][0][kind]):
             a = statistics.median(x[kind][name] for x in runs["this"])
@@ -94,8 +98,10 @@ def main(argv=None) -> None:
         import cProfile
         cProfile.runctx("time_plans(args.model, ctx)", globals(), locals(), args.profile)
     if args.json:
+        cpu = time.process_time()
         total, per_w, per_a = time_plans(args.model, ctx)
-        print(json.dumps({"total": total, "weights": per_w, "activations": per_a}))
+        cpu = time.process_time() - cpu
+        print(json.dumps({"total": total, "cpu": cpu, "weights": per_w, "activations": per_a}))
         return
     for _ in range(args.repeat):
         total, per_w, per_a = time_plans(args.model, ctx)

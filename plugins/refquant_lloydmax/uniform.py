@@ -182,10 +182,11 @@ def _sign(v):  # pragma: no cover - compiled
 def _bounded_brent(x, s1, s2, mean, center, offsets, n, x1, x2, xatol, maxfun):  # pragma: no cover - compiled
     """``minimize_scalar(mse_of_clip, bounds=(x1, x2), method="bounded", options={"xatol": xatol})``
     for samples, as ``(x, fun)``: SciPy's ``_minimize_scalar_bounded`` (Brent's bounded method,
-    golden-section and parabolic steps; SciPy 1.10 … 1.17) statement for statement, with the
-    same float64 arithmetic in the same order, so the same points are evaluated and the same
-    minimum returned; the objective is :func:`_clip_mse` (``np.maximum(|rat|, tol1)`` keeps a
-    NaN as NumPy does)."""
+    golden-section and parabolic steps; written from SciPy 1.17, and
+    ``tests/plugins/test_compiled_bit_exact.py`` compares it with the installed SciPy) statement
+    for statement, with the same float64 arithmetic in the same order, so the same points are
+    evaluated and the same minimum returned; the objective is :func:`_clip_mse`
+    (``np.maximum(|rat|, tol1)`` keeps a NaN as NumPy does)."""
     sqrt_eps = np.sqrt(2.2e-16)
     golden_mean = 0.5 * (3.0 - np.sqrt(5.0))
     a, b = x1, x2

@@ -1,10 +1,12 @@
 """The compiled hot paths of the strategies equal the NumPy / SciPy code they replace, bit for bit.
 
 Each oracle below is the expression the compiled code was written from (the one its docstring
-gives): the KL search's cross terms (``refquant_static.entropy``), Lloyd-Max's sample MSE and
-its bounded Brent refinement of the uniform grid (``refquant_lloydmax``: SciPy's
-``minimize_scalar(method="bounded")`` itself is the oracle), StatQAT's sample MSEs and its
-statistical fixed point (``refquant_statqat``). Equality is ``==`` on float64, never a tolerance.
+gives): the KL search's cross terms (``refquant_static.entropy``), Lloyd-Max's sample MSE, its
+bounded Brent refinement of the uniform grid (``refquant_lloydmax``: SciPy's
+``minimize_scalar(method="bounded")`` itself is the oracle) and the prior fit's mean, standard
+deviation, median and mean absolute deviation (NumPy's functions are the oracle), StatQAT's
+sample MSEs and its statistical fixed point (``refquant_statqat``). Equality is ``==`` on
+float64, never a tolerance.
 """
 
 import numpy as np
@@ -14,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 from scipy import optimize
 
 from refquant_lloydmax.densities import Samples, pairwise_sum
+from refquant_lloydmax.fit import _fit_statistics
 from refquant_lloydmax.uniform import _BRENT_MAXFUN, _bounded_brent, optimal_uniform
 from refquant_static.entropy import _xlogx, entropy_threshold_bins, first_candidate, kl_divergences
 from refquant_statqat.grids import uniform_grid
@@ -138,3 +141,13 @@ def test_statqat_sample_mses_and_fixed_point_are_the_numpy_code(x, qmin_qmax, s)
     if s_minmax > 0:
         want = _iterate(lambda v: statistical_update(S, g, v), s, 1e-9, 100, lambda: s_minmax)
         assert _statistical_fixed_point(S, g, s, 1e-9, 100, s_minmax) == want
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=st.one_of(hnp.arrays(np.float64, st.integers(2, 3000), elements=st.floats(-50, 50, width=32)),
+                   hnp.arrays(np.float64, st.integers(2, 40), elements=st.sampled_from([-1.0, -0.0, 0.0, 0.5]))))
+def test_prior_fit_statistics_are_numpys(x):
+    mean, sigma, median, b = _fit_statistics(x, np.sort(x))
+    want_median = float(np.median(x))
+    want = (float(np.mean(x)), float(np.std(x)), want_median, float(np.mean(np.abs(x - want_median))))
+    assert np.array([mean, sigma, median, b]).tobytes() == np.array(want).tobytes()
