@@ -6,6 +6,7 @@ import numba
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from refquant_static import histogram
 from refquant_static.histogram import SignMagnitudeHistogram, power_of_two_above
 
 
@@ -44,14 +45,17 @@ def batch(rng, c, n, scale_exp):
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 3), st.sampled_from([1, 7, 300, 70_000, 140_001]),
-       st.sampled_from([16, 2048]), st.sampled_from([0, 20, -60, -140]), st.integers(1, 2))
-def test_counts_equal_the_bincount_of_the_signed_index(seed, channels, n, bins, scale_exp, threads):
+       st.sampled_from([16, 2048]), st.sampled_from([0, 20, -60, -140]), st.integers(1, 2), st.booleans())
+def test_counts_equal_the_bincount_of_the_signed_index(seed, channels, n, bins, scale_exp, threads, parallel):
     """Growth between batches (the scale rises), subnormal-only batches (the float64 path: the
-    inverse width passes 2**127), rows long enough to be counted in several slices."""
+    inverse width passes 2**127), rows long enough to be counted in several slices; every batch
+    by the parallel kernel, or every one on the calling thread (``PARALLEL_MIN_VALUES``)."""
     rng = np.random.default_rng(seed)
     got, want = SignMagnitudeHistogram(channels, bins), BincountHistogram(channels, bins)
     before = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    threshold = histogram.PARALLEL_MIN_VALUES
+    histogram.PARALLEL_MIN_VALUES = 0 if parallel else 1 << 62
     try:
         for step in range(3):
             rows = batch(rng, channels, n if step != 1 else 5, scale_exp + 4 * step)
@@ -59,5 +63,6 @@ def test_counts_equal_the_bincount_of_the_signed_index(seed, channels, n, bins, 
             want.add(rows)
     finally:
         numba.set_num_threads(before)
+        histogram.PARALLEL_MIN_VALUES = threshold
     for name in ("pos", "neg", "zeros", "width"):
         assert np.array_equal(getattr(got, name), getattr(want, name)), name

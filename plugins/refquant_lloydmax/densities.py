@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 from scipy import stats
 
-__all__ = ["Cells", "Density", "Gaussian", "Laplace", "Samples", "as_density", "midpoints"]
+__all__ = ["Cells", "Density", "Gaussian", "Laplace", "Samples", "as_density", "midpoints", "pairwise_sum"]
 
 
 def midpoints(levels: np.ndarray) -> np.ndarray:
@@ -196,22 +196,28 @@ class Laplace(_SymmetricDensity):
 
 @njit(cache=True)
 def _block_sum(a, lo, n):  # pragma: no cover - compiled
-    """NumPy's pairwise summation of ``a[lo:lo + n]`` for ``n <= 128`` (:func:`_pairwise_sum`)."""
+    """NumPy's pairwise summation of ``a[lo:lo + n]`` for ``n <= 128`` (:func:`pairwise_sum`)."""
     if n < 8:
         res = 0.0
         for i in range(n):
             res += a[lo + i]
         return res
-    r = np.empty(8)
-    for j in range(8):
-        r[j] = a[lo + j]
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]  # eight partial sums, in registers
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
     i = 8
     m = n - n % 8
     while i < m:
-        for j in range(8):
-            r[j] += a[lo + i + j]
+        b = lo + i
+        r0 += a[b]
+        r1 += a[b + 1]
+        r2 += a[b + 2]
+        r3 += a[b + 3]
+        r4 += a[b + 4]
+        r5 += a[b + 5]
+        r6 += a[b + 6]
+        r7 += a[b + 7]
         i += 8
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     while i < n:
         res += a[lo + i]
         i += 1
@@ -219,15 +225,21 @@ def _block_sum(a, lo, n):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _pairwise_sum(a, lo, n):  # pragma: no cover - compiled
+def pairwise_sum(a, lo, n):  # pragma: no cover - compiled
     """``np.sum(a[lo:lo + n])`` for contiguous float64, bit for bit: NumPy's pairwise summation
     (fewer than 8 values: in order from 0.0; up to 128: eight interleaved partial sums, combined
     as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)), then the remainder in order; more: split at
     ⌊n/2⌋ rounded down to a multiple of 8, the two halves summed and added, left + right).
     The recursion is unrolled onto an explicit stack (a cached recursive Numba function is not
-    reliable); the additions and their order are the recursive ones."""
+    reliable); the additions and their order are the recursive ones. ``np.sum`` adds this to the
+    reduction's initial 0.0, which changes nothing but the sign of an all-negative-zero sum:
+    write ``0.0 + pairwise_sum(...)`` where that matters."""
     if n <= 128:
         return _block_sum(a, lo, n)
+    half = n // 2
+    half -= half % 8
+    if n - half <= 128:  # one split (n <= 256 or so): both halves are blocks
+        return _block_sum(a, lo, half) + _block_sum(a, lo + half, n - half)
     s_lo = np.empty(64, np.int64)
     s_n = np.empty(64, np.int64)
     s_stage = np.zeros(64, np.int64)
@@ -269,8 +281,93 @@ def _cell_squared_errors(x, idx, y):  # pragma: no cover - compiled
             for i in range(a, b):
                 e = x[i] - y[k]
                 buf[i - a] = e * e
-            total += _pairwise_sum(buf, 0, b - a)
+            total += pairwise_sum(buf, 0, b - a)
     return total
+
+
+@njit(cache=True)
+def _count_at_most(x, t, start):  # pragma: no cover - compiled
+    """``np.searchsorted(x, t, side="right")`` for sorted ``x`` when ``x[start - 1] <= t`` is
+    known (the previous threshold's count ``start`` of a non-decreasing sequence): an
+    exponential search of ``x[start:]`` only — one comparison when the cell is empty, about
+    ``2 log2(count)`` otherwise. The same integer; a NaN ``t`` (which NumPy sorts last)
+    searches the whole array as NumPy does."""
+    n = x.size
+    if t != t:
+        return np.searchsorted(x, t, side="right")
+    if start >= n or x[start] > t:
+        return start
+    bound = 1  # x[start] <= t: double the reach while it stays <= t
+    while start + bound < n and x[start + bound] <= t:
+        bound *= 2
+    lo, hi = start + bound // 2 + 1, min(start + bound, n)  # x[lo - 1] <= t; x[hi] > t or hi == n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x[mid] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _samples_mse(x, s1, s2, mean, y):  # pragma: no cover - compiled
+    """:meth:`Samples.mse` of one level set ``y`` (float64, N >= 1), operation for operation::
+
+        t_k = 0.5 * (y_{k+1} + y_k)                     i_k = searchsorted(x, t_k, "right")
+        count, sum1, sum2 = i_k - i_{k-1}, S1[i_k] - S1[i_{k-1}], S2[i_k] - S2[i_{k-1}]
+        d = y_k - mean
+        D_k = maximum(sum2 - 2.0 * d * sum1 + d * d * count, 0.0) / n   (count as float64)
+
+    (``i_0 = 0``, ``i_N = n``; the maximum keeps a NaN as ``np.maximum`` does; D_k is never
+    -0.0: ``d * d * count`` is not), then ``np.sum(D)``: NumPy's pairwise rule
+    (:func:`pairwise_sum`) added to the reduction's initial 0.0."""
+    n_levels = y.size
+    n = x.size
+    d_k = np.empty(n_levels)
+    lower = 0
+    t_prev = -np.inf
+    for k in range(n_levels):
+        if k < n_levels - 1:
+            t = 0.5 * (y[k + 1] + y[k])
+            upper = _count_at_most(x, t, lower if t >= t_prev else 0)
+            t_prev = t
+        else:
+            upper = n
+        count = upper - lower
+        sum1 = s1[upper] - s1[lower]
+        sum2 = s2[upper] - s2[lower]
+        d = y[k] - mean
+        v = sum2 - 2.0 * d * sum1 + d * d * np.float64(count)
+        if v < 0.0:
+            v = 0.0
+        d_k[k] = v / n
+        lower = upper
+    return 0.0 + pairwise_sum(d_k, 0, n_levels)
+
+
+@njit(cache=True)
+def _samples_mse_scan(x, s1, s2, mean, center, offsets, clips, n):  # pragma: no cover - compiled
+    """:func:`_samples_mse` of every grid ``center + offsets * (2.0 * clips[r] / n)`` — the rows
+    of ``center + offsets[None, :] * (2.0 * clips[:, None] / n)``, element for element."""
+    out = np.empty(clips.size)
+    y = np.empty(offsets.size)
+    for r in range(clips.size):
+        step = 2.0 * clips[r] / n
+        for k in range(offsets.size):
+            y[k] = center + offsets[k] * step
+        out[r] = _samples_mse(x, s1, s2, mean, y)
+    return out
+
+
+@njit(cache=True)
+def _samples_mse_rows(x, s1, s2, mean, y):  # pragma: no cover - compiled
+    """:func:`_samples_mse` of every row of ``y`` [sets, N]: ``np.sum(D, axis=-1)`` sums each
+    contiguous row by the same pairwise rule."""
+    out = np.empty(y.shape[0])
+    for r in range(y.shape[0]):
+        out[r] = _samples_mse(x, s1, s2, mean, y[r])
+    return out
 
 
 class Samples(Density):
@@ -332,8 +429,16 @@ class Samples(Density):
 
     def mse(self, levels: np.ndarray):
         """``cells(levels).mse`` without the centroids: the same D_k, float64 operation for
-        operation, summed the same way (what the optimal-uniform search evaluates many times)."""
+        operation, summed the same way (what the optimal-uniform search evaluates many times).
+
+        One level set, or a stack of them ``[sets, N]``, is evaluated compiled
+        (:func:`_samples_mse`, the same operations one scalar at a time and NumPy's pairwise sum
+        of each row); more leading axes by the NumPy expression below."""
         y = np.asarray(levels, dtype=np.float64)
+        if y.ndim == 1 and y.size >= 1:
+            return _samples_mse(self.x, self.s1, self.s2, self.mean, np.ascontiguousarray(y))
+        if y.ndim == 2 and y.shape[1] >= 1:
+            return _samples_mse_rows(self.x, self.s1, self.s2, self.mean, np.ascontiguousarray(y))
         idx = self.cell_bounds(midpoints(y))
         count = np.diff(idx, axis=-1)
         sum1 = np.diff(self.s1[idx], axis=-1)
@@ -347,7 +452,7 @@ class Samples(Density):
 
         Used for the MSE a result reports, so that number carries no prefix-sum rounding. Per
         cell k, ``(x_i − y_k)²`` in float64 summed by NumPy's pairwise rule (what ``np.sum``
-        does on a contiguous float64 array, :func:`_pairwise_sum`), the cell sums added in
+        does on a contiguous float64 array, :func:`pairwise_sum`), the cell sums added in
         order; compiled, the same float64 value as ``Σ_k float(np.sum((x[cell k] − y_k)**2))``.
         """
         y = np.asarray(levels, dtype=np.float64)

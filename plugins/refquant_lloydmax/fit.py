@@ -25,7 +25,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from scipy import special
+
+from .densities import pairwise_sum
 
 __all__ = ["PRIOR_CHOICES", "PriorFit", "fit_prior", "ks_statistic"]
 
@@ -60,7 +63,12 @@ def ks_statistic(x: np.ndarray, prior: str, loc: float, scale: float) -> float:
     """The two-sided KS statistic of the float64 values ``x`` against the ``prior``
     (``"gaussian"`` or ``"laplace"``) with ``loc`` and ``scale`` (module docstring): the value
     ``scipy.stats.kstest(x, "norm" | "laplace", args=(loc, scale)).statistic`` returns."""
-    z = (np.sort(x) - loc) / scale
+    return _ks_of_sorted(np.sort(x), prior, loc, scale)
+
+
+def _ks_of_sorted(xs: np.ndarray, prior: str, loc: float, scale: float) -> float:
+    """:func:`ks_statistic` of the already sorted values ``xs``."""
+    z = (xs - loc) / scale
     if prior == "gaussian":
         cdf = special.ndtr(z)
     else:
@@ -72,6 +80,32 @@ def ks_statistic(x: np.ndarray, prior: str, loc: float, scale: float) -> float:
     return d_plus if d_plus > d_minus else d_minus
 
 
+@njit(cache=True)
+def _fit_statistics(x, xs):  # pragma: no cover - compiled
+    """``(np.mean(x), np.std(x), np.median(x), np.mean(np.abs(x - median)))`` of the finite
+    float64 values ``x`` (``xs``: the same values sorted), as NumPy computes them: every sum is
+    NumPy's pairwise sum of ``x`` in its own order added to 0.0 (:func:`pairwise_sum`), then
+    divided by ``n``; ``np.std`` subtracts that mean, squares, sums and divides the same way,
+    then takes the square root; the median is the mean of the middle order statistic(s) —
+    ``(0.0 + ((0.0 + lower) + upper)) / 2`` for an even count."""
+    n = x.size
+    mean = (0.0 + pairwise_sum(x, 0, n)) / n
+    work = np.empty(n)
+    for i in range(n):
+        d = x[i] - mean
+        work[i] = d * d
+    sigma = np.sqrt((0.0 + pairwise_sum(work, 0, n)) / n)
+    half = n // 2
+    if n % 2 == 1:
+        median = (0.0 + (0.0 + xs[half])) / 1
+    else:
+        median = (0.0 + ((0.0 + xs[half - 1]) + xs[half])) / 2
+    for i in range(n):
+        work[i] = abs(x[i] - median)
+    b = (0.0 + pairwise_sum(work, 0, n)) / n
+    return mean, sigma, median, b
+
+
 def _fit_one(x: np.ndarray, prior: str, where: str) -> PriorFit:
     if x.size < 2:
         raise ValueError(f"{where}: needs at least 2 values to fit a prior, got {x.size}")
@@ -79,17 +113,15 @@ def _fit_one(x: np.ndarray, prior: str, where: str) -> PriorFit:
         raise ValueError(
             f"{where}: all {x.size} values equal {float(x[0])!r}; a constant has no spread to fit"
         )
-    mean = float(np.mean(x))
-    sigma = float(np.std(x))
-    median = float(np.median(x))
-    b = float(np.mean(np.abs(x - median)))
+    xs = np.sort(x)  # for the median and both KS statistics
+    mean, sigma, median, b = _fit_statistics(np.ascontiguousarray(x, dtype=np.float64), xs)
     if not (sigma > 0 and b > 0 and np.isfinite(sigma) and np.isfinite(b)):
         raise ValueError(
             f"{where}: fitted scales are not positive and finite (sigma={sigma!r}, b={b!r}); "
             f"the spread of the values underflows or overflows float64"
         )
-    ks_g = ks_statistic(x, "gaussian", mean, sigma)
-    ks_l = ks_statistic(x, "laplace", median, b)
+    ks_g = _ks_of_sorted(xs, "gaussian", mean, sigma)
+    ks_l = _ks_of_sorted(xs, "laplace", median, b)
     if prior == "auto":
         prior = "gaussian" if ks_g <= ks_l else "laplace"
     if prior == "gaussian":

@@ -214,10 +214,11 @@ def _sample_lloyd(x, s1, mean, y0, threshold, max_iter):  # pragma: no cover - c
 
 def _iterate_samples(density: Samples, y: np.ndarray, tol: float, max_iter: int) -> LloydMaxResult:
     """:func:`_iterate` for samples: the loop compiled (:func:`_sample_lloyd`), the MSE history of
-    every level set from one batched :meth:`Samples.cells` (the same float64 values, row by row)."""
+    every level set from one batched :meth:`Samples.mse` (``Samples.cells(path).mse``: the same
+    float64 values, row by row)."""
     path, iterations, converged = _sample_lloyd(density.x, density.s1, density.mean, np.ascontiguousarray(y),
                                                 tol * density.std, max_iter)
-    history = [float(v) for v in np.atleast_1d(density.cells(path).mse)]
+    history = [float(v) for v in density.mse(path)]
     y = path[-1]
     history[-1] = density.exact_mse(y)
     return _result(density, y, int(iterations), bool(converged), history, 0)

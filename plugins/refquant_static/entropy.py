@@ -62,12 +62,17 @@ group, the cross term collapses to a sum over groups, with prefix sums for every
     Σ_j p_j log q_j = Σ_g (M_g / T) · log(G_g / (n_g · S_i))
 
 with ``G_g`` the count in group ``g``, ``n_g`` its non-empty bins, ``S_i = Σ_{j<i} h_j`` and
-``M_g = G_g`` except ``M_last = G_last + (T − S_i)``. Cost ``O(N · L)`` per tensor.
+``M_g = G_g`` except ``M_last = G_last + (T − S_i)``. Cost ``O(N · L)`` per tensor. The
+``[candidates, L]`` terms ``M_g · log(G_g / (n_g · S_i))`` are computed by one compiled pass
+(:func:`_cross_terms`: the same float64 operations, element by element, as the NumPy
+expression in its docstring) and summed per candidate by NumPy's ``sum(axis=1)``; the search
+computes only the candidates it may choose (each candidate's KL depends on its own row only).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 __all__ = ["kl_divergences", "entropy_threshold_bins", "entropy_range"]
 
@@ -83,29 +88,63 @@ def kl_divergences(hist, levels: int) -> tuple[np.ndarray, np.ndarray]:
     n = h.shape[0]
     if n < levels:
         return np.zeros(0, np.int64), np.zeros(0)
+    i = np.arange(levels, n + 1)
+    return i, _kl_of(h, levels, i)
+
+
+def _kl_of(h: np.ndarray, levels: int, i: np.ndarray) -> np.ndarray:
+    """``KL_i`` of the int64 histogram ``h`` for the candidates ``i`` (``levels <= i <= len(h)``)."""
     total = int(h.sum())
     cum = np.concatenate([[0], np.cumsum(h)])
     cum_nonempty = np.concatenate([[0], np.cumsum(h > 0)])
     cum_hlogh = np.concatenate([[0.0], np.cumsum(_xlogx(h))])
 
-    i = np.arange(levels, n + 1)
     inside = cum[i]  # S_i
     outliers = total - inside
     last = h[i - 1] + outliers  # P[i-1]
     self_term = (cum_hlogh[i - 1] + _xlogx(last)) / total - np.log(total)
 
-    g = np.arange(levels + 1)
-    edges = -((-g[None, :] * i[:, None]) // levels)  # ceil(g·i/L), shape [candidates, L+1]
-    group = cum[edges[:, 1:]] - cum[edges[:, :-1]]
-    nonempty = cum_nonempty[edges[:, 1:]] - cum_nonempty[edges[:, :-1]]
-    mass = group.astype(np.float64)
-    mass[:, -1] += outliers
-    filled = group > 0  # only filled groups carry P mass (the empty-last-bin case is ∞ below)
-    q_level = group / (np.maximum(nonempty, 1) * np.maximum(inside, 1)[:, None])  # q on a non-empty bin
-    cross = np.where(filled, mass * np.log(np.where(filled, q_level, 1.0)), 0.0).sum(axis=1) / total
+    terms = np.empty((i.shape[0], levels))
+    _cross_terms(cum, cum_nonempty.astype(np.int64), i.astype(np.int64), outliers.astype(np.int64),
+                 int(levels), terms)
+    cross = terms.sum(axis=1) / total
     kl = self_term - cross
     kl[(h[i - 1] == 0) & (outliers > 0)] = np.inf  # clipped mass lands on a bin Q leaves empty
-    return i, kl
+    return kl
+
+
+@njit(cache=True)
+def _cross_terms(cum, cum_nonempty, i, outliers, levels, terms):  # pragma: no cover - compiled
+    """``terms[r, g]``, for candidate ``i[r]`` and group ``g``, element for element the float64
+    value of the NumPy expression::
+
+        edges = -((-g[None, :] * i[:, None]) // levels)        # ceil(g·i/L), g = 0 … L
+        group = cum[edges[:, 1:]] - cum[edges[:, :-1]]         # int64
+        nonempty = cum_nonempty[edges[:, 1:]] - cum_nonempty[edges[:, :-1]]
+        mass = group.astype(np.float64); mass[:, -1] += outliers
+        filled = group > 0
+        q_level = group / (np.maximum(nonempty, 1) * np.maximum(inside, 1)[:, None])
+        terms = np.where(filled, mass * np.log(np.where(filled, q_level, 1.0)), 0.0)
+
+    with ``inside = cum[i]``: int64 differences and products, the true division of two int64
+    as float64 by float64, ``float64 + float64(int64)`` for the outliers, then ``log`` and one
+    product; an unfilled group is 0.0 without evaluating the log."""
+    for r in range(i.shape[0]):
+        ii = i[r]
+        inside = max(cum[ii], 1)
+        lower = 0
+        for g in range(levels):
+            upper = -((-(g + 1) * ii) // levels)
+            group = cum[upper] - cum[lower]
+            if group > 0:
+                nonempty = max(cum_nonempty[upper] - cum_nonempty[lower], 1)
+                mass = np.float64(group)
+                if g == levels - 1:
+                    mass += np.float64(outliers[r])
+                terms[r, g] = mass * np.log(np.float64(group) / np.float64(nonempty * inside))
+            else:
+                terms[r, g] = 0.0
+            lower = upper
 
 
 def first_candidate(levels: int, bins: int) -> int:
@@ -142,11 +181,12 @@ def entropy_threshold_bins(hist, levels: int, start: int | None = None, max_satu
     used = int(nz[-1]) + 1
     if used < start:
         return used
-    i, kl = kl_divergences(h[:used], levels)
+    i = np.arange(levels, used + 1)
     of = int(h.sum()) if of is None else int(of)
     saturated = int(h.sum()) - np.cumsum(h)[i - 1]  # Σ_{j≥i} h[j]
     keep = (i >= start) & (saturated / max(of, 1) <= max_saturation)
-    i, kl = i[keep], kl[keep]
+    i = i[keep]
+    kl = _kl_of(h[:used], levels, i)  # only the candidates searched (kl_divergences' values)
     last_min = len(kl) - 1 - int(np.argmin(kl[::-1]))
     return int(i[last_min])
 

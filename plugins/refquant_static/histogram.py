@@ -29,7 +29,9 @@ Numeric decisions:
 Cost per batch: one pass for each channel's largest magnitude (its maximum and minimum) and
 one compiled counting pass (per channel, or per slice of a long channel with its own counts,
 summed afterwards — integer counts, so the split changes nothing); growth costs
-``O(channels · bins)``.
+``O(channels · bins)``. A batch of fewer than :data:`PARALLEL_MIN_VALUES` values is counted on
+the calling thread: starting the worker threads costs more than counting it, and on a busy
+machine a parallel region waits for a descheduled worker (milliseconds per call).
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["SignMagnitudeHistogram", "power_of_two_above"]
+__all__ = ["SignMagnitudeHistogram", "power_of_two_above", "PARALLEL_MIN_VALUES"]
+
+#: batches with at least this many values are counted by the parallel kernel, smaller ones on
+#: the calling thread (the same counts either way: integers, whatever the split)
+PARALLEL_MIN_VALUES = 1 << 20
 
 
 def power_of_two_above(x) -> np.ndarray:
@@ -102,12 +108,16 @@ class SignMagnitudeHistogram:
         # floors to 0 anyway) unless 2^-e itself leaves float32's range: then use float64.
         inverse = 1.0 / np.where(self.width > 0, self.width, 1.0)  # a width-0 channel holds only zeros
         wide = bool(inverse.max() >= 2.0**127)
-        slices = max(1, min(4 * numba.get_num_threads(), n // 65536))  # long rows: several tasks
-        counts = np.zeros((c, slices, 2 * self.bins + 1), np.int64)
         inverse32 = np.ones_like(inverse) if wide else inverse  # (unused when wide; 2**127+ overflows)
-        with numba.parallel_chunksize(1):  # slices handed out one by one: balanced on a busy machine
-            _count_bins(np.ascontiguousarray(rows, dtype=np.float32), inverse32.astype(np.float32),
-                        inverse, wide, self.bins, counts)
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if c * n < PARALLEL_MIN_VALUES:
+            counts = np.zeros((c, 1, 2 * self.bins + 1), np.int64)
+            _count_bins_serial(rows, inverse32.astype(np.float32), inverse, wide, self.bins, counts)
+        else:
+            slices = max(1, min(4 * numba.get_num_threads(), n // 65536))  # long rows: several tasks
+            counts = np.zeros((c, slices, 2 * self.bins + 1), np.int64)
+            with numba.parallel_chunksize(1):  # slices handed out one by one: balanced on a busy machine
+                _count_bins(rows, inverse32.astype(np.float32), inverse, wide, self.bins, counts)
         counts = counts.sum(axis=1)
         self.neg += counts[:, self.bins - 1::-1]
         self.zeros += counts[:, self.bins]
@@ -127,28 +137,41 @@ class SignMagnitudeHistogram:
         self.width = new_width.astype(np.float64)
 
 
+@njit(cache=True)
+def _count_task(rows, inverse32, inverse64, wide, bins, counts, t):  # pragma: no cover - compiled
+    """Task ``t`` of :func:`_count_bins`: slice ``t % slices`` of row ``t // slices``."""
+    slices = counts.shape[1]
+    n = rows.shape[1]
+    c = t // slices
+    s = t % slices
+    row = rows[c]
+    out = counts[c, s]
+    for e in range(s * n // slices, (s + 1) * n // slices):
+        v = row[e]
+        if v == 0:
+            out[bins] += 1
+            continue
+        if wide:
+            m = np.int64(np.floor(np.abs(np.float64(v)) * inverse64[c]))
+        else:
+            m = np.int64(np.floor(np.abs(v) * inverse32[c]))
+        if v > 0:
+            out[bins + 1 + m] += 1
+        else:
+            out[bins - 1 - m] += 1
+
+
 @njit(cache=True, parallel=True)
 def _count_bins(rows, inverse32, inverse64, wide, bins, counts):  # pragma: no cover - compiled
     """``counts[c, s, bins + sign(v)·(floor(|v|·inverse[c]) + 1)] += 1`` for the values ``v`` of
     slice ``s`` of row ``c``. The product is float32 (float64 where ``wide``): a value times a
     power of two, exact, so the floor is the exact bin, as in ``SignMagnitudeHistogram.add``."""
-    c_len, slices = counts.shape[0], counts.shape[1]
-    n = rows.shape[1]
-    for t in prange(c_len * slices):
-        c = t // slices
-        s = t % slices
-        row = rows[c]
-        out = counts[c, s]
-        for e in range(s * n // slices, (s + 1) * n // slices):
-            v = row[e]
-            if v == 0:
-                out[bins] += 1
-                continue
-            if wide:
-                m = np.int64(np.floor(np.abs(np.float64(v)) * inverse64[c]))
-            else:
-                m = np.int64(np.floor(np.abs(v) * inverse32[c]))
-            if v > 0:
-                out[bins + 1 + m] += 1
-            else:
-                out[bins - 1 - m] += 1
+    for t in prange(counts.shape[0] * counts.shape[1]):
+        _count_task(rows, inverse32, inverse64, wide, bins, counts, t)
+
+
+@njit(cache=True)
+def _count_bins_serial(rows, inverse32, inverse64, wide, bins, counts):  # pragma: no cover - compiled
+    """:func:`_count_bins` on the calling thread, task after task (small batches)."""
+    for t in range(counts.shape[0] * counts.shape[1]):
+        _count_task(rows, inverse32, inverse64, wide, bins, counts, t)

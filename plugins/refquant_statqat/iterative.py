@@ -56,6 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from .errormodel import as_samples, float_binades
 from .grids import Grid, grid, uniform_grid
@@ -89,6 +90,51 @@ def minmax_scale(S: SortedSamples, g: Grid) -> float:
     if g.bottom < 0 and S.x[0] < 0:
         s = max(s, S.x[0] / g.bottom)
     return float(s)
+
+
+@njit(cache=True)
+def _uniform_fixed_point(x, c1, zeros, kmin, kmax, s, tol, max_iter, s_minmax):  # pragma: no cover - compiled
+    """``_iterate(lambda v: _uniform_update(S, g, v), s, tol, max_iter, lambda: s_minmax)`` for
+    the uniform grid ``{kmin … kmax}``, compiled: the same searches, the same float64
+    operations in the same order (``kmax * kmax * n_hi`` is an exact int64, as the Python int
+    ``g.kmax**2 * n_hi`` is, converted to float64 when added). Returns ``(s, updates, converged)``."""
+    n = x.size
+    before = np.nan  # no value equals it (``before = None`` in _iterate)
+    for t in range(1, max_iter + 1):
+        hi, lo = kmax * s, kmin * s
+        n_hi, sum_hi = 0, 0.0
+        if kmax > 0:  # S.at_least(hi)
+            i = np.searchsorted(x, hi, side="left")
+            n_hi, sum_hi = n - i, c1[n] - c1[i]
+        n_lo, sum_lo = 0, 0.0
+        if kmin < 0:  # S.at_most(lo)
+            i = np.searchsorted(x, lo, side="right")
+            n_lo, sum_lo = i, c1[i]
+        i = np.searchsorted(x, lo, side="right")  # S.count_open(lo, hi)
+        j = np.searchsorted(x, hi, side="left")
+        n_in = max(j - i, 0)
+        if lo < 0.0 < hi:
+            n_in -= zeros
+        numerator = kmax * sum_hi + kmin * sum_lo
+        denominator = n_in / 12.0 + np.float64(kmax * kmax * n_hi) + np.float64(kmin * kmin * n_lo)
+        s_new = numerator / denominator if denominator > 0 else 0.0
+        if not s_new > 0:
+            s_new = s_minmax
+        if abs(s_new - s) <= tol * s or s_new == before:
+            return s_new, t, True
+        before, s = s, s_new
+    return s, max_iter, False
+
+
+def _statistical_fixed_point(S: SortedSamples, g: Grid, s0: float, tol: float, max_iter: int,
+                             s_minmax: float) -> tuple[float, int, bool]:
+    """``_iterate`` of :func:`statistical_update` from ``s0`` (restart at ``s_minmax``); compiled
+    for a uniform grid (:func:`_uniform_fixed_point`, the same values)."""
+    if g.kind == "uniform":
+        s, t, converged = _uniform_fixed_point(S.x, S.c1, S.zeros, g.kmin, g.kmax, float(s0), float(tol),
+                                               int(max_iter), float(s_minmax))
+        return float(s), int(t), bool(converged)
+    return _iterate(lambda v: statistical_update(S, g, v), s0, tol, max_iter, lambda: s_minmax)
 
 
 def _uniform_update(S: SortedSamples, g: Grid, s: float) -> float:
@@ -215,8 +261,7 @@ def _solve(S: SortedSamples, g: Grid, init, tol: float, max_iter: int, refine: b
         s0 = float(init)
         if not (np.isfinite(s0) and s0 > 0):
             raise ValueError(f"{what}: init must be a finite scale > 0, got {init!r}")
-    s, iterations, converged = _iterate(lambda v: statistical_update(S, g, v), s0, tol, max_iter,
-                                        lambda: s_minmax)
+    s, iterations, converged = _statistical_fixed_point(S, g, s0, tol, max_iter, s_minmax)
     model_scale, model_mse = s, S.exact_mse(s * g.levels)
     refinements, best = 0, s
     if refine:
@@ -279,7 +324,7 @@ def best_zero_point(S: SortedSamples, qmin: int, qmax: int, *, init=None, tol: f
         s_minmax = minmax_scale(S, g)
         if s0 is None:
             s0 = float(np.mean(np.abs(S.x))) / max(g.kmax, -g.kmin)
-        s, _, _ = _iterate(lambda v: statistical_update(S, g, v), s0, tol, max_iter, lambda: s_minmax)
+        s, _, _ = _statistical_fixed_point(S, g, s0, tol, max_iter, s_minmax)
         scored[z] = (S.mse(s * g.levels), s)
         return s
 
