@@ -189,6 +189,63 @@ def test_max_pool_hook_equals_the_numpy_rule(case):
             assert_same(expected, outcome(fast_pool.max_pool_integers, x, **attrs))
 
 
+@st.composite
+def inside_pool_case(draw):
+    """Windows that never reach the padding (the hook's direct kernel): no leading pad, any
+    trailing pad or ``ceil_mode`` that no window uses, more planes than threads."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    oh, ow = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    h = (oh - 1) * sh + dh * (kh - 1) + 1 + draw(st.integers(0, sh - 1))  # the rest of a stride: unused
+    wd = (ow - 1) * sw + dw * (kw - 1) + 1 + draw(st.integers(0, sw - 1))
+    dtype = draw(st.sampled_from([np.int8, np.uint8, np.int16, np.uint16]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    fill = draw(st.sampled_from(["random", "extreme", "small"]))
+    x = int_array(rng, (draw(st.integers(0, 5)), draw(st.integers(1, 17)), h, wd), dtype, fill)
+    if draw(st.booleans()):  # a strided view: the hook reads a contiguous copy
+        x = np.concatenate([x, x], axis=3)[..., ::2]
+    attrs = dict(kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw])
+    form = draw(st.sampled_from(["none", "zeros", "trailing", "valid"]))
+    if form == "zeros":
+        attrs["pads"] = [0, 0, 0, 0]
+    elif form == "trailing":  # a trailing pad shorter than a stride adds no window
+        attrs["pads"] = [0, 0, draw(st.integers(0, min(sh - 1, kh - 1))), draw(st.integers(0, min(sw - 1, kw - 1)))]
+    elif form == "valid":
+        attrs["auto_pad"] = "VALID"
+    return x, attrs
+
+
+@settings(max_examples=120, deadline=None)
+@given(inside_pool_case())
+def test_max_pool_without_padding_reads_the_source_and_equals_the_numpy_rule(case):
+    x, attrs = case
+    expected = outcome(numpy_max_pool, x, attrs)
+    assert expected[0] == "ok"
+    for n in (1, 2):
+        with threads(n):
+            assert_same(expected, outcome(fast_pool.max_pool_integers, x, **attrs))
+
+
+def test_max_pool_takes_the_direct_kernel_exactly_when_no_window_reaches_padding(monkeypatch):
+    calls = []
+    real = fast_pool._max_pool_inside_kernel
+    monkeypatch.setattr(fast_pool, "_max_pool_inside_kernel", lambda *a: calls.append(1) or real(*a))
+    x = np.arange(2 * 3 * 8 * 8, dtype=np.int64).astype(np.int8).reshape(2, 3, 8, 8)
+    for attrs, direct in ((dict(kernel_shape=[2, 2], strides=[2, 2]), True),  # the digits CNN's pool
+                          (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1]), False),
+                          (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1], ceil_mode=1), False),
+                          (dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1]), True),
+                          (dict(kernel_shape=[3, 3], pads=[1, 0, 0, 0]), False),
+                          (dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), False),
+                          (dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), False),
+                          (dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), True)):
+        calls.clear()
+        got = fast_pool.max_pool_integers(x, **attrs)
+        assert bool(calls) == direct, attrs
+        assert np.array_equal(got, numpy_max_pool(x, attrs))
+
+
 def test_max_pool_entry_uses_the_hook_and_the_rule_is_the_default():
     from refquant.kernels import numba_backend, reference
 
