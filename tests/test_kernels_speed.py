@@ -6,6 +6,8 @@
 * the integer pooling hooks of the ``numba`` backend (``kernels/fast_pool.py``) — the NumPy
   rules of the integer-operator table (MaxPool: the float32 MaxPool of the integers;
   GlobalAveragePool: ``average_integers``);
+* the backend's ``requantize`` (``kernels/fast_requant.py``) — ``refquant.numerics.requantize``
+  over ranks, channel axes, formats and every mode, errors included;
 * every one of them with 1 and 2 Numba threads: identical outputs.
 """
 
@@ -20,11 +22,11 @@ from hypothesis import strategies as st
 
 from refquant.executor.integer_ops import TABLE, QTensor, average_integers
 from refquant.kernels import fast
-from refquant.kernels import fast_pool
+from refquant.kernels import fast_pool, fast_requant
 from refquant.kernels import reference as ref
 from refquant.kernels.fast_prepared import prepare_layer
 from refquant.numerics import QParams
-from refquant.numerics.requant import REQUANT_MODES, make_requantizer
+from refquant.numerics.requant import REQUANT_MODES, make_requantizer, requantize
 from refquant.ops import FLOAT_OPS
 from tests_support import outcome, smallest_input
 
@@ -284,3 +286,52 @@ def test_global_average_hook_equals_the_numpy_rule(dtype, n, c, h, wd, seed, sca
 def test_global_average_hook_declines_what_it_cannot_prove():
     assert fast_pool.global_average_integers(np.zeros((1, 1, 300, 300), np.uint8), 0, 1.0) is None
     assert fast_pool.global_average_integers(np.zeros((1, 1, 3, 3), np.int16), 0, 1.0) is None
+
+
+# --- requantize hook ------------------------------------------------------------------------
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_requantize_hook_equals_the_numpy_rule_on_any_layout(data):
+    rank = data.draw(st.integers(1, 4))
+    shape = tuple(data.draw(st.lists(st.integers(0 if rank > 1 else 1, 6), min_size=rank, max_size=rank)))
+    axis = data.draw(st.integers(-rank, rank - 1))
+    channels = shape[axis]
+    per_channel = channels > 1 and data.draw(st.booleans())
+    rq_channels = channels if per_channel else 1
+    mode = data.draw(st.sampled_from(REQUANT_MODES))
+    fmt = data.draw(st.sampled_from(["int8", "uint8", "int16", "uint4"]))
+    lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-(2**15), 2**15 - 1), "uint4": (0, 15)}[fmt]
+    w_scale = np.array(data.draw(st.lists(st.floats(1e-4, 1.0), min_size=rq_channels, max_size=rq_channels)))
+    rq = make_requantizer(data.draw(st.floats(1e-4, 1.0)), w_scale, data.draw(st.floats(1e-6, 2.0)),
+                          data.draw(st.integers(lo, hi)), fmt, mode=mode,
+                          activation=data.draw(st.sampled_from([None, "relu", "relu6"])))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    acc = int_array(rng, shape, np.int32, data.draw(st.sampled_from(["random", "extreme", "small"])))
+    if data.draw(st.booleans()):  # a strided view
+        acc = np.repeat(acc, 2, axis=0)[::2]
+    expected = outcome(requantize, acc, rq, channel_axis=axis)
+    for n in (1, 2):
+        with threads(n):
+            assert_same(expected, outcome(fast_requant.requantize, acc, rq, channel_axis=axis))
+
+
+def test_requantize_hook_raises_what_the_numpy_rule_raises():
+    rq = make_requantizer(0.1, np.array([0.02, 0.03]), 0.5, 3, "int8")
+    acc = np.arange(12, dtype=np.int32).reshape(2, 3, 2)
+    for args, kwargs in (((acc, rq), {}),  # 3 channels, a requantizer for 2
+                         ((acc.astype(np.int64), rq), {}), ((acc.astype(">i4"), rq), {"channel_axis": 2}),
+                         ((acc, rq), {"channel_axis": 3}), ((acc, rq), {"channel_axis": True}),
+                         ((np.int32(5), rq), {})):
+        expected = outcome(requantize, *args, **kwargs)
+        assert_same(expected, outcome(fast_requant.requantize, *args, **kwargs))
+    big = make_requantizer(1.0, 1.0, 0.25, 0, "int8", mode="fixed-point")  # acc · 2**3
+    expected = outcome(requantize, np.array([[1, 2**29]], np.int32), big)
+    assert expected[0] == "error"
+    assert_same(expected, outcome(fast_requant.requantize, np.array([[1, 2**29]], np.int32), big))
+
+
+def test_the_numba_backend_requantizes_with_its_hook():
+    from refquant.kernels import numba_backend
+
+    assert numba_backend.requantize is fast_requant.requantize
