@@ -26,6 +26,8 @@ depend on the thread count.
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -123,6 +125,22 @@ def _max_pool_inside_kernel(x, geometry, rows, out):
                     dst[ox] = m
 
 
+def _key(values):
+    """An attribute list as a tuple (hashable), ``None`` kept."""
+    return None if values is None else tuple(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _window_plan(size, kernel, auto_pad, pads, strides, dilations, ceil_mode):
+    """:func:`~refquant.ops.padding.window_plan` after :func:`~refquant.ops.padding.check_pool_windows`
+    — a pure function of the input size and the attributes, so computed once per geometry (an
+    invalid one raises on every call: errors are not cached)."""
+    plan = window_plan("MaxPool", size, kernel, auto_pad=auto_pad, pads=pads, strides=strides,
+                       dilations=dilations, ceil_mode=ceil_mode)
+    check_pool_windows("MaxPool", size, kernel, plan, strides, dilations)
+    return plan
+
+
 def max_pool_integers(q: np.ndarray, *, kernel_shape, auto_pad="NOTSET", ceil_mode=0, dilations=None,
                       pads=None, strides=None, storage_order=0) -> np.ndarray | None:
     """ONNX MaxPool (output Y) of the 2-D integer NCHW tensor ``q``, in ``q``'s dtype; ``None``
@@ -138,9 +156,7 @@ def max_pool_integers(q: np.ndarray, *, kernel_shape, auto_pad="NOTSET", ceil_mo
     if kernel_shape is None or len(kernel_shape) != 2:
         return None
     size = q.shape[2:]
-    plan = window_plan("MaxPool", size, tuple(kernel_shape), auto_pad=auto_pad, pads=pads,
-                       strides=strides, dilations=dilations, ceil_mode=ceil_mode)
-    check_pool_windows("MaxPool", size, tuple(kernel_shape), plan, strides, dilations)
+    plan = _window_plan(size, _key(kernel_shape), auto_pad, _key(pads), _key(strides), _key(dilations), ceil_mode)
     sh, sw = (int(s) for s in strides) if strides is not None else (1, 1)
     dh, dw = (int(d) for d in dilations) if dilations is not None else (1, 1)
     kh, kw = int(kernel_shape[0]), int(kernel_shape[1])
