@@ -8,7 +8,8 @@
   GlobalAveragePool: ``average_integers``);
 * the backend's ``requantize`` (``kernels/fast_requant.py``) — ``refquant.numerics.requantize``
   over ranks, channel axes, formats and every mode, errors included;
-* every one of them with 1 and 2 Numba threads: identical outputs.
+* every one of them with 1 and 2 Numba threads: identical outputs (the pooling and requantize
+  kernels also with the thread pool forced for small inputs: ``refquant.kernels.grain``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from refquant.executor.integer_ops import TABLE, QTensor, average_integers
 from refquant.kernels import fast
-from refquant.kernels import fast_pool, fast_requant
+from refquant.kernels import fast_pool, fast_requant, grain
 from refquant.kernels import reference as ref
 from refquant.kernels.fast_prepared import prepare_layer
 from refquant.numerics import QParams
@@ -41,6 +42,29 @@ def threads(n):
         yield
     finally:
         numba.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def pool_forced():
+    """A grain of 0 (``refquant.kernels.grain``): every kernel call wakes the thread pool, as a
+    large input does."""
+    old = grain.PARALLEL_GRAIN
+    grain.PARALLEL_GRAIN = 0
+    try:
+        yield
+    finally:
+        grain.PARALLEL_GRAIN = old
+
+
+@contextlib.contextmanager
+def configuration(name):
+    """``1``: one thread; ``2``: two threads, small inputs on the calling thread (the grain);
+    ``2-pool``: two threads and the pool woken for every input."""
+    with threads(1 if name == "1" else 2), (pool_forced() if name == "2-pool" else contextlib.nullcontext()):
+        yield
+
+
+CONFIGURATIONS = ("1", "2", "2-pool")
 
 
 def assert_same(expected, got):
@@ -186,8 +210,8 @@ def numpy_max_pool(x, attrs):
 def test_max_pool_hook_equals_the_numpy_rule(case):
     x, attrs = case
     expected = outcome(numpy_max_pool, x, attrs)
-    for n in (1, 2):
-        with threads(n):
+    for name in CONFIGURATIONS:
+        with configuration(name):
             assert_same(expected, outcome(fast_pool.max_pool_integers, x, **attrs))
 
 
@@ -224,8 +248,8 @@ def test_max_pool_without_padding_reads_the_source_and_equals_the_numpy_rule(cas
     x, attrs = case
     expected = outcome(numpy_max_pool, x, attrs)
     assert expected[0] == "ok"
-    for n in (1, 2):
-        with threads(n):
+    for name in CONFIGURATIONS:
+        with configuration(name):
             assert_same(expected, outcome(fast_pool.max_pool_integers, x, **attrs))
 
 
@@ -276,8 +300,8 @@ def test_global_average_hook_equals_the_numpy_rule(dtype, n, c, h, wd, seed, sca
     z = int(rng.integers(info.min, int(info.max) + 1))
     qp = QParams(np.float32(scale), dtype(z), np.dtype(dtype).name)
     expected = average_integers("GlobalAveragePool", x, qp, {})
-    for t in (1, 2):
-        with threads(t):
+    for name in CONFIGURATIONS:
+        with configuration(name):
             got = fast_pool.global_average_integers(x, qp.zero_point, qp.scale)
             assert got.dtype == expected.dtype and got.shape == expected.shape
             assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
@@ -311,9 +335,43 @@ def test_requantize_hook_equals_the_numpy_rule_on_any_layout(data):
     if data.draw(st.booleans()):  # a strided view
         acc = np.repeat(acc, 2, axis=0)[::2]
     expected = outcome(requantize, acc, rq, channel_axis=axis)
-    for n in (1, 2):
-        with threads(n):
+    for name in CONFIGURATIONS:
+        with configuration(name), numpy_below(0):  # the kernel, whatever the size
             assert_same(expected, outcome(fast_requant.requantize, acc, rq, channel_axis=axis))
+
+
+@contextlib.contextmanager
+def numpy_below(n):
+    old = fast_requant.NUMPY_BELOW
+    fast_requant.NUMPY_BELOW = n
+    try:
+        yield
+    finally:
+        fast_requant.NUMPY_BELOW = old
+
+
+def test_requantize_hook_takes_the_numpy_rule_for_few_accumulators_and_the_kernel_above(monkeypatch):
+    calls = []
+    kernel = fast_requant._requantize_kernel
+    monkeypatch.setattr(fast_requant, "_requantize_kernel", lambda *a: calls.append(1) or kernel(*a))
+    rq = make_requantizer(0.02, 0.003, 0.05, 3, "uint8")
+    rng = np.random.default_rng(0)
+    for shape, uses_kernel in (((599, 10), False), ((16, 32, 8, 8), True)):
+        calls.clear()
+        acc = rng.integers(-(2**20), 2**20, shape).astype(np.int32)
+        assert np.array_equal(fast_requant.requantize(acc, rq), requantize(acc, rq))
+        assert bool(calls) == uses_kernel
+
+
+def test_small_kernels_run_on_the_calling_thread_and_large_ones_on_the_pool():
+    with threads(2):
+        assert grain.kernel_threads(grain.PARALLEL_GRAIN - 1) == 1
+        assert grain.kernel_threads(grain.PARALLEL_GRAIN) == numba.get_num_threads()
+        with grain.threads_for(10) as n:
+            assert n == 1 == numba.get_num_threads()
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)  # restored
+        with pool_forced(), grain.threads_for(10) as n:
+            assert n == numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
 
 
 def test_requantize_hook_raises_what_the_numpy_rule_raises():
@@ -324,11 +382,13 @@ def test_requantize_hook_raises_what_the_numpy_rule_raises():
                          ((acc, rq), {"channel_axis": 3}), ((acc, rq), {"channel_axis": True}),
                          ((np.int32(5), rq), {})):
         expected = outcome(requantize, *args, **kwargs)
-        assert_same(expected, outcome(fast_requant.requantize, *args, **kwargs))
+        with numpy_below(0):
+            assert_same(expected, outcome(fast_requant.requantize, *args, **kwargs))
     big = make_requantizer(1.0, 1.0, 0.25, 0, "int8", mode="fixed-point")  # acc · 2**3
     expected = outcome(requantize, np.array([[1, 2**29]], np.int32), big)
     assert expected[0] == "error"
-    assert_same(expected, outcome(fast_requant.requantize, np.array([[1, 2**29]], np.int32), big))
+    with numpy_below(0):
+        assert_same(expected, outcome(fast_requant.requantize, np.array([[1, 2**29]], np.int32), big))
 
 
 def test_the_numba_backend_requantizes_with_its_hook():

@@ -21,18 +21,19 @@ hooks and uses them when present:
 Both run ``prange`` over (image, channel) planes (MaxPool: one chunk of planes per thread,
 each with its own row buffer, and with its own padded plane where a window reaches the
 padding); every output is computed by one thread in a fixed order, so the result does not
-depend on the thread count.
+depend on the thread count. Inputs below :data:`refquant.kernels.grain.PARALLEL_GRAIN`
+elements run on the calling thread (a pool wake-up costs more than they do on a busy machine).
 """
 
 from __future__ import annotations
 
 import functools
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from ..ops.padding import check_pool_windows, window_plan
+from .grain import threads_for
 
 __all__ = ["max_pool_integers", "global_average_integers"]
 
@@ -164,18 +165,19 @@ def max_pool_integers(q: np.ndarray, *, kernel_shape, auto_pad="NOTSET", ceil_mo
     oh, ow = plan.out
     out = np.empty((*q.shape[:2], oh, ow), q.dtype)
     n_planes = q.shape[0] * q.shape[1]
-    chunks = max(1, min(numba.get_num_threads(), n_planes))
     x = np.ascontiguousarray(q)
-    if top == left == 0 and (oh - 1) * sh + dh * (kh - 1) < size[0] and (ow - 1) * sw + dw * (kw - 1) < size[1]:
-        rows = np.empty((chunks, size[1]), q.dtype)
-        _max_pool_inside_kernel(x.reshape(n_planes, *size), (sh, sw, dh, dw, kh, kw), rows,
-                                out.reshape(n_planes, oh, ow))
-        return out
-    padded = (size[0] + top + plan.pads[2] + plan.extra_end[0], size[1] + left + plan.pads[3] + plan.extra_end[1])
-    planes = np.empty((chunks, *padded), q.dtype)
-    rows = np.empty((chunks, padded[0], ow), q.dtype)
-    low = q.dtype.type(np.iinfo(q.dtype).min)
-    _max_pool_kernel(x, (sh, sw, dh, dw, top, left, kh, kw), low, planes, rows, out)
+    with threads_for(q.size) as threads:  # refquant.kernels.grain
+        chunks = max(1, min(threads, n_planes))
+        if top == left == 0 and (oh - 1) * sh + dh * (kh - 1) < size[0] and (ow - 1) * sw + dw * (kw - 1) < size[1]:
+            rows = np.empty((chunks, size[1]), q.dtype)
+            _max_pool_inside_kernel(x.reshape(n_planes, *size), (sh, sw, dh, dw, kh, kw), rows,
+                                    out.reshape(n_planes, oh, ow))
+            return out
+        padded = (size[0] + top + plan.pads[2] + plan.extra_end[0], size[1] + left + plan.pads[3] + plan.extra_end[1])
+        planes = np.empty((chunks, *padded), q.dtype)
+        rows = np.empty((chunks, padded[0], ow), q.dtype)
+        low = q.dtype.type(np.iinfo(q.dtype).min)
+        _max_pool_kernel(x, (sh, sw, dh, dw, top, left, kh, kw), low, planes, rows, out)
     return out
 
 
@@ -200,7 +202,8 @@ def global_average_integers(q: np.ndarray, zero_point, scale) -> np.ndarray | No
         return None
     planes = np.ascontiguousarray(q).reshape(q.shape[0] * q.shape[1], count)
     sums = np.empty(planes.shape[0], np.int64)
-    _global_sums(planes, sums)
+    with threads_for(q.size):  # refquant.kernels.grain
+        _global_sums(planes, sums)
     centred = (sums - np.int64(count) * np.int64(zero_point)).astype(np.float32)  # exact: |Σ| < 2**24
     mean = (centred.astype(np.float64) / np.float64(count)).astype(np.float32)
     y = (mean * np.float32(scale)).astype(np.float32)
