@@ -52,7 +52,7 @@ import numpy as np
 
 from ._version import __version__
 from .compare_ocr import OCR_MODELS, OCR_SETS, ocr_data, ocr_fidelity
-from .data import digits_inputs, load_digits
+from .data import TEST_SETS, digits_inputs, load_digits
 from .data.photos import CORRUPTIONS, PHOTOS, VIEW_NAMES, corrupt, photo_views
 from .executor import peak_working_bytes, quantize_model, run_float, trace_calibration
 from .golden import graph_sha256
@@ -341,7 +341,8 @@ def compare(models=("digits-cnn",), bits=None, weights=None, activations=None,
 
 def _sweep(tasks, data_options, backend, requant, progress, executor, db, resume, threads) -> list[CompareRow]:
     """Prepare each model once, share it, submit its plans (skipping stored rows), collect."""
-    set_names = {t.model: _set_names(t.model, data_options["corruptions"], data_options["severity"]) for t in tasks}
+    set_names = {m: _set_names(m, data_options["corruptions"], data_options["severity"])
+                 for m in dict.fromkeys(t.model for t in tasks)}
     total = sum(len(set_names[t.model]) for t in tasks)
     report = progress if callable(progress) else (SweepProgress(total) if progress else None)
     done_keys = db.done() if db is not None else set()
@@ -413,7 +414,7 @@ def _set_names(model, corruptions, severity=None) -> list:
     if model in REAL_MODELS:
         severity = severity or REAL_MODEL_DEFAULTS["severity"]
         return ["views", *(f"{name}-{severity}" for name in (CORRUPTIONS if corruptions is None else corruptions))]
-    return [s.name for s in load_digits().test_sets()]
+    return list(TEST_SETS)  # the names DigitsData.test_sets gives its sets, without building them
 
 
 def _run(qm, graph, x, backend):

@@ -6,7 +6,10 @@
 * the integer pooling hooks of the ``numba`` backend (``kernels/fast_pool.py``) — the NumPy
   rules of the integer-operator table (MaxPool: the float32 MaxPool of the integers;
   GlobalAveragePool: ``average_integers``);
-* every one of them with 1 and 2 Numba threads: identical outputs.
+* the backend's ``requantize`` (``kernels/fast_requant.py``) — ``refquant.numerics.requantize``
+  over ranks, channel axes, formats and every mode, errors included;
+* every one of them with 1 and 2 Numba threads: identical outputs (the pooling and requantize
+  kernels also with the thread pool forced for small inputs: ``refquant.kernels.grain``).
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from hypothesis import strategies as st
 
 from refquant.executor.integer_ops import TABLE, QTensor, average_integers
 from refquant.kernels import fast
-from refquant.kernels import fast_pool
+from refquant.kernels import fast_pool, fast_requant, grain
 from refquant.kernels import reference as ref
 from refquant.kernels.fast_prepared import prepare_layer
 from refquant.numerics import QParams
-from refquant.numerics.requant import REQUANT_MODES, make_requantizer
+from refquant.numerics.requant import REQUANT_MODES, make_requantizer, requantize
 from refquant.ops import FLOAT_OPS
 from tests_support import outcome, smallest_input
 
@@ -39,6 +42,29 @@ def threads(n):
         yield
     finally:
         numba.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def pool_forced():
+    """A grain of 0 (``refquant.kernels.grain``): every kernel call wakes the thread pool, as a
+    large input does."""
+    old = grain.PARALLEL_GRAIN
+    grain.PARALLEL_GRAIN = 0
+    try:
+        yield
+    finally:
+        grain.PARALLEL_GRAIN = old
+
+
+@contextlib.contextmanager
+def configuration(name):
+    """``1``: one thread; ``2``: two threads, small inputs on the calling thread (the grain);
+    ``2-pool``: two threads and the pool woken for every input."""
+    with threads(1 if name == "1" else 2), (pool_forced() if name == "2-pool" else contextlib.nullcontext()):
+        yield
+
+
+CONFIGURATIONS = ("1", "2", "2-pool")
 
 
 def assert_same(expected, got):
@@ -184,9 +210,66 @@ def numpy_max_pool(x, attrs):
 def test_max_pool_hook_equals_the_numpy_rule(case):
     x, attrs = case
     expected = outcome(numpy_max_pool, x, attrs)
-    for n in (1, 2):
-        with threads(n):
+    for name in CONFIGURATIONS:
+        with configuration(name):
             assert_same(expected, outcome(fast_pool.max_pool_integers, x, **attrs))
+
+
+@st.composite
+def inside_pool_case(draw):
+    """Windows that never reach the padding (the hook's direct kernel): no leading pad, any
+    trailing pad or ``ceil_mode`` that no window uses, more planes than threads."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    oh, ow = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    h = (oh - 1) * sh + dh * (kh - 1) + 1 + draw(st.integers(0, sh - 1))  # the rest of a stride: unused
+    wd = (ow - 1) * sw + dw * (kw - 1) + 1 + draw(st.integers(0, sw - 1))
+    dtype = draw(st.sampled_from([np.int8, np.uint8, np.int16, np.uint16]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    fill = draw(st.sampled_from(["random", "extreme", "small"]))
+    x = int_array(rng, (draw(st.integers(0, 5)), draw(st.integers(1, 17)), h, wd), dtype, fill)
+    if draw(st.booleans()):  # a strided view: the hook reads a contiguous copy
+        x = np.concatenate([x, x], axis=3)[..., ::2]
+    attrs = dict(kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw])
+    form = draw(st.sampled_from(["none", "zeros", "trailing", "valid"]))
+    if form == "zeros":
+        attrs["pads"] = [0, 0, 0, 0]
+    elif form == "trailing":  # a trailing pad shorter than a stride adds no window
+        attrs["pads"] = [0, 0, draw(st.integers(0, min(sh - 1, kh - 1))), draw(st.integers(0, min(sw - 1, kw - 1)))]
+    elif form == "valid":
+        attrs["auto_pad"] = "VALID"
+    return x, attrs
+
+
+@settings(max_examples=120, deadline=None)
+@given(inside_pool_case())
+def test_max_pool_without_padding_reads_the_source_and_equals_the_numpy_rule(case):
+    x, attrs = case
+    expected = outcome(numpy_max_pool, x, attrs)
+    assert expected[0] == "ok"
+    for name in CONFIGURATIONS:
+        with configuration(name):
+            assert_same(expected, outcome(fast_pool.max_pool_integers, x, **attrs))
+
+
+def test_max_pool_takes_the_direct_kernel_exactly_when_no_window_reaches_padding(monkeypatch):
+    calls = []
+    real = fast_pool._max_pool_inside_kernel
+    monkeypatch.setattr(fast_pool, "_max_pool_inside_kernel", lambda *a: calls.append(1) or real(*a))
+    x = np.arange(2 * 3 * 8 * 8, dtype=np.int64).astype(np.int8).reshape(2, 3, 8, 8)
+    for attrs, direct in ((dict(kernel_shape=[2, 2], strides=[2, 2]), True),  # the digits CNN's pool
+                          (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1]), False),
+                          (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1], ceil_mode=1), False),
+                          (dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1]), True),
+                          (dict(kernel_shape=[3, 3], pads=[1, 0, 0, 0]), False),
+                          (dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), False),
+                          (dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), False),
+                          (dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), True)):
+        calls.clear()
+        got = fast_pool.max_pool_integers(x, **attrs)
+        assert bool(calls) == direct, attrs
+        assert np.array_equal(got, numpy_max_pool(x, attrs))
 
 
 def test_max_pool_entry_uses_the_hook_and_the_rule_is_the_default():
@@ -217,8 +300,8 @@ def test_global_average_hook_equals_the_numpy_rule(dtype, n, c, h, wd, seed, sca
     z = int(rng.integers(info.min, int(info.max) + 1))
     qp = QParams(np.float32(scale), dtype(z), np.dtype(dtype).name)
     expected = average_integers("GlobalAveragePool", x, qp, {})
-    for t in (1, 2):
-        with threads(t):
+    for name in CONFIGURATIONS:
+        with configuration(name):
             got = fast_pool.global_average_integers(x, qp.zero_point, qp.scale)
             assert got.dtype == expected.dtype and got.shape == expected.shape
             assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
@@ -227,3 +310,88 @@ def test_global_average_hook_equals_the_numpy_rule(dtype, n, c, h, wd, seed, sca
 def test_global_average_hook_declines_what_it_cannot_prove():
     assert fast_pool.global_average_integers(np.zeros((1, 1, 300, 300), np.uint8), 0, 1.0) is None
     assert fast_pool.global_average_integers(np.zeros((1, 1, 3, 3), np.int16), 0, 1.0) is None
+
+
+# --- requantize hook ------------------------------------------------------------------------
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_requantize_hook_equals_the_numpy_rule_on_any_layout(data):
+    rank = data.draw(st.integers(1, 4))
+    shape = tuple(data.draw(st.lists(st.integers(0 if rank > 1 else 1, 6), min_size=rank, max_size=rank)))
+    axis = data.draw(st.integers(-rank, rank - 1))
+    channels = shape[axis]
+    per_channel = channels > 1 and data.draw(st.booleans())
+    rq_channels = channels if per_channel else 1
+    mode = data.draw(st.sampled_from(REQUANT_MODES))
+    fmt = data.draw(st.sampled_from(["int8", "uint8", "int16", "uint4"]))
+    lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-(2**15), 2**15 - 1), "uint4": (0, 15)}[fmt]
+    w_scale = np.array(data.draw(st.lists(st.floats(1e-4, 1.0), min_size=rq_channels, max_size=rq_channels)))
+    rq = make_requantizer(data.draw(st.floats(1e-4, 1.0)), w_scale, data.draw(st.floats(1e-6, 2.0)),
+                          data.draw(st.integers(lo, hi)), fmt, mode=mode,
+                          activation=data.draw(st.sampled_from([None, "relu", "relu6"])))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    acc = int_array(rng, shape, np.int32, data.draw(st.sampled_from(["random", "extreme", "small"])))
+    if data.draw(st.booleans()):  # a strided view
+        acc = np.repeat(acc, 2, axis=0)[::2]
+    expected = outcome(requantize, acc, rq, channel_axis=axis)
+    for name in CONFIGURATIONS:
+        with configuration(name), numpy_below(0):  # the kernel, whatever the size
+            assert_same(expected, outcome(fast_requant.requantize, acc, rq, channel_axis=axis))
+
+
+@contextlib.contextmanager
+def numpy_below(n):
+    old = fast_requant.NUMPY_BELOW
+    fast_requant.NUMPY_BELOW = n
+    try:
+        yield
+    finally:
+        fast_requant.NUMPY_BELOW = old
+
+
+def test_requantize_hook_takes_the_numpy_rule_for_few_accumulators_and_the_kernel_above(monkeypatch):
+    calls = []
+    kernel = fast_requant._requantize_kernel
+    monkeypatch.setattr(fast_requant, "_requantize_kernel", lambda *a: calls.append(1) or kernel(*a))
+    rq = make_requantizer(0.02, 0.003, 0.05, 3, "uint8")
+    rng = np.random.default_rng(0)
+    for shape, uses_kernel in (((599, 10), False), ((16, 32, 8, 8), True)):
+        calls.clear()
+        acc = rng.integers(-(2**20), 2**20, shape).astype(np.int32)
+        assert np.array_equal(fast_requant.requantize(acc, rq), requantize(acc, rq))
+        assert bool(calls) == uses_kernel
+
+
+def test_small_kernels_run_on_the_calling_thread_and_large_ones_on_the_pool():
+    with threads(2):
+        assert grain.kernel_threads(grain.PARALLEL_GRAIN - 1) == 1
+        assert grain.kernel_threads(grain.PARALLEL_GRAIN) == numba.get_num_threads()
+        with grain.threads_for(10) as n:
+            assert n == 1 == numba.get_num_threads()
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)  # restored
+        with pool_forced(), grain.threads_for(10) as n:
+            assert n == numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+
+
+def test_requantize_hook_raises_what_the_numpy_rule_raises():
+    rq = make_requantizer(0.1, np.array([0.02, 0.03]), 0.5, 3, "int8")
+    acc = np.arange(12, dtype=np.int32).reshape(2, 3, 2)
+    for args, kwargs in (((acc, rq), {}),  # 3 channels, a requantizer for 2
+                         ((acc.astype(np.int64), rq), {}), ((acc.astype(">i4"), rq), {"channel_axis": 2}),
+                         ((acc, rq), {"channel_axis": 3}), ((acc, rq), {"channel_axis": True}),
+                         ((np.int32(5), rq), {})):
+        expected = outcome(requantize, *args, **kwargs)
+        with numpy_below(0):
+            assert_same(expected, outcome(fast_requant.requantize, *args, **kwargs))
+    big = make_requantizer(1.0, 1.0, 0.25, 0, "int8", mode="fixed-point")  # acc · 2**3
+    expected = outcome(requantize, np.array([[1, 2**29]], np.int32), big)
+    assert expected[0] == "error"
+    with numpy_below(0):
+        assert_same(expected, outcome(fast_requant.requantize, np.array([[1, 2**29]], np.int32), big))
+
+
+def test_the_numba_backend_requantizes_with_its_hook():
+    from refquant.kernels import numba_backend
+
+    assert numba_backend.requantize is fast_requant.requantize

@@ -37,6 +37,7 @@ from refquant.numerics import (
     tensor_range,
     unpack_nibbles,
 )
+from refquant.kernels.fast_requant import requantize as fast_requantize
 
 FORMATS = ["int8", "uint8", "int16", "uint16", "int4", "uint4", "int2", "uint5", "int12"]
 f32 = np.float32
@@ -427,16 +428,32 @@ def requant_cases(draw):
     return fmt, np.float32(sx), np.array(sw, np.float32), np.float32(sy), zp, activation, acc
 
 
+def _numba_requantize(acc, rq, *, channel_axis=1):
+    """The numba backend's kernel, also for the few accumulators it leaves to the NumPy rule."""
+    from refquant.kernels import fast_requant
+
+    old, fast_requant.NUMPY_BELOW = fast_requant.NUMPY_BELOW, 0
+    try:
+        return fast_requantize(acc, rq, channel_axis=channel_axis)
+    finally:
+        fast_requant.NUMPY_BELOW = old
+
+
+#: the NumPy rule and the numba backend's kernel (refquant.kernels.fast_requant), one oracle
+REQUANTIZE = {"numpy": requantize, "numba": _numba_requantize}
+
+
+@pytest.mark.parametrize("implementation", sorted(REQUANTIZE))
 @pytest.mark.parametrize("mode", REQUANT_MODES)
 @given(case=requant_cases())
-def test_requantize_matches_the_independent_formula(mode, case):
+def test_requantize_matches_the_independent_formula(implementation, mode, case):
     fmt, sx, sw, sy, zp, activation, acc = case
     c = sw.size
     rq = make_requantizer(sx, sw, sy, zp, fmt, mode=mode, activation=activation)
     if mode == "fixed-point":  # acc · 2**e must fit int32 when e > 0 (it raises otherwise)
         assume(all(abs(a) * 2 ** max(int(e), 0) < 2**31 for a in acc for e in rq.shift))
     a = np.array(acc, np.int32).reshape(-1, c)
-    got = requantize(a, rq, channel_axis=1)
+    got = REQUANTIZE[implementation](a, rq, channel_axis=1)
     lo, hi = _clamp(fmt, zp, sy, activation)
     want = [[ORACLES[mode](int(a[i, j]), sx, sw[j], sy, zp, lo, hi) for j in range(c)] for i in range(a.shape[0])]
     assert got.dtype == fmt.storage_dtype
@@ -449,10 +466,11 @@ def test_quantize_multiplier_matches_exact_arithmetic(real):
         assert quantize_multiplier(real, single_rounding=single) == _oracle_multiplier(real, single)
 
 
-def test_fixed_point_overflow_is_an_error():
+@pytest.mark.parametrize("implementation", sorted(REQUANTIZE))
+def test_fixed_point_overflow_is_an_error(implementation):
     rq = make_requantizer(1.0, 1.0, 0.25, 0, "int8", mode="fixed-point")  # M = 4: acc << 3
-    with pytest.raises(OverflowError):
-        requantize(np.array([[2**29]], np.int32), rq)
+    with pytest.raises(OverflowError, match=r"acc · 2\*\*shift overflows int32"):
+        REQUANTIZE[implementation](np.array([[2**29]], np.int32), rq)
 
 
 def test_requant_rejects_bad_arguments():

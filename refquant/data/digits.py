@@ -56,6 +56,10 @@ PIXEL_MAX = 16
 
 CALIBRATION_SIZES: tuple[int, ...] = (16, 32, 128)
 
+#: the names of :meth:`DigitsData.test_sets`, in order: the clean ``test`` split, then every
+#: shifted set (:data:`SHIFTED_SETS`) — known without building (or loading) any data
+TEST_SETS: tuple[str, ...] = ("test", *SHIFTED_SETS)
+
 PIXEL_MEAN = 0.3054472297579299
 PIXEL_STD = 0.3761704878468756
 
@@ -197,8 +201,9 @@ class DigitsData:
         return self._shifted[name]
 
     def test_sets(self) -> tuple[DigitsSplit, ...]:
-        """``test`` followed by every shifted set, in :data:`SHIFTED_SETS` order."""
-        return (self.test, *(self.shifted(name) for name in SHIFTED_SETS))
+        """The sets :data:`TEST_SETS` names: ``test`` followed by every shifted set, in
+        :data:`SHIFTED_SETS` order."""
+        return tuple(self.test if name == "test" else self.shifted(name) for name in TEST_SETS)
 
 
 def _sha256(data: bytes) -> str:

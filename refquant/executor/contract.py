@@ -71,30 +71,35 @@ def call(strategy, method: str, layer: str, *args, target=None, **kwargs):
 
 
 def check_qparams(qp, strategy, method: str, layer: str, *, channels: int | None = None) -> QParams:
-    """``qp`` if it keeps the qparams contract (module doc), else :class:`ContractError`."""
-    where = _where(layer, strategy, method)
+    """``qp`` if it keeps the qparams contract (module doc), else :class:`ContractError`.
+
+    The error's provenance (:func:`strategy_label`, a registry look-up) is built only when a
+    check fails: a before/after strategy's qparams are checked on every call."""
+    def broken(text: str) -> ContractError:
+        return ContractError(f"{_where(layer, strategy, method)} {text}")
+
     if not isinstance(qp, QParams):
-        raise ContractError(f"{where} must return QParams, got {type(qp).__name__}")
+        raise broken(f"must return QParams, got {type(qp).__name__}")
     fmt = qp.fmt
     qmin, qmax, bits = getattr(fmt, "qmin", None), getattr(fmt, "qmax", None), getattr(fmt, "bits", None)
     if qmin is None or qmax is None or bits is None or bits > 8:
-        raise ContractError(f"{where} returned qparams on {fmt!r}; the int8 kernels need an integer "
+        raise broken(f"returned qparams on {fmt!r}; the int8 kernels need an integer "
                             f"grid of at most 8 bits")
     scale = np.asarray(qp.scale)
     zp = np.asarray(qp.zero_point)
     if (scale.ndim > 1 and not qp.block_size) or scale.size == 0:
-        raise ContractError(f"{where} returned a scale of shape {scale.shape}; expected one scale, "
+        raise broken(f"returned a scale of shape {scale.shape}; expected one scale, "
                             f"one per channel, or blocked scales (block_size > 0: per row)")
     if channels is not None and scale.size not in (1, channels):
-        raise ContractError(f"{where} returned {scale.size} scales for {channels} channels")
+        raise broken(f"returned {scale.size} scales for {channels} channels")
     if scale.dtype.kind != "f" or not np.all(np.isfinite(scale)) or not np.all(scale > 0):
         bad = scale.reshape(-1)[~(np.isfinite(scale) & (scale > 0)).reshape(-1)] if scale.dtype.kind == "f" else scale
-        raise ContractError(f"{where} returned scale(s) that are not finite and positive: "
+        raise broken(f"returned scale(s) that are not finite and positive: "
                             f"{bad.reshape(-1)[:4].tolist()}")
     if zp.shape != scale.shape and zp.size != 1:
-        raise ContractError(f"{where} returned {zp.size} zero points for {scale.size} scales")
+        raise broken(f"returned {zp.size} zero points for {scale.size} scales")
     if zp.dtype.kind not in "iu" or zp.size and (zp.min() < qmin or zp.max() > qmax):
-        raise ContractError(f"{where} returned zero point(s) {zp.reshape(-1)[:4].tolist()} that are not "
+        raise broken(f"returned zero point(s) {zp.reshape(-1)[:4].tolist()} that are not "
                             f"integers on the grid [{qmin}, {qmax}]")
     return qp
 

@@ -19,17 +19,21 @@ hooks and uses them when present:
   larger windows): the entry then runs its NumPy rule.
 
 Both run ``prange`` over (image, channel) planes (MaxPool: one chunk of planes per thread,
-each with its own padded plane and row buffer); every output is computed by one thread in a
-fixed order, so the result does not depend on the thread count.
+each with its own row buffer, and with its own padded plane where a window reaches the
+padding); every output is computed by one thread in a fixed order, so the result does not
+depend on the thread count. Inputs below :data:`refquant.kernels.grain.PARALLEL_GRAIN`
+elements run on the calling thread (a pool wake-up costs more than they do on a busy machine).
 """
 
 from __future__ import annotations
 
-import numba
+import functools
+
 import numpy as np
 from numba import njit, prange
 
 from ..ops.padding import check_pool_windows, window_plan
+from .grain import threads_for
 
 __all__ = ["max_pool_integers", "global_average_integers"]
 
@@ -82,30 +86,98 @@ def _max_pool_kernel(x, geometry, low, planes, rows, out):
                         drow[ox] = v if v > drow[ox] else drow[ox]
 
 
+@njit(parallel=True, cache=True)
+def _max_pool_inside_kernel(x, geometry, rows, out):
+    """Every window inside its plane (no tap in the padding): ``out[p, oy, ox] = max_{i, j}
+    x[p, oy·sh + i·dh, ox·sw + j·dw]``, read straight from the source — no padded copy.
+
+    ``x`` is ``[P, H, W]``, ``out`` ``[P, OH, OW]`` (a plane is one image × channel). Per output
+    row: the maximum over the kernel rows into ``rows[t]`` (contiguous rows of the source, a
+    loop LLVM vectorises), then over the kernel columns. Thread ``t`` of ``rows.shape[0]`` takes
+    the planes ``[t·P // chunks, (t + 1)·P // chunks)``; every output is written once, by one
+    thread, so no result depends on the thread count (a maximum is exact in any order anyway).
+    """
+    sh, sw, dh, dw, kh, kw = geometry
+    n_planes, oh, ow = out.shape[0], out.shape[1], out.shape[2]
+    width = x.shape[2]
+    chunks = rows.shape[0]
+    for t in prange(chunks):
+        row = rows[t]
+        p0 = t * n_planes // chunks
+        p1 = (t + 1) * n_planes // chunks
+        for p in range(p0, p1):
+            for oy in range(oh):
+                y0 = oy * sh
+                src = x[p, y0]
+                for e in range(width):
+                    row[e] = src[e]
+                for i in range(1, kh):
+                    src = x[p, y0 + i * dh]
+                    for e in range(width):
+                        v = src[e]
+                        row[e] = v if v > row[e] else row[e]
+                dst = out[p, oy]
+                for ox in range(ow):
+                    x0 = ox * sw
+                    m = row[x0]
+                    for j in range(1, kw):
+                        v = row[x0 + j * dw]
+                        m = v if v > m else m
+                    dst[ox] = m
+
+
+def _key(values):
+    """An attribute list as a tuple (hashable), ``None`` kept."""
+    return None if values is None else tuple(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _window_plan(size, kernel, auto_pad, pads, strides, dilations, ceil_mode):
+    """:func:`~refquant.ops.padding.window_plan` after :func:`~refquant.ops.padding.check_pool_windows`
+    — a pure function of the input size and the attributes, so computed once per geometry (an
+    invalid one raises on every call: errors are not cached)."""
+    plan = window_plan("MaxPool", size, kernel, auto_pad=auto_pad, pads=pads, strides=strides,
+                       dilations=dilations, ceil_mode=ceil_mode)
+    check_pool_windows("MaxPool", size, kernel, plan, strides, dilations)
+    return plan
+
+
 def max_pool_integers(q: np.ndarray, *, kernel_shape, auto_pad="NOTSET", ceil_mode=0, dilations=None,
                       pads=None, strides=None, storage_order=0) -> np.ndarray | None:
     """ONNX MaxPool (output Y) of the 2-D integer NCHW tensor ``q``, in ``q``'s dtype; ``None``
-    for other ranks (the entry's NumPy rule then runs and raises what it raises)."""
+    for other ranks (the entry's NumPy rule then runs and raises what it raises).
+
+    Two kernels, one rule: when no window reaches the padding — no leading pad, and the last
+    window ends inside the input on both axes, ``(O − 1)·s + d·(k − 1) < n`` (a trailing pad or
+    ``ceil_mode`` that no window uses included) — the taps are read from ``q`` itself
+    (:func:`_max_pool_inside_kernel`); otherwise each plane is first copied into a border of
+    the dtype's minimum (:func:`_max_pool_kernel`)."""
     if q.ndim != 4 or q.dtype.kind not in "iu" or q.dtype.itemsize > 2:
         return None
     if kernel_shape is None or len(kernel_shape) != 2:
         return None
     size = q.shape[2:]
-    plan = window_plan("MaxPool", size, tuple(kernel_shape), auto_pad=auto_pad, pads=pads,
-                       strides=strides, dilations=dilations, ceil_mode=ceil_mode)
-    check_pool_windows("MaxPool", size, tuple(kernel_shape), plan, strides, dilations)
-    sh, sw = tuple(strides) if strides is not None else (1, 1)
-    dh, dw = tuple(dilations) if dilations is not None else (1, 1)
-    geometry = (int(sh), int(sw), int(dh), int(dw), int(plan.pads[0]), int(plan.pads[1]),
-                int(kernel_shape[0]), int(kernel_shape[1]))
-    out = np.empty((*q.shape[:2], *plan.out), q.dtype)
-    chunks = max(1, min(numba.get_num_threads(), q.shape[0] * q.shape[1]))
-    padded = (size[0] + plan.pads[0] + plan.pads[2] + plan.extra_end[0],
-              size[1] + plan.pads[1] + plan.pads[3] + plan.extra_end[1])
-    planes = np.empty((chunks, *padded), q.dtype)
-    rows = np.empty((chunks, padded[0], plan.out[1]), q.dtype)
-    low = q.dtype.type(np.iinfo(q.dtype).min)
-    _max_pool_kernel(np.ascontiguousarray(q), geometry, low, planes, rows, out)
+    plan = _window_plan(size, _key(kernel_shape), auto_pad, _key(pads), _key(strides), _key(dilations), ceil_mode)
+    sh, sw = (int(s) for s in strides) if strides is not None else (1, 1)
+    dh, dw = (int(d) for d in dilations) if dilations is not None else (1, 1)
+    kh, kw = int(kernel_shape[0]), int(kernel_shape[1])
+    top, left = int(plan.pads[0]), int(plan.pads[1])
+    oh, ow = plan.out
+    out = np.empty((*q.shape[:2], oh, ow), q.dtype)
+    n_planes = q.shape[0] * q.shape[1]
+    x = np.ascontiguousarray(q)
+    with threads_for(q.size) as threads:  # refquant.kernels.grain
+        chunks = max(1, min(threads, n_planes))
+        if top == left == 0 and (oh - 1) * sh + dh * (kh - 1) < size[0] and (ow - 1) * sw + dw * (kw - 1) < size[1]:
+            rows = np.empty((chunks, size[1]), q.dtype)
+            _max_pool_inside_kernel(x.reshape(n_planes, *size), (sh, sw, dh, dw, kh, kw), rows,
+                                    out.reshape(n_planes, oh, ow))
+            return out
+        padded = (size[0] + top + plan.pads[2] + plan.extra_end[0], size[1] + left + plan.pads[3] + plan.extra_end[1])
+        planes = np.empty((chunks, *padded), q.dtype)
+        rows = np.empty((chunks, padded[0], ow), q.dtype)
+        low = q.dtype.type(np.iinfo(q.dtype).min)
+        _max_pool_kernel(x, (sh, sw, dh, dw, top, left, kh, kw), low, planes, rows, out)
     return out
 
 
@@ -130,7 +202,8 @@ def global_average_integers(q: np.ndarray, zero_point, scale) -> np.ndarray | No
         return None
     planes = np.ascontiguousarray(q).reshape(q.shape[0] * q.shape[1], count)
     sums = np.empty(planes.shape[0], np.int64)
-    _global_sums(planes, sums)
+    with threads_for(q.size):  # refquant.kernels.grain
+        _global_sums(planes, sums)
     centred = (sums - np.int64(count) * np.int64(zero_point)).astype(np.float32)  # exact: |Σ| < 2**24
     mean = (centred.astype(np.float64) / np.float64(count)).astype(np.float32)
     y = (mean * np.float32(scale)).astype(np.float32)
