@@ -310,3 +310,19 @@ def test_pad_centre_writes_every_column_once_and_nothing_outside(n, c, h, w, pad
         expected[:, b, :plane[0].size] = plane.reshape(c, -1)
     assert np.array_equal(buffer[:, 1:-1], expected.reshape(c, -1))
     assert np.isnan(buffer[:, 0]).all() and np.isnan(buffer[:, -1]).all()
+
+
+@pytest.mark.parametrize("size", [4, 8])  # 16 outputs per image: staged runs; 64: rows requantized in place
+@pytest.mark.parametrize("run", [1, 7, 1024])
+def test_im2col_epilogue_layouts_equal_the_reference_in_every_mode(size, run):
+    """The im2col epilogue's three forms (checked runs, unchecked staged runs, unchecked rows in
+    place) on a batch of small images, every requant mode, against the reference."""
+    rng = np.random.default_rng(size * 100 + run)
+    x = rng.integers(0, 256, (5, 3, size, size), dtype=np.uint8)
+    w = rng.integers(-128, 128, (6, 3, 3, 3), dtype=np.int8)
+    bias = rng.integers(-5000, 5000, 6).astype(np.int32)
+    for mode in ("float32", "float64", "fixed-point", "fixed-point-single"):
+        rq = make_requantizer(0.02, rng.uniform(0.005, 0.02, 6), 0.9, 7, "uint8", mode=mode, activation="relu")
+        _check("conv2d", (x, w, 3, 0, bias), rq, {"pads": (1, 1, 1, 1), "strides": (1, 1)}, exact_gemm.EXACT_LIMIT,
+               False, run)
+    _check("conv2d", (x, w, 3, 0, bias), None, {"pads": (1, 1, 1, 1)}, exact_gemm.EXACT_LIMIT, False, run)

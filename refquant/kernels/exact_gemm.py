@@ -64,7 +64,8 @@ Conv (NCHW in, OIHW weights, out NCHW), weights centred to ``W_c[C_out, K]`` wit
 Either way ``Y`` is channel-major, so the epilogues write NCHW directly: :func:`_conv_epilogue`
 (shifted layout, ``prange`` over (image, channel) rows) and :func:`_im2col_epilogue` (``prange``
 over runs of whole images of one channel, about 1024 outputs each, staged then copied — a 4×4
-image is one loop of 16 outputs otherwise). Where every accumulator is provably inside int32
+image is one loop of 16 outputs otherwise; images of at least 32 outputs are requantized in
+place by the unchecked pass). Where every accumulator is provably inside int32
 (:class:`GemmBinding`, ``unchecked``) the float32 mode runs as one int32/float32 pass
 (:func:`_float32_unchecked`). MatMul ``a [M, K]``, ``w [N, K]``:
 ``Y = a_c @ w_cᵀ`` per K-chunk (``sgemm`` reading ``w_c`` transposed), :func:`_matmul_epilogue`
@@ -127,6 +128,7 @@ _FORCE_SHIFTED = None  # tests set True/False to run every stride-1 conv on one 
 _MAX_COLUMN_VALUES = 1 << 22
 # the im2col epilogue's run: whole images of one channel, about this many outputs per loop
 _EPILOGUE_RUN = 1024
+_DIRECT_ROW = 32  # image rows at least this long are requantized in place (the unchecked float32 pass)
 _INT32_MAX = 2**31 - 1
 
 
@@ -443,6 +445,11 @@ def _im2col_epilogue(y, b0, nb, hw, bias, unchecked, narrow, rq, out, accs, stag
             i0 = r * per
             i1 = min(nb, i0 + per)
             count, base, src = (i1 - i0) * hw, i0 * hw, y[n]
+            if unchecked and rq[0] == 0 and hw >= _DIRECT_ROW:  # rows long enough to write in place
+                for i in range(i0, i1):
+                    _float32_unchecked(src, i * hw, hw, bias[n], rq[1][n], rq[4][n], rq[5][n], rq[6][n],
+                                       out[b0 + i, n], 0)
+                continue
             if unchecked and rq[0] == 0:
                 _float32_unchecked(src, base, count, bias[n], rq[1][n], rq[4][n], rq[5][n], rq[6][n], stage, 0)
             else:
