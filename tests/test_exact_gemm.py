@@ -105,10 +105,13 @@ def test_unchecked_binding_means_every_reference_accumulator_fits_int32(case):
     layer = fast_prepared.prepare_layer("conv2d", w, zw, x_dtype=x.dtype, name="conv", **attrs)
     if layer.gemm is None:
         return
-    binding = layer.gemm.bind(zx, np.zeros(w.shape[0], np.int32) if bias is None else bias)
+    b = np.zeros(w.shape[0], np.int32) if bias is None else bias
+    binding = layer.gemm.bind(zx, b)
     if binding.unchecked:
-        acc = ref.conv2d_int32(x, w, zx, zw, bias, **attrs)
-        assert acc.dtype == np.int32
+        acc = ref.conv2d_int32(x, w, zx, zw, bias, **attrs)  # raises on an accumulator outside int32
+        # and the bound the flag rests on really bounds every accumulator
+        bound = exact_gemm.activation_bound(x.dtype, zx) * layer.gemm.row_bound + int(np.abs(np.int64(b)).max())
+        assert int(np.abs(acc.astype(np.int64)).max(initial=0)) <= bound
     w64 = np.full((8, 64, 3, 3), -128, np.int8)
     ordinary = exact_gemm.GemmLayer("conv2d", w64, np.zeros(8, np.int32), np.uint8, "c")
     assert ordinary.bind(0, np.full(8, 10**6, np.int64)).unchecked  # 255·128·576 + 10⁶ < 2**31

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 from scipy import special
 
-from .densities import pairwise_sum
+from refquant.numerics import pairwise_sum
 
 __all__ = ["PRIOR_CHOICES", "PriorFit", "fit_prior", "ks_statistic"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from refquant_lloydmax.densities import pairwise_sum
+from refquant.numerics import pairwise_sum
 
 __all__ = ["SortedSamples"]
 
@@ -117,17 +117,31 @@ class SortedSamples:
 
 
 @njit(cache=True)
+def _run_ends(x, y):  # pragma: no cover - compiled
+    """``ends[k] = searchsorted(x, t_k, "right")`` with ``t_k = 0.5 * (y_{k+1} + y_k)``, and
+    ``ends[-1] = len(x)``: the sorted samples nearest level ``k`` are ``x[ends[k-1]:ends[k]]``
+    (``ends[-1]`` read as 0 for ``k = 0``)."""
+    n_levels = y.size
+    ends = np.empty(n_levels, np.int64)
+    for k in range(n_levels - 1):
+        ends[k] = np.searchsorted(x, 0.5 * (y[k + 1] + y[k]), side="right")
+    ends[n_levels - 1] = x.size
+    return ends
+
+
+@njit(cache=True)
 def _cells_mse(x, c1, c2, y):  # pragma: no cover - compiled
     """``np.sum(np.maximum(s2 - 2.0 * y * s1 + y * y * count, 0.0))`` over the cells of the
     sorted levels ``y`` (:meth:`SortedSamples.cells`: ``t_k = 0.5 * (y_{k+1} + y_k)``, bounds
-    ``searchsorted(x, t, "right")``), element by element in float64 (``count`` as float64; the
-    maximum keeps a NaN), then NumPy's pairwise sum added to the reduction's initial 0.0."""
+    ``searchsorted(x, t, "right")``, :func:`_run_ends`), element by element in float64
+    (``count`` as float64; the maximum keeps a NaN), then NumPy's pairwise sum added to the
+    reduction's initial 0.0."""
     n_levels = y.size
-    n = x.size
+    ends = _run_ends(x, y)
     terms = np.empty(n_levels)
     lower = 0
     for k in range(n_levels):
-        upper = np.searchsorted(x, 0.5 * (y[k + 1] + y[k]), side="right") if k < n_levels - 1 else n
+        upper = ends[k]
         count = upper - lower
         s1 = c1[upper] - c1[lower]
         s2 = c2[upper] - c2[lower]
@@ -154,14 +168,12 @@ def _sum_of_squares(d):  # pragma: no cover - compiled
 @njit(cache=True)
 def _nearest_differences(x, y):  # pragma: no cover - compiled
     """``x - y[searchsorted(t, x, "left")]`` for sorted ``x`` and levels ``y`` whose midpoints
-    ``t`` do not decrease: level ``k`` for the run ``x[i_{k-1}:i_k]``, ``i_k = searchsorted(x, t_k, "right")``."""
-    n_levels = y.size
-    n = x.size
-    d = np.empty(n)
+    ``t`` do not decrease: level ``k`` for the run ``x[ends[k-1]:ends[k]]`` (:func:`_run_ends`)."""
+    ends = _run_ends(x, y)
+    d = np.empty(x.size)
     lower = 0
-    for k in range(n_levels):
-        upper = np.searchsorted(x, 0.5 * (y[k + 1] + y[k]), side="right") if k < n_levels - 1 else n
-        for j in range(lower, upper):
+    for k in range(y.size):
+        for j in range(lower, ends[k]):
             d[j] = x[j] - y[k]
-        lower = upper
+        lower = ends[k]
     return d

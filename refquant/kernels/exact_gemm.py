@@ -129,7 +129,6 @@ _MAX_COLUMN_VALUES = 1 << 22
 # the im2col epilogue's run: whole images of one channel, about this many outputs per loop
 _EPILOGUE_RUN = 1024
 _DIRECT_ROW = 32  # image rows at least this long are requantized in place (the unchecked float32 pass)
-_INT32_MAX = 2**31 - 1
 
 
 def activation_bound(x_dtype, x_zero_point) -> int:
@@ -368,20 +367,25 @@ def _pad_centre(x, b0, nb, c0, top, left, wp, pitch, za, xp):
 
 
 @njit(cache=True)
-def _float32_unchecked(src, s0, count, bias, multiplier, zero_point, lo, hi, dst, d0):
-    """``dst[d0 + e] = clip(rint(float32(int32(src[s0 + e]) + bias) · m) + z_y, lo, hi)`` — the
-    float32 mode (``fast._float32_mode``) on sums proven to fit int32 (:attr:`GemmBinding.unchecked`),
-    so the whole step runs in int32 and float32, eight lanes wide on AVX2. Exactly the mode's
+def _float32_unchecked_one(y, bias, multiplier, zero_point, lo, hi):
+    """``clip(rint(float32(int32(y) + bias) · m) + z_y, lo, hi)`` — the float32 mode
+    (``fast._float32_mode``) of one sum proven to fit int32 (:attr:`GemmBinding.unchecked`), in
+    int32 and float32 only, so that loops of it run eight lanes wide on AVX2. Exactly the mode's
     result: the clamp moves before ``+ z_y`` (``clip(R + z, lo, hi) = clip(R, lo - z, hi - z) + z``
     for the integral ``R = rint(product)``; ``lo - z`` and ``hi - z`` are small integers, so the
-    float32 comparisons are exact, and an infinite ``R`` clamps the same way)."""
-    z, b = np.int32(zero_point), np.int32(bias)
-    low, high = np.float32(lo - zero_point), np.float32(hi - zero_point)
-    for e in range(count):  # int32 + int32 is int64 in Numba: narrowed back, so the loop stays 8 lanes wide
-        acc = np.int32(np.int32(src[s0 + e]) + b)
-        r = np.rint(np.float32(acc) * multiplier)
-        r = min(max(r, low), high)
-        dst[d0 + e] = np.int32(np.int32(r) + z)
+    float32 comparisons are exact, and an infinite ``R`` clamps the same way). Numba widens
+    ``int32 + int32`` to int64, so each sum is narrowed back explicitly."""
+    acc = np.int32(np.int32(y) + np.int32(bias))
+    r = np.rint(np.float32(acc) * multiplier)
+    r = min(max(r, np.float32(lo - zero_point)), np.float32(hi - zero_point))
+    return np.int32(np.int32(r) + zero_point)
+
+
+@njit(cache=True)
+def _float32_unchecked(src, s0, count, bias, multiplier, zero_point, lo, hi, dst, d0):
+    """``dst[d0 + e] = _float32_unchecked_one(src[s0 + e], ...)`` in one channel."""
+    for e in range(count):
+        dst[d0 + e] = _float32_unchecked_one(src[s0 + e], bias, multiplier, zero_point, lo, hi)
 
 
 @njit(parallel=True, cache=True)
@@ -462,10 +466,10 @@ def _im2col_epilogue(y, b0, nb, hw, bias, unchecked, narrow, rq, out, accs, stag
                         acc[e] = np.int64(src[base + e]) + bn
                 outside = 0
                 for e in range(count):
-                    outside += (acc[e] < -2147483648) | (acc[e] > 2147483647)
+                    outside += (acc[e] < fast._INT32_MIN) | (acc[e] > fast._INT32_MAX)
                 if outside:
                     for e in range(count):
-                        if acc[e] < -2147483648 or acc[e] > 2147483647:
+                        if acc[e] < fast._INT32_MIN or acc[e] > fast._INT32_MAX:
                             fast._record(status, t, 1, ((b0 + i0 + e // hw) * c_out + n) * hw + e % hw, acc[e])
                             acc[e] = 0
                 if rq[0] == 0:
@@ -492,11 +496,8 @@ def _matmul_epilogue(y, bias, unchecked, rq, out, accs, status):
             src = y[m]
             if unchecked and rq[0] == 0:
                 multiplier, zero_point, lo, hi, dst = rq[1], rq[4], rq[5], rq[6], out[m]
-                for e in range(n_total):
-                    a = np.int32(np.int32(src[e]) + np.int32(bias[e]))
-                    r = np.rint(np.float32(a) * multiplier[e])
-                    r = min(max(r, np.float32(lo[e] - zero_point[e])), np.float32(hi[e] - zero_point[e]))
-                    dst[e] = np.int32(np.int32(r) + zero_point[e])
+                for e in range(n_total):  # column e is channel e
+                    dst[e] = _float32_unchecked_one(src[e], bias[e], multiplier[e], zero_point[e], lo[e], hi[e])
                 continue
             for e in range(n_total):
                 acc[e] = np.int64(src[e]) + bias[e]
@@ -636,7 +637,7 @@ class GemmLayer:
         a_max = activation_bound(self.x_dtype, x_zero_point)
         bias = np.ascontiguousarray(bias, np.int64)
         largest_bias = int(np.abs(bias).max()) if bias.size else 0
-        unchecked = a_max * self.row_bound + largest_bias <= _INT32_MAX
+        unchecked = a_max * self.row_bound + largest_bias <= fast._INT32_MAX
         return GemmBinding(int(x_zero_point), bias, chunk_bounds(self.wc, a_max), unchecked)
 
     def tap_offsets(self, g) -> np.ndarray:

@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..ops.padding import check_pool_windows, window_plan
+from .fast import _chunk_bounds
 from .grain import threads_for
 
 __all__ = ["max_pool_integers", "global_average_integers"]
@@ -103,8 +104,7 @@ def _max_pool_inside_kernel(x, geometry, rows, out):
     chunks = rows.shape[0]
     for t in prange(chunks):
         row = rows[t]
-        p0 = t * n_planes // chunks
-        p1 = (t + 1) * n_planes // chunks
+        p0, p1 = _chunk_bounds(n_planes, chunks, t)
         for p in range(p0, p1):
             for oy in range(oh):
                 y0 = oy * sh

@@ -31,7 +31,7 @@ from numba import njit, prange
 
 from ..numerics.requant import Requantizer
 from ..numerics.requant import requantize as reference_requantize
-from .fast import _float32_row, _requant_args, _signed_view, _store_channel
+from .fast import _chunk_bounds, _float32_row, _raise_overflows, _requant_args, _signed_view, _store_channel
 from .grain import threads_for
 
 #: below this many accumulators the NumPy rule itself is faster than the kernel's call
@@ -49,8 +49,7 @@ def _requantize_kernel(acc, rq, out, status):
     rows = n_outer * channels
     chunks = status.shape[0]
     for t in prange(chunks):
-        r0 = t * rows // chunks
-        r1 = (t + 1) * rows // chunks
+        r0, r1 = _chunk_bounds(rows, chunks, t)
         for r in range(r0, r1):
             o, c = r // channels, r % channels
             if mode == 0:  # the default mode, in the loop AVX2 vectorises
@@ -77,5 +76,5 @@ def requantize(acc, rq: Requantizer, *, channel_axis: int = 1) -> np.ndarray:
         _requantize_kernel(np.ascontiguousarray(a).reshape(outer, c, inner), _requant_args(rq, c),
                            _signed_view(out).reshape(outer, c, inner), status)
     if np.any(status[:, 2] >= 0):
-        raise OverflowError("requantize (fixed-point): acc · 2**shift overflows int32")
+        _raise_overflows(status, out.shape, "requantize")  # the reference's OverflowError
     return out

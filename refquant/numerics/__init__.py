@@ -16,6 +16,7 @@ from .floatformats import (
 from .intformats import INT_FORMAT_NAMES, IntFormat, int_format, pack_nibbles, unpack_nibbles
 from .qparams import QParams, expand_along_axis, qparams_from_range, tensor_range
 from .quantize import dequantize, quantize, round_half_even, saturate
+from .summation import pairwise_sum
 from .requant import (
     MAX_POT_EXPONENT,
     REQUANT_MODES,

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import optimize
 
-from refquant_lloydmax.densities import Samples, pairwise_sum
+from refquant.numerics import pairwise_sum
+from refquant_lloydmax.densities import Samples
 from refquant_lloydmax.fit import _fit_statistics
 from refquant_lloydmax.uniform import _BRENT_MAXFUN, _bounded_brent, optimal_uniform
 from refquant_static.entropy import _xlogx, entropy_threshold_bins, first_candidate, kl_divergences
