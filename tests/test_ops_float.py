@@ -389,6 +389,50 @@ def test_clip_min_above_max_gives_max():
     np.testing.assert_array_equal(y, [1.0, 1.0, 1.0])
 
 
+SPECIAL = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 1.0, -1.0, 6.0], np.float32)
+
+
+def clip_by_rule(x, lo, hi):
+    """Clip's select rule (refquant.ops.elementwise.clip), element by element in Python."""
+    out = []
+    for v in x.reshape(-1).tolist():
+        v = lo if v < lo else v
+        out.append(hi if v > hi else v)
+    return np.array(out, np.float32).reshape(x.shape)
+
+
+@given(st.lists(st.sampled_from(SPECIAL.tolist()) | st.floats(-8, 8, width=32), min_size=0, max_size=40),
+       st.sampled_from(SPECIAL[1:].tolist()), st.sampled_from(SPECIAL[1:].tolist()),
+       st.sampled_from([(1, False), (2, False), (2, True)]))
+def test_clip_selects_bit_for_bit(values, lo, hi, threads_and_pool):
+    """Every bit, signed zeros and NaN payloads included, is the select rule's, on one and two
+    threads and with the thread pool forced (grain 0)."""
+    import numba
+
+    from refquant.kernels import grain
+
+    x = np.array(values, np.float32)
+    threads, forced = threads_and_pool
+    old_threads, old_grain = numba.get_num_threads(), grain.PARALLEL_GRAIN
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    grain.PARALLEL_GRAIN = 0 if forced else old_grain
+    try:
+        y = clip(x, np.array(lo, np.float32), np.array(hi, np.float32))
+    finally:
+        numba.set_num_threads(old_threads)
+        grain.PARALLEL_GRAIN = old_grain
+    assert y.dtype == np.float32 and y.shape == x.shape
+    np.testing.assert_array_equal(y.view(np.uint32), clip_by_rule(x, np.float32(lo), np.float32(hi)).view(np.uint32))
+
+
+def test_clip_keeps_a_value_equal_to_its_bound_and_nan_bounds_give_nan():
+    x = np.array([-0.0, 0.0, np.nan, -3.0], np.float32)
+    y = clip(x, np.array(0.0, np.float32), np.array(6.0, np.float32))
+    assert np.signbit(y[0]) and not np.signbit(y[1]) and np.isnan(y[2]) and y[3] == 0.0
+    assert np.isnan(clip(x, np.array(np.nan, np.float32), None)).all()
+    assert np.isnan(clip(x, None, np.array(np.nan, np.float32))).all()
+
+
 @st.composite
 def broadcast_pairs(draw):
     full = draw(st.lists(st.integers(1, 4), min_size=0, max_size=4))

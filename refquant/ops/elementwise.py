@@ -4,7 +4,10 @@ and Add is one IEEE float32 addition per element (NumPy broadcasting, as ONNX sp
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
+from ..kernels.fast import _chunk_bounds
+from ..kernels.grain import threads_for
 from .checks import require_float, require_float32, require_grad_shape
 
 
@@ -14,24 +17,50 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, np.float32(0))
 
 
+@njit(cache=True, parallel=True)
+def _clip_kernel(x, lo, hi, out, chunks):  # pragma: no cover - compiled
+    """``out[i] = lo if x[i] < lo, hi if that value > hi, else x[i]`` over flat float32 arrays,
+    ``chunks`` contiguous pieces in parallel (each element is one select: any split gives the
+    same bits)."""
+    n = x.size
+    for c in prange(chunks):
+        start, stop = _chunk_bounds(n, chunks, c)
+        for i in range(start, stop):
+            v = x[i]
+            if v < lo:
+                v = lo
+            if v > hi:
+                v = hi
+            out[i] = v
+
+
 def clip(x: np.ndarray, min: np.ndarray | None = None, max: np.ndarray | None = None) -> np.ndarray:  # noqa: A002
     """ONNX Clip (opset >= 11; bounds are optional scalar inputs, not attributes)::
 
         y = min(max(x, lo), hi)      lo = min or -inf, hi = max or +inf
 
-    so when ``min > max`` every element becomes ``max``, as ONNX specifies.
+    so when ``min > max`` every element becomes ``max``, as ONNX specifies. Each element is
+    selected in one pass (a compiled kernel, threads above the pooling grain): ``lo`` if
+    ``x < lo``, then ``hi`` if that is ``> hi``, else ``x`` itself — a value equal to a bound
+    is kept as it is (``-0.0`` stays ``-0.0`` under a bound of ``+0.0``) and a NaN input stays
+    that NaN. A NaN bound makes every element NaN, as NumPy's ``maximum``/``minimum`` (the
+    onnx reference evaluator) give.
     """
     require_float32("Clip", x=x, min=min, max=max)
     for name, bound in (("min", min), ("max", max)):
         if bound is not None and bound.shape != ():
             raise ValueError(f"Clip: {name!r} must be a scalar (shape ()), got shape {bound.shape}")
-    y = x
-    if min is not None:
-        y = np.maximum(y, min)
-    if max is not None:
-        fresh = y is not x and isinstance(y, np.ndarray)  # np.maximum's own result: reuse it
-        y = np.minimum(y, max, out=y) if fresh else np.minimum(y, max)
-    return y
+    lo = np.float32(-np.inf) if min is None else np.float32(min)
+    hi = np.float32(np.inf) if max is None else np.float32(max)
+    if np.isnan(lo) or np.isnan(hi):
+        return np.full(x.shape, np.nan, np.float32)
+    if min is None and max is None:
+        return x
+    src = np.ascontiguousarray(x)
+    out = np.empty(x.shape, np.float32)
+    with threads_for(src.size) as chunks:
+        _clip_kernel(src.reshape(-1), lo, hi, out.reshape(-1), chunks)
+    return out
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
