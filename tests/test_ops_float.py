@@ -24,10 +24,12 @@ from onnx_oracle import requires_onnx, run_onnxruntime, run_reference
 from refquant.graph.schema import OP_SCHEMAS
 from refquant.ops import (
     FLOAT_OPS,
+    IN_PLACE_ACTIVATIONS,
     add,
     average_pool,
     batch_normalization,
     clip,
+    clip_in_place,
     conv,
     flatten,
     gemm,
@@ -403,26 +405,40 @@ def clip_by_rule(x, lo, hi):
 
 @given(st.lists(st.sampled_from(SPECIAL.tolist()) | st.floats(-8, 8, width=32), min_size=0, max_size=40),
        st.sampled_from(SPECIAL[1:].tolist()), st.sampled_from(SPECIAL[1:].tolist()),
-       st.sampled_from([(1, False), (2, False), (2, True)]))
-def test_clip_selects_bit_for_bit(values, lo, hi, threads_and_pool):
+       st.sampled_from([(1, False), (2, False), (2, True)]), st.booleans())
+def test_clip_selects_bit_for_bit(values, lo, hi, threads_and_pool, in_place):
     """Every bit, signed zeros and NaN payloads included, is the select rule's, on one and two
-    threads and with the thread pool forced (grain 0)."""
+    threads and with the thread pool forced (grain 0); into a new array and in place (a fused
+    activation over its layer's output)."""
     import numba
 
     from refquant.kernels import grain
 
     x = np.array(values, np.float32)
+    expected = clip_by_rule(x, np.float32(lo), np.float32(hi))
     threads, forced = threads_and_pool
     old_threads, old_grain = numba.get_num_threads(), grain.PARALLEL_GRAIN
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     grain.PARALLEL_GRAIN = 0 if forced else old_grain
     try:
-        y = clip(x, np.array(lo, np.float32), np.array(hi, np.float32))
+        y = (clip_in_place if in_place else clip)(x, np.array(lo, np.float32), np.array(hi, np.float32))
     finally:
         numba.set_num_threads(old_threads)
         grain.PARALLEL_GRAIN = old_grain
     assert y.dtype == np.float32 and y.shape == x.shape
-    np.testing.assert_array_equal(y.view(np.uint32), clip_by_rule(x, np.float32(lo), np.float32(hi)).view(np.uint32))
+    assert (y is x) == in_place
+    np.testing.assert_array_equal(y.view(np.uint32), expected.view(np.uint32))
+
+
+def test_in_place_activations_equal_their_float_ops():
+    x = np.random.default_rng(3).normal(0, 4, (2, 3, 5)).astype(np.float32)
+    for op, args in (("Relu", ()), ("Clip", (np.array(0.0, np.float32), np.array(6.0, np.float32)))):
+        expected = FLOAT_OPS[op](x, *args)
+        y = x.copy()
+        assert IN_PLACE_ACTIVATIONS[op](y, *args) is y
+        np.testing.assert_array_equal(y.view(np.uint32), expected.view(np.uint32))
+    with pytest.raises(ValueError, match="Clip in place: x must be a writeable C-contiguous float32"):
+        clip_in_place(x[:, :, ::2], np.array(0.0, np.float32))
 
 
 def test_clip_keeps_a_value_equal_to_its_bound_and_nan_bounds_give_nan():

@@ -4,9 +4,10 @@ It runs :data:`refquant.ops.FLOAT_OPS`, the float reference path (spec/numerics.
 Gemm and MatMul sum exact float64 products in a fixed order and round once to float32, so
 every output and every calibrated range is the same on every host, whatever its BLAS.
 
-A fused step runs its layer and then its activation, exactly as the two nodes would; the
-pre-activation output is handed to observers too, since a layer's estimate of its own output
-(the probabilistic strategy) concerns the pre-activation.
+A fused step runs its layer and then its activation, exactly as the two nodes would. The
+activation writes into the layer's output when that is an array of its own (it shares no memory
+with the layer's inputs), which saves a fresh activation-sized array per layer; observers see
+the step's input ``x`` and final output ``y``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..graph import Graph, validate_inputs
-from ..ops import FLOAT_OPS
+from ..ops import FLOAT_OPS, IN_PLACE_ACTIVATIONS
 from .traverse import Step, lower, walk
 
 __all__ = ["run_float", "float_step", "FloatEvent"]
@@ -26,40 +27,50 @@ def _args(node, env) -> list:
     return [env.get(t) if t else None for t in node.inputs]
 
 
-def _run_node(node, env, extra=None):
-    """Run one node; ``extra`` replaces its first input (a fused activation's pre-activation)."""
+def _run_node(node, env, extra=None, in_place=False):
+    """Run one node; ``extra`` replaces its first input (a fused activation's pre-activation),
+    overwritten with the result when ``in_place``."""
     args = _args(node, env)
     if extra is not None:
         args[0] = extra
     try:
+        if in_place:
+            return IN_PLACE_ACTIVATIONS[node.op_type](*args, **node.attributes)
         return FLOAT_OPS[node.op_type](*args, **node.attributes)
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"{node}: {exc}") from exc
 
 
 class FloatEvent:
-    """What observers see after a float step: its input, pre-activation and final outputs."""
+    """What observers see after a float step: its input and final output."""
 
-    __slots__ = ("step", "x", "pre_activation", "y")
+    __slots__ = ("step", "x", "y")
 
-    def __init__(self, step, x, pre_activation, y):
-        self.step, self.x, self.pre_activation, self.y = step, x, pre_activation, y
+    def __init__(self, step, x, y):
+        self.step, self.x, self.y = step, x, y
+
+
+def _own_array(y, node, env) -> bool:
+    """Whether ``y``, the output of ``node``, is a writeable C-contiguous float32 array sharing
+    no memory with the node's inputs (so a fused activation, its only reader, may overwrite it)."""
+    return (isinstance(y, np.ndarray) and y.dtype == np.float32 and y.flags.c_contiguous
+            and y.flags.writeable
+            and not any(isinstance(a, np.ndarray) and np.may_share_memory(y, a) for a in _args(node, env)))
 
 
 def float_step(step: Step, env: dict, events: list | None = None) -> np.ndarray:
     """Run one step in float32; append a :class:`FloatEvent` to ``events`` if given."""
-    pre = _run_node(step.node, env)
-    y = pre
+    y = _run_node(step.node, env)
     if step.activation is not None:
-        y = _run_node(step.activation, env, extra=pre)
+        y = _run_node(step.activation, env, extra=y, in_place=_own_array(y, step.node, env))
     if events is not None:
         x = env[step.node.inputs[0]] if step.node.inputs and step.node.inputs[0] else None
         if step.quantizable and step.node.op_type == "MatMul" and x is not None and x.ndim > 2:
             # observers see a MatMul layer as the quantized executor runs it: rows (…·M, K) → (…·M, N)
             rows = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
-            events.append(FloatEvent(step, rows(x), rows(pre), rows(y)))
+            events.append(FloatEvent(step, rows(x), rows(y)))
         else:
-            events.append(FloatEvent(step, x, pre, y))
+            events.append(FloatEvent(step, x, y))
     return y
 
 

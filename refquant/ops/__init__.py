@@ -23,7 +23,7 @@ from .arithmetic import div, mul, pow, sub
 from .batchnorm import batch_normalization
 from .conv import conv, conv_float32_blas
 from .convtranspose import conv_transpose
-from .elementwise import add, clip, relu
+from .elementwise import add, clip, clip_in_place, relu, relu_in_place
 from .gather import gather
 from .gelu import gelu
 from .gemm import gemm, gemm_float32_blas, matmul, matmul_float32_blas
@@ -73,6 +73,10 @@ FLOAT_OPS = {
     "Slice": slice_,
 }
 
+#: The activations a fused step may run in place over its layer's own output (same inputs and
+#: results as their FLOAT_OPS forms, written into the first input, which is returned).
+IN_PLACE_ACTIVATIONS = {"Relu": relu_in_place, "Clip": clip_in_place}
+
 #: The training forward: FLOAT_OPS with float32 BLAS Conv, Gemm and MatMul.
 TRAINING_OPS = {
     **FLOAT_OPS,
@@ -83,6 +87,7 @@ TRAINING_OPS = {
 
 __all__ = [
     "FLOAT_OPS",
+    "IN_PLACE_ACTIVATIONS",
     "TRAINING_OPS",
     "add",
     "concat",
@@ -102,6 +107,7 @@ __all__ = [
     "average_pool",
     "batch_normalization",
     "clip",
+    "clip_in_place",
     "conv",
     "conv_float32_blas",
     "conv_transpose",
@@ -116,6 +122,7 @@ __all__ = [
     "matmul_float32_blas",
     "max_pool",
     "relu",
+    "relu_in_place",
     "reshape",
     "resize",
     "slice_",

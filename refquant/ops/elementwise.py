@@ -17,21 +17,71 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, np.float32(0))
 
 
+def _require_in_place(op: str, x: np.ndarray) -> None:
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable):
+        raise ValueError(f"{op} in place: x must be a writeable C-contiguous float32 array, got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+
+
+def relu_in_place(x: np.ndarray) -> np.ndarray:
+    """:func:`relu` written into ``x`` itself; returns ``x``."""
+    _require_in_place("Relu", x)
+    return np.maximum(x, np.float32(0), out=x)
+
+
+@njit(cache=True, inline="always")
+def _clip_one(v, lo, hi):  # pragma: no cover - compiled
+    """Clip's select: ``lo`` if ``v < lo``, then ``hi`` if that is ``> hi``, else ``v``."""
+    if v < lo:
+        v = lo
+    if v > hi:
+        v = hi
+    return v
+
+
 @njit(cache=True, parallel=True)
 def _clip_kernel(x, lo, hi, out, chunks):  # pragma: no cover - compiled
-    """``out[i] = lo if x[i] < lo, hi if that value > hi, else x[i]`` over flat float32 arrays,
-    ``chunks`` contiguous pieces in parallel (each element is one select: any split gives the
-    same bits)."""
+    """``out[i] = _clip_one(x[i])`` over flat float32 arrays that do not overlap, ``chunks``
+    contiguous pieces in parallel (each element is one select: any split gives the same bits)."""
     n = x.size
     for c in prange(chunks):
         start, stop = _chunk_bounds(n, chunks, c)
         for i in range(start, stop):
-            v = x[i]
-            if v < lo:
-                v = lo
-            if v > hi:
-                v = hi
-            out[i] = v
+            out[i] = _clip_one(x[i], lo, hi)
+
+
+@njit(cache=True, parallel=True)
+def _clip_in_place(a, lo, hi, chunks):  # pragma: no cover - compiled
+    """``a[i] = _clip_one(a[i])``: the in-place form, one array (LLVM vectorises it; the
+    two-array loop over the same memory would run its scalar overlap fallback)."""
+    n = a.size
+    for c in prange(chunks):
+        start, stop = _chunk_bounds(n, chunks, c)
+        for i in range(start, stop):
+            a[i] = _clip_one(a[i], lo, hi)
+
+
+def _clip_bounds(x, min, max):  # noqa: A002
+    require_float32("Clip", x=x, min=min, max=max)
+    for name, bound in (("min", min), ("max", max)):
+        if bound is not None and bound.shape != ():
+            raise ValueError(f"Clip: {name!r} must be a scalar (shape ()), got shape {bound.shape}")
+    lo = np.float32(-np.inf) if min is None else np.float32(min)
+    hi = np.float32(np.inf) if max is None else np.float32(max)
+    return lo, hi
+
+
+def _clip_into(x: np.ndarray, lo, hi, out: np.ndarray) -> np.ndarray:
+    """Clip ``x`` into ``out`` (a new array, or ``x`` itself), threads above the pooling grain."""
+    if np.isnan(lo) or np.isnan(hi):
+        out[...] = np.nan
+        return out
+    with threads_for(out.size) as chunks:
+        if out is x:
+            _clip_in_place(out.reshape(-1), lo, hi, chunks)
+        else:
+            _clip_kernel(np.ascontiguousarray(x).reshape(-1), lo, hi, out.reshape(-1), chunks)
+    return out
 
 
 def clip(x: np.ndarray, min: np.ndarray | None = None, max: np.ndarray | None = None) -> np.ndarray:  # noqa: A002
@@ -46,21 +96,16 @@ def clip(x: np.ndarray, min: np.ndarray | None = None, max: np.ndarray | None = 
     that NaN. A NaN bound makes every element NaN, as NumPy's ``maximum``/``minimum`` (the
     onnx reference evaluator) give.
     """
-    require_float32("Clip", x=x, min=min, max=max)
-    for name, bound in (("min", min), ("max", max)):
-        if bound is not None and bound.shape != ():
-            raise ValueError(f"Clip: {name!r} must be a scalar (shape ()), got shape {bound.shape}")
-    lo = np.float32(-np.inf) if min is None else np.float32(min)
-    hi = np.float32(np.inf) if max is None else np.float32(max)
-    if np.isnan(lo) or np.isnan(hi):
-        return np.full(x.shape, np.nan, np.float32)
-    if min is None and max is None:
-        return x
-    src = np.ascontiguousarray(x)
-    out = np.empty(x.shape, np.float32)
-    with threads_for(src.size) as chunks:
-        _clip_kernel(src.reshape(-1), lo, hi, out.reshape(-1), chunks)
-    return out
+    lo, hi = _clip_bounds(x, min, max)
+    return _clip_into(x, lo, hi, np.empty(x.shape, np.float32))
+
+
+def clip_in_place(x: np.ndarray, min: np.ndarray | None = None, max: np.ndarray | None = None) -> np.ndarray:  # noqa: A002
+    """:func:`clip` written into ``x`` itself (each element is read once, then written);
+    returns ``x``."""
+    lo, hi = _clip_bounds(x, min, max)
+    _require_in_place("Clip", x)
+    return _clip_into(x, lo, hi, x)
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
