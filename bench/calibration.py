@@ -24,6 +24,7 @@ bench/RESULTS.md with the date and the CPU.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
     times: dict = {name: [] for name, _ in jobs}
     for _ in range(args.repeats):
         for name, fn in jobs:
+            gc.collect()  # the previous job's garbage (onnxruntime sessions, arrays) freed untimed
             times[name].append(timed(fn))
     rows = {name: {"wall_s": round(statistics.median(t[0] for t in ts), 2),
                    "cpu_s": round(statistics.median(t[1] for t in ts), 2)} for name, ts in times.items()}
@@ -75,7 +77,9 @@ def main(argv=None) -> int:
     print(json.dumps({"command": " ".join(["python bench/calibration.py", *given]),
                       "date": time.strftime("%Y-%m-%d"), "cpu": cpu_summary(), "views": args.views,
                       "repeats": args.repeats, "load_average_before_after": [list(load_before), list(os.getloadavg())],
-                      "median": rows, "refquant_over_onnxruntime_wall": ratios}, indent=1))
+                      "median": rows, "refquant_over_onnxruntime_wall": ratios,
+                      "wall_s_per_round": {name: [round(t[0], 2) for t in ts] for name, ts in times.items()}},
+                     indent=1))
     return 0
 
 

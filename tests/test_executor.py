@@ -269,3 +269,29 @@ def test_plan_strings_carry_strategy_options():
     assert "percentile=99.9" in str(plan) and parse_plan(str(plan)) == plan
     with pytest.raises(ValueError, match="must be KEY=VALUE"):
         parse_plan("weights=minmax:8:grid=")
+
+
+def test_run_float_in_place_activations_and_freed_tensors_change_nothing_observed():
+    """The float pass runs a fused Relu/Clip in place over its layer's own output and drops a
+    tensor after its last reader: every output and every array an observer was shown equal a
+    plain node-by-node evaluation, and nothing an observer saw is written afterwards."""
+    from refquant.executor.float_exec import _dead_after
+    from refquant.ops import FLOAT_OPS
+    from tests_support import small_cnn
+
+    g, x = small_cnn(seed=5, n=4)
+    env = {**g.initializers, "x": x}
+    for node in g.topological_order():
+        env[node.outputs[0]] = FLOAT_OPS[node.op_type](*[env[t] if t else None for t in node.inputs], **node.attributes)
+    seen = []
+    out = run_float(g, {"x": x}, observe=lambda ev: seen.append((ev.step.output, ev.x, ev.y, ev.y.copy())))
+    np.testing.assert_array_equal(out[g.outputs[0]], env[g.outputs[0]])
+    for name, _, y, y_then in seen:
+        np.testing.assert_array_equal(y.view(np.uint32), env[name].view(np.uint32))
+        np.testing.assert_array_equal(y.view(np.uint32), y_then.view(np.uint32))
+    steps = lower(g)
+    assert [s.fused_activation for s in steps[:2]] == ["relu", None]  # conv1+Relu fused, then MaxPool
+    residual = steps[1].output  # MaxPool's output: read by conv2 and by the Add
+    dropped_at = [i for i, names in enumerate(_dead_after(steps, g.outputs)) if residual in names]
+    assert dropped_at == [next(i for i, s in enumerate(steps) if s.node.op_type == "Add")]
+    assert all(g.outputs[0] not in names for names in _dead_after(steps, g.outputs))

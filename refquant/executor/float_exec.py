@@ -85,14 +85,37 @@ def run_float(graph: Graph, feeds: dict, *, steps: list[Step] | None = None,
     validate_inputs(graph, feeds)
     steps = steps if steps is not None else lower(graph)
     env = {**graph.initializers, **feeds}
+    index = {id(step): i for i, step in enumerate(steps)}
+    dead = _dead_after(steps, graph.outputs)
 
     def run(step, env):
         if observe is None:
-            return float_step(step, env)
-        events: list = []
-        y = float_step(step, env, events)
-        observe(events[0])
+            y = float_step(step, env)
+        else:
+            events: list = []
+            y = float_step(step, env, events)
+            observe(events[0])
+        for name in dead[index[id(step)]]:
+            env.pop(name, None)
         return y
 
     walk(steps, env, run)
     return {name: env[name] for name in graph.outputs}
+
+
+def _dead_after(steps: list[Step], outputs) -> list[list[str]]:
+    """Per step, the tensors no later step reads and the graph does not return: dropped from
+    the environment once it has run, so their memory is reused by the next activations
+    instead of each activation taking fresh pages from the system."""
+    last: dict = {}
+    for i, step in enumerate(steps):
+        for node in (step.node, step.activation):
+            for name in (node.inputs if node is not None else ()):
+                if name:
+                    last[name] = i
+    keep = set(outputs)
+    dead: list = [[] for _ in steps]
+    for name, i in last.items():
+        if name not in keep:
+            dead[i].append(name)
+    return dead
