@@ -19,8 +19,8 @@ hooks and uses them when present:
   larger windows): the entry then runs its NumPy rule.
 
 Both run ``prange`` over (image, channel) planes (MaxPool: one chunk of planes per thread,
-each with its own row buffer, and with its own padded plane where a window reaches the
-padding); every output is computed by one thread in a fixed order, so the result does not
+each with its own row buffer; the taps are read from the input itself, those in the padding
+skipped); every output is computed by one thread in a fixed order, so the result does not
 depend on the thread count. Inputs below :data:`refquant.kernels.grain.PARALLEL_GRAIN`
 elements run on the calling thread (a pool wake-up costs more than they do on a busy machine).
 """
@@ -42,49 +42,61 @@ _EXACT_COUNT = 65793  # 255 · 65 792 < 2**24: the float32 sums of the rule are 
 
 
 @njit(parallel=True, cache=True)
-def _max_pool_kernel(x, geometry, low, planes, rows, out):
-    """Per (image, channel) plane: copy it into a border of ``low`` (the dtype's minimum, which
-    never exceeds a real tap; windows of padding only are rejected before), take the maximum
-    over the kernel columns for every padded row (``rows[y, ox]``), then over the kernel rows
-    (a contiguous loop LLVM vectorises)."""
+def _max_pool_kernel(x, geometry, j_lo, j_hi, rows, out):
+    """Windows that may reach the padding: the maximum over the taps inside the input only
+    (padding never wins; a window of padding only is rejected before), read straight from the
+    source. ``x`` is ``[P, H, W]``, ``out`` ``[P, OH, OW]``.
+
+    Per output row: the maximum over the kernel rows inside the input into ``rows[t]`` (the
+    first copied, the others folded in — contiguous loops LLVM vectorises), then, per output
+    column ``ox``, over the kernel columns ``j`` in ``[j_lo[ox], j_hi[ox])``, those whose
+    column ``ox·sw + j·dw − left`` lies inside. Threads take contiguous chunks of planes, as in
+    :func:`_max_pool_inside_kernel`; every output is written once, by one thread.
+    """
     sh, sw, dh, dw, top, left, kh, kw = geometry
-    n_img, channels, height, width = x.shape
-    oh, ow = out.shape[2], out.shape[3]
-    chunks = planes.shape[0]
+    n_planes, oh, ow = out.shape[0], out.shape[1], out.shape[2]
+    height, width = x.shape[1], x.shape[2]
+    chunks = rows.shape[0]
     for t in prange(chunks):
-        plane, hmax = planes[t], rows[t]
-        q0 = t * (n_img * channels) // chunks
-        q1 = (t + 1) * (n_img * channels) // chunks
-        for p in range(q0, q1):
-            b, c = p // channels, p % channels
-            src, dst = x[b, c], out[b, c]
-            for y in range(plane.shape[0]):
-                prow = plane[y]
-                for ix in range(plane.shape[1]):
-                    prow[ix] = low
-            for iy in range(height):
-                prow = plane[top + iy]
-                srow = src[iy]
-                for ix in range(width):
-                    prow[left + ix] = srow[ix]
-            for y in range(plane.shape[0]):
-                prow, hrow = plane[y], hmax[y]
-                for ox in range(ow):
-                    m = prow[ox * sw]
-                    for j in range(1, kw):
-                        v = prow[ox * sw + j * dw]
-                        m = v if v > m else m
-                    hrow[ox] = m
+        row = rows[t]
+        p0, p1 = _chunk_bounds(n_planes, chunks, t)
+        for p in range(p0, p1):
             for oy in range(oh):
-                drow = dst[oy]
-                first = hmax[oy * sh]
+                first = True
+                for i in range(kh):
+                    y = oy * sh + i * dh - top
+                    if y < 0 or y >= height:
+                        continue
+                    src = x[p, y]
+                    if first:
+                        for e in range(width):
+                            row[e] = src[e]
+                        first = False
+                    else:
+                        for e in range(width):
+                            v = src[e]
+                            row[e] = v if v > row[e] else row[e]
+                dst = out[p, oy]
                 for ox in range(ow):
-                    drow[ox] = first[ox]
-                for i in range(1, kh):
-                    hrow = hmax[oy * sh + i * dh]
-                    for ox in range(ow):
-                        v = hrow[ox]
-                        drow[ox] = v if v > drow[ox] else drow[ox]
+                    x0 = ox * sw - left
+                    j0 = j_lo[ox]
+                    m = row[x0 + j0 * dw]
+                    for j in range(j0 + 1, j_hi[ox]):
+                        v = row[x0 + j * dw]
+                        m = v if v > m else m
+                    dst[ox] = m
+
+
+@functools.lru_cache(maxsize=256)
+def _column_taps(width: int, ow: int, sw: int, dw: int, kw: int, left: int) -> tuple:
+    """Per output column ``ox``, the kernel columns ``[j_lo, j_hi)`` whose input column
+    ``ox·sw + j·dw − left`` lies in ``[0, width)`` (int64 arrays; consecutive, since the
+    column grows with ``j``)."""
+    cols = np.arange(ow)[:, None] * sw - left + np.arange(kw)[None, :] * dw
+    inside = (cols >= 0) & (cols < width)
+    j_lo = np.argmax(inside, axis=1).astype(np.int64)
+    j_hi = (kw - np.argmax(inside[:, ::-1], axis=1)).astype(np.int64)
+    return j_lo, j_hi
 
 
 @njit(parallel=True, cache=True)
@@ -150,8 +162,10 @@ def max_pool_integers(q: np.ndarray, *, kernel_shape, auto_pad="NOTSET", ceil_mo
     Two kernels, one rule: when no window reaches the padding — no leading pad, and the last
     window ends inside the input on both axes, ``(O − 1)·s + d·(k − 1) < n`` (a trailing pad or
     ``ceil_mode`` that no window uses included) — the taps are read from ``q`` itself
-    (:func:`_max_pool_inside_kernel`); otherwise each plane is first copied into a border of
-    the dtype's minimum (:func:`_max_pool_kernel`)."""
+    (:func:`_max_pool_inside_kernel`); otherwise the taps in the padding are skipped, row by
+    row and, per output column, by its range of kernel columns inside (:func:`_max_pool_kernel`;
+    1.6 → 0.9 ms on ResNet-18's ``[1, 64, 112, 112]`` 3×3/2 pad 1 pool, one thread, against
+    the earlier copy of each plane into a border of the dtype's minimum)."""
     if q.ndim != 4 or q.dtype.kind not in "iu" or q.dtype.itemsize > 2:
         return None
     if kernel_shape is None or len(kernel_shape) != 2:
@@ -173,11 +187,10 @@ def max_pool_integers(q: np.ndarray, *, kernel_shape, auto_pad="NOTSET", ceil_mo
             _max_pool_inside_kernel(x.reshape(n_planes, *size), (sh, sw, dh, dw, kh, kw), rows,
                                     out.reshape(n_planes, oh, ow))
             return out
-        padded = (size[0] + top + plan.pads[2] + plan.extra_end[0], size[1] + left + plan.pads[3] + plan.extra_end[1])
-        planes = np.empty((chunks, *padded), q.dtype)
-        rows = np.empty((chunks, padded[0], ow), q.dtype)
-        low = q.dtype.type(np.iinfo(q.dtype).min)
-        _max_pool_kernel(x, (sh, sw, dh, dw, top, left, kh, kw), low, planes, rows, out)
+        j_lo, j_hi = _column_taps(size[1], ow, sw, dw, kw, left)
+        rows = np.empty((chunks, size[1]), q.dtype)
+        _max_pool_kernel(x.reshape(n_planes, *size), (sh, sw, dh, dw, top, left, kh, kw), j_lo, j_hi, rows,
+                         out.reshape(n_planes, oh, ow))
     return out
 
 
