@@ -8,6 +8,9 @@
   GlobalAveragePool: ``average_integers``);
 * the backend's ``requantize`` (``kernels/fast_requant.py``) — ``refquant.numerics.requantize``
   over ranks, channel axes, formats and every mode, errors included;
+* the backend's ``quantize`` and ``dequantized_add`` (``kernels/fast_elementwise.py``) —
+  ``refquant.numerics.quantize`` (ties, saturation, overflow to ±inf, every integer format)
+  and the fallback's dequantize-then-Add, float32 bits;
 * every one of them with 1 and 2 Numba threads: identical outputs (the pooling and requantize
   kernels also with the thread pool forced for small inputs: ``refquant.kernels.grain``).
 """
@@ -395,3 +398,122 @@ def test_the_numba_backend_requantizes_with_its_hook():
     from refquant.kernels import numba_backend
 
     assert numba_backend.requantize is fast_requant.requantize
+
+
+# ---- quantize and the dequantized Add (kernels/fast_elementwise.py) ------------------------
+
+FORMATS = ("uint8", "int8", "int4", "uint4", "int2", "int16", "uint16")
+
+
+@st.composite
+def quantize_case(draw):
+    """A float32 tensor with values on and between the grid's half-steps (ties), beyond the
+    range, huge (the quotient overflows to ±inf), tiny and ±0; a per-tensor format and scale."""
+    from refquant.numerics import int_format
+
+    fmt = int_format(draw(st.sampled_from(FORMATS)))
+    scale = np.float32(draw(st.sampled_from([1e-30, 1e-6, 0.013, 0.5, 1.0, 3.7, 1e20])))
+    zero_point = draw(st.integers(fmt.qmin, fmt.qmax))
+    qp = QParams(np.float32(scale), np.int32(zero_point), fmt)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.sampled_from([0, 1, 7, 300, 5000]))
+    steps = rng.integers(-2 * 70000, 2 * 70000, n).astype(np.float64) / 2  # half-steps: ties
+    x = (steps * float(scale)).astype(np.float32)
+    x[rng.random(n) < 0.1] = rng.choice(np.array([0.0, -0.0, 3e38, -3e38, 1e-45], np.float32))
+    shape = draw(st.sampled_from([(n,), (1, n), (n, 1, 1)]))
+    return x.reshape(shape), qp
+
+
+@settings(max_examples=150, deadline=None)
+@given(quantize_case())
+def test_quantize_hook_equals_the_numpy_rule(case):
+    from refquant.kernels import fast_elementwise
+    from refquant.numerics import quantize
+
+    x, qp = case
+    expected = quantize(x, qp)
+    for name in CONFIGURATIONS:
+        with configuration(name):
+            got = fast_elementwise.quantize(x, qp)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_quantize_hook_declines_what_the_rule_must_decide():
+    """Non-finite values (the rule raises, naming them), per-channel qparams and other input
+    dtypes return ``None``: the executor then runs the NumPy rule."""
+    from refquant.kernels import fast_elementwise
+    from refquant.numerics import int_format
+
+    qp = QParams(np.float32(0.1), np.int32(3), int_format("uint8"))
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.zeros(100, np.float32)
+        x[57] = bad
+        assert fast_elementwise.quantize(x, qp) is None
+    per_channel = QParams(np.full(2, 0.1, np.float32), np.zeros(2, np.int32), int_format("int8"), axis=1)
+    assert fast_elementwise.quantize(np.zeros((1, 2), np.float32), per_channel) is None
+    assert fast_elementwise.quantize(np.zeros(3, np.float64), qp) is None
+
+
+@st.composite
+def add_case(draw):
+    from refquant.numerics import int_format
+
+    def operand(shape):
+        fmt = int_format(draw(st.sampled_from(FORMATS)))
+        qp = QParams(np.float32(draw(st.floats(0.0001220703125, 10.0, width=32))), np.int32(draw(st.integers(fmt.qmin, fmt.qmax))), fmt)
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        return rng.integers(fmt.qmin, fmt.qmax + 1, shape).astype(fmt.storage_dtype), qp
+
+    shape = draw(st.sampled_from([(0,), (1,), (3, 5), (2, 4, 7, 9), (1, 64, 16, 16)]))
+    return (*operand(shape), *operand(shape))
+
+
+@settings(max_examples=120, deadline=None)
+@given(add_case())
+def test_dequantized_add_hook_equals_the_fallback_bit_for_bit(case):
+    from refquant.kernels import fast_elementwise
+    from refquant.numerics import dequantize
+
+    a, qa, b, qb = case
+    expected = FLOAT_OPS["Add"](dequantize(a, qa), dequantize(b, qb))
+    for name in CONFIGURATIONS:
+        with configuration(name):
+            got = fast_elementwise.dequantized_add(a, qa, b, qb)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_dequantized_add_hook_declines_broadcasts_and_per_channel():
+    from refquant.kernels import fast_elementwise
+    from refquant.numerics import int_format
+
+    qp = QParams(np.float32(0.1), np.int32(3), int_format("uint8"))
+    a = np.zeros((2, 3), np.uint8)
+    assert fast_elementwise.dequantized_add(a, qp, np.zeros((1, 3), np.uint8), qp) is None
+    per_channel = QParams(np.full(3, 0.1, np.float32), np.zeros(3, np.int32), int_format("uint8"), axis=1)
+    assert fast_elementwise.dequantized_add(a, qp, a, per_channel) is None
+    assert fast_elementwise.dequantized_add(a.astype(np.int32), qp, a, qp) is None
+
+
+def test_the_fallback_add_takes_the_hook_and_keeps_the_rule(monkeypatch):
+    """The table's fallback asks the backend for ``dequantized_add`` on a quantized + quantized
+    Add and returns its array; without the hook (the reference backend) the NumPy rule runs,
+    with the same bits."""
+    from refquant.executor.integer_ops import FALLBACK
+    from refquant.kernels import fast_elementwise, numba_backend
+    from refquant.kernels import reference as reference_backend
+    from refquant.numerics import int_format
+
+    rng = np.random.default_rng(4)
+    qa = QParams(np.float32(0.05), np.int32(128), int_format("uint8"))
+    qb = QParams(np.float32(0.02), np.int32(-3), int_format("int8"))
+    a = QTensor(rng.integers(0, 256, (2, 8, 5, 5)).astype(np.uint8), qa)
+    b = QTensor(rng.integers(-128, 128, (2, 8, 5, 5)).astype(np.int8), qb)
+    calls = []
+    real = fast_elementwise.dequantized_add
+    monkeypatch.setattr(numba_backend, "dequantized_add", lambda *args: calls.append(1) or real(*args))
+    fast_y = FALLBACK.compute("Add", [a, b], {}, name="add", backend=numba_backend)
+    rule_y = FALLBACK.compute("Add", [a, b], {}, name="add", backend=reference_backend)
+    assert calls == [1]
+    np.testing.assert_array_equal(fast_y.view(np.uint32), rule_y.view(np.uint32))

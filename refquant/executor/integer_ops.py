@@ -442,7 +442,10 @@ class DequantizeOpQuantize(IntegerOp):
     operator whose entry does not apply): every quantized input dequantized — ``(q − z) · s`` in float32 — the
     float32 operator of :mod:`refquant.ops` on them and the constants, and the float32 result
     quantized with the output qparams (ONNX Runtime's QDQ semantics). Exports to
-    ``DequantizeLinear`` → the operator → ``QuantizeLinear``.
+    ``DequantizeLinear`` → the operator → ``QuantizeLinear``. An ``Add`` of two quantized
+    tensors is computed by the backend's hook ``dequantized_add(a, qa, b, qb)`` when it has one
+    (the ``numba`` backend's: the same float32 operations in one pass; ``None`` means "run
+    this rule").
     """
 
     keeps_qparams = False
@@ -452,6 +455,11 @@ class DequantizeOpQuantize(IntegerOp):
         return True
 
     def compute(self, op_type, values, attributes, *, name, backend=None):
+        hook = getattr(backend, "dequantized_add", None)
+        if hook is not None and op_type == "Add" and len(values) == 2 and all(isinstance(v, QTensor) for v in values):
+            y = hook(values[0].q, values[0].qp, values[1].q, values[1].qp)
+            if y is not None:
+                return y
         args = [dequantize(v.q, v.qp) if isinstance(v, QTensor) else v for v in values]
         try:
             return FLOAT_OPS[op_type](*args, **attributes)

@@ -164,7 +164,7 @@ class QuantizedModel:
             strategy, spec = self.tensor_specs[name]
             qp = check_qparams(call(strategy, "qparams_for_float", name, x, spec, self.tensor_qparams.get(name)),
                                strategy, "qparams_for_float", name)
-            q = quantize(x, qp)
+            q = _quantize(kernels, x, qp)
             env[name] = QTensor(q, qp)
             rec = LayerRecord(name, "QuantizeLinear", "input", getattr(strategy, "timing", None), None,
                               None, qp, None, {"output": q.nbytes}, x.nbytes)
@@ -403,12 +403,21 @@ class QuantizedModel:
         strategy, spec = self.tensor_specs[step.output]
         qp = check_qparams(call(strategy, "qparams_for_float", step.name, y, spec, self.tensor_qparams.get(step.output)),
                            strategy, "qparams_for_float", step.name)
-        q = quantize(y, qp)
+        q = _quantize(kernels, y, qp)
         if shadows is not None and self.float_islands:
             shadows[step.output] = y
         rec.timing = getattr(strategy, "timing", None)
         rec.buffers.update({"float": rule.float_bytes(values) + y.nbytes, "output": q.nbytes})
         return QTensor(q, qp)
+
+
+def _quantize(kernels, x, qp: QParams) -> np.ndarray:
+    """:func:`refquant.numerics.quantize` — by the backend's hook ``quantize(x, qp)`` when it
+    has one (the ``numba`` backend's, per tensor; ``None`` means "run the NumPy rule", which
+    also raises the errors)."""
+    hook = getattr(kernels, "quantize", None)
+    q = hook(x, qp) if hook is not None else None
+    return quantize(x, qp) if q is None else q
 
 
 def _strategy(tp, kind: str, layer: str):

@@ -98,6 +98,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import glob
+import os
 
 import numpy as np
 from numba import njit, prange
@@ -516,9 +518,6 @@ def _numpy_openblas_sgemm():
     """NumPy's own OpenBLAS ``sgemm`` (the ILP64 Fortran entry ``scipy_sgemm_64_`` of the
     ``libscipy_openblas64_`` that NumPy's wheels ship in ``numpy.libs``), or ``None`` where
     NumPy carries no such library."""
-    import glob
-    import os
-
     here = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
     for path in sorted(glob.glob(os.path.join(here, "libscipy_openblas64_*.so*"))):
         try:
