@@ -72,11 +72,16 @@ def quantize(x: np.ndarray, qp: QParams) -> np.ndarray | None:
         return None
     src = np.ascontiguousarray(x).reshape(-1)
     out = np.empty(x.shape, storage)
+    args = (np.float32(qp.scale.reshape(())), float(qp.zero_point.reshape(())), float(qp.fmt.qmin),
+            float(qp.fmt.qmax), out.reshape(-1))
     with threads_for(src.size) as chunks:
-        bad = np.zeros(max(1, chunks), np.int64)
-        _quantize_kernel(src, np.float32(qp.scale.reshape(())), float(qp.zero_point.reshape(())),
-                         float(qp.fmt.qmin), float(qp.fmt.qmax), out.reshape(-1), bad)
-    return None if bad.any() else out
+        if chunks <= 1:  # no parallel region to launch (its cost exceeds a small tensor's work)
+            bad = _quantize_run(src, *args)
+        else:
+            counts = np.zeros(chunks, np.int64)
+            _quantize_kernel(src, *args, counts)
+            bad = counts.sum()
+    return None if bad else out
 
 
 @njit(cache=True)
@@ -104,9 +109,12 @@ def dequantized_add(a: np.ndarray, qa: QParams, b: np.ndarray, qb: QParams) -> n
             and a.dtype.type in _INT_DTYPES and b.dtype.type in _INT_DTYPES and qa.per_tensor and qb.per_tensor):
         return None
     out = np.empty(a.shape, np.float32)
+    args = (np.ascontiguousarray(a).reshape(-1), np.float32(qa.zero_point.reshape(())), np.float32(qa.scale.reshape(())),
+            np.ascontiguousarray(b).reshape(-1), np.float32(qb.zero_point.reshape(())), np.float32(qb.scale.reshape(())),
+            out.reshape(-1))
     with threads_for(a.size) as chunks:
-        _dequantized_add_kernel(np.ascontiguousarray(a).reshape(-1), np.float32(qa.zero_point.reshape(())),
-                                np.float32(qa.scale.reshape(())), np.ascontiguousarray(b).reshape(-1),
-                                np.float32(qb.zero_point.reshape(())), np.float32(qb.scale.reshape(())),
-                                out.reshape(-1), max(1, chunks))
+        if chunks <= 1:  # no parallel region to launch
+            _dequantized_add_run(*args)
+        else:
+            _dequantized_add_kernel(*args, chunks)
     return out
