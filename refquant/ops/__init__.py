@@ -14,7 +14,9 @@ float32, so every result is the same on every IEEE-754 host; :data:`TRAINING_OPS
 training forward — the same except that Conv, Gemm and MatMul are float32 BLAS products
 (``np.matmul``), whose summation order is the host BLAS kernel's.  The shipped models were
 trained with the latter; the float executor, calibration and golden replay use the former.  An output may share memory
-with an input (Reshape, Flatten, Clip without bounds): callers never write into tensors.
+with an input (Reshape, Flatten): callers never write into tensors, except that the float
+executor runs a fused Relu/Clip over its layer's own fresh output through
+:data:`IN_PLACE_ACTIVATIONS`.
 """
 
 from __future__ import annotations
