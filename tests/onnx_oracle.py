@@ -98,6 +98,33 @@ def run_graph_reference(graph, feeds: dict) -> list[np.ndarray]:
     return ReferenceEvaluator(graph_to_onnx(graph)).run(None, feeds)
 
 
+def onnx_shape_inference_disagrees(graph) -> list[str]:
+    """The nodes whose output shape ``onnx.shape_inference`` infers differently from refquant
+    (concrete dimensions only).
+
+    Measured (onnx 1.23.2, onnxruntime 1.32.0): for a ``ceil_mode`` pool whose last window would
+    start past the input — MaxPool 1×1, stride 2, on a width of 4 — onnx's static inference
+    counts it (width 3) while onnxruntime's kernel and the reference evaluator drop it (width 2),
+    as refquant does. onnxruntime checks a graph against the inferred shapes when the session
+    is built, so a node that depends on the count (a BatchNormalization after a Reshape) makes
+    it refuse the model: such a graph tests the oracle, not refquant."""
+    from onnx import shape_inference
+
+    from refquant.graph import infer_shapes
+
+    inferred = shape_inference.infer_shapes(graph_to_onnx(graph))
+    theirs = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in inferred.graph.value_info}
+    ours = infer_shapes(graph)
+    differ = []
+    for node in graph.nodes:
+        t = node.outputs[0]
+        if t in theirs and t in ours and len(theirs[t]) == len(ours[t]):
+            if any(a is not None and isinstance(b, int) and a != b for a, b in zip(theirs[t], ours[t])):
+                differ.append(node.name)
+    return differ
+
+
 # ------------------------------------------------- onnxruntime's u8·s8 products on this host
 
 def ort_u8s8_exact() -> bool:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from onnx_oracle import requires_onnx, run_graph_onnxruntime
+from onnx_oracle import onnx_shape_inference_disagrees, requires_onnx, run_graph_onnxruntime, run_reference
 
 from refquant.graph import GraphBuilder, broadcast_shapes, infer_shapes, validate_graph
 from refquant.graph.shapes import dim_product, dim_quotient
@@ -127,6 +127,9 @@ def test_random_graphs_run_like_onnxruntime(case):
     # onnxruntime refuses Conv with SAME_* padding and dilations (measured, 1.32)
     assume(not any(n.op_type == "Conv" and n.attributes.get("auto_pad", "").startswith("SAME")
                    and n.attributes.get("dilations", [1, 1]) != [1, 1] for n in graph.nodes))
+    # onnx's static shape inference counts a ceil_mode window past the input, which its own
+    # kernels drop (onnx_shape_inference_disagrees); onnxruntime may then refuse the graph
+    assume(not onnx_shape_inference_disagrees(graph))
     x = np.random.default_rng(1).standard_normal(concrete(graph.inputs[0].shape, batch)).astype(F32)
     ours = run_loop(graph, {"x": x})[graph.outputs[0]]
     (theirs,) = run_graph_onnxruntime(graph, {"x": x})
@@ -134,6 +137,21 @@ def test_random_graphs_run_like_onnxruntime(case):
     # A wiring check (a wrong input, attribute or default changes values at the 1e-1 level);
     # each operator's rounding is bounded separately in test_ops_float.
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * float(np.abs(theirs).max() + 1e-6))
+
+
+@requires_onnx
+def test_a_ceil_mode_window_past_the_input_is_dropped_as_the_reference_evaluator_drops_it():
+    """MaxPool 1×1, stride 2, ceil_mode on 3×4: the last column window would start at 4, past the
+    input, and is dropped — 2×2, refquant's inferred and run shapes equal the onnx reference
+    evaluator's (whatever onnx's static shape inference says: see onnx_shape_inference_disagrees)."""
+    attrs = dict(kernel_shape=[1, 1], strides=[2, 2], pads=[0, 0, 0, 0], ceil_mode=1)
+    x = np.arange(12, dtype=F32).reshape(1, 1, 3, 4)
+    b = GraphBuilder("ceil")
+    g = b.build(b.max_pool(b.input("x", [1, 1, 3, 4]), **attrs))
+    assert infer_shapes(g)[g.outputs[0]] == (1, 1, 2, 2)
+    ours = FLOAT_OPS["MaxPool"](x, **attrs)
+    np.testing.assert_array_equal(ours, [[[[0, 2], [8, 10]]]])
+    np.testing.assert_array_equal(ours, run_reference("MaxPool", [x], attrs))
 
 
 def test_symbolic_dimension_arithmetic():
