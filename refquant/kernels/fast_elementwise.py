@@ -18,8 +18,8 @@
 Each returns ``None`` where it does not apply (per-channel qparams, other dtypes or shapes, a
 non-finite input to quantize — the reference then raises its error), and the caller runs the
 NumPy rule. Every element is computed alone by one thread, so the result does not depend on
-the thread count; below :data:`refquant.kernels.grain.PARALLEL_GRAIN` elements on the calling
-thread alone (``tests/test_kernels_speed.py`` checks both bit for bit against the NumPy
+the thread count; below :data:`refquant.kernels.grain.PARALLEL_GRAIN` elements the serial loop
+runs on the calling thread with no parallel region (:func:`refquant.kernels.grain.run_chunked`) (``tests/test_kernels_speed.py`` checks both bit for bit against the NumPy
 rules, on one and two threads and with the pool forced).
 """
 
@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from ..numerics import QParams
 from .fast import _chunk_bounds
-from .grain import threads_for
+from .grain import run_chunked
 
 __all__ = ["quantize", "dequantized_add"]
 
@@ -52,14 +52,15 @@ def _quantize_run(x, scale, zero_point, qmin, qmax, out):  # pragma: no cover - 
 
 
 @njit(parallel=True, cache=True)
-def _quantize_kernel(x, scale, zero_point, qmin, qmax, out, bad):  # pragma: no cover - compiled
-    """:func:`_quantize_run` over ``bad.shape[0]`` contiguous chunks in parallel, chunk ``t``'s
-    count of non-finite inputs in ``bad[t]``."""
+def _quantize_kernel(x, scale, zero_point, qmin, qmax, out, chunks):  # pragma: no cover - compiled
+    """:func:`_quantize_run` over ``chunks`` contiguous chunks in parallel; returns the count
+    of non-finite inputs."""
     n = x.size
-    chunks = bad.shape[0]
+    bad = 0
     for t in prange(chunks):
         start, stop = _chunk_bounds(n, chunks, t)
-        bad[t] = _quantize_run(x[start:stop], scale, zero_point, qmin, qmax, out[start:stop])
+        bad += _quantize_run(x[start:stop], scale, zero_point, qmin, qmax, out[start:stop])
+    return bad
 
 
 def quantize(x: np.ndarray, qp: QParams) -> np.ndarray | None:
@@ -72,15 +73,8 @@ def quantize(x: np.ndarray, qp: QParams) -> np.ndarray | None:
         return None
     src = np.ascontiguousarray(x).reshape(-1)
     out = np.empty(x.shape, storage)
-    args = (np.float32(qp.scale.reshape(())), float(qp.zero_point.reshape(())), float(qp.fmt.qmin),
-            float(qp.fmt.qmax), out.reshape(-1))
-    with threads_for(src.size) as chunks:
-        if chunks <= 1:  # no parallel region to launch (its cost exceeds a small tensor's work)
-            bad = _quantize_run(src, *args)
-        else:
-            counts = np.zeros(chunks, np.int64)
-            _quantize_kernel(src, *args, counts)
-            bad = counts.sum()
+    bad = run_chunked(src.size, _quantize_run, _quantize_kernel, src, np.float32(qp.scale.reshape(())),
+                      float(qp.zero_point.reshape(())), float(qp.fmt.qmin), float(qp.fmt.qmax), out.reshape(-1))
     return None if bad else out
 
 
@@ -109,12 +103,8 @@ def dequantized_add(a: np.ndarray, qa: QParams, b: np.ndarray, qb: QParams) -> n
             and a.dtype.type in _INT_DTYPES and b.dtype.type in _INT_DTYPES and qa.per_tensor and qb.per_tensor):
         return None
     out = np.empty(a.shape, np.float32)
-    args = (np.ascontiguousarray(a).reshape(-1), np.float32(qa.zero_point.reshape(())), np.float32(qa.scale.reshape(())),
-            np.ascontiguousarray(b).reshape(-1), np.float32(qb.zero_point.reshape(())), np.float32(qb.scale.reshape(())),
-            out.reshape(-1))
-    with threads_for(a.size) as chunks:
-        if chunks <= 1:  # no parallel region to launch
-            _dequantized_add_run(*args)
-        else:
-            _dequantized_add_kernel(*args, chunks)
+    run_chunked(a.size, _dequantized_add_run, _dequantized_add_kernel,
+                np.ascontiguousarray(a).reshape(-1), np.float32(qa.zero_point.reshape(())), np.float32(qa.scale.reshape(())),
+                np.ascontiguousarray(b).reshape(-1), np.float32(qb.zero_point.reshape(())), np.float32(qb.scale.reshape(())),
+                out.reshape(-1))
     return out

@@ -20,7 +20,7 @@ import contextlib
 
 import numba
 
-__all__ = ["PARALLEL_GRAIN", "kernel_threads", "threads_for"]
+__all__ = ["PARALLEL_GRAIN", "kernel_threads", "run_chunked", "threads_for"]
 
 #: elements below which :func:`threads_for` runs a kernel on the calling thread (about 2 ms of
 #: a pooling kernel's work on one core); 0 always uses the caller's thread count
@@ -46,3 +46,15 @@ def threads_for(elements: int):
         yield n
     finally:
         numba.set_num_threads(old)
+
+
+def run_chunked(elements: int, serial, parallel, *args):
+    """``serial(*args)`` on the calling thread when :func:`kernel_threads` gives one thread —
+    no parallel region at all: launching one costs 48–126 µs on Numba's workqueue layer (1.6
+    µs on OpenMP), more than a small elementwise kernel's whole work — else
+    ``parallel(*args, chunks)`` with that many threads and chunks. For kernels whose parallel
+    form only cuts the serial one's range into chunks, so both give the same bits."""
+    with threads_for(elements) as chunks:
+        if chunks <= 1:
+            return serial(*args)
+        return parallel(*args, chunks)

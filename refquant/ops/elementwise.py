@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..kernels.fast import _chunk_bounds
-from ..kernels.grain import threads_for
+from ..kernels.grain import run_chunked
 from .checks import require_float, require_float32, require_grad_shape
 
 
@@ -39,26 +39,38 @@ def _clip_one(v, lo, hi):  # pragma: no cover - compiled
     return v
 
 
+@njit(cache=True)
+def _clip_run(x, lo, hi, out):  # pragma: no cover - compiled
+    """``out[i] = _clip_one(x[i])`` over flat float32 arrays that do not overlap."""
+    for i in range(x.size):
+        out[i] = _clip_one(x[i], lo, hi)
+
+
+@njit(cache=True)
+def _clip_run_in_place(a, lo, hi):  # pragma: no cover - compiled
+    """``a[i] = _clip_one(a[i])``: the in-place form, one array (LLVM vectorises it; the
+    two-array loop over the same memory would run its scalar overlap fallback)."""
+    for i in range(a.size):
+        a[i] = _clip_one(a[i], lo, hi)
+
+
 @njit(cache=True, parallel=True)
 def _clip_kernel(x, lo, hi, out, chunks):  # pragma: no cover - compiled
-    """``out[i] = _clip_one(x[i])`` over flat float32 arrays that do not overlap, ``chunks``
-    contiguous pieces in parallel (each element is one select: any split gives the same bits)."""
+    """:func:`_clip_run` over ``chunks`` contiguous pieces in parallel (each element is one
+    select: any split gives the same bits)."""
     n = x.size
     for c in prange(chunks):
         start, stop = _chunk_bounds(n, chunks, c)
-        for i in range(start, stop):
-            out[i] = _clip_one(x[i], lo, hi)
+        _clip_run(x[start:stop], lo, hi, out[start:stop])
 
 
 @njit(cache=True, parallel=True)
 def _clip_in_place(a, lo, hi, chunks):  # pragma: no cover - compiled
-    """``a[i] = _clip_one(a[i])``: the in-place form, one array (LLVM vectorises it; the
-    two-array loop over the same memory would run its scalar overlap fallback)."""
+    """:func:`_clip_run_in_place` over ``chunks`` contiguous pieces in parallel."""
     n = a.size
     for c in prange(chunks):
         start, stop = _chunk_bounds(n, chunks, c)
-        for i in range(start, stop):
-            a[i] = _clip_one(a[i], lo, hi)
+        _clip_run_in_place(a[start:stop], lo, hi)
 
 
 def _clip_bounds(x, min, max):  # noqa: A002
@@ -76,11 +88,10 @@ def _clip_into(x: np.ndarray, lo, hi, out: np.ndarray) -> np.ndarray:
     if np.isnan(lo) or np.isnan(hi):
         out[...] = np.nan
         return out
-    with threads_for(out.size) as chunks:
-        if out is x:
-            _clip_in_place(out.reshape(-1), lo, hi, chunks)
-        else:
-            _clip_kernel(np.ascontiguousarray(x).reshape(-1), lo, hi, out.reshape(-1), chunks)
+    if out is x:
+        run_chunked(out.size, _clip_run_in_place, _clip_in_place, out.reshape(-1), lo, hi)
+    else:
+        run_chunked(out.size, _clip_run, _clip_kernel, np.ascontiguousarray(x).reshape(-1), lo, hi, out.reshape(-1))
     return out
 
 
