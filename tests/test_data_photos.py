@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from refquant.data.imagenet import IMAGENET_CLASSES_PATH, imagenet_class_names
 
@@ -55,6 +57,41 @@ def test_resize_rule():
     np.testing.assert_array_equal(small[0, :, 0], [7, 25, 45, 63])          # edges: weights renormalised
     with pytest.raises(ValueError, match="uint8"):
         photos.resize_bilinear(ramp.astype(np.float32))
+
+
+def _resize_by_the_rule(a, height, width):
+    """The resize rule one output at a time in plain Python floats: each pass adds the products
+    ``t_j * p_j`` of the dense weight rows (zeros included) one by one in increasing ``j``."""
+    wy, wx = photos._filter_matrix(a.shape[0], height), photos._filter_matrix(a.shape[1], width)
+    rows = [[[0.0] * a.shape[2] for _ in range(a.shape[1])] for _ in range(height)]
+    for i in range(height):
+        for v in range(a.shape[1]):
+            for c in range(a.shape[2]):
+                s = 0.0
+                for j in range(a.shape[0]):
+                    s += float(wy[i, j]) * float(a[j, v, c])
+                rows[i][v][c] = s
+    out = np.empty((height, width, a.shape[2]), np.uint8)
+    for i in range(height):
+        for q in range(width):
+            for c in range(a.shape[2]):
+                s = 0.0
+                for v in range(a.shape[1]):
+                    s += float(wx[q, v]) * rows[i][v][c]
+                out[i, q, c] = min(255, max(0, round(s)))  # Python's round: half to even
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 23), st.integers(1, 23), st.integers(1, 23), st.integers(1, 23), st.integers(1, 3),
+       st.integers(0, 2**32 - 1))
+def test_resize_equals_the_rule_term_by_term(h_in, w_in, height, width, channels, seed):
+    """The banded resize gives the bits of the rule's dense sum in increasing j (a zero weight
+    adds +0.0), up- and downsampling, any aspect."""
+    a = np.random.default_rng(seed).integers(0, 256, (h_in, w_in, channels), dtype=np.uint8)
+    got = photos.resize_bilinear(a, height, width)
+    assert got.flags.c_contiguous and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, _resize_by_the_rule(a, height, width))
 
 
 @pytest.fixture(scope="module")

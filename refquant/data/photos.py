@@ -181,6 +181,34 @@ def _filter_matrix(n_in: int, n_out: int) -> np.ndarray:
     return w / sums
 
 
+def _filter_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The band of :func:`_filter_matrix`: ``(index, weight)``, both (n_out, T), output ``i``'s
+    input pixels from its first to its last nonzero weight in increasing order, padded at the
+    end with weight 0 (index clamped to the last pixel). T is the widest band, about
+    ``2·max(n_in/n_out, 1) + 1``: the resize does T products per output, not ``n_in``."""
+    w = _filter_matrix(n_in, n_out)
+    nonzero = w != 0
+    first = nonzero.argmax(axis=1)
+    last = n_in - 1 - nonzero[:, ::-1].argmax(axis=1)
+    span = first[:, None] + np.arange(int((last - first).max()) + 1)[None, :]
+    index = np.minimum(span, n_in - 1)
+    weight = np.where(span <= last[:, None], np.take_along_axis(w, index, axis=1), 0.0)
+    return index, weight
+
+
+def _resample_rows(a: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``out[i] = Σ_t weight[i, t] · a[index[i, t]]`` over axis 0 of float64 ``a``, the terms
+    added one after another in increasing ``t`` (each product rounded, then added): NumPy's
+    ``multiply`` and ``add``, no FMA. A padding term adds ``+0.0`` to a sum ``>= 0``: no bit
+    changes, so this is the sum over the nonzero weights in increasing pixel order."""
+    taps = a[index]                                          # (n_out, T, ...)
+    shape = (-1,) + (1,) * (a.ndim - 1)
+    out = weight[:, 0].reshape(shape) * taps[:, 0]
+    for t in range(1, weight.shape[1]):
+        out += weight[:, t].reshape(shape) * taps[:, t]
+    return out
+
+
 def resize_bilinear(rgb: np.ndarray, height: int = VIEW_SIZE, width: int = VIEW_SIZE) -> np.ndarray:
     """Resize (H, W, C) uint8 to (height, width, C) uint8: separable triangle (bilinear) filter.
 
@@ -189,17 +217,17 @@ def resize_bilinear(rgb: np.ndarray, height: int = VIEW_SIZE, width: int = VIEW_
     ``max(0, 1 - |j + 0.5 - c| / max(H/height, 1)) * p[j]``.  Upsampling is therefore plain
     half-pixel-centre bilinear interpolation (edges replicate), and downsampling widens the
     triangle by the scale factor, an antialiasing filter (the rule of Pillow's BILINEAR).
-    Rows first, then columns, in float64; the result is rounded to nearest (half to even)
-    and clipped to 0..255.
+    Rows first, then columns, in float64: each output the sum of its nonzero-weight terms
+    ``fl(t_j · p_j)`` added one at a time in increasing ``j`` from the first term (the
+    normalised weight ``t_j`` is ``fl(t_j' / Σ t')``, the sum NumPy's); the result is rounded
+    to nearest (half to even) and clipped to 0..255.
     """
     a = np.asarray(rgb)
     if a.ndim != 3 or a.dtype != np.uint8:
         raise ValueError(f"resize: expected (H, W, C) uint8, got {a.shape} {a.dtype}")
-    wy = _filter_matrix(a.shape[0], height)
-    wx = _filter_matrix(a.shape[1], width)
-    out = np.einsum("ih,hwc->iwc", wy, a.astype(np.float64))
-    out = np.einsum("jw,iwc->ijc", wx, out)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    rows = _resample_rows(a.astype(np.float64), *_filter_taps(a.shape[0], height))
+    out = _resample_rows(rows.transpose(1, 0, 2), *_filter_taps(a.shape[1], width)).transpose(1, 0, 2)
+    return np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
 
 
 def _view(rgb: np.ndarray, fraction, anchor: str, mirrored: bool, size: int) -> np.ndarray:
