@@ -14,6 +14,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refquant.ops import dot
 from refquant.ops.dot import (_batched_dot_kernel, _chunks, batched_dot_f64, batched_dot_rounded, conv_direct_f64,
                               conv_direct_rounded, dot_f64)
 
@@ -162,6 +163,26 @@ def test_direct_conv_equals_the_tap_by_tap_sum(seed, kind, kh, kw, strides, dila
         rounded = (want + bias.astype(np.float64)[None, :, None, None]).astype(np.float32)
         assert same_bits(conv_direct_rounded(*args, bias), rounded)
         assert same_bits(conv_direct_rounded(*args), want.astype(np.float32))
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([3, 5]), st.sampled_from([(1, 1), (2, 2), (2, 1)]),
+       st.lists(st.integers(0, 2), min_size=4, max_size=4), st.booleans())
+def test_direct_conv_reuses_its_planes_and_blocks_its_rows(seed, k, strides, pads, specials):
+    """More (image, channel) pairs than the kernel's tasks (a task's padded planes serve one
+    pair after another, non-finite channels among them) and planes wider than one row block:
+    still the tap-by-tap sum, on one and two threads."""
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(dot._DIRECT_TASKS + 1, 2 * dot._DIRECT_TASKS))
+    h, wd = int(rng.integers(k, 30)), int(rng.integers(dot._ROW_BLOCK // 20, dot._ROW_BLOCK // 8))
+    oh = (h + pads[0] + pads[2] - k) // strides[0] + 1
+    ow = (wd + pads[1] + pads[3] - k) // strides[1] + 1
+    x = special_f32(rng, (2, c, h, wd), False)
+    w = special_f32(rng, (c, 1, k, k), specials)
+    args = (x, w, c, pads, (oh, ow), strides, (1, 1))
+    want = sequential_conv(*args)
+    assert same_bits(with_threads(1, lambda: conv_direct_f64(*args)), want)
+    assert same_bits(with_threads(2, lambda: conv_direct_f64(*args)), want)
 
 
 def test_a_padding_tap_of_an_infinite_weight_is_skipped():

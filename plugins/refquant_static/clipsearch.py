@@ -5,7 +5,8 @@ candidate range, then the arithmetic of :func:`refquant.numerics.quantize` and
 :func:`~refquant.numerics.dequantize` (float32 division, round half to even, saturation, float32
 product; :func:`fake_quantize` repeats it bit for bit, in place and in cache-sized chunks) — so
 a candidate is scored with the very qparams it would produce, zero-point rounding included.
-Squared differences of the float32 values are formed and summed in float64.
+Squared differences of the float32 values are formed and summed in float64, in NumPy's order
+(:func:`squared_errors`).
 
 Search: a **dense grid**, not golden-section. The error as a function of the clip is piecewise
 smooth with a jump or kink wherever a value crosses a rounding boundary or the clip, so it has
@@ -27,8 +28,9 @@ always a candidate, the result is never worse than min-max on the data it was sc
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
-from refquant.numerics import IntFormat, qparams_from_range
+from refquant.numerics import IntFormat, pairwise_sum, qparams_from_range
 
 __all__ = ["clip_fractions", "require_normal_magnitudes", "fake_quantize", "squared_errors",
            "best_candidate"]
@@ -79,7 +81,12 @@ def squared_errors(values, lo, hi, fmt, *, symmetric: bool, counts=None, name: s
     ``values`` is float32 ``[R, n]`` (a row per channel); ``lo``, ``hi`` are ``[K, R]`` candidate
     ranges; ``counts`` (optional, ``[R, n]``) weights each value (histogram counts).
     ``Q_{k,r}`` is :func:`fake_quantize` with ``qparams_from_range(lo[k, r], hi[k, r], fmt,
-    symmetric=…)``. Differences are formed and squared in float64.
+    symmetric=…)``. Each difference ``d = float64(Q(v)) − float64(v)`` is squared in float64.
+
+    The sums: without ``counts``, ``0.0 + Σ_j d²`` by NumPy's pairwise rule
+    (:func:`refquant.numerics.pairwise_sum`, what ``d.sum(axis=-1)`` computes on a row), in a
+    compiled kernel that fuses the quantization, one (k, r) at a time; with ``counts``, NumPy's
+    ``einsum("krn,rn->kr")`` of ``d²`` and the counts as float64.
     """
     values = np.asarray(values, dtype=np.float32)
     rows, n = values.shape
@@ -87,18 +94,59 @@ def squared_errors(values, lo, hi, fmt, *, symmetric: bool, counts=None, name: s
     k_total = lo.shape[0]
     qp = qparams_from_range(lo.ravel(), np.asarray(hi, dtype=np.float64).ravel(), fmt,
                             symmetric=symmetric, axis=0, name=name)
-    scale = qp.scale.reshape(k_total, rows, 1)
+    scale = qp.scale.astype(np.float32).reshape(k_total, rows, 1)
     zero_point = qp.zero_point.astype(np.float32).reshape(k_total, rows, 1)
-    weight = None if counts is None else np.asarray(counts, dtype=np.float64)
     errors = np.empty((k_total, rows), np.float64)
+    if counts is None:
+        if errors.size:
+            _squared_error_sums(np.ascontiguousarray(values), np.ascontiguousarray(scale[:, :, 0]),
+                                np.ascontiguousarray(zero_point[:, :, 0]), np.float32(qp.fmt.qmin),
+                                np.float32(qp.fmt.qmax), errors)
+        return errors
+    weight = np.asarray(counts, dtype=np.float64)
     step = max(1, _CHUNK_ELEMENTS // max(1, rows * n))
     for start in range(0, k_total, step):
         stop = min(k_total, start + step)
         d = np.subtract(fake_quantize(values, scale[start:stop], zero_point[start:stop], qp.fmt),
                         values, dtype=np.float64)
         d *= d
-        errors[start:stop] = d.sum(axis=2) if weight is None else np.einsum("krn,rn->kr", d, weight)
+        errors[start:stop] = np.einsum("krn,rn->kr", d, weight)
     return errors
+
+
+@njit(cache=True)
+def _fill_squared_errors(v, s, z, qmin, qmax, e):  # pragma: no cover - compiled
+    """``e[i] = (float64(Q(v[i])) − float64(v[i]))²``: :func:`fake_quantize`'s float32 steps
+    (division, round half to even, ``+ z``, saturation, ``− z``, ``· s``), then float64. One
+    loop without branches, which LLVM vectorises (float32 division and rounding are exact
+    IEEE operations: the lanes give the scalar bits)."""
+    for i in range(v.shape[0]):
+        q = np.rint(v[i] / s) + z
+        q = qmin if q < qmin else q  # NaN fails both tests and stays NaN, as in np.clip
+        q = qmax if q > qmax else q
+        d = np.float64((q - z) * s) - np.float64(v[i])
+        e[i] = d * d
+
+
+#: (k, r) rows per parallel task of :func:`_squared_error_sums` (each task has one scratch row)
+_ROWS_PER_TASK = 64
+
+
+@njit(cache=True, parallel=True)
+def _squared_error_sums(values, scale, zero_point, qmin, qmax, errors):  # pragma: no cover - compiled
+    """``errors[k, r]`` = ``0.0 +`` the pairwise sum of row ``r``'s squared errors under qparams
+    ``(scale[k, r], zero_point[k, r])``. Each parallel task takes ``_ROWS_PER_TASK``
+    consecutive (k, r) and sums each alone, so no sum depends on the thread count."""
+    k_total, rows = errors.shape
+    n = values.shape[1]
+    total = k_total * rows
+    for task in prange((total + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        e = np.empty(n)
+        for t in range(task * _ROWS_PER_TASK, min(total, (task + 1) * _ROWS_PER_TASK)):
+            k = t // rows
+            r = t % rows
+            _fill_squared_errors(values[r], scale[k, r], zero_point[k, r], qmin, qmax, e)
+            errors[k, r] = 0.0 + pairwise_sum(e, 0, n)
 
 
 def best_candidate(errors: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ Why this is machine-independent (bit for bit, on any IEEE-754 host):
 * for speed the kernels block the work — tasks of rows × columns, two rows and four
   consecutive terms per pass over a row (``o = (((o + p_k) + p_(k+1)) + p_(k+2)) + p_(k+3)``,
   the parenthesised order being the specified one), the columns converted to float64 once
-  per task, Conv's taps three per pass — and none of it changes which additions happen or
+  per task, Conv's taps four per pass — and none of it changes which additions happen or
   in which order, so no bit (``tests/test_float_dot_kernels.py`` checks them against NumPy
   sums that add one term at a time, for every block remainder and on one and two threads).
 * the one float32 rounding at the end is correctly rounded (NumPy's ``astype``).
@@ -213,115 +213,122 @@ def dot_f64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return batched_dot_f64(a[None], b[None], zero, zero)[0]
 
 
+#: float64 elements of the block of output rows a direct-conv pass sweeps (16 KiB: in L1)
+_ROW_BLOCK = 2048
+#: at most this many parallel tasks of a direct conv (each converts its own planes)
+_DIRECT_TASKS = 64
+
+
 @njit(cache=True, parallel=True)
-def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, oh_n, ow_n, out, out32, bias, mode):  # pragma: no cover - compiled
+def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, oh_n, ow_n, out, out32, bias, mode, n_tasks):  # pragma: no cover - compiled
     """``S[n, m] = Σ_(c, i, j) w[m, c, i, j] · x[n, g·Cg + c, oh·sh + i·dh − top, ow·sw + j·dw − left]``
     in float64, each output's terms in increasing ``(c, i, j)``; taps in the padding skipped.
     Stored as :func:`_batched_dot_kernel` stores (``mode``), in ``out``/``out32`` shaped
     (N, M, OH·OW).
 
-    One (image, output channel) pair per parallel iteration, so an output is only ever
-    touched by one thread, in one order. The task converts each input plane to float64 once
-    (zero-padded left and right), then goes output row by output row (the row stays in L1
-    while its taps are added): per input channel ``c`` and kernel row ``i`` inside the input,
-    up to three consecutive taps per pass,
-    ``o = ((o + w_j·x_j) + w_(j+1)·x_(j+1)) + w_(j+2)·x_(j+2)`` (the parentheses are the order,
-    no ``fastmath``), over every column when the channel's weights are finite (a padding tap
-    adds ±0.0: no bit changes, :func:`conv_direct_f64`), else over the columns whose taps are
-    all inside, the border columns getting their inside taps one by one in increasing ``j``.
-    Every output thus receives its terms in increasing ``(c, i, j)``, as an im2col column
-    orders them. A strided convolution's plane is split by column phase (column ``p``
-    at ``[p % sw, p // sw]``), so each pass reads consecutive elements.
+    The (image, output channel) pairs are split into ``n_tasks`` contiguous runs, one per
+    parallel iteration: an output is only ever touched by one thread, in one order. A task
+    keeps one zero-padded float64 copy of an input plane, split into ``sh·sw`` phase planes
+    (padded row ``r``, column ``p`` at phase ``(r % sh, p % sw)``, row ``r // sh``, column
+    ``p // sw``) of ``wq`` columns each, stored flat. The sums are kept flat too, ``wq`` per
+    output row (the columns past ``OW`` are scratch), so tap ``(i, j)`` of every output of a
+    block of rows is one contiguous pass: output ``q = oh·wq + ow`` reads phase plane
+    ``((i·dh) % sh, (j·dw) % sw)`` at ``q + ((i·dh) // sh)·wq + (j·dw) // sw``. Four taps per
+    pass, ``o = (((o + w_0·x_0) + w_1·x_1) + w_2·x_2) + w_3·x_3`` in the order ``(c, i, j)``
+    (the parentheses are the order, no ``fastmath``), the remainder one per pass, over blocks
+    of ``_ROW_BLOCK`` sums that stay in L1. Padding taps are added: their product is ±0.0
+    when the weight is finite, which changes no bit (:func:`conv_direct_f64`). A channel
+    with a non-finite weight instead sums each output's inside taps one by one (``inf · 0``
+    would be NaN).
+
+    The padding of a task's planes is written once (zeros) and never overwritten; each plane
+    conversion writes only the inside, so the planes are reused from one pair to the next.
     """
     n_img, m_out = x.shape[0], w.shape[0]
     cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
     h, wd = x.shape[2], x.shape[3]
     mg = m_out // group
-    ow_lo = np.empty(kw, np.int64)
-    ow_hi = np.empty(kw, np.int64)
-    for j in range(kw):
-        ow_lo[j], ow_hi[j] = _inside(left - j * dw, wd + left - j * dw, sw, ow_n)
-    lo_all, hi_all = 0, ow_n  # the columns where every tap j is inside the input
-    for j in range(kw):
-        lo_all = max(lo_all, ow_lo[j])
-        hi_all = min(hi_all, ow_hi[j])
-    hi_all = max(lo_all, hi_all)
-    wp = max(left + wd, (ow_n - 1) * sw + (kw - 1) * dw + 1)  # a row padded on the left by `left`
-    wq = (wp + sw - 1) // sw  # padded column p lives in phase p % sw at p // sw
-    for t in prange(n_img * m_out):
-        n = t // m_out
-        m = t % m_out
-        c0 = (m // mg) * cg
-        lo, hi = 0, ow_n  # finite weights: every column as interior (a padding tap adds ±0.0)
-        for c in range(cg):
-            for i in range(kh):
-                for j in range(kw):
-                    if not np.isfinite(w[m, c, i, j]):
-                        lo, hi = lo_all, hi_all
-        # the input plane in float64, zero-padded on the left and right and split by column
-        # phase: tap j of output column ow is phase (j·dw) % sw at ow + (j·dw) // sw, so every
-        # pass reads consecutive elements, whatever the stride
-        plane = np.zeros((sw, h, wq))
-        sums = np.zeros((oh_n, ow_n))
-        for c in range(cg):
-            src = x[n, c0 + c]
-            for y in range(h):
-                srow = src[y]
-                for v in range(wd):
-                    p = left + v
-                    plane[p % sw, y, p // sw] = np.float64(srow[v])
-            for oh in range(oh_n):
-                acc = sums[oh]
-                av = acc[lo:hi]
+    wq = max((left + wd - 1) // sw + 1, ow_n + ((kw - 1) * dw) // sw)
+    hq = max((top + h - 1) // sh + 1, oh_n + ((kh - 1) * dh) // sh + 1)
+    k_taps = kh * kw
+    phase = np.empty(k_taps, np.int64)
+    offset = np.empty(k_taps, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            phase[i * kw + j] = ((i * dh) % sh) * sw + (j * dw) % sw
+            offset[i * kw + j] = ((i * dh) // sh) * wq + (j * dw) // sw
+    k_full = k_taps // 4 * 4
+    rows = max(1, _ROW_BLOCK // wq)
+    pairs = n_img * m_out
+    for task in prange(n_tasks):
+        planes = np.zeros((sh * sw, hq * wq))
+        sums = np.empty(oh_n * wq)
+        wt = np.empty(k_taps)
+        for t in range(task * pairs // n_tasks, (task + 1) * pairs // n_tasks):
+            n = t // m_out
+            m = t % m_out
+            c0 = (m // mg) * cg
+            finite = True
+            for c in range(cg):
                 for i in range(kh):
-                    ih = oh * sh + i * dh - top
-                    if ih < 0 or ih >= h:
-                        continue
-                    # views based at the first interior column: their indices are loop counters
-                    # (never negative), so Numba adds no wraparound check and LLVM vectorises
-                    j = 0
-                    while j + 3 <= kw:
-                        w0 = np.float64(w[m, c, i, j])
-                        w1 = np.float64(w[m, c, i, j + 1])
-                        w2 = np.float64(w[m, c, i, j + 2])
-                        x0 = plane[(j * dw) % sw, ih, lo + (j * dw) // sw:]
-                        x1 = plane[((j + 1) * dw) % sw, ih, lo + ((j + 1) * dw) // sw:]
-                        x2 = plane[((j + 2) * dw) % sw, ih, lo + ((j + 2) * dw) // sw:]
-                        for q in range(av.shape[0]):
-                            av[q] = ((av[q] + w0 * x0[q]) + w1 * x1[q]) + w2 * x2[q]
-                        j += 3
-                    while j < kw:
-                        wt = np.float64(w[m, c, i, j])
-                        x0 = plane[(j * dw) % sw, ih, lo + (j * dw) // sw:]
-                        for q in range(av.shape[0]):
-                            av[q] += wt * x0[q]
-                        j += 1
-                    for ow in range(0, lo):  # border columns (non-finite weights): inside taps only
-                        _border_taps(acc, plane, ih, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
-                    for ow in range(hi, ow_n):
-                        _border_taps(acc, plane, ih, w[m, c, i], ow, ow_lo, ow_hi, sw, dw)
-        _store(sums.reshape(oh_n * ow_n), out, out32, bias, mode, n, m, 0)
+                    for j in range(kw):
+                        if not np.isfinite(w[m, c, i, j]):
+                            finite = False
+            sums[:] = 0.0
+            for c in range(cg):
+                src = x[n, c0 + c]
+                if not finite:
+                    _inside_taps(sums, src, w[m, c], top, left, sh, sw, dh, dw, oh_n, ow_n, wq)
+                    continue
+                for y in range(h):
+                    r = top + y
+                    for pc in range(sw):
+                        v0 = (pc - left) % sw
+                        dst = planes[(r % sh) * sw + pc, (r // sh) * wq + (left + v0) // sw:]
+                        q = 0
+                        for v in range(v0, wd, sw):
+                            dst[q] = np.float64(src[y, v])
+                            q += 1
+                for i in range(kh):
+                    for j in range(kw):
+                        wt[i * kw + j] = np.float64(w[m, c, i, j])
+                for r0 in range(0, oh_n, rows):
+                    q0 = r0 * wq
+                    acc = sums[q0:min(oh_n, r0 + rows) * wq]
+                    for k in range(0, k_full, 4):
+                        w0, w1, w2, w3 = wt[k], wt[k + 1], wt[k + 2], wt[k + 3]
+                        x0 = planes[phase[k], q0 + offset[k]:]
+                        x1 = planes[phase[k + 1], q0 + offset[k + 1]:]
+                        x2 = planes[phase[k + 2], q0 + offset[k + 2]:]
+                        x3 = planes[phase[k + 3], q0 + offset[k + 3]:]
+                        for q in range(acc.shape[0]):
+                            acc[q] = (((acc[q] + w0 * x0[q]) + w1 * x1[q]) + w2 * x2[q]) + w3 * x3[q]
+                    for k in range(k_full, k_taps):
+                        w0 = wt[k]
+                        x0 = planes[phase[k], q0 + offset[k]:]
+                        for q in range(acc.shape[0]):
+                            acc[q] += w0 * x0[q]
+            for oh in range(oh_n):
+                _store(sums[oh * wq:oh * wq + ow_n], out, out32, bias, mode, n, m, oh * ow_n)
 
 
-@njit(cache=True, inline="always")
-def _border_taps(acc, plane, ih, wrow, ow, ow_lo, ow_hi, sw, dw):  # pragma: no cover - compiled
-    """Add output column ``ow``'s inside taps of kernel row ``wrow`` (input row ``ih`` of the
-    phase-split padded ``plane``), in increasing ``j``."""
-    s = acc[ow]
-    for j in range(wrow.shape[0]):
-        if ow_lo[j] <= ow < ow_hi[j]:
-            p = ow * sw + j * dw
-            s += np.float64(wrow[j]) * plane[p % sw, ih, p // sw]
-    acc[ow] = s
-
-
-@njit(cache=True, inline="always")
-def _inside(lo, hi, stride, n):  # pragma: no cover - compiled
-    """The outputs ``o`` in ``[0, n)`` whose tap ``o·stride − lo`` lies in ``[0, hi − lo)``:
-    ``o·stride ≥ lo`` and ``o·stride < hi``, as a half-open range."""
-    first = 0 if lo <= 0 else (lo + stride - 1) // stride
-    last = 0 if hi <= 0 else min(n, (hi - 1) // stride + 1)
-    return first, max(first, last)
+@njit(cache=True)
+def _inside_taps(sums, src, wc, top, left, sh, sw, dh, dw, oh_n, ow_n, wq):  # pragma: no cover - compiled
+    """Add to each output of ``sums`` (``wq`` per row) its taps of one input channel that lie
+    inside the input, one by one in increasing ``(i, j)``: the path of a channel with a
+    non-finite weight, whose product with a padding zero would be NaN."""
+    h, wd = src.shape
+    for oh in range(oh_n):
+        for ow in range(ow_n):
+            s = sums[oh * wq + ow]
+            for i in range(wc.shape[0]):
+                ih = oh * sh + i * dh - top
+                if 0 <= ih < h:
+                    for j in range(wc.shape[1]):
+                        iw = ow * sw + j * dw - left
+                        if 0 <= iw < wd:
+                            s += np.float64(wc[i, j]) * np.float64(src[ih, iw])
+            sums[oh * wq + ow] = s
 
 
 def conv_direct_f64(x: np.ndarray, w: np.ndarray, group: int, pads, out_hw, strides, dilations) -> np.ndarray:
@@ -356,5 +363,5 @@ def _conv_direct(x, w, group, pads, out_hw, strides, dilations, bias):
         with numba.parallel_chunksize(1):  # tasks handed out one by one: balanced on a busy machine
             _conv_direct_kernel(x, w, int(pads[0]), int(pads[1]), int(strides[0]), int(strides[1]),
                                 int(dilations[0]), int(dilations[1]), int(group), int(out_hw[0]), int(out_hw[1]),
-                                out, out32, b64, mode)
+                                out, out32, b64, mode, min(_DIRECT_TASKS, shape[0] * shape[1]))
     return (out if mode == 0 else out32).reshape(x.shape[0], w.shape[0], int(out_hw[0]), int(out_hw[1]))

@@ -17,14 +17,27 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import optimize
 
-from refquant.numerics import pairwise_sum
+from refquant.numerics import IntFormat, pairwise_sum, qparams_from_range
 from refquant_lloydmax.densities import Samples
 from refquant_lloydmax.fit import _fit_statistics
 from refquant_lloydmax.uniform import _BRENT_MAXFUN, _bounded_brent, optimal_uniform
+from refquant_static.clipsearch import clip_fractions, fake_quantize, squared_errors
 from refquant_static.entropy import _xlogx, entropy_threshold_bins, first_candidate, kl_divergences
 from refquant_statqat.grids import uniform_grid
 from refquant_statqat.iterative import _iterate, _statistical_fixed_point, minmax_scale, statistical_update
 from refquant_statqat.samples import SortedSamples
+
+
+def numpy_squared_errors(values, lo, hi, fmt, symmetric):
+    """``squared_errors`` without counts as the NumPy expression it was written from:
+    ``fake_quantize`` on every candidate, ``d = Q(v) − v`` in float64, squared, and
+    ``d.sum(axis=-1)``."""
+    qp = qparams_from_range(lo.ravel(), hi.ravel(), fmt, symmetric=symmetric, axis=0)
+    k, rows = lo.shape
+    q = fake_quantize(values, qp.scale.reshape(k, rows, 1), qp.zero_point.astype(np.float32).reshape(k, rows, 1),
+                      qp.fmt)
+    d = np.subtract(q, values, dtype=np.float64)
+    return d * d
 
 
 # The compiled code was written from these releases' algorithms: SciPy's bounded Brent search
@@ -163,3 +176,24 @@ def test_prior_fit_statistics_are_numpys(x):
     want_median = float(np.median(x))
     want = (float(np.mean(x)), float(np.std(x)), want_median, float(np.mean(np.abs(x - want_median))))
     assert np.array([mean, sigma, median, b]).tobytes() == np.array(want).tobytes()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 4), n=st.integers(1, 700), bits=st.integers(2, 8),
+       signed=st.booleans(), symmetric=st.booleans(), grid=st.integers(1, 30))
+def test_mse_clip_search_errors_are_the_numpy_code(seed, rows, n, bits, signed, symmetric, grid):
+    """The fused kernel of the MSE weight search: every squared error is ``fake_quantize``'s,
+    each row summed by the pairwise rule (and so equal to ``d.sum(axis=-1)`` under NumPy 2),
+    on values spread over 2**±12 with exact zeros, ties of the rounding and clipped outliers."""
+    rng = np.random.default_rng(seed)
+    values = (rng.standard_normal((rows, n)) * np.exp2(rng.integers(-12, 12, (rows, 1)))).astype(np.float32)
+    values[rng.random((rows, n)) < 0.1] = 0.0
+    fmt = IntFormat(bits, signed)
+    lo, hi = values.min(axis=1).astype(np.float64), values.max(axis=1).astype(np.float64)
+    alpha = clip_fractions(grid)[:, None]
+    got = squared_errors(values, alpha * lo, alpha * hi, fmt, symmetric=symmetric)
+    terms = numpy_squared_errors(values, alpha * lo, alpha * hi, fmt, symmetric)
+    want = np.array([[0.0 + pairwise_sum(terms[k, r], 0, n) for r in range(rows)] for k in range(grid)])
+    assert got.tobytes() == want.tobytes()
+    if NUMPY_PAIRWISE_AS_PORTED:
+        assert got.tobytes() == terms.sum(axis=2).tobytes()
