@@ -16,7 +16,7 @@ import tracemalloc
 import numba
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
@@ -188,6 +188,25 @@ def test_conv2d_requant_equals_reference(case, path, data):
     x, w, zx, zw, bias, attrs = case
     rq = data.draw(requantizer(w.shape[0]))
     run_both("conv2d_requant", path, x, w, zx, zw, bias, rq, **attrs)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([(3, 3), (5, 5), (1, 3)]), st.sampled_from([(1, 1), (2, 2), (2, 1)]),
+       st.lists(st.integers(0, 2), min_size=4, max_size=4), st.data())
+def test_depthwise_rows_in_several_blocks_equal_reference(seed, kernel, strides, pads, data):
+    """Planes wider than one block of the depthwise kernel's row sums (``_DEPTHWISE_BLOCK``):
+    each block gets every tap and is requantized on its own, in output order."""
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 5))
+    h = int(rng.integers(kernel[0], 40))
+    wd = int(rng.integers(fast._DEPTHWISE_BLOCK // 30, fast._DEPTHWISE_BLOCK // 12))
+    x = int_array(rng, (2, c, h, wd), np.uint8, "random")
+    w = int_array(rng, (c, 1) + kernel, np.int8, "random")
+    bias = rng.integers(-50000, 50000, c).astype(np.int32)
+    attrs = dict(strides=strides, pads=tuple(pads), group=c)
+    assert fast._uses_depthwise(w.shape, x.dtype, w.dtype, c)
+    run_both("conv2d_int32", None, x, w, 130, 0, bias, **attrs)
+    run_both("conv2d_requant", None, x, w, 130, 0, bias, data.draw(requantizer(c)), **attrs)
 
 
 @given(st.sampled_from([np.int16, np.uint16, np.int8, np.uint8]), st.sampled_from([np.int16, np.uint16, np.int8]),

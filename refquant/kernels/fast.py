@@ -540,6 +540,7 @@ _CONV_KERNELS = {path: _make_conv_kernel(path) for path in TILE_PATHS}
 
 USE_DEPTHWISE = True  # set to False to run depthwise convolutions on the generic tile kernels
 _DEPTHWISE_MAX_K = (2**31 - 1) // (255 * 255)  # K·255·255 < 2**31: the int32 row sums are exact
+_DEPTHWISE_BLOCK = 4096  # int32 sums of the output rows one pass sweeps (16 KiB: in L1)
 
 
 def _uses_depthwise(w_shape, x_dtype, w_dtype, group) -> bool:
@@ -592,7 +593,9 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
     which is phase ``((i·d_h) mod s_h, (j·d_w) mod s_w)`` at ``(oy + (i·d_h) div s_h,
     ox + (j·d_w) div s_w)``: with ``f = oy·W_q + ox`` every tap is one unit-stride loop over
     the plane, ``S[f] += P_tap[f + offset_tap] · w[i, j]`` (the columns ``ox ≥ OW`` of a row are
-    summed from other positions and never read). The sums are int32 (exact:
+    summed from other positions and never read), four taps per pass over a block of output rows
+    whose sums stay in L1 (``_DEPTHWISE_BLOCK``), each block requantized when its taps are
+    done. The sums are int32 (exact:
     ``_uses_depthwise``; an integer sum does not depend on its order), then moved to int64
     with the bias for the overflow check and the requantization — the same steps, per
     accumulator, as the generic kernel, so the same outputs and errors.
@@ -603,7 +606,13 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
     mult = c_out // c_in
     chunks = status.shape[0]
     hq, wq = planes.shape[2], planes.shape[3]
-    span = (oh - 1) * wq + ow
+    tap_at = np.empty(kh * kw, np.int64)  # where tap (i, j) starts in the flat phase planes
+    for i in range(kh):
+        for j in range(kw):
+            ri, cj = i * dh, j * dw
+            tap_at[i * kw + j] = ((ri % sh) * sw + cj % sw) * hq * wq + (ri // sh) * wq + cj // sw
+    k_full = kh * kw // 4 * 4
+    block_rows = max(1, _DEPTHWISE_BLOCK // wq)
     for t in prange(chunks):
         phases, rsum, acc = planes[t], row_sums[t], accs[t]
         flat = phases.reshape(phases.size)
@@ -620,6 +629,14 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
                         dst = phases[(r % sh), r // sh, left:]
                         for ix in range(width):
                             dst[ix] = np.int32(src[ix]) - zx
+                    elif sw == 2:  # even and odd columns in one pass (an interleaved load)
+                        ev = phases[(r % sh) * 2 + left % 2, r // sh, left // 2:]
+                        od = phases[(r % sh) * 2 + (left + 1) % 2, r // sh, (left + 1) // 2:]
+                        for u in range(width // 2):
+                            ev[u] = np.int32(src[2 * u]) - zx
+                            od[u] = np.int32(src[2 * u + 1]) - zx
+                        if width % 2:
+                            ev[width // 2] = np.int32(src[width - 1]) - zx
                     else:
                         for pc in range(sw):  # the input columns of phase pc: ix0, ix0 + s_w, ...
                             ix0 = (pc - left) % sw
@@ -627,27 +644,38 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
                             for u in range((width - ix0 + sw - 1) // sw):
                                 dst[u] = np.int32(src[ix0 + u * sw]) - zx
                 loaded = b * c_in + c
-            for f in range(span):
-                rsum[f] = 0
-            for i in range(kh):
-                ri = i * dh
-                for j in range(kw):
-                    cj = j * dw
-                    wv = wc[o, i * kw + j]
-                    src = flat[((ri % sh) * sw + cj % sw) * hq * wq + (ri // sh) * wq + cj // sw:]
-                    # ^ a view: indices from 0 let LLVM vectorise the loop
-                    for f in range(span):
-                        rsum[f] += src[f] * wv
-            for oy in range(oh):
-                base = oy * wq
-                for ox in range(ow):
-                    acc[ox] = np.int64(rsum[base + ox]) + bias[o]
-                flat0 = ((b * c_out + o) * oh + oy) * ow
-                _check_int32(acc, ow, flat0, status, t)
-                if rq[0] == 0:  # float32 mode, in conversions AVX2 vectorises
-                    _float32_row(acc, rq[1][o], rq[4][o], rq[5][o], rq[6][o], out[b, o, oy])
-                else:
-                    _store_channel(acc, o, rq, out[b, o, oy], flat0, status, t)
+            for r0 in range(0, oh, block_rows):
+                r1 = min(oh, r0 + block_rows)
+                f0 = r0 * wq
+                rs = rsum[f0:(r1 - 1) * wq + ow]  # the block's rows (the last one only to OW)
+                for f in range(rs.shape[0]):
+                    rs[f] = 0
+                for tap in range(0, k_full, 4):
+                    w0, w1 = wc[o, tap], wc[o, tap + 1]
+                    w2, w3 = wc[o, tap + 2], wc[o, tap + 3]
+                    # views: indices from 0 let LLVM vectorise the loop
+                    s0 = flat[tap_at[tap] + f0:]
+                    s1 = flat[tap_at[tap + 1] + f0:]
+                    s2 = flat[tap_at[tap + 2] + f0:]
+                    s3 = flat[tap_at[tap + 3] + f0:]
+                    for f in range(rs.shape[0]):
+                        rs[f] += s0[f] * w0 + s1[f] * w1 + s2[f] * w2 + s3[f] * w3
+                for tap in range(k_full, kh * kw):
+                    wv = wc[o, tap]
+                    s0 = flat[tap_at[tap] + f0:]
+                    for f in range(rs.shape[0]):
+                        rs[f] += s0[f] * wv
+                for oy in range(r0, r1):
+                    base = oy * wq
+                    for ox in range(ow):
+                        acc[ox] = np.int64(rsum[base + ox]) + bias[o]
+                    flat0 = ((b * c_out + o) * oh + oy) * ow
+                    _check_int32(acc, ow, flat0, status, t)
+                    if rq[0] == 0:  # float32 mode, in conversions AVX2 vectorises
+                        _float32_row(acc, rq[1][o], rq[4][o], rq[5][o], rq[6][o], out[b, o, oy])
+                    else:
+                        _store_channel(acc, o, rq, out[b, o, oy], flat0, status, t)
+
 
 def _depthwise_geometry(g):
     return (g.strides[0], g.strides[1], g.dilations[0], g.dilations[1], g.pads[0], g.pads[1],
