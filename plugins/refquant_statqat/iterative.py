@@ -42,7 +42,9 @@ theorem ``F(s) = s`` is the stationarity condition of the true empirical MSE, an
 ``s -> F(s)`` can only lower it (the least-squares scale for fixed levels, then the nearest
 levels for that scale) — Lloyd's two steps with the codebook's shape held. It corrects what
 the ``Δ^2/12`` model gets wrong where cells are wide (2 and 3 bits) and lands on the local
-minimum of the MSE next to the statistical fixed point. Plain ``s -> F(s)`` crawls on fine
+minimum of the MSE next to the statistical fixed point — a minimum of its piece: the MSE is a
+quadratic in ``s`` while no sample changes level and jumps where one does, so a scale just
+past such a jump can be lower (``tests/plugins/test_statqat_iterative.py`` pins one, 0.06 %). Plain ``s -> F(s)`` crawls on fine
 grids, so each update doubles the step along ``F(s) - s`` while the MSE keeps falling; for
 float grids the stage starts from the best phase of the MSE's ripple (see :func:`_refine`).
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from scipy import optimize
 
 import refquant_statqat as sq
 from refquant_statqat import tables
-from refquant_statqat.iterative import least_squares_update, naive_float_update, statistical_update
+from refquant_statqat.iterative import least_squares_update, minmax_scale, naive_float_update, statistical_update
 from refquant_statqat.samples import SortedSamples
 
 SPEC = Path(__file__).resolve().parents[2] / "spec" / "strategies" / "statqat.md"
@@ -137,17 +137,30 @@ def test_least_squares_update_is_the_least_squares_scale():
 
 @given(st.lists(st.floats(-50, 50, allow_nan=False), min_size=2, max_size=200).filter(lambda v: np.ptp(v) > 1e-3),
        st.sampled_from(sq.GRID_NAMES))
+@example(values=[5e-324, -1.0], name="uint2")  # the one positive sample / 3 underflows: no scale > 0
+@example(values=[1.0, 4.0, 4.0, 4.0, 15.0, 7.203125, 12.4375, 13.5625, 13.53125, 18.40625, 21.90625, 35.1484375],
+         name="int8")  # 1e-4 above the result a sample changes level and the MSE drops by 0.06 %
 def test_refinement_never_raises_the_mse(values, name):
     x = np.array(values)
-    if not np.any(x > 0) and name.startswith("uint"):
+    if minmax_scale(SortedSamples(x), sq.grid(name)) == 0.0:
+        # no sample on the grid's side, or only ones whose min-max scale underflows to 0
+        with pytest.raises(ValueError, match="every sample is 0"):
+            sq.iterative_scale(x, name)
         return
     r = sq.iterative_scale(x, name)
     assert r.mse <= r.model_mse * (1 + 1e-12) + 1e-300
     assert r.scale > 0 and np.isfinite(r.scale)
-    # a local minimum of the exact MSE (a piecewise quadratic in s): no better scale within ±1e-4
+    # a local minimum of the exact MSE on its piece: the MSE is a quadratic in s while no sample
+    # changes level and jumps where one does, so no better scale within ±1e-4 that keeps every
+    # sample's level (a scale past such a jump may be lower: another piece's minimum)
     mse = EmpiricalMSE(x)
     levels = sq.grid(name).levels
-    nearby = min(mse(f * r.scale * levels) for f in np.linspace(1 - 1e-4, 1 + 1e-4, 21))
+    with np.errstate(over="ignore"):  # x / s past float64 saturates to the grid's end, as intended
+        own = sq.quantize_to_grid(x, name, r.scale) / r.scale
+        same_piece = [f * r.scale for f in np.linspace(1 - 1e-4, 1 + 1e-4, 21)
+                      if np.array_equal(sq.quantize_to_grid(x, name, f * r.scale) / (f * r.scale), own)]
+    assert same_piece, "the window holds r.scale itself"
+    nearby = min(mse(s * levels) for s in same_piece)
     assert r.mse <= nearby * (1 + 1e-6) + 1e-12
 
 
