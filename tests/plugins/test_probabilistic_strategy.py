@@ -266,7 +266,10 @@ def test_working_memory_equals_static_and_dynamic_pays_the_accumulators():
         out_bytes = layer_rows["static-minmax"][name].buffers["output"]
         for measured in (traced, replay):
             s, p, d = (measured[a][name]["traced_bytes"] for a in ("static-minmax", "probabilistic", "dynamic"))
-            assert abs(p - s) <= 4096, (name, p, s)  # the estimate's O(images · groups) arrays
+            # the estimate's own per-call arrays and objects (patch-sum scratch, its plan, the
+            # qparams): 3.3–4.7 KB measured on this layer at 32, 96 and 192 images — a constant,
+            # not a share of the layer's buffers, which are the same
+            assert abs(p - s) <= 8192, (name, p, s)
             assert d - s >= acc_bytes - out_bytes, (name, d, s, acc_bytes, out_bytes)
 
 
