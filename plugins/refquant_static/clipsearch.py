@@ -94,15 +94,15 @@ def squared_errors(values, lo, hi, fmt, *, symmetric: bool, counts=None, name: s
     k_total = lo.shape[0]
     qp = qparams_from_range(lo.ravel(), np.asarray(hi, dtype=np.float64).ravel(), fmt,
                             symmetric=symmetric, axis=0, name=name)
-    scale = qp.scale.astype(np.float32).reshape(k_total, rows, 1)
-    zero_point = qp.zero_point.astype(np.float32).reshape(k_total, rows, 1)
+    scale = qp.scale.reshape(k_total, rows)  # float32, as QParams holds it
+    zero_point = qp.zero_point.astype(np.float32).reshape(k_total, rows)
     errors = np.empty((k_total, rows), np.float64)
     if counts is None:
         if errors.size:
-            _squared_error_sums(np.ascontiguousarray(values), np.ascontiguousarray(scale[:, :, 0]),
-                                np.ascontiguousarray(zero_point[:, :, 0]), np.float32(qp.fmt.qmin),
+            _squared_error_sums(np.ascontiguousarray(values), scale, zero_point, np.float32(qp.fmt.qmin),
                                 np.float32(qp.fmt.qmax), errors)
         return errors
+    scale, zero_point = scale[:, :, None], zero_point[:, :, None]
     weight = np.asarray(counts, dtype=np.float64)
     step = max(1, _CHUNK_ELEMENTS // max(1, rows * n))
     for start in range(0, k_total, step):

@@ -19,8 +19,9 @@ Each returns ``None`` where it does not apply (per-channel qparams, other dtypes
 non-finite input to quantize — the reference then raises its error), and the caller runs the
 NumPy rule. Every element is computed alone by one thread, so the result does not depend on
 the thread count; below :data:`refquant.kernels.grain.PARALLEL_GRAIN` elements the serial loop
-runs on the calling thread with no parallel region (:func:`refquant.kernels.grain.run_chunked`) (``tests/test_kernels_speed.py`` checks both bit for bit against the NumPy
-rules, on one and two threads and with the pool forced).
+runs on the calling thread with no parallel region (:func:`refquant.kernels.grain.run_chunked`).
+``tests/test_kernels_speed.py`` checks both bit for bit against the NumPy rules, on one and two
+threads and with the pool forced.
 """
 
 from __future__ import annotations

@@ -260,6 +260,13 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, oh_n, ow_n, out,
     k_full = k_taps // 4 * 4
     rows = max(1, _ROW_BLOCK // wq)
     pairs = n_img * m_out
+    finite = np.ones(m_out, np.bool_)  # per output channel: every weight finite
+    for m in range(m_out):
+        for c in range(cg):
+            for i in range(kh):
+                for j in range(kw):
+                    if not np.isfinite(w[m, c, i, j]):
+                        finite[m] = False
     for task in prange(n_tasks):
         planes = np.zeros((sh * sw, hq * wq))
         sums = np.empty(oh_n * wq)
@@ -268,16 +275,10 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, oh_n, ow_n, out,
             n = t // m_out
             m = t % m_out
             c0 = (m // mg) * cg
-            finite = True
-            for c in range(cg):
-                for i in range(kh):
-                    for j in range(kw):
-                        if not np.isfinite(w[m, c, i, j]):
-                            finite = False
             sums[:] = 0.0
             for c in range(cg):
                 src = x[n, c0 + c]
-                if not finite:
+                if not finite[m]:
                     _inside_taps(sums, src, w[m, c], top, left, sh, sw, dh, dw, oh_n, ow_n, wq)
                     continue
                 for y in range(h):
