@@ -37,9 +37,13 @@ Three engines run the same quantized model:
 * ``refquant`` — ``qm.run(x, backend="numba")`` (the prepared program) with
   ``numba.set_num_threads(t)`` and NumPy's BLAS at ``t`` threads too (``threadpoolctl``; the
   exact float32 GEMM of ``refquant.kernels.exact_gemm`` runs BLAS with Numba's count anyway,
-  this also covers the NumPy work outside the kernels), Numba's ``workqueue`` threading layer unless
-  ``NUMBA_THREADING_LAYER`` says otherwise (the OpenMP layer's spinning pool threads cost
-  2–10× on two shared cores; figures at the top of the code);
+  this also covers the NumPy work outside the kernels), Numba's OpenMP threading layer with
+  ``OMP_WAIT_POLICY=PASSIVE`` unless ``NUMBA_THREADING_LAYER`` / ``OMP_WAIT_POLICY`` say
+  otherwise: idle pool threads sleep at once, as ONNX Runtime's do here, so neither engine's
+  threads spin on the two shared cores while the other runs (the active policy's spinning made
+  ONNX Runtime's two-thread call 13 → 19 ms); the ``workqueue`` layer costs 48–126 µs per
+  parallel region, which made the two-thread 224×224 ResNet-18 call 37 ms where the passive
+  OpenMP layer takes 21 (figures at the top of the code and in bench/RESULTS.md);
 * ``onnxruntime`` — ``session.run`` on the model's QOperator export
   (``refquant.onnx_io.export_qoperator``), ``intra_op_num_threads=t``, all graph
   optimizations except the QDQ fusions (``session.disable_quant_qdq``: fused,
@@ -86,8 +90,14 @@ import time
 # after every parallel region; on two shared cores they take the CPU from the calling thread
 # and from the engines timed next. Measured on the 64×64 batch-1 model, one call per thread
 # count in turn, load average 6.8: omp 150 ms (1 thread) / 337 ms (2 threads);
-# omp with OMP_WAIT_POLICY=PASSIVE 83 / 89 ms; workqueue 36 / 28 ms.
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+# omp with OMP_WAIT_POLICY=PASSIVE 83 / 89 ms; workqueue 36 / 28 ms. On an idle machine
+# (load 0.9, 2026-12-07) the 224×224 ResNet-18, batch 1: workqueue 36 / 37 ms (one / two
+# threads), omp active 32 / 31 ms (ONNX Runtime's two-thread call then 19 ms instead of 13: the
+# spinning threads take its cores), omp passive 32 / 21 ms (ONNX Runtime 13 ms). The passive
+# OpenMP layer is the default: a loaded machine is no place for these figures (the load
+# average is recorded with every row), and on an idle one it is the fairest of the three.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -398,7 +408,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "cpu": cpu_info(), "versions": versions(), "plan": PLAN, "rounds": args.rounds,
-           "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER")}
+           "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER"),
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     if "efficientnet-lite0" in args.models:
         env["effnet_plans"] = {g: EFFNET_PLANS[g] for g in args.granularities}
     cases = []

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refquant.kernels import exact_gemm, fast, fast_prepared
+from refquant.kernels import exact_gemm, fast, fast_prepared, pair_gemm
 from refquant.kernels import reference as ref
 from refquant.kernels.geometry import conv_geometry
 from refquant.numerics.requant import make_requantizer
@@ -30,13 +30,16 @@ LIMITS = (exact_gemm.EXACT_LIMIT, 70_000, 1)
 
 
 @contextlib.contextmanager
-def sgemm_everywhere(limit=exact_gemm.EXACT_LIMIT, shifted=None, run=exact_gemm._EPILOGUE_RUN):
+def sgemm_everywhere(limit=exact_gemm.EXACT_LIMIT, shifted=None, run=exact_gemm._EPILOGUE_RUN, pairs=None):
     """Every 8-bit layer on the sgemm path, with this chunk bound, stride-1 layout and im2col
-    epilogue run (1: one image per run)."""
+    epilogue run (1: one image per run); ``pairs``: whether stride-1 one-group convs take
+    ``pair_gemm``'s int16 tiles where exact (``None``: as on this host)."""
     names = ("MIN_MACS", "MIN_POINTWISE_MACS", "MIN_MATMUL_MACS", "MIN_COLUMNS", "_LIMIT", "_FORCE_SHIFTED",
-             "_EPILOGUE_RUN")
+             "_EPILOGUE_RUN", "USE_PAIRS")
     saved = [getattr(exact_gemm, name) for name in names]
-    for name, value in zip(names, (0, 0, 0, 0, limit, shifted, run)):
+    if pairs is None:
+        pairs = exact_gemm.USE_PAIRS
+    for name, value in zip(names, (0, 0, 0, 0, limit, shifted, run, pairs)):
         setattr(exact_gemm, name, value)
     try:
         yield
@@ -57,21 +60,28 @@ def _prepared(kind, x, w, x_zp, w_zp, bias, rq, attrs):
     return layer.run(x, binding, layer.requant_args(rq), rq.out_dtype)
 
 
+PAIR_SETTINGS = (False, True) if pair_gemm.HOST_HAS_AVX2 else (False,)
+
+
 def _check(kind, args, rq, attrs, limit, shifted=None, run=exact_gemm._EPILOGUE_RUN):
+    """The sgemm path (and, for a conv on an AVX2 host, also the int16 pair tiles) against the
+    reference: same outputs, or the same error."""
     unfused = rq is None
     if kind == "conv2d":
         expected = (outcome(ref.conv2d_int32, *args, **attrs) if unfused
                     else outcome(ref.conv2d_requant, *args, rq, **attrs))
     else:
         expected = outcome(ref.matmul_int32, *args) if unfused else outcome(ref.matmul_requant, *args, rq)
-    with sgemm_everywhere(limit, shifted, run):
-        if kind == "conv2d":
-            got = (outcome(exact_gemm.conv2d_int32, *args, **attrs) if unfused
-                   else outcome(exact_gemm.conv2d_requant, *args, rq, **attrs))
-        else:
-            got = outcome(exact_gemm.matmul_int32, *args) if unfused else outcome(exact_gemm.matmul_requant, *args, rq)
-        assert_same(expected, got)
-        assert_same(expected, outcome(_prepared, kind, *args, rq, attrs))
+    for pairs in PAIR_SETTINGS if kind == "conv2d" else (False,):
+        with sgemm_everywhere(limit, shifted, run, pairs):
+            if kind == "conv2d":
+                got = (outcome(exact_gemm.conv2d_int32, *args, **attrs) if unfused
+                       else outcome(exact_gemm.conv2d_requant, *args, rq, **attrs))
+            else:
+                got = (outcome(exact_gemm.matmul_int32, *args) if unfused
+                       else outcome(exact_gemm.matmul_requant, *args, rq))
+            assert_same(expected, got)
+            assert_same(expected, outcome(_prepared, kind, *args, rq, attrs))
 
 
 @st.composite

@@ -87,6 +87,11 @@ and the bound makes it exact in any case, so the bits do not depend on either co
 BLAS's own pool threads instead, spinning while Numba's ran, two threads took 1.1 s where one
 took 0.11 s on a ResNet-18 at 224×224 on two loaded cores.)
 
+Convs of one group on an AVX2 host run instead on :mod:`pair_gemm`'s int16 register tiles
+(the same two layouts on int16 pairs of channels, integer ``vpmaddwd`` sums requantized per
+tile) whenever their int32 lanes are exact (:attr:`GemmBinding.pairs`); ``sgemm`` keeps the
+others (grouped convs, layers past the int32 bound, MatMul, hosts without AVX2).
+
 Which layers: :func:`uses_sgemm` — 8-bit operands, not a depthwise conv (``fast``'s depthwise
 kernel), at least :data:`MIN_MACS` multiply-adds and :data:`MIN_COLUMNS` output pixels per
 conv call (:data:`MIN_MATMUL_MACS` per matmul); smaller calls keep ``fast``'s tile kernels.
@@ -106,7 +111,7 @@ from numba import njit, prange
 from numba.extending import get_cython_function_address
 
 from ..numerics.requant import Requantizer
-from . import fast
+from . import fast, pair_gemm
 from .geometry import conv_geometry
 
 __all__ = ["EXACT_LIMIT", "GemmLayer", "activation_bound", "chunk_bounds", "eligible", "uses_sgemm",
@@ -116,6 +121,8 @@ __all__ = ["EXACT_LIMIT", "GemmLayer", "activation_bound", "chunk_bounds", "elig
 EXACT_LIMIT = 2**24    # every integer of magnitude ≤ 2**24 is a float32
 _LIMIT = EXACT_LIMIT   # the per-chunk bound actually used; tests lower it to force several chunks
 USE_SGEMM = True       # set to False to run every 8-bit layer on fast's tile kernels
+USE_PAIRS = pair_gemm.HOST_HAS_AVX2  # one-group convs on pair_gemm's packed tiles where exact (tests toggle it)
+USE_QUADS = True  # among those, the byte-quad tile where the weights allow it (tests toggle it)
 # Below these sizes the tile kernels' lower fixed cost (about 0.05 ms less per call) wins. With
 # the gather im2col and the run epilogue the crossover is between 0.01 and 0.6 M multiply-adds
 # for the conv shapes measured (digits batches of 8×8 and 4×4 images to 64×64 ResNet stems;
@@ -230,6 +237,16 @@ def use_shifted(g) -> bool:
     if g.strides != (1, 1):
         return False
     return _FORCE_SHIFTED if _FORCE_SHIFTED is not None else 8 * (wp - g.ow) <= wp
+
+
+def pairs_use_shifted(g) -> bool:
+    """The layout of :mod:`pair_gemm`'s tiles: shifted for stride 1 when an image's padded plane
+    has at most twice its outputs' columns (7×7 with pad 1: 83 for 49). Wider than the sgemm's
+    rule (:func:`use_shifted`): there the unused columns cost ``sgemm`` work, here the im2col's
+    gather (``taps ×`` the input) costs more than a few unused columns of 16-column tiles."""
+    if g.strides != (1, 1):
+        return False
+    return _FORCE_SHIFTED if _FORCE_SHIFTED is not None else shifted_pitch(g) <= 2 * g.oh * g.ow
 
 
 def shifted_pitch(g) -> int:
@@ -628,14 +645,19 @@ class _BlasThreads:
 
 
 class GemmBinding:
-    """``bias`` (int64 ``[C_out]``), ``z_a``, the K-chunk boundaries for ``A_max(z_a)``, and
+    """``bias`` (int64 ``[C_out]``), ``z_a``, the K-chunk boundaries for ``A_max(z_a)``,
     ``unchecked``: every accumulator is provably inside int32, ``A_max · max_n Σ_k |w_c[n, k]| +
-    max |bias| ≤ 2**31 - 1``, so the epilogue may skip the int32 check and run in int32."""
+    max |bias| ≤ 2**31 - 1``, so the epilogue may skip the int32 check and run in int32; and
+    ``pairs``: every partial dot product is inside int32 (the same bound without the bias,
+    :func:`pair_gemm.pairs_exact`), so :mod:`pair_gemm`'s int32 lanes are exact; ``quad_bias``:
+    the quad tile's ``bias - z'·S`` (:meth:`pair_gemm.PackedWeights.quad_bias`) when the weights
+    allow that tile, else ``None``."""
 
-    __slots__ = ("x_zero_point", "bias", "bounds", "unchecked")
+    __slots__ = ("x_zero_point", "bias", "bounds", "unchecked", "pairs", "quad_bias")
 
-    def __init__(self, x_zero_point, bias, bounds, unchecked=False):
+    def __init__(self, x_zero_point, bias, bounds, unchecked=False, pairs=False, quad_bias=None):
         self.x_zero_point, self.bias, self.bounds, self.unchecked = x_zero_point, bias, bounds, unchecked
+        self.pairs, self.quad_bias = pairs, quad_bias
 
 
 class GemmLayer:
@@ -659,13 +681,19 @@ class GemmLayer:
         # max_n Σ_k |w_c[n, k]|: an exact integer (≤ K · 255), the row bound of the dot products
         self.row_bound = int(_largest_row_sum(self.wc))
         self._taps: dict = {}
+        # stride-1 convs of one group on pair_gemm's int16 tiles (which layer takes them: conv())
+        self.pairs = (pair_gemm.PackedWeights(w.transpose(0, 3, 1, 2), zw)
+                      if kind == "conv2d" and pair_gemm.HOST_HAS_AVX2 else None)
 
     def bind(self, x_zero_point: int, bias: np.ndarray) -> GemmBinding:
         a_max = activation_bound(self.x_dtype, x_zero_point)
         bias = np.ascontiguousarray(bias, np.int64)
         largest_bias = int(np.abs(bias).max()) if bias.size else 0
         unchecked = a_max * self.row_bound + largest_bias <= fast._INT32_MAX
-        return GemmBinding(int(x_zero_point), bias, chunk_bounds(self.wc, a_max), unchecked)
+        quad_bias = (self.pairs.quad_bias(bias, x_zero_point, self.x_dtype)
+                     if self.pairs is not None and self.pairs.quads else None)
+        return GemmBinding(int(x_zero_point), bias, chunk_bounds(self.wc, a_max), unchecked,
+                           pair_gemm.pairs_exact(a_max, self.row_bound), quad_bias)
 
     def tap_offsets(self, g) -> np.ndarray:
         """:func:`tap_offsets` of ``g``, memoised per geometry."""
@@ -734,10 +762,56 @@ class GemmLayer:
         return status
 
     def conv(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
-        """The conv into ``out`` (NCHW, the kernel's signed view); returns the status array."""
+        """The conv into ``out`` (NCHW, the kernel's signed view); returns the status array.
+        One group on an AVX2 host, where exact: :mod:`pair_gemm`'s int16 tiles; else ``sgemm``,
+        on the shifted layout (:func:`use_shifted`) or on the im2col."""
+        if USE_PAIRS and self.pairs is not None and binding.pairs and g.group == 1:
+            return self._conv_pairs(x, g, binding, rq_args, out, threads)
         if use_shifted(g):
             return self._conv_shifted(x, g, binding, rq_args, out, threads)
         return self._conv_im2col(x, g, binding, rq_args, out, threads)
+
+    def _conv_pairs(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
+        """:mod:`pair_gemm`'s tiles — byte quads where the weights allow (:data:`USE_QUADS`),
+        else int16 pairs — on the shifted layout (:func:`pairs_use_shifted`: the packed planes
+        and the tap offsets) or on an im2col of packed rows (``P[tap·cp + q, ·]`` is packed row
+        ``q`` gathered through :func:`tap_offsets`, read with one offset 0)."""
+        top, left = g.pads[0], g.pads[1]
+        wp = g.w + g.pads[1] + g.pads[3]
+        quads = USE_QUADS and binding.quad_bias is not None
+        bias = binding.quad_bias if quads else binding.bias
+        cp, hw = (self.pairs.cq if quads else self.pairs.cp), g.oh * g.ow
+        out3 = out.reshape(g.n, g.c_out, hw)
+        statuses = [np.full((1, 3), -1, np.int64)]  # no images: no task, no overflow
+        tile = pair_gemm.TILE_COLUMNS
+        if pairs_use_shifted(g):
+            dh, dw = g.dilations
+            offs = np.array([i * dh * wp + j * dw for i in range(g.kh) for j in range(g.kw)], np.int64)
+            pitch = shifted_pitch(g)
+            images = _images_per_gemm(g.n, max(g.c_in, g.c_out), 1, pitch)
+            for b0 in range(0, g.n, images):
+                nb = min(images, g.n - b0)
+                cols = (nb - 1) * pitch + g.oh * wp  # the last image's rows past OH are not needed
+                width = max(nb * pitch, -(-cols // tile) * tile + int(offs[-1]))  # tiles read whole vectors
+                xk = pair_gemm.pack_input(x, b0, nb, top, left, wp, pitch, binding.x_zero_point, width, self.pairs,
+                                          quads, threads)
+                statuses.append(pair_gemm.run_tiles(xk, offs, cp, self.pairs, quads, cols, b0, pitch, wp, g.oh, g.ow,
+                                                    bias, binding.unchecked, rq_args, out3, threads))
+            return np.concatenate(statuses)
+        taps = self.tap_offsets(g)
+        pitch = padded_pitch(g)
+        images = _images_per_gemm(g.n, self.k, g.c_out, hw)
+        zero = np.zeros(1, np.int64)
+        for b0 in range(0, g.n, images):
+            nb = min(images, g.n - b0)
+            cols = nb * hw
+            xk = pair_gemm.pack_input(x, b0, nb, top, left, wp, pitch, binding.x_zero_point, nb * pitch, self.pairs,
+                                      quads, threads)
+            rows = np.empty((taps.shape[0] * cp, -(-cols // tile) * tile), np.int32)  # columns past `cols`: never stored
+            _gather_columns(xk, 0, nb, pitch, taps, rows)
+            statuses.append(pair_gemm.run_tiles(rows, zero, taps.shape[0] * cp, self.pairs, quads, cols, b0, hw, g.ow,
+                                                g.oh, g.ow, bias, binding.unchecked, rq_args, out3, threads))
+        return np.concatenate(statuses)
 
     def _conv_shifted(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
         """Stride 1: ``Y = Σ_taps W_tap @ X_p[:, off_tap:]`` on the padded, centred input with

@@ -1,0 +1,475 @@
+"""Exact convolutions from 8-bit operands packed into int32 lanes: AVX2 register tiles, requantized per tile.
+
+Computes, for 8-bit operands, the same numbers as :mod:`refquant.kernels.reference`::
+
+    acc[b, n, oy, ox] = Σ_tap Σ_c (x[b, c, oy·sh + i·dh - top, ox·sw + j·dw - left] - z_x) · (w[n, c, i, j] - z_w[n]) + bias[n]
+
+(``tap = (i, j)``; a position in the padding reads the real zero ``z_x``), then the
+requantization of :mod:`refquant.kernels.fast` (the same modes, checks and errors).
+
+Layouts
+-------
+:mod:`exact_gemm`'s two: for stride 1 the *shifted* layout — the input padded once, a plane of
+``pitch`` columns per image in rows of ``Wp = W + pads``, output ``(oy, ox)`` at column ``oy·Wp +
+ox`` and ``Y[n, ·] = Σ_tap W_tap[n, :] @ X[:, off_tap + ·]`` with ``off_tap = i·dh·Wp + j·dw``
+(columns ``ox ≥ OW`` computed, never stored) — else an *im2col* whose rows are (tap, channel
+group) and whose columns are the output pixels, read with the one offset 0. Input channels
+are packed into int32 lanes in groups, the weights the same way in (tap, group) order; a
+missing channel (``C_in`` not a multiple of the group) has weight 0.
+
+Two tiles
+---------
+* **Pairs** (any 8-bit operands). ``X2[q, p] = (x_c[2q, p], x_c[2q+1, p])``, the centred
+  activations ``x_c = x - z_x`` (padding 0) as two int16, and ``W2[n, tap, q] = (w_c[n, tap,
+  2q], w_c[n, tap, 2q+1])``, ``w_c = w - z_w[n]``. One ``vpmaddwd`` of a broadcast ``W2`` word
+  with eight columns of ``X2`` adds, per int32 lane, two products: 16 multiply-adds per
+  instruction. :data:`PAIR_ROWS` output channels × 16 columns: twelve accumulators.
+  *Exact* because ``|x_c|, |w_c| ≤ 255`` are int16, each product is below 2**16 (no pair sum
+  reaches the one case ``vpmaddwd`` wraps, ``-32768·-32768`` twice), and every partial sum of
+  the int32 lanes is a sum of a subset of the products, bounded by ``A_max · max_n Σ_k |w_c[n,
+  k]|`` (``A_max = max(z_x - lo, hi - z_x)``). The tile is used only when that bound is ≤ 2**31
+  - 1 (:func:`pairs_exact`; for 8-bit operands it holds up to K = 33 025 whatever the values).
+* **Quads** (u8 × s8 bytes, when the weights allow). ``X4[q, p]`` holds four activation bytes
+  ``a' = x ^ flip`` (uint8 inputs as they are; int8 inputs with the top bit flipped, i.e.
+  ``x + 128`` as a uint8) and ``W4[n, tap, q]`` four centred weights ``w_c`` as int8.
+  ``vpmaddubsw`` multiplies 32 (uint8, int8) byte pairs and adds neighbours into 16 int16 lanes,
+  saturating; ``vpmaddwd`` with ones adds neighbouring int16 into 8 int32 lanes: 32
+  multiply-adds per two instructions, and half the loads and broadcasts of the pairs per
+  multiply-add (:data:`QUAD_ROWS` × 16 columns, eight accumulators). *Exact* when (a) every
+  ``w_c`` fits int8 and each neighbour pair ``(w_c[4q + 2m], w_c[4q + 2m + 1])`` has ``|w_0| +
+  |w_1| ≤ 128``, so ``|a'_0 w_0 + a'_1 w_1| ≤ 255 · 128 = 32 640 < 2**15`` never saturates, and
+  (b) ``255 · max_n Σ_k |w_c[n, k]| ≤ 2**31 - 1`` bounds every int32 partial sum (checked when
+  the weights are packed: :attr:`PackedWeights.quads`). The tile sums ``D = Σ a' · w_c`` over the
+  raw bytes; the padding holds the byte ``z' = z_x + 128·[int8 input]`` (real zero), and the
+  zero point comes back as ``acc = D + (bias[n] - z' · S[n])``, ``S[n] = Σ_k w_c[n, k]``, in
+  int64 (:meth:`PackedWeights.quad_bias`). 7-bit weights (``|w_c| ≤ 64``, onnxruntime's
+  reduce-range rule for its ``vpmaddubsw`` kernels) always qualify.
+
+Then, per tile: the bias is added in int64 and the int32 check made on that (skipped where
+:attr:`exact_gemm.GemmBinding.unchecked` proves it), and the requantization of the other
+backends runs on the tile's sums while they are in L1; with the float32 mode and sums proven
+inside int32, the one-pass int32/float32 form of :mod:`exact_gemm`.
+
+Tasks and threads
+-----------------
+The columns are cut into panels of :data:`PANEL` and the output channels into groups of whole
+tiles; a task is one (panel, group) pair (``prange``), and computes each tile's ``rows × PANEL``
+sums into its own int32 buffer, then requantizes them: no ``[C_out, columns]`` product array.
+On the im2col layout K runs in blocks of :data:`K_BLOCK` rows that stay in L2. Every output is
+formed by one task in one fixed order, so the bits do not depend on the thread count; calls
+below :data:`SERIAL_MACS` (conversion: :data:`SERIAL_VALUES`) run on the calling thread.
+
+Only hosts whose CPU has AVX2 take these paths (:data:`HOST_HAS_AVX2`); elsewhere
+:mod:`exact_gemm`'s ``sgemm`` path runs. Numba's on-disk cache is keyed by the host CPU and
+its features, so a cached kernel is never loaded on a machine that cannot run it.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+import numpy as np
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+from . import fast
+
+__all__ = ["HOST_HAS_AVX2", "PAIR_ROWS", "QUAD_ROWS", "TILE_COLUMNS", "PANEL", "pair_tile", "quad_tile",
+           "PackedWeights", "pairs_exact", "pack_input", "run_tiles"]
+
+PAIR_ROWS = 6       # output channels per pair tile (12 accumulators, 2 operand vectors, 1 broadcast)
+QUAD_ROWS = 4       # per quad tile (8 accumulators, the ones vector, products: measured fastest)
+_MAX_ROWS = max(PAIR_ROWS, QUAD_ROWS)
+_VECTORS = 2        # 8-lane int32 vectors per tile row
+TILE_COLUMNS = 8 * _VECTORS
+PANEL = 128         # columns of one task (a multiple of TILE_COLUMNS)
+# packed rows of one block of K on the im2col layout: a panel's block, 256·PANEL int32 (128 KiB),
+# stays in L2 while every column tile of the panel reads it
+K_BLOCK = 256
+# Below these sizes a call runs on the calling thread: waking Numba's workqueue pool costs 48–126
+# µs per parallel region on an idle machine (refquant.kernels.grain), about the work of 2**22
+# multiply-adds here, and the conversion of 2**16 columns.
+SERIAL_MACS = 1 << 22
+SERIAL_VALUES = 1 << 16
+_INT32_MAX = 2**31 - 1
+
+
+def _host_has_avx2() -> bool:
+    try:
+        features = llvm.get_host_cpu_features()
+    except RuntimeError:  # not every platform reports features
+        return False
+    return bool(features.get("avx2", False))
+
+
+HOST_HAS_AVX2 = _host_has_avx2()
+
+
+def _tile_intrinsic(quads: bool):
+    """The pair tile (``vpmaddwd``) or the quad tile (``vpmaddubsw`` then ``vpmaddwd`` with ones)."""
+    rows = QUAD_ROWS if quads else PAIR_ROWS
+    name = "quad_tile" if quads else "pair_tile"
+
+    def typer(typingctx, x, xcol, width, w, wrow0, kp, offs, cp, y, ycol, q0, q1, accumulate):
+        if not HOST_HAS_AVX2:
+            raise TypingError(f"{name} needs a CPU with AVX2")
+        for what, arr, ndim, dtype in (("x", x, 1, types.int32), ("w", w, 1, types.int32),
+                                       ("offs", offs, 1, types.int64), ("y", y, 2, types.int32)):
+            if not (isinstance(arr, types.Array) and arr.ndim == ndim and arr.layout == "C" and arr.dtype == dtype):
+                raise TypingError(f"{name}: {what} must be a {ndim}-D C-contiguous {dtype} array, got {arr}")
+        sig = types.none(x, xcol, width, w, wrow0, kp, offs, cp, y, ycol, q0, q1, accumulate)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            v8i32, v16i16, v32i8 = ir.VectorType(i32, 8), ir.VectorType(ir.IntType(16), 16), ir.VectorType(ir.IntType(8), 32)
+            pmadd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]),
+                                                   "llvm.x86.avx2.pmadd.wd")
+            maddubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i16, [v32i8, v32i8]),
+                                                     "llvm.x86.avx2.pmadd.ub.sw")
+            operand = v32i8 if quads else v16i16
+            ones = ir.Constant(v16i16, [1] * 16)
+            xcol, width, wrow0, kp, cp, ycol, q0, q1 = (context.cast(builder, args[i], tys[i], types.int64)
+                                                        for i in (1, 2, 4, 5, 7, 9, 10, 11))
+            accumulate = context.cast(builder, args[12], tys[12], types.boolean)
+            xa = context.make_array(tys[0])(context, builder, args[0])
+            wa = context.make_array(tys[3])(context, builder, args[3])
+            oa = context.make_array(tys[6])(context, builder, args[6])
+            ya = context.make_array(tys[8])(context, builder, args[8])
+            taps = builder.extract_value(oa.shape, 0)
+            row_stride = builder.extract_value(ya.strides, 0)
+            base = builder.bitcast(ya.data, ir.PointerType(ir.IntType(8)))
+
+            def y_vector(r, v):
+                row = builder.bitcast(builder.gep(base, [builder.mul(ir.Constant(i64, r), row_stride)]),
+                                      ir.PointerType(i32))
+                return builder.bitcast(builder.gep(row, [builder.add(ycol, ir.Constant(i64, 8 * v))]),
+                                       ir.PointerType(v8i32))
+
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(v8i32, None)) for _ in range(rows * _VECTORS)]
+            with builder.if_then(accumulate):
+                for r in range(rows):
+                    for v in range(_VECTORS):
+                        builder.store(builder.load(y_vector(r, v), align=4), accs[r * _VECTORS + v])
+            w_rows = [builder.gep(wa.data, [builder.mul(builder.add(wrow0, ir.Constant(i64, r)), kp)])
+                      for r in range(rows)]
+            splat = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+            with cgutils.for_range(builder, taps) as tap:
+                x_tap = builder.gep(xa.data, [builder.add(xcol, builder.load(builder.gep(oa.data, [tap.index])))])
+                w_tap = builder.mul(tap.index, cp)
+                with cgutils.for_range_slice(builder, q0, q1, ir.Constant(i64, 1), inc=True) as (q, _):
+                    x_row = builder.gep(x_tap, [builder.mul(q, width)])
+                    xs = [builder.bitcast(builder.load(builder.bitcast(builder.gep(x_row, [ir.Constant(i64, 8 * v)]),
+                                                                         ir.PointerType(v8i32)), align=4), operand)
+                          for v in range(_VECTORS)]
+                    w_index = builder.add(w_tap, q)
+                    for r in range(rows):
+                        scalar = builder.load(builder.gep(w_rows[r], [w_index]))
+                        vec = builder.insert_element(ir.Constant(v8i32, None), scalar, ir.Constant(i32, 0))
+                        wv = builder.bitcast(builder.shuffle_vector(vec, vec, splat), operand)
+                        for v in range(_VECTORS):
+                            acc = accs[r * _VECTORS + v]
+                            if quads:  # the activation bytes are the unsigned operand
+                                sums = builder.call(pmadd, [builder.call(maddubs, [xs[v], wv]), ones])
+                            else:
+                                sums = builder.call(pmadd, [xs[v], wv])
+                            builder.store(builder.add(builder.load(acc), sums), acc)
+            for r in range(rows):
+                for v in range(_VECTORS):
+                    builder.store(builder.load(accs[r * _VECTORS + v]), y_vector(r, v), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+pair_tile = _tile_intrinsic(False)
+pair_tile.__doc__ = """``y[r, ycol + e] (+)= Σ_t Σ_{q0 ≤ q < q1} X2[q, xcol + offs[t] + e] · W2[wrow0 + r, t·cp + q]``
+for ``r < PAIR_ROWS``, ``e < TILE_COLUMNS``, each term a ``vpmaddwd`` pair sum (module doc);
+``accumulate``: add to ``y``'s values (a later block of K), else overwrite them. ``x`` is the
+packed input flattened (int32, rows of ``width``), ``w`` the packed weights flattened (int32,
+rows of ``kp = taps·cp``), ``offs`` the int64 tap offsets, ``y`` a 2-D C-contiguous int32
+array of at least ``PAIR_ROWS`` rows."""
+quad_tile = _tile_intrinsic(True)
+quad_tile.__doc__ = """:func:`pair_tile` on byte quads: each term ``vpmaddwd(vpmaddubsw(X4, W4), 1)``, four
+(uint8, int8) products; ``QUAD_ROWS`` rows."""
+
+
+# ---------------------------------------------------------------------------------------
+# Operands
+# ---------------------------------------------------------------------------------------
+
+
+def pairs_exact(a_max: int, row_bound: int) -> bool:
+    """Whether every int32 partial sum of the pair tile is exact: ``A_max · max_n Σ_k |w_c[n, k]|
+    ≤ 2**31 - 1``."""
+    return a_max * row_bound <= _INT32_MAX
+
+
+class PackedWeights:
+    """A conv weight (OIHW, one group) packed for both tiles (module doc).
+
+    ``w2``: int32 ``[C_out rounded up to PAIR_ROWS, taps · cp]``, ``cp = ⌈C_in/2⌉``. ``quads``:
+    whether the quad tile is exact for these weights; then ``w4``: int32 ``[C_out rounded up to
+    QUAD_ROWS, taps · cq]``, ``cq = ⌈C_in/4⌉``, and ``sums`` (int64 ``S[n] = Σ_k w_c[n, k]``).
+    Rows past ``C_out`` and missing channels are 0."""
+
+    def __init__(self, w: np.ndarray, zw: np.ndarray):
+        c_out, c_in, kh, kw = w.shape
+        self.c_out, self.taps = c_out, kh * kw
+        centred = (w.astype(np.int16).transpose(0, 2, 3, 1).reshape(c_out, kh * kw, c_in)
+                   - np.asarray(zw).astype(np.int16)[:, None, None])  # |w - z_w| ≤ 255
+        self.cp = (c_in + 1) // 2
+        self.w2 = self._packed(centred, np.int16, 2, PAIR_ROWS)
+        self.cq = (c_in + 3) // 4
+        magnitude = np.abs(centred.astype(np.int32))
+        neighbours = np.zeros((c_out, kh * kw, 2 * self.cp), np.int32)
+        neighbours[:, :, :c_in] = magnitude
+        row_bound = int(magnitude.reshape(c_out, -1).sum(axis=1).max()) if centred.size else 0
+        self.quads = bool(centred.size == 0 or (centred.min() >= -128 and centred.max() <= 127
+                                                and (neighbours[:, :, 0::2] + neighbours[:, :, 1::2]).max() <= 128
+                                                and 255 * row_bound <= _INT32_MAX))
+        if self.quads:
+            self.w4 = self._packed(centred, np.int8, 4, QUAD_ROWS)
+            self.sums = centred.reshape(c_out, -1).sum(axis=1, dtype=np.int64)
+
+    def _packed(self, centred, dtype, lanes, rows):
+        c_out, taps, c_in = centred.shape
+        groups = -(-c_in // lanes)
+        packed = np.zeros((-(-c_out // rows) * rows, taps, groups * lanes), dtype)
+        packed[:c_out, :, :c_in] = centred
+        return packed.view(np.int32).reshape(packed.shape[0], taps * groups)
+
+    def quad_bias(self, bias: np.ndarray, x_zero_point: int, x_dtype) -> np.ndarray:
+        """``bias[n] - z' · S[n]`` (int64), ``z' = z_x + 128·[int8 input]``: the quad tile's sums
+        are over the raw bytes ``a'``, ``Σ (a' - z') w_c = D - z'·S``."""
+        return np.asarray(bias, np.int64) - (int(x_zero_point) + _flip(x_dtype)) * self.sums
+
+
+def _flip(x_dtype) -> int:
+    return 128 if np.dtype(x_dtype) == np.int8 else 0
+
+
+@njit(cache=True)
+def _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
+    """Row ``q`` of the packed input (module doc) for images ``b0 .. b0 + nb``: image ``bl``'s
+    pixel ``(iy, ix)`` at column ``bl·pitch + (top + iy)·wp + left + ix``; the padding, the slack
+    after each image and the columns past ``nb`` images hold real zero (pairs: 0; quads: four
+    bytes ``z'``). Pairs: channels ``2q, 2q+1`` centred to int16, channel ``2q`` in the low half;
+    quads: the bytes ``x ^ flip`` of channels ``4q .. 4q+3``, channel ``4q`` lowest (the order of
+    the weights' int16 / int8 view on a little-endian host). A missing channel: 0 / ``z'``."""
+    height, width, c_in = x.shape[2], x.shape[3], x.shape[1]
+    right = wp - left - width
+    row = x2[q]
+    lanes = 4 if quads else 2
+    zq = np.int32((za + flip) & 0xFF)
+    pad = np.int32(zq * 0x01010101) if quads else np.int32(0)
+    c = lanes * q
+    present = min(lanes, c_in - c)
+    for bl in range(nb):
+        base = bl * pitch
+        for e in range(top * wp + left if height > 0 else pitch):
+            row[base + e] = pad
+        for iy in range(height):
+            d = base + (top + iy) * wp + left
+            if quads and present == 4:
+                r0, r1 = x[b0 + bl, c, iy], x[b0 + bl, c + 1, iy]
+                r2, r3 = x[b0 + bl, c + 2, iy], x[b0 + bl, c + 3, iy]
+                for ix in range(width):
+                    row[d + ix] = np.int32(((np.int32(r0[ix]) ^ flip) & 0xFF) | (((np.int32(r1[ix]) ^ flip) & 0xFF) << 8)
+                                           | (((np.int32(r2[ix]) ^ flip) & 0xFF) << 16)
+                                           | (((np.int32(r3[ix]) ^ flip) & 0xFF) << 24))
+            elif quads:  # the last quad of a channel count that is not a multiple of 4
+                for ix in range(width):
+                    row[d + ix] = pad
+                for h in range(present):
+                    src = x[b0 + bl, c + h, iy]
+                    shift = 8 * h
+                    keep = np.int32(~(0xFF << shift))
+                    for ix in range(width):
+                        row[d + ix] = np.int32((row[d + ix] & keep) | (((np.int32(src[ix]) ^ flip) & 0xFF) << shift))
+            elif present == 2:
+                lo_row, hi_row = x[b0 + bl, c, iy], x[b0 + bl, c + 1, iy]
+                for ix in range(width):
+                    row[d + ix] = np.int32(((np.int32(lo_row[ix]) - za) & 0xFFFF) | ((np.int32(hi_row[ix]) - za) << 16))
+            else:
+                lo_row = x[b0 + bl, c, iy]
+                for ix in range(width):
+                    row[d + ix] = np.int32((np.int32(lo_row[ix]) - za) & 0xFFFF)
+            stop = d + width + right + left if iy + 1 < height else base + pitch
+            for e in range(d + width, stop):
+                row[e] = pad
+    for e in range(nb * pitch, row.shape[0]):
+        row[e] = pad
+
+
+@njit(cache=True)
+def _pack_serial(quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
+    """:func:`_pack_row` for every row, on the calling thread."""
+    for q in range(x2.shape[0]):
+        _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2)
+
+
+@njit(parallel=True, cache=True)
+def _pack_parallel(quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
+    """:func:`_pack_row` for every row, on Numba's threads."""
+    for q in prange(x2.shape[0]):
+        _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2)
+
+
+@njit(cache=True)
+def _segment(col, c1, image_pitch, wp, oh, ow):
+    """The output-row segment at column ``col`` of the shifted layout: ``(image, first output
+    index in the image, count, next column)``; ``count`` 0 where ``col`` is padding or slack."""
+    bl = col // image_pitch
+    rem = col - bl * image_pitch
+    oy = rem // wp
+    ox = rem - oy * wp
+    if oy >= oh:  # the image's bottom padding and slack
+        return bl, 0, 0, (bl + 1) * image_pitch
+    if ox >= ow:  # the row's right padding
+        return bl, 0, 0, col + wp - ox
+    count = min(ow - ox, c1 - col)
+    return bl, oy * ow + ox, count, col + count
+
+
+@njit(cache=True, inline='always')
+def _requantize_checked(y, r, c0, c1, n, b0, image_pitch, wp, oh, ow, bias, rq, out, acc, status, t):
+    """Row ``r`` of a task's sums (channel ``n``, columns ``[c0, c1)``) the general way:
+    ``acc = int64(y) + bias``, ``fast._check_int32``, then ``fast._float32_row`` or
+    ``fast._store_channel`` (every mode, and the int32 accumulators themselves)."""
+    c_out, hw = out.shape[1], oh * ow
+    mode = rq[0]
+    bn, m, z, low, high = bias[n], rq[1][n], rq[4][n], rq[5][n], rq[6][n]
+    col = c0
+    while col < c1:
+        bl, d0, count, nxt = _segment(col, c1, image_pitch, wp, oh, ow)
+        s0 = col - c0
+        outside = 0
+        for e in range(count):
+            a = np.int64(y[r, s0 + e]) + bn
+            acc[e] = a
+            outside += (a < fast._INT32_MIN) | (a > fast._INT32_MAX)
+        flat0 = ((b0 + bl) * c_out + n) * hw + d0
+        if outside:
+            fast._check_int32(acc, count, flat0, status, t)
+        dst = out[b0 + bl, n, d0:d0 + count]
+        if mode == 0:  # every acc is now inside int32: the one-pass form is exact
+            for e in range(count):
+                dst[e] = _unchecked_float32(acc[e], 0, m, z, low, high)
+        elif mode == 1:
+            for e in range(count):
+                dst[e] = fast._float64_mode(acc[e], m, z, low, high)
+        elif mode == fast._NO_REQUANT:
+            for e in range(count):
+                dst[e] = acc[e]
+        else:
+            fast._store_channel(acc[:count], n, rq, dst, flat0, status, t)
+        col = nxt
+
+
+@njit(cache=True)
+def _unchecked_float32(y, bias, multiplier, zero_point, lo, hi):
+    """The float32 mode of ``y + bias`` proven inside int32 (``exact_gemm._float32_unchecked_one``)."""
+    acc = np.int32(np.int32(y) + np.int32(bias))
+    r = np.rint(np.float32(acc) * multiplier)
+    r = min(max(r, np.float32(lo - zero_point)), np.float32(hi - zero_point))
+    return np.int32(np.int32(r) + zero_point)
+
+
+@njit(cache=True)
+def _task(t, quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+          unchecked, rq, out, status):
+    """Task ``t`` of one batch of images (module doc): panel ``t // groups``, tile group
+    ``t % groups``, K in blocks of ``block`` packed rows; its overflows go to ``status[t]``."""
+    tile_rows = QUAD_ROWS if quads else PAIR_ROWS
+    tiles = rows // tile_rows
+    c_out = out.shape[1]
+    one_pass = unchecked and rq[0] == 0
+    multiplier, zero_point, lo, hi = rq[1], rq[4], rq[5], rq[6]
+    p, grp = t // groups, t % groups
+    c0 = p * PANEL
+    c1 = min(cols, c0 + PANEL)
+    y = np.empty((_MAX_ROWS, PANEL), np.int32)
+    acc = np.empty(PANEL, np.int64)
+    for tile in range(grp * tiles // groups, (grp + 1) * tiles // groups):
+        for q0 in range(0, cp, block):
+            q1 = min(cp, q0 + block)
+            for col in range(c0, c1, TILE_COLUMNS):
+                if quads:
+                    quad_tile(xk, col, width, wk, tile * tile_rows, kp, offs, cp, y, col - c0, q0, q1, q0 > 0)
+                else:
+                    pair_tile(xk, col, width, wk, tile * tile_rows, kp, offs, cp, y, col - c0, q0, q1, q0 > 0)
+        for r in range(min(tile_rows, c_out - tile * tile_rows)):
+            n = tile * tile_rows + r
+            if not one_pass:
+                _requantize_checked(y, r, c0, c1, n, b0, image_pitch, wp, oh, ow, bias, rq, out, acc, status, t)
+                continue
+            bn, m, z, low, high = bias[n], multiplier[n], zero_point[n], lo[n], hi[n]
+            col = c0
+            while col < c1:  # the float32 mode of sums proven inside int32, in one pass
+                bl, d0, count, nxt = _segment(col, c1, image_pitch, wp, oh, ow)
+                src = y[r, col - c0:col - c0 + count]
+                dst = out[b0 + bl, n, d0:d0 + count]
+                for e in range(count):
+                    dst[e] = _unchecked_float32(src[e], bn, m, z, low, high)
+                col = nxt
+
+
+@njit(cache=True)
+def _tiles_serial(quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+                  unchecked, rq, out, status):
+    """Every :func:`_task` on the calling thread."""
+    for t in range(status.shape[0]):
+        _task(t, quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+              unchecked, rq, out, status)
+
+
+@njit(parallel=True, cache=True)
+def _tiles_parallel(quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+                    unchecked, rq, out, status):
+    """Every :func:`_task` on Numba's threads."""
+    for t in prange(status.shape[0]):
+        _task(t, quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+              unchecked, rq, out, status)
+
+
+def pack_input(x, b0, nb, top, left, wp, pitch, x_zero_point, columns, weights: PackedWeights, quads: bool,
+               threads) -> np.ndarray:
+    """The packed input (:func:`_pack_row`) of images ``b0 .. b0 + nb`` of ``x`` (NCHW, 8-bit):
+    int32 ``[cq or cp, columns]``, each image a padded plane of ``pitch`` columns in rows of
+    ``wp``."""
+    x2 = np.empty((weights.cq if quads else weights.cp, columns), np.int32)
+    serial = threads == 1 or x2.size < SERIAL_VALUES
+    (_pack_serial if serial else _pack_parallel)(quads, x, b0, nb, top, left, wp, pitch, np.int32(x_zero_point),
+                                                 np.int32(_flip(x.dtype)), x2)
+    return x2
+
+
+def run_tiles(xk, offs, cp, weights: PackedWeights, quads: bool, cols, b0, image_pitch, wp, oh, ow, bias, unchecked,
+              rq_args, out, threads) -> np.ndarray:
+    """Every output of ``cols`` columns, requantized into ``out`` (``[N, C_out, OH·OW]``, the
+    kernel's signed view; column ``bl·image_pitch + oy·wp + ox`` is output ``(b0 + bl, ·, oy, ox)``)::
+
+        Y[n, col] = Σ_t Σ_{q < cp} xk[q, col + offs[t]] · W[n, t·cp + q]     (packed lanes)
+
+    ``xk`` is int32 ``[rows, width]`` with ``width ≥`` ``cols`` rounded up to whole tiles plus
+    ``max(offs)``. The shifted layout passes :func:`pack_input`'s rows and the kernel's tap
+    offsets; the im2col its gathered rows, one offset 0 and ``cp = taps ·`` (groups per tap).
+    ``bias`` is the int64 bias, for quads :meth:`PackedWeights.quad_bias`. Returns the status
+    array, a row per task (overflows recorded as in :mod:`fast`)."""
+    wk, tile_rows, lanes = (weights.w4, QUAD_ROWS, 4) if quads else (weights.w2, PAIR_ROWS, 2)
+    rows = wk.shape[0]
+    panels = -(-cols // PANEL)
+    groups = max(1, min(rows // tile_rows, -(-4 * threads // panels)))  # at least 4 tasks a thread where it can
+    status = np.full((panels * groups, 3), -1, np.int64)
+    serial = threads == 1 or rows * offs.size * cp * lanes * cols < SERIAL_MACS
+    block = cp if offs.size > 1 else K_BLOCK  # one offset (the im2col): K in blocks that stay in L2
+    (_tiles_serial if serial else _tiles_parallel)(quads, xk.reshape(-1), xk.shape[1], wk.reshape(-1),
+                                                   offs.size * cp, offs, cp, block, rows, groups, cols, b0,
+                                                   image_pitch, wp, oh, ow, bias, unchecked, rq_args, out, status)
+    return status
