@@ -386,25 +386,10 @@ def _pad_centre(x, b0, nb, c0, top, left, wp, pitch, za, xp):
 
 
 @njit(cache=True)
-def _float32_unchecked_one(y, bias, multiplier, zero_point, lo, hi):
-    """``clip(rint(float32(int32(y) + bias) · m) + z_y, lo, hi)`` — the float32 mode
-    (``fast._float32_mode``) of one sum proven to fit int32 (:attr:`GemmBinding.unchecked`), in
-    int32 and float32 only, so that loops of it run eight lanes wide on AVX2. Exactly the mode's
-    result: the clamp moves before ``+ z_y`` (``clip(R + z, lo, hi) = clip(R, lo - z, hi - z) + z``
-    for the integral ``R = rint(product)``; ``lo - z`` and ``hi - z`` are small integers, so the
-    float32 comparisons are exact, and an infinite ``R`` clamps the same way). Numba widens
-    ``int32 + int32`` to int64, so each sum is narrowed back explicitly."""
-    acc = np.int32(np.int32(y) + np.int32(bias))
-    r = np.rint(np.float32(acc) * multiplier)
-    r = min(max(r, np.float32(lo - zero_point)), np.float32(hi - zero_point))
-    return np.int32(np.int32(r) + zero_point)
-
-
-@njit(cache=True)
 def _float32_unchecked(src, s0, count, bias, multiplier, zero_point, lo, hi, dst, d0):
-    """``dst[d0 + e] = _float32_unchecked_one(src[s0 + e], ...)`` in one channel."""
+    """``dst[d0 + e] = fast._float32_unchecked_one(src[s0 + e], ...)`` in one channel."""
     for e in range(count):
-        dst[d0 + e] = _float32_unchecked_one(src[s0 + e], bias, multiplier, zero_point, lo, hi)
+        dst[d0 + e] = fast._float32_unchecked_one(src[s0 + e], bias, multiplier, zero_point, lo, hi)
 
 
 @njit(parallel=True, cache=True)
@@ -516,7 +501,7 @@ def _matmul_epilogue(y, bias, unchecked, rq, out, accs, status):
             if unchecked and rq[0] == 0:
                 multiplier, zero_point, lo, hi, dst = rq[1], rq[4], rq[5], rq[6], out[m]
                 for e in range(n_total):  # column e is channel e
-                    dst[e] = _float32_unchecked_one(src[e], bias[e], multiplier[e], zero_point[e], lo[e], hi[e])
+                    dst[e] = fast._float32_unchecked_one(src[e], bias[e], multiplier[e], zero_point[e], lo[e], hi[e])
                 continue
             for e in range(n_total):
                 acc[e] = np.int64(src[e]) + bias[e]

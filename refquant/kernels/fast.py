@@ -156,6 +156,22 @@ def _float32_mode(acc, multiplier, zero_point, lo, hi):
 
 
 @njit(cache=True)
+def _float32_unchecked_one(y, bias, multiplier, zero_point, lo, hi):
+    """``clip(rint(float32(int32(y) + bias) · m) + z_y, lo, hi)`` — the float32 mode
+    (:func:`_float32_mode`) of one sum ``y + bias`` proven to fit int32 (by the caller: the
+    depthwise kernel's per-channel bound, ``exact_gemm.GemmBinding.unchecked``), in int32 and
+    float32 only, so that loops of it run eight lanes wide on AVX2. Exactly the mode's
+    result: the clamp moves before ``+ z_y`` (``clip(R + z, lo, hi) = clip(R, lo - z, hi - z) + z``
+    for the integral ``R = rint(product)``; ``lo - z`` and ``hi - z`` are small integers, so the
+    float32 comparisons are exact, and an infinite ``R`` clamps the same way). Numba widens
+    ``int32 + int32`` to int64, so each sum is narrowed back explicitly."""
+    acc = np.int32(np.int32(y) + np.int32(bias))
+    r = np.rint(np.float32(acc) * multiplier)
+    r = min(max(r, np.float32(lo - zero_point)), np.float32(hi - zero_point))
+    return np.int32(np.int32(r) + zero_point)
+
+
+@njit(cache=True)
 def _float64_mode(acc, multiplier, zero_point, lo, hi):
     """``clip(rint(float64(acc) · float64(m) + z_y))``: ``z_y`` is added before rounding."""
     return _clamp_float(np.rint(np.float64(acc) * np.float64(multiplier) + np.float64(zero_point)),
@@ -621,6 +637,11 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
         for q in range(q0, q1):
             b, o = q // c_out, q % c_out
             c = o // mult
+            # |acc| ≤ 255 · Σ_taps |w_c[o]| + |bias[o]| (|x - z_x| ≤ 255 for any 8-bit input)
+            bound = np.abs(bias[o])
+            for tap in range(kh * kw):
+                bound += 255 * np.abs(np.int64(wc[o, tap]))
+            one_pass = rq[0] == 0 and bound <= _INT32_MAX
             if loaded != b * c_in + c:
                 for iy in range(height):
                     src = x[b, c, iy]
@@ -665,6 +686,14 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
                     s0 = flat[tap_at[tap] + f0:]
                     for f in range(rs.shape[0]):
                         rs[f] += s0[f] * wv
+                if one_pass:  # the float32 mode of sums proven inside int32: straight from the int32 sums
+                    m, z, low, high, bo = rq[1][o], rq[4][o], rq[5][o], rq[6][o], bias[o]
+                    for oy in range(r0, r1):
+                        src = rsum[oy * wq:oy * wq + ow]
+                        dst = out[b, o, oy]
+                        for ox in range(ow):
+                            dst[ox] = _float32_unchecked_one(src[ox], bo, m, z, low, high)
+                    continue
                 for oy in range(r0, r1):
                     base = oy * wq
                     for ox in range(ow):

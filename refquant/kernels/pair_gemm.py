@@ -360,7 +360,7 @@ def _requantize_checked(y, r, c0, c1, n, b0, image_pitch, wp, oh, ow, bias, rq, 
         dst = out[b0 + bl, n, d0:d0 + count]
         if mode == 0:  # every acc is now inside int32: the one-pass form is exact
             for e in range(count):
-                dst[e] = _unchecked_float32(acc[e], 0, m, z, low, high)
+                dst[e] = fast._float32_unchecked_one(acc[e], 0, m, z, low, high)
         elif mode == 1:
             for e in range(count):
                 dst[e] = fast._float64_mode(acc[e], m, z, low, high)
@@ -370,15 +370,6 @@ def _requantize_checked(y, r, c0, c1, n, b0, image_pitch, wp, oh, ow, bias, rq, 
         else:
             fast._store_channel(acc[:count], n, rq, dst, flat0, status, t)
         col = nxt
-
-
-@njit(cache=True)
-def _unchecked_float32(y, bias, multiplier, zero_point, lo, hi):
-    """The float32 mode of ``y + bias`` proven inside int32 (``exact_gemm._float32_unchecked_one``)."""
-    acc = np.int32(np.int32(y) + np.int32(bias))
-    r = np.rint(np.float32(acc) * multiplier)
-    r = min(max(r, np.float32(lo - zero_point)), np.float32(hi - zero_point))
-    return np.int32(np.int32(r) + zero_point)
 
 
 @njit(cache=True)
@@ -416,7 +407,7 @@ def _task(t, quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, 
                 src = y[r, col - c0:col - c0 + count]
                 dst = out[b0 + bl, n, d0:d0 + count]
                 for e in range(count):
-                    dst[e] = _unchecked_float32(src[e], bn, m, z, low, high)
+                    dst[e] = fast._float32_unchecked_one(src[e], bn, m, z, low, high)
                 col = nxt
 
 
