@@ -323,10 +323,16 @@ def _pack_parallel(quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
 
 @njit(cache=True)
 def _segment(col, c1, image_pitch, wp, oh, ow):
-    """The output-row segment at column ``col`` of the shifted layout: ``(image, first output
-    index in the image, count, next column)``; ``count`` 0 where ``col`` is padding or slack."""
+    """The run of outputs at column ``col``: ``(image, first output index in the image, count,
+    next column)``; ``count`` 0 where ``col`` is padding or slack. A run ends with its output row
+    where the rows have padding columns (``wp > ow``), else with the image or ``c1``."""
     bl = col // image_pitch
     rem = col - bl * image_pitch
+    if wp == ow:  # rows without padding columns (a 1×1 conv, the im2col): the image's outputs are contiguous
+        if rem >= oh * ow:
+            return bl, 0, 0, (bl + 1) * image_pitch
+        count = min(oh * ow - rem, c1 - col)
+        return bl, rem, count, col + count
     oy = rem // wp
     ox = rem - oy * wp
     if oy >= oh:  # the image's bottom padding and slack
