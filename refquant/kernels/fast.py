@@ -614,7 +614,10 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
     done. The sums are int32 (exact:
     ``_uses_depthwise``; an integer sum does not depend on its order), then moved to int64
     with the bias for the overflow check and the requantization — the same steps, per
-    accumulator, as the generic kernel, so the same outputs and errors.
+    accumulator, as the generic kernel, so the same outputs and errors. In the float32 mode a
+    channel whose sums are provably inside int32 (``255 · Σ_taps |w_c[o]| + |bias[o]| ≤ 2**31
+    - 1``: every 8-bit input has ``|x - z_x| ≤ 255``) skips both and is requantized straight
+    from its int32 row sums (:func:`_float32_unchecked_one`, the same integers).
     """
     sh, sw, dh, dw, top, left, kh, kw, group = geometry
     n_img, c_in, height, width = x.shape
