@@ -87,10 +87,11 @@ and the bound makes it exact in any case, so the bits do not depend on either co
 BLAS's own pool threads instead, spinning while Numba's ran, two threads took 1.1 s where one
 took 0.11 s on a ResNet-18 at 224×224 on two loaded cores.)
 
-Convs of one group on an AVX2 host run instead on :mod:`pair_gemm`'s int16 register tiles
-(the same two layouts on int16 pairs of channels, integer ``vpmaddwd`` sums requantized per
-tile) whenever their int32 lanes are exact (:attr:`GemmBinding.pairs`); ``sgemm`` keeps the
-others (grouped convs, layers past the int32 bound, MatMul, hosts without AVX2).
+Convs of one group on an AVX2 host run instead on :mod:`pair_gemm`'s integer register tiles
+(the same two layouts on channels packed into int32 lanes — int16 pairs through ``vpmaddwd``,
+or u8·s8 byte quads through ``vpmaddubsw`` where the weights allow — requantized per tile)
+whenever their int32 lanes are exact (:attr:`GemmBinding.pairs`); ``sgemm`` keeps the others
+(grouped convs, layers past the int32 bound, MatMul, hosts without AVX2).
 
 Which layers: :func:`uses_sgemm` — 8-bit operands, not a depthwise conv (``fast``'s depthwise
 kernel), at least :data:`MIN_MACS` multiply-adds and :data:`MIN_COLUMNS` output pixels per
@@ -652,7 +653,7 @@ class GemmLayer:
     returns them (validated by the caller).
     """
 
-    def __init__(self, kind: str, w: np.ndarray, zw, x_dtype, name: str):
+    def __init__(self, kind: str, w: np.ndarray, zw, x_dtype, name: str, group: int = 1):
         self.kind, self.name, self.x_dtype = kind, name, np.dtype(x_dtype)
         n_out = w.shape[0]
         zw = np.ascontiguousarray(np.broadcast_to(np.asarray(zw, np.int32), (n_out,)))
@@ -666,9 +667,10 @@ class GemmLayer:
         # max_n Σ_k |w_c[n, k]|: an exact integer (≤ K · 255), the row bound of the dot products
         self.row_bound = int(_largest_row_sum(self.wc))
         self._taps: dict = {}
-        # stride-1 convs of one group on pair_gemm's int16 tiles (which layer takes them: conv())
+        self._offsets: dict = {}
+        # convs of one group on pair_gemm's packed tiles (which calls take them: conv())
         self.pairs = (pair_gemm.PackedWeights(w.transpose(0, 3, 1, 2), zw)
-                      if kind == "conv2d" and pair_gemm.HOST_HAS_AVX2 else None)
+                      if kind == "conv2d" and int(group or 1) == 1 and pair_gemm.HOST_HAS_AVX2 else None)
 
     def bind(self, x_zero_point: int, bias: np.ndarray) -> GemmBinding:
         a_max = activation_bound(self.x_dtype, x_zero_point)
@@ -679,6 +681,18 @@ class GemmLayer:
                      if self.pairs is not None and self.pairs.quads else None)
         return GemmBinding(int(x_zero_point), bias, chunk_bounds(self.wc, a_max), unchecked,
                            pair_gemm.pairs_exact(a_max, self.row_bound), quad_bias)
+
+    def shifted_offsets(self, g) -> np.ndarray:
+        """The shifted layout's column offset of each kernel tap, ``i·dh·Wp + j·dw`` (int64),
+        memoised per geometry."""
+        key = (g.w, g.pads, g.dilations, g.kh, g.kw)
+        offs = self._offsets.get(key)
+        if offs is None:
+            wp = g.w + g.pads[1] + g.pads[3]
+            dh, dw = g.dilations
+            offs = self._offsets[key] = np.array([i * dh * wp + j * dw for i in range(g.kh) for j in range(g.kw)],
+                                                 np.int64)
+        return offs
 
     def tap_offsets(self, g) -> np.ndarray:
         """:func:`tap_offsets` of ``g``, memoised per geometry."""
@@ -750,7 +764,7 @@ class GemmLayer:
         """The conv into ``out`` (NCHW, the kernel's signed view); returns the status array.
         One group on an AVX2 host, where exact: :mod:`pair_gemm`'s int16 tiles; else ``sgemm``,
         on the shifted layout (:func:`use_shifted`) or on the im2col."""
-        if USE_PAIRS and self.pairs is not None and binding.pairs and g.group == 1:
+        if USE_PAIRS and self.pairs is not None and binding.pairs:
             return self._conv_pairs(x, g, binding, rq_args, out, threads)
         if use_shifted(g):
             return self._conv_shifted(x, g, binding, rq_args, out, threads)
@@ -770,8 +784,7 @@ class GemmLayer:
         statuses = [np.full((1, 3), -1, np.int64)]  # no images: no task, no overflow
         tile = pair_gemm.TILE_COLUMNS
         if pairs_use_shifted(g):
-            dh, dw = g.dilations
-            offs = np.array([i * dh * wp + j * dw for i in range(g.kh) for j in range(g.kw)], np.int64)
+            offs = self.shifted_offsets(g)
             pitch = shifted_pitch(g)
             images = _images_per_gemm(g.n, max(g.c_in, g.c_out), 1, pitch)
             for b0 in range(0, g.n, images):
@@ -894,7 +907,7 @@ def _run_matmul(a, w, za, zw, b, rq_args, out, name):
 def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
     if not uses_sgemm(x.dtype, w.dtype, w.shape, g.n * _conv_macs(g), g.n * g.oh * g.ow, g.group):
         return fast._run_conv(x, w, zx, zw, b, g, rq_args, out, name)
-    layer = GemmLayer("conv2d", w, zw, x.dtype, name)
+    layer = GemmLayer("conv2d", w, zw, x.dtype, name, g.group)
     status = layer.conv(x, g, layer.bind(zx, b), rq_args, fast._signed_view(out), fast._threads(None))
     fast._raise_overflows(status, out.shape, name)
     return out

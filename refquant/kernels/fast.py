@@ -85,6 +85,7 @@ from numba import njit, prange
 from ..numerics.requant import Requantizer
 from .geometry import conv_geometry
 from .reference import AccumulatorOverflowError, check_operands
+from .phases import split_row
 from .vnni import CHUNK, HOST_HAS_VNNI, TILE_COLS, TILE_ROWS, dot_tile
 
 __all__ = [
@@ -632,6 +633,13 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
             tap_at[i * kw + j] = ((ri % sh) * sw + cj % sw) * hq * wq + (ri // sh) * wq + cj // sw
     k_full = kh * kw // 4 * 4
     block_rows = max(1, _DEPTHWISE_BLOCK // wq)
+    one_pass = np.zeros(c_out, np.bool_)  # per output channel: the float32 mode in one pass
+    for o in range(c_out):
+        # |acc| ≤ 255 · Σ_taps |w_c[o]| + |bias[o]| (|x - z_x| ≤ 255 for any 8-bit input)
+        bound = np.abs(bias[o])
+        for tap in range(kh * kw):
+            bound += 255 * np.abs(np.int64(wc[o, tap]))
+        one_pass[o] = rq[0] == 0 and bound <= _INT32_MAX
     for t in prange(chunks):
         phases, rsum, acc = planes[t], row_sums[t], accs[t]
         flat = phases.reshape(phases.size)
@@ -640,33 +648,10 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
         for q in range(q0, q1):
             b, o = q // c_out, q % c_out
             c = o // mult
-            # |acc| ≤ 255 · Σ_taps |w_c[o]| + |bias[o]| (|x - z_x| ≤ 255 for any 8-bit input)
-            bound = np.abs(bias[o])
-            for tap in range(kh * kw):
-                bound += 255 * np.abs(np.int64(wc[o, tap]))
-            one_pass = rq[0] == 0 and bound <= _INT32_MAX
             if loaded != b * c_in + c:
                 for iy in range(height):
-                    src = x[b, c, iy]
                     r = top + iy
-                    if sw == 1:
-                        dst = phases[(r % sh), r // sh, left:]
-                        for ix in range(width):
-                            dst[ix] = np.int32(src[ix]) - zx
-                    elif sw == 2:  # even and odd columns in one pass (an interleaved load)
-                        ev = phases[(r % sh) * 2 + left % 2, r // sh, left // 2:]
-                        od = phases[(r % sh) * 2 + (left + 1) % 2, r // sh, (left + 1) // 2:]
-                        for u in range(width // 2):
-                            ev[u] = np.int32(src[2 * u]) - zx
-                            od[u] = np.int32(src[2 * u + 1]) - zx
-                        if width % 2:
-                            ev[width // 2] = np.int32(src[width - 1]) - zx
-                    else:
-                        for pc in range(sw):  # the input columns of phase pc: ix0, ix0 + s_w, ...
-                            ix0 = (pc - left) % sw
-                            dst = phases[(r % sh) * sw + pc, r // sh, (left + ix0) // sw:]
-                            for u in range((width - ix0 + sw - 1) // sw):
-                                dst[u] = np.int32(src[ix0 + u * sw]) - zx
+                    split_row(x[b, c, iy], zx, flat, (r % sh) * sw * hq * wq + (r // sh) * wq, hq * wq, left, sw)
                 loaded = b * c_in + c
             for r0 in range(0, oh, block_rows):
                 r1 = min(oh, r0 + block_rows)
@@ -689,7 +674,7 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
                     s0 = flat[tap_at[tap] + f0:]
                     for f in range(rs.shape[0]):
                         rs[f] += s0[f] * wv
-                if one_pass:  # the float32 mode of sums proven inside int32: straight from the int32 sums
+                if one_pass[o]:  # the float32 mode of sums proven inside int32: straight from the int32 sums
                     m, z, low, high, bo = rq[1][o], rq[4][o], rq[5][o], rq[6][o], bias[o]
                     for oy in range(r0, r1):
                         src = rsum[oy * wq:oy * wq + ow]

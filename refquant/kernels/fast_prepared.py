@@ -114,7 +114,7 @@ class PreparedLayer:
             self.kernel = fast._MATMUL_KERNELS[self.path]
         self.w_shape, self._w_dtype = w.shape, w.dtype
         # the exact float32 GEMM (exact_gemm), chosen per input shape in _plan
-        self.gemm = (exact_gemm.GemmLayer(kind, w, zw, self.x_dtype, name)
+        self.gemm = (exact_gemm.GemmLayer(kind, w, zw, self.x_dtype, name, self.attrs.get("group", 1))
                      if exact_gemm.eligible(self.x_dtype, w.dtype, w.shape, self.attrs.get("group", 1)) else None)
         self._plans: dict = {}
 

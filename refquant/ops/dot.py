@@ -38,6 +38,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ..kernels.phases import split_row
+
 __all__ = ["batched_dot_f64", "batched_dot_rounded", "conv_direct_f64", "conv_direct_rounded", "dot_f64"]
 
 
@@ -269,6 +271,7 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, oh_n, ow_n, out,
                         finite[m] = False
     for task in prange(n_tasks):
         planes = np.zeros((sh * sw, hq * wq))
+        flat = planes.reshape(planes.size)
         sums = np.empty(oh_n * wq)
         wt = np.empty(k_taps)
         for t in range(task * pairs // n_tasks, (task + 1) * pairs // n_tasks):
@@ -283,28 +286,7 @@ def _conv_direct_kernel(x, w, top, left, sh, sw, dh, dw, group, oh_n, ow_n, out,
                     continue
                 for y in range(h):
                     r = top + y
-                    row = (r % sh) * sw
-                    at = (r // sh) * wq
-                    if sw == 1:
-                        dst = planes[row, at + left:]
-                        for v in range(wd):
-                            dst[v] = np.float64(src[y, v])
-                    elif sw == 2:  # even and odd columns in one pass (an interleaved load)
-                        ev = planes[row + left % 2, at + left // 2:]
-                        od = planes[row + (left + 1) % 2, at + (left + 1) // 2:]
-                        for u in range(wd // 2):
-                            ev[u] = np.float64(src[y, 2 * u])
-                            od[u] = np.float64(src[y, 2 * u + 1])
-                        if wd % 2:
-                            ev[wd // 2] = np.float64(src[y, wd - 1])
-                    else:
-                        for pc in range(sw):
-                            v0 = (pc - left) % sw
-                            dst = planes[row + pc, at + (left + v0) // sw:]
-                            q = 0
-                            for v in range(v0, wd, sw):
-                                dst[q] = np.float64(src[y, v])
-                                q += 1
+                    split_row(src[y], 0.0, flat, (r % sh) * sw * hq * wq + (r // sh) * wq, hq * wq, left, sw)
                 for i in range(kh):
                     for j in range(kw):
                         wt[i * kw + j] = np.float64(w[m, c, i, j])
