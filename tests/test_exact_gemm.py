@@ -35,11 +35,11 @@ def sgemm_everywhere(limit=exact_gemm.EXACT_LIMIT, shifted=None, run=exact_gemm.
     epilogue run (1: one image per run); ``pairs``: whether stride-1 one-group convs take
     ``pair_gemm``'s int16 tiles where exact (``None``: as on this host)."""
     names = ("MIN_MACS", "MIN_POINTWISE_MACS", "MIN_MATMUL_MACS", "MIN_COLUMNS", "_LIMIT", "_FORCE_SHIFTED",
-             "_EPILOGUE_RUN", "USE_PAIRS")
+             "_EPILOGUE_RUN", "USE_PAIRS", "VNNI_MATMUL")
     saved = [getattr(exact_gemm, name) for name in names]
     if pairs is None:
         pairs = exact_gemm.USE_PAIRS
-    for name, value in zip(names, (0, 0, 0, 0, limit, shifted, run, pairs)):
+    for name, value in zip(names, (0, 0, 0, 0, limit, shifted, run, pairs, False)):
         setattr(exact_gemm, name, value)
     try:
         yield
@@ -272,13 +272,30 @@ def test_resnet_shapes_take_the_sgemm_path_tiny_and_depthwise_layers_do_not():
     assert fast_prepared.prepare_layer("matmul", np.zeros((3, 4), np.int16), 0, x_dtype=np.int16, name="m") is None
 
 
+@pytest.mark.parametrize("m", [1, 64])
+def test_matmuls_take_the_vnni_tiles_on_a_vnni_host(m):
+    """A classifier row and a 64-row matmul: ``sgemm`` (float32 weights, 5 MB for 1280 × 1000)
+    elsewhere, ``fast``'s ``vpdpbusd`` tiles on a VNNI host (:data:`exact_gemm.VNNI_MATMUL`);
+    the same outputs either way."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (m, 1280), dtype=np.uint8)
+    w = rng.integers(-128, 128, (1000, 1280), dtype=np.int8)
+    rq = make_requantizer(0.02, rng.uniform(0.001, 0.01, 1000), 0.5, 3, "uint8")
+    layer = fast_prepared.prepare_layer("matmul", w, 0, x_dtype=np.uint8, name="fc")
+    assert layer._plan((m, 1280), 1)[4] == (not fast.HOST_HAS_VNNI)  # sgemm unless the host has VNNI
+    binding = layer.bind(3, None)
+    got = layer.run(a, binding, layer.requant_args(rq), np.uint8)
+    assert np.array_equal(got, ref.matmul_requant(a, w, 3, 0, None, rq))
+
+
 @pytest.mark.parametrize("kind, a_shape, w_shape, attrs", [
     ("conv2d", (2, 64, 28, 28), (64, 64, 3, 3), {"pads": (1, 1, 1, 1)}),  # shifted; several chunks possible
     ("conv2d", (2, 64, 28, 28), (64, 64, 3, 3), {"pads": (1, 1, 1, 1), "strides": (2, 2)}),  # im2col
     ("conv2d", (2, 64, 40, 40), (96, 32, 1, 1), {"group": 2}),  # K = 32: never several chunks
     ("matmul", (64, 512), (100, 512), {}),
 ])
-def test_fused_call_allocates_only_its_output_and_the_stated_scratch(kind, a_shape, w_shape, attrs):
+def test_fused_call_allocates_only_its_output_and_the_stated_scratch(kind, a_shape, w_shape, attrs, monkeypatch):
+    monkeypatch.setattr(exact_gemm, "VNNI_MATMUL", False)  # the sgemm path's scratch, on any host
     rng = np.random.default_rng(2)
     a = rng.integers(0, 256, a_shape, dtype=np.uint8)
     w = rng.integers(-128, 128, w_shape, dtype=np.int8)

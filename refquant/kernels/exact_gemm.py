@@ -95,7 +95,8 @@ whenever their int32 lanes are exact (:attr:`GemmBinding.pairs`); ``sgemm`` keep
 
 Which layers: :func:`uses_sgemm` — 8-bit operands, not a depthwise conv (``fast``'s depthwise
 kernel), at least :data:`MIN_MACS` multiply-adds and :data:`MIN_COLUMNS` output pixels per
-conv call (:data:`MIN_MATMUL_MACS` per matmul); smaller calls keep ``fast``'s tile kernels.
+conv call (:data:`MIN_MATMUL_MACS` per matmul, and on a VNNI host no matmul that ``fast``'s
+``vpdpbusd`` tiles take: :data:`VNNI_MATMUL`); smaller calls keep ``fast``'s tile kernels.
 :func:`conv2d_requant` and its siblings here have ``fast``'s signatures, validation and
 errors, and are what the ``numba`` backend exports.
 """
@@ -123,7 +124,8 @@ EXACT_LIMIT = 2**24    # every integer of magnitude ≤ 2**24 is a float32
 _LIMIT = EXACT_LIMIT   # the per-chunk bound actually used; tests lower it to force several chunks
 USE_SGEMM = True       # set to False to run every 8-bit layer on fast's tile kernels
 USE_PAIRS = pair_gemm.HOST_HAS_AVX2  # one-group convs on pair_gemm's packed tiles where exact (tests toggle it)
-USE_QUADS = True  # among those, the byte-quad tile where the weights allow it (tests toggle it)
+USE_QUADS = True  # among those, a byte-quad tile where the weights allow it (tests toggle it)
+USE_VNNI = True   # among those, on a host with AVX-512 VNNI, its vpdpbusd tile (tests toggle it)
 # Below these sizes the tile kernels' lower fixed cost (about 0.05 ms less per call) wins. With
 # the gather im2col and the run epilogue the crossover is between 0.01 and 0.6 M multiply-adds
 # for the conv shapes measured (digits batches of 8×8 and 4×4 images to 64×64 ResNet stems;
@@ -132,6 +134,10 @@ USE_QUADS = True  # among those, the byte-quad tile where the weights allow it (
 MIN_MACS = 1 << 18          # multiply-adds of one conv call (all images)
 MIN_POINTWISE_MACS = 1 << 18
 MIN_MATMUL_MACS = 1 << 19   # multiply-adds of one matmul call
+# On a host with AVX-512 VNNI a matmul whose K fast's vpdpbusd tiles take runs there: faster than
+# sgemm at every M measured (1–256 rows, K 384–1536, N 384–1536: 1.1–17×, the one-row classifier
+# 17×; bench/RESULTS.md). Tests set it False to run matmuls on sgemm.
+VNNI_MATMUL = True
 MIN_COLUMNS = 16            # output pixels of one conv call (all images)
 _FORCE_SHIFTED = None  # tests set True/False to run every stride-1 conv on one layout
 # columns of one im2col: as many whole images as keep P and Y under this many float32 values
@@ -168,6 +174,8 @@ def uses_sgemm(a_dtype, w_dtype, w_shape, macs: int, columns: int, group=1) -> b
     if len(w_shape) == 4:
         least = MIN_POINTWISE_MACS if w_shape[2] * w_shape[3] == 1 else MIN_MACS
         return eligible(a_dtype, w_dtype, w_shape, group) and macs >= least and columns >= MIN_COLUMNS
+    if VNNI_MATMUL and fast._uses_vnni(a_dtype, w_dtype, w_shape[1]):
+        return False
     return eligible(a_dtype, w_dtype, w_shape) and macs >= MIN_MATMUL_MACS
 
 
@@ -678,7 +686,7 @@ class GemmLayer:
         largest_bias = int(np.abs(bias).max()) if bias.size else 0
         unchecked = a_max * self.row_bound + largest_bias <= fast._INT32_MAX
         quad_bias = (self.pairs.quad_bias(bias, x_zero_point, self.x_dtype)
-                     if self.pairs is not None and self.pairs.quads else None)
+                     if self.pairs is not None and self.pairs.vnni else None)
         return GemmBinding(int(x_zero_point), bias, chunk_bounds(self.wc, a_max), unchecked,
                            pair_gemm.pairs_exact(a_max, self.row_bound), quad_bias)
 
@@ -777,7 +785,8 @@ class GemmLayer:
         ``q`` gathered through :func:`tap_offsets`, read with one offset 0)."""
         top, left = g.pads[0], g.pads[1]
         wp = g.w + g.pads[1] + g.pads[3]
-        quads = USE_QUADS and binding.quad_bias is not None
+        tile_kind = self.pairs.kind(USE_QUADS, USE_VNNI) if binding.quad_bias is not None else pair_gemm.PAIRS
+        quads = tile_kind != pair_gemm.PAIRS
         bias = binding.quad_bias if quads else binding.bias
         cp, hw = (self.pairs.cq if quads else self.pairs.cp), g.oh * g.ow
         out3 = out.reshape(g.n, g.c_out, hw)
@@ -793,7 +802,7 @@ class GemmLayer:
                 width = max(nb * pitch, -(-cols // tile) * tile + int(offs[-1]))  # tiles read whole vectors
                 xk = pair_gemm.pack_input(x, b0, nb, top, left, wp, pitch, binding.x_zero_point, width, self.pairs,
                                           quads, threads)
-                statuses.append(pair_gemm.run_tiles(xk, offs, cp, self.pairs, quads, cols, b0, pitch, wp, g.oh, g.ow,
+                statuses.append(pair_gemm.run_tiles(xk, offs, cp, self.pairs, tile_kind, cols, b0, pitch, wp, g.oh, g.ow,
                                                     bias, binding.unchecked, rq_args, out3, threads))
             return np.concatenate(statuses)
         taps = self.tap_offsets(g)
@@ -807,7 +816,7 @@ class GemmLayer:
                                       quads, threads)
             rows = np.empty((taps.shape[0] * cp, -(-cols // tile) * tile), np.int32)  # columns past `cols`: never stored
             _gather_columns(xk, 0, nb, pitch, taps, rows)
-            statuses.append(pair_gemm.run_tiles(rows, zero, taps.shape[0] * cp, self.pairs, quads, cols, b0, hw, g.ow,
+            statuses.append(pair_gemm.run_tiles(rows, zero, taps.shape[0] * cp, self.pairs, tile_kind, cols, b0, hw, g.ow,
                                                 g.oh, g.ow, bias, binding.unchecked, rq_args, out3, threads))
         return np.concatenate(statuses)
 

@@ -75,13 +75,18 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from . import fast
+from .vnni import HOST_HAS_VNNI
 
-__all__ = ["HOST_HAS_AVX2", "PAIR_ROWS", "QUAD_ROWS", "TILE_COLUMNS", "PANEL", "pair_tile", "quad_tile",
+__all__ = ["HOST_HAS_AVX2", "HOST_HAS_VNNI", "PAIRS", "QUADS", "VNNI", "PAIR_ROWS", "QUAD_ROWS", "VNNI_ROWS", "TILE_COLUMNS", "PANEL", "pair_tile", "quad_tile", "vnni_tile",
            "PackedWeights", "pairs_exact", "pack_input", "run_tiles"]
 
+PAIRS, QUADS, VNNI = 0, 1, 2  # the tiles (module doc), as run_tiles' ``kind``
 PAIR_ROWS = 6       # output channels per pair tile (12 accumulators, 2 operand vectors, 1 broadcast)
 QUAD_ROWS = 4       # per quad tile (8 accumulators, the ones vector, products: measured fastest)
-_MAX_ROWS = max(PAIR_ROWS, QUAD_ROWS)
+VNNI_ROWS = 8       # per VNNI tile (16 accumulators of the 32 AVX-512 registers)
+TILE_ROWS = (PAIR_ROWS, QUAD_ROWS, VNNI_ROWS)  # by kind
+_MAX_ROWS = max(TILE_ROWS)
+_BYTE_ROWS = 8      # the byte weights' rows are padded to a multiple of both byte tiles' rows
 _VECTORS = 2        # 8-lane int32 vectors per tile row
 TILE_COLUMNS = 8 * _VECTORS
 PANEL = 128         # columns of one task (a multiple of TILE_COLUMNS)
@@ -107,10 +112,14 @@ def _host_has_avx2() -> bool:
 HOST_HAS_AVX2 = _host_has_avx2()
 
 
-def _tile_intrinsic(quads: bool):
-    """The pair tile (``vpmaddwd``) or the quad tile (``vpmaddubsw`` then ``vpmaddwd`` with ones)."""
-    rows = QUAD_ROWS if quads else PAIR_ROWS
-    name = "quad_tile" if quads else "pair_tile"
+def _tile_intrinsic(kind: int):
+    """The pair tile (``vpmaddwd``), the quad tile (``vpmaddubsw`` then ``vpmaddwd`` with ones)
+    or the VNNI tile (``vpdpbusd``). On a host without AVX-512 VNNI the VNNI tile compiles to
+    the quad tile's instructions, so that :func:`_task` compiles everywhere; :func:`run_tiles`
+    never selects it there."""
+    rows, quads = TILE_ROWS[kind], kind != PAIRS
+    dpbusd_ok = kind == VNNI and HOST_HAS_VNNI
+    name = ("pair_tile", "quad_tile", "vnni_tile")[kind]
 
     def typer(typingctx, x, xcol, width, w, wrow0, kp, offs, cp, y, ycol, q0, q1, accumulate):
         if not HOST_HAS_AVX2:
@@ -129,6 +138,9 @@ def _tile_intrinsic(quads: bool):
                                                    "llvm.x86.avx2.pmadd.wd")
             maddubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i16, [v32i8, v32i8]),
                                                      "llvm.x86.avx2.pmadd.ub.sw")
+            if dpbusd_ok:
+                dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i32, [v8i32, v8i32, v8i32]),
+                                                        "llvm.x86.avx512.vpdpbusd.256")
             operand = v32i8 if quads else v16i16
             ones = ir.Constant(v16i16, [1] * 16)
             xcol, width, wrow0, kp, cp, ycol, q0, q1 = (context.cast(builder, args[i], tys[i], types.int64)
@@ -171,7 +183,11 @@ def _tile_intrinsic(quads: bool):
                         wv = builder.bitcast(builder.shuffle_vector(vec, vec, splat), operand)
                         for v in range(_VECTORS):
                             acc = accs[r * _VECTORS + v]
-                            if quads:  # the activation bytes are the unsigned operand
+                            if dpbusd_ok:  # the activation bytes are the unsigned operand
+                                builder.store(builder.call(dpbusd, [builder.load(acc), builder.bitcast(xs[v], v8i32),
+                                                                    builder.bitcast(wv, v8i32)]), acc)
+                                continue
+                            if quads:
                                 sums = builder.call(pmadd, [builder.call(maddubs, [xs[v], wv]), ones])
                             else:
                                 sums = builder.call(pmadd, [xs[v], wv])
@@ -187,16 +203,19 @@ def _tile_intrinsic(quads: bool):
     return intrinsic(typer)
 
 
-pair_tile = _tile_intrinsic(False)
+pair_tile = _tile_intrinsic(PAIRS)
 pair_tile.__doc__ = """``y[r, ycol + e] (+)= Σ_t Σ_{q0 ≤ q < q1} X2[q, xcol + offs[t] + e] · W2[wrow0 + r, t·cp + q]``
 for ``r < PAIR_ROWS``, ``e < TILE_COLUMNS``, each term a ``vpmaddwd`` pair sum (module doc);
 ``accumulate``: add to ``y``'s values (a later block of K), else overwrite them. ``x`` is the
 packed input flattened (int32, rows of ``width``), ``w`` the packed weights flattened (int32,
 rows of ``kp = taps·cp``), ``offs`` the int64 tap offsets, ``y`` a 2-D C-contiguous int32
 array of at least ``PAIR_ROWS`` rows."""
-quad_tile = _tile_intrinsic(True)
+quad_tile = _tile_intrinsic(QUADS)
 quad_tile.__doc__ = """:func:`pair_tile` on byte quads: each term ``vpmaddwd(vpmaddubsw(X4, W4), 1)``, four
 (uint8, int8) products; ``QUAD_ROWS`` rows."""
+vnni_tile = _tile_intrinsic(VNNI)
+vnni_tile.__doc__ = """:func:`pair_tile` on byte quads: each term one ``vpdpbusd`` (four (uint8, int8) products
+added to the int32 lane without saturation); ``VNNI_ROWS`` rows. Only on :data:`HOST_HAS_VNNI`."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -211,12 +230,14 @@ def pairs_exact(a_max: int, row_bound: int) -> bool:
 
 
 class PackedWeights:
-    """A conv weight (OIHW, one group) packed for both tiles (module doc).
+    """A conv weight (OIHW, one group) packed for the tiles (module doc).
 
-    ``w2``: int32 ``[C_out rounded up to PAIR_ROWS, taps · cp]``, ``cp = ⌈C_in/2⌉``. ``quads``:
-    whether the quad tile is exact for these weights; then ``w4``: int32 ``[C_out rounded up to
-    QUAD_ROWS, taps · cq]``, ``cq = ⌈C_in/4⌉``, and ``sums`` (int64 ``S[n] = Σ_k w_c[n, k]``).
-    Rows past ``C_out`` and missing channels are 0."""
+    ``w2``: int32 ``[C_out rounded up to PAIR_ROWS, taps · cp]``, ``cp = ⌈C_in/2⌉``. ``vnni``:
+    whether the byte tiles' int32 lanes are exact for these weights (every ``w_c`` an int8,
+    ``255 · max_n Σ_k |w_c[n, k]| ≤ 2**31 - 1``); ``quads``: that and the quad tile's neighbour
+    rule. Where ``vnni``: ``w4``, int32 ``[C_out rounded up to _BYTE_ROWS, taps · cq]``, ``cq =
+    ⌈C_in/4⌉``, and ``sums`` (int64 ``S[n] = Σ_k w_c[n, k]``). Rows past ``C_out`` and missing
+    channels are 0."""
 
     def __init__(self, w: np.ndarray, zw: np.ndarray):
         c_out, c_in, kh, kw = w.shape
@@ -230,12 +251,20 @@ class PackedWeights:
         neighbours = np.zeros((c_out, kh * kw, 2 * self.cp), np.int32)
         neighbours[:, :, :c_in] = magnitude
         row_bound = int(magnitude.reshape(c_out, -1).sum(axis=1).max()) if centred.size else 0
-        self.quads = bool(centred.size == 0 or (centred.min() >= -128 and centred.max() <= 127
-                                                and (neighbours[:, :, 0::2] + neighbours[:, :, 1::2]).max() <= 128
-                                                and 255 * row_bound <= _INT32_MAX))
-        if self.quads:
-            self.w4 = self._packed(centred, np.int8, 4, QUAD_ROWS)
+        self.vnni = bool(centred.size == 0 or (centred.min() >= -128 and centred.max() <= 127
+                                               and 255 * row_bound <= _INT32_MAX))
+        self.quads = bool(self.vnni and (centred.size == 0
+                                         or (neighbours[:, :, 0::2] + neighbours[:, :, 1::2]).max() <= 128))
+        if self.vnni:
+            self.w4 = self._packed(centred, np.int8, 4, _BYTE_ROWS)
             self.sums = centred.reshape(c_out, -1).sum(axis=1, dtype=np.int64)
+
+    def kind(self, quads: bool = True, vnni: bool = True) -> int:
+        """The tile these weights run on: :data:`VNNI` where exact on a VNNI host (``vnni``
+        allowing), else :data:`QUADS` where exact (``quads`` allowing), else :data:`PAIRS`."""
+        if vnni and quads and self.vnni and HOST_HAS_VNNI:
+            return VNNI
+        return QUADS if quads and self.quads else PAIRS
 
     def _packed(self, centred, dtype, lanes, rows):
         c_out, taps, c_in = centred.shape
@@ -245,7 +274,7 @@ class PackedWeights:
         return packed.view(np.int32).reshape(packed.shape[0], taps * groups)
 
     def quad_bias(self, bias: np.ndarray, x_zero_point: int, x_dtype) -> np.ndarray:
-        """``bias[n] - z' · S[n]`` (int64), ``z' = z_x + 128·[int8 input]``: the quad tile's sums
+        """``bias[n] - z' · S[n]`` (int64), ``z' = z_x + 128·[int8 input]``: the byte tiles' sums
         are over the raw bytes ``a'``, ``Σ (a' - z') w_c = D - z'·S``."""
         return np.asarray(bias, np.int64) - (int(x_zero_point) + _flip(x_dtype)) * self.sums
 
@@ -379,11 +408,11 @@ def _requantize_checked(y, r, c0, c1, n, b0, image_pitch, wp, oh, ow, bias, rq, 
 
 
 @njit(cache=True)
-def _task(t, quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+def _task(t, kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
           unchecked, rq, out, status):
     """Task ``t`` of one batch of images (module doc): panel ``t // groups``, tile group
     ``t % groups``, K in blocks of ``block`` packed rows; its overflows go to ``status[t]``."""
-    tile_rows = QUAD_ROWS if quads else PAIR_ROWS
+    tile_rows = VNNI_ROWS if kind == VNNI else QUAD_ROWS if kind == QUADS else PAIR_ROWS
     tiles = rows // tile_rows
     c_out = out.shape[1]
     one_pass = unchecked and rq[0] == 0
@@ -397,7 +426,9 @@ def _task(t, quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, 
         for q0 in range(0, cp, block):
             q1 = min(cp, q0 + block)
             for col in range(c0, c1, TILE_COLUMNS):
-                if quads:
+                if kind == VNNI:
+                    vnni_tile(xk, col, width, wk, tile * tile_rows, kp, offs, cp, y, col - c0, q0, q1, q0 > 0)
+                elif kind == QUADS:
                     quad_tile(xk, col, width, wk, tile * tile_rows, kp, offs, cp, y, col - c0, q0, q1, q0 > 0)
                 else:
                     pair_tile(xk, col, width, wk, tile * tile_rows, kp, offs, cp, y, col - c0, q0, q1, q0 > 0)
@@ -418,20 +449,20 @@ def _task(t, quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, 
 
 
 @njit(cache=True)
-def _tiles_serial(quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+def _tiles_serial(kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
                   unchecked, rq, out, status):
     """Every :func:`_task` on the calling thread."""
     for t in range(status.shape[0]):
-        _task(t, quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+        _task(t, kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
               unchecked, rq, out, status)
 
 
 @njit(parallel=True, cache=True)
-def _tiles_parallel(quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+def _tiles_parallel(kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
                     unchecked, rq, out, status):
     """Every :func:`_task` on Numba's threads."""
     for t in prange(status.shape[0]):
-        _task(t, quads, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
+        _task(t, kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, image_pitch, wp, oh, ow, bias,
               unchecked, rq, out, status)
 
 
@@ -447,7 +478,7 @@ def pack_input(x, b0, nb, top, left, wp, pitch, x_zero_point, columns, weights: 
     return x2
 
 
-def run_tiles(xk, offs, cp, weights: PackedWeights, quads: bool, cols, b0, image_pitch, wp, oh, ow, bias, unchecked,
+def run_tiles(xk, offs, cp, weights: PackedWeights, kind: int, cols, b0, image_pitch, wp, oh, ow, bias, unchecked,
               rq_args, out, threads) -> np.ndarray:
     """Every output of ``cols`` columns, requantized into ``out`` (``[N, C_out, OH·OW]``, the
     kernel's signed view; column ``bl·image_pitch + oy·wp + ox`` is output ``(b0 + bl, ·, oy, ox)``)::
@@ -457,16 +488,19 @@ def run_tiles(xk, offs, cp, weights: PackedWeights, quads: bool, cols, b0, image
     ``xk`` is int32 ``[rows, width]`` with ``width ≥`` ``cols`` rounded up to whole tiles plus
     ``max(offs)``. The shifted layout passes :func:`pack_input`'s rows and the kernel's tap
     offsets; the im2col its gathered rows, one offset 0 and ``cp = taps ·`` (groups per tap).
-    ``bias`` is the int64 bias, for quads :meth:`PackedWeights.quad_bias`. Returns the status
-    array, a row per task (overflows recorded as in :mod:`fast`)."""
-    wk, tile_rows, lanes = (weights.w4, QUAD_ROWS, 4) if quads else (weights.w2, PAIR_ROWS, 2)
-    rows = wk.shape[0]
+    ``bias`` is the int64 bias, for the byte tiles :meth:`PackedWeights.quad_bias`. ``kind``: the
+    tile (:meth:`PackedWeights.kind`). Returns the status array, a row per task (overflows
+    recorded as in :mod:`fast`)."""
+    if kind == VNNI and not (HOST_HAS_VNNI and weights.vnni) or kind == QUADS and not weights.quads:
+        raise ValueError(f"run_tiles: tile {kind} is not exact for these weights on this host")
+    wk, tile_rows, lanes = (weights.w2, PAIR_ROWS, 2) if kind == PAIRS else (weights.w4, TILE_ROWS[kind], 4)
+    rows = -(-weights.c_out // tile_rows) * tile_rows  # whole tiles (wk has at least as many rows)
     panels = -(-cols // PANEL)
     groups = max(1, min(rows // tile_rows, -(-4 * threads // panels)))  # at least 4 tasks a thread where it can
     status = np.full((panels * groups, 3), -1, np.int64)
     serial = threads == 1 or rows * offs.size * cp * lanes * cols < SERIAL_MACS
     block = cp if offs.size > 1 else K_BLOCK  # one offset (the im2col): K in blocks that stay in L2
-    (_tiles_serial if serial else _tiles_parallel)(quads, xk.reshape(-1), xk.shape[1], wk.reshape(-1),
+    (_tiles_serial if serial else _tiles_parallel)(kind, xk.reshape(-1), xk.shape[1], wk.reshape(-1),
                                                    offs.size * cp, offs, cp, block, rows, groups, cols, b0,
                                                    image_pitch, wp, oh, ow, bias, unchecked, rq_args, out, status)
     return status
