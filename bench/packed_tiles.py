@@ -3,15 +3,16 @@ float32 ``sgemm`` path they replace, on the shapes of ResNet-18 (224×224) and E
 
 Every layer is prepared once (``refquant.kernels.fast_prepared``, uint8 activations, 7-bit
 per-channel weights, requant ``float32`` with a fused ReLU) and called, interleaved in rounds,
-three ways: ``sgemm`` (``exact_gemm.USE_PAIRS = False``), ``pairs`` (the int16 tile:
-``exact_gemm.USE_QUADS = False``) and ``quads`` (the u8·s8 byte tile, which 7-bit weights
-always admit). The three outputs are required to be bit-identical first, and equal to the NumPy
+three or four ways: ``sgemm`` (``exact_gemm.USE_PAIRS = False``), ``pairs`` (the int16 tile:
+``exact_gemm.USE_QUADS = False``), ``quads`` (the u8·s8 byte tile through ``vpmaddubsw``, which
+7-bit weights always admit: ``exact_gemm.USE_VNNI = False``) and, on a host with AVX-512 VNNI,
+``vnni`` (the byte tile through ``vpdpbusd``). The outputs are required to be bit-identical first, and equal to the NumPy
 reference kernel on the first layer. Printed: the minimum of ``--rounds`` calls each, the
 multiply-adds per second (the whole call: packing, tiles, requantization, Python), and the
 ratios against ``sgemm`` and against one NumPy float32 ``matmul`` of the same ``[C_out, K] @ [K,
 pixels]`` product (an anchor measured in the same run; im2col not included). Then the tile loops
 alone (:func:`tile_loops`: every tile of a stride-1 layer over packed random operands, no
-packing, no requantization, one thread), pairs and quads, in multiply-adds per second.
+packing, no requantization, one thread), each tile, in multiply-adds per second.
 
     python bench/packed_tiles.py [--threads 1] [--rounds 15] [--json]
 """
@@ -44,12 +45,15 @@ LAYERS = [
     ("efficientnet-lite0", 672, 112, 14, 1, 1), ("efficientnet-lite0", 1152, 320, 7, 1, 1),
     ("efficientnet-lite0", 320, 1280, 7, 1, 1),
 ]
-WAYS = ("sgemm", "pairs", "quads")
+WAYS = ("sgemm", "pairs", "quads") + (("vnni",) if pair_gemm.HOST_HAS_VNNI else ())
+BEST = WAYS[-1]  # the way this host runs
+KINDS = {"pairs": pair_gemm.PAIRS, "quads": pair_gemm.QUADS, "vnni": pair_gemm.VNNI}
 
 
 def settings(way: str):
     exact_gemm.USE_PAIRS = way != "sgemm"
-    exact_gemm.USE_QUADS = way == "quads"
+    exact_gemm.USE_QUADS = way in ("quads", "vnni")
+    exact_gemm.USE_VNNI = way == "vnni"
 
 
 def layer_case(rng, c_in, c_out, hw, k, stride):
@@ -93,7 +97,7 @@ def measure(rounds: int, check_reference: bool = True) -> list:
             t0 = time.perf_counter()
             np.matmul(wk, cols)
             times["numpy-f32"].append(time.perf_counter() - t0)
-        settings("quads")
+        settings(BEST)
         macs = c_in * c_out * k * k * oh * oh
         best = {way: min(v) for way, v in times.items()}
         rows.append({"network": net, "layer": f"{c_in}→{c_out} {hw}×{hw} {k}×{k}/{stride}", "macs": macs,
@@ -103,12 +107,14 @@ def measure(rounds: int, check_reference: bool = True) -> list:
 
 
 @numba.njit(cache=True)
-def _all_tiles(quads, xk, width, wk, offs, cp, rows, cols, y):
-    tile_rows = pair_gemm.QUAD_ROWS if quads else pair_gemm.PAIR_ROWS
+def _all_tiles(kind, xk, width, wk, offs, cp, rows, cols, y):
+    tile_rows = pair_gemm.TILE_ROWS[kind]
     for tile in range(rows // tile_rows):
         for col in range(0, cols, pair_gemm.TILE_COLUMNS):
             c = col % (y.shape[1] - pair_gemm.TILE_COLUMNS + 1)
-            if quads:
+            if kind == pair_gemm.VNNI:
+                pair_gemm.vnni_tile(xk, col, width, wk, tile * tile_rows, offs.size * cp, offs, cp, y, c, 0, cp, False)
+            elif kind == pair_gemm.QUADS:
                 pair_gemm.quad_tile(xk, col, width, wk, tile * tile_rows, offs.size * cp, offs, cp, y, c, 0, cp, False)
             else:
                 pair_gemm.pair_tile(xk, col, width, wk, tile * tile_rows, offs.size * cp, offs, cp, y, c, 0, cp, False)
@@ -127,18 +133,21 @@ def tile_loops(rounds: int) -> list:
         width = -(-cols // pair_gemm.TILE_COLUMNS) * pair_gemm.TILE_COLUMNS + int(offs[-1])
         w = rng.integers(-64, 64, (c_out, c_in, k, k)).astype(np.int8)
         packed = pair_gemm.PackedWeights(w, np.zeros(c_out, np.int32))
-        y = np.empty((pair_gemm.PAIR_ROWS, 256), np.int32)
+        y = np.empty((max(pair_gemm.TILE_ROWS), 256), np.int32)
         result = {"network": net, "layer": f"{c_in}→{c_out} {hw}×{hw} {k}×{k}/1"}
-        for quads in (False, True):
+        for way in WAYS[1:]:
+            kind = KINDS[way]
+            quads = kind != pair_gemm.PAIRS
             cp, wk = (packed.cq, packed.w4) if quads else (packed.cp, packed.w2)
             xk = rng.integers(-2**31, 2**31, (cp, width), dtype=np.int64).astype(np.int32)
             if not quads:  # centred activations within ±255 in both int16 halves
                 xk = rng.integers(-255, 256, (cp, width, 2)).astype(np.int16).view(np.int32).reshape(cp, width)
-            args = (quads, xk.reshape(-1), width, wk.reshape(-1), offs, cp, wk.shape[0], cols, y)
+            args = (kind, xk.reshape(-1), width, wk.reshape(-1), offs, cp, wk.shape[0], cols, y)
             _all_tiles(*args)
             best = min(_timed(_all_tiles, args) for _ in range(rounds))
-            macs = wk.shape[0] * c_in * k * k * -(-cols // pair_gemm.TILE_COLUMNS) * pair_gemm.TILE_COLUMNS
-            result["quads" if quads else "pairs"] = macs / best / 1e9
+            rows_run = wk.shape[0] // pair_gemm.TILE_ROWS[kind] * pair_gemm.TILE_ROWS[kind]
+            macs = rows_run * c_in * k * k * -(-cols // pair_gemm.TILE_COLUMNS) * pair_gemm.TILE_COLUMNS
+            result[way] = macs / best / 1e9
         rows.append(result)
     return rows
 
@@ -150,16 +159,16 @@ def _timed(f, args) -> float:
 
 
 def table(rows) -> str:
-    lines = ["| network | layer | sgemm ms | pairs ms | quads ms | quads GMAC/s | sgemm / quads | "
-             "NumPy f32 matmul ms | quads / NumPy |", "|" + " --- |" * 9]
+    lines = ["| network | layer | " + " | ".join(f"{w} ms" for w in WAYS) + f" | {BEST} GMAC/s | sgemm / {BEST} | "
+             f"NumPy f32 matmul ms | {BEST} / NumPy |", "|" + " --- |" * (len(WAYS) + 6)]
     for r in rows:
         ms = r["ms"]
-        lines.append(f"| {r['network']} | {r['layer']} | {ms['sgemm']:.3f} | {ms['pairs']:.3f} | {ms['quads']:.3f} | "
-                     f"{r['gmac_per_s']['quads']:.0f} | {ms['sgemm'] / ms['quads']:.2f}× | {ms['numpy-f32']:.3f} | "
-                     f"{ms['quads'] / ms['numpy-f32']:.2f}× |")
+        lines.append(f"| {r['network']} | {r['layer']} | " + " | ".join(f"{ms[w]:.3f}" for w in WAYS)
+                     + f" | {r['gmac_per_s'][BEST]:.0f} | {ms['sgemm'] / ms[BEST]:.2f}× | {ms['numpy-f32']:.3f} | "
+                     f"{ms[BEST] / ms['numpy-f32']:.2f}× |")
     totals = {way: sum(r["ms"][way] for r in rows) for way in WAYS}
-    lines.append(f"| all | {len(rows)} layers | {totals['sgemm']:.2f} | {totals['pairs']:.2f} | {totals['quads']:.2f} | "
-                 f"– | {totals['sgemm'] / totals['quads']:.2f}× | – | – |")
+    lines.append(f"| all | {len(rows)} layers | " + " | ".join(f"{totals[w]:.2f}" for w in WAYS)
+                 + f" | – | {totals['sgemm'] / totals[BEST]:.2f}× | – | – |")
     return "\n".join(lines)
 
 
@@ -179,9 +188,9 @@ def main(argv=None):
         print(json.dumps({"env": env, "rows": rows, "tile_loops": loops}))
         return
     print(json.dumps(env) + "\n" + table(rows) + "\n\nThe tile loops alone, one thread (GMAC/s, padded rows and "
-          "columns counted):\n\n| network | layer | pairs | quads |\n| --- | --- | --- | --- |")
+          "columns counted):\n\n| network | layer | " + " | ".join(WAYS[1:]) + " |\n|" + " --- |" * (len(WAYS) + 1))
     for r in loops:
-        print(f"| {r['network']} | {r['layer']} | {r['pairs']:.0f} | {r['quads']:.0f} |")
+        print(f"| {r['network']} | {r['layer']} | " + " | ".join(f"{r[w]:.0f}" for w in WAYS[1:]) + " |")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,41 @@ __all__ = ["max_pool_integers", "global_average_integers"]
 _EXACT_COUNT = 65793  # 255 · 65 792 < 2**24: the float32 sums of the rule are exact integers
 
 
+@njit(cache=True)
+def _columns_max(row, x0, count, sw, dw, kw, dst):
+    """``dst[e] = max_{j < kw} row[x0 + e·sw + j·dw]`` for ``e < count``: the first kernel column
+    copied, the others folded in, each a loop over the outputs. Strides 1 and 2 have loops of
+    their own: a constant stride is what lets LLVM vectorise the loads (a runtime one left the
+    loop scalar, 2 ns per output and tap)."""
+    if sw == 1:
+        _fold_columns(row, x0, count, 1, dw, kw, dst)
+    elif sw == 2:
+        _fold_columns(row, x0, count, 2, dw, kw, dst)
+    else:
+        _fold_columns(row, x0, count, sw, dw, kw, dst)
+
+
+@njit(cache=True, inline="always")
+def _fold_columns(row, x0, count, sw, dw, kw, dst):
+    for e in range(count):
+        dst[e] = row[x0 + e * sw]
+    for j in range(1, kw):
+        src = row[x0 + j * dw:]
+        for e in range(count):
+            v = src[e * sw]
+            dst[e] = v if v > dst[e] else dst[e]
+
+
+@njit(cache=True, inline="always")
+def _edge_max(row, x0, j0, j1, dw):
+    """``max_{j0 ≤ j < j1} row[x0 + j·dw]``."""
+    m = row[x0 + j0 * dw]
+    for j in range(j0 + 1, j1):
+        v = row[x0 + j * dw]
+        m = v if v > m else m
+    return m
+
+
 @njit(parallel=True, cache=True)
 def _max_pool_kernel(x, geometry, j_lo, j_hi, rows, out):
     """Windows that may reach the padding: the maximum over the taps inside the input only
@@ -50,13 +85,20 @@ def _max_pool_kernel(x, geometry, j_lo, j_hi, rows, out):
     Per output row: the maximum over the kernel rows inside the input into ``rows[t]`` (the
     first copied, the others folded in — contiguous loops LLVM vectorises), then, per output
     column ``ox``, over the kernel columns ``j`` in ``[j_lo[ox], j_hi[ox])``, those whose
-    column ``ox·sw + j·dw − left`` lies inside. Threads take contiguous chunks of planes, as in
+    column ``ox·sw + j·dw − left`` lies inside (the run of columns whose taps are all inside by
+    :func:`_columns_max`). Threads take contiguous chunks of planes, as in
     :func:`_max_pool_inside_kernel`; every output is written once, by one thread.
     """
     sh, sw, dh, dw, top, left, kh, kw = geometry
     n_planes, oh, ow = out.shape[0], out.shape[1], out.shape[2]
     height, width = x.shape[1], x.shape[2]
     chunks = rows.shape[0]
+    a, b = 0, 0  # the first run of output columns whose kernel columns are all inside
+    while a < ow and not (j_lo[a] == 0 and j_hi[a] == kw):
+        a += 1
+    b = a
+    while b < ow and j_lo[b] == 0 and j_hi[b] == kw:
+        b += 1
     for t in prange(chunks):
         row = rows[t]
         p0, p1 = _chunk_bounds(n_planes, chunks, t)
@@ -77,14 +119,11 @@ def _max_pool_kernel(x, geometry, j_lo, j_hi, rows, out):
                             v = src[e]
                             row[e] = v if v > row[e] else row[e]
                 dst = out[p, oy]
-                for ox in range(ow):
-                    x0 = ox * sw - left
-                    j0 = j_lo[ox]
-                    m = row[x0 + j0 * dw]
-                    for j in range(j0 + 1, j_hi[ox]):
-                        v = row[x0 + j * dw]
-                        m = v if v > m else m
-                    dst[ox] = m
+                _columns_max(row, a * sw - left, b - a, sw, dw, kw, dst[a:b])  # every tap inside
+                for ox in range(a):  # the others, their taps in the padding skipped
+                    dst[ox] = _edge_max(row, ox * sw - left, j_lo[ox], j_hi[ox], dw)
+                for ox in range(b, ow):
+                    dst[ox] = _edge_max(row, ox * sw - left, j_lo[ox], j_hi[ox], dw)
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,7 +145,7 @@ def _max_pool_inside_kernel(x, geometry, rows, out):
 
     ``x`` is ``[P, H, W]``, ``out`` ``[P, OH, OW]`` (a plane is one image × channel). Per output
     row: the maximum over the kernel rows into ``rows[t]`` (contiguous rows of the source, a
-    loop LLVM vectorises), then over the kernel columns. Thread ``t`` of ``rows.shape[0]`` takes
+    loop LLVM vectorises), then over the kernel columns (:func:`_columns_max`). Thread ``t`` of ``rows.shape[0]`` takes
     the planes ``[t·P // chunks, (t + 1)·P // chunks)``; every output is written once, by one
     thread, so no result depends on the thread count (a maximum is exact in any order anyway).
     """
@@ -128,14 +167,7 @@ def _max_pool_inside_kernel(x, geometry, rows, out):
                     for e in range(width):
                         v = src[e]
                         row[e] = v if v > row[e] else row[e]
-                dst = out[p, oy]
-                for ox in range(ow):
-                    x0 = ox * sw
-                    m = row[x0]
-                    for j in range(1, kw):
-                        v = row[x0 + j * dw]
-                        m = v if v > m else m
-                    dst[ox] = m
+                _columns_max(row, 0, ow, sw, dw, kw, out[p, oy])
 
 
 def _key(values):
