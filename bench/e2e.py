@@ -38,19 +38,23 @@ Three engines run the same quantized model:
   ``numba.set_num_threads(t)`` and NumPy's BLAS at ``t`` threads too (``threadpoolctl``; the
   exact float32 GEMM of ``refquant.kernels.exact_gemm`` runs BLAS with Numba's count anyway,
   this also covers the NumPy work outside the kernels), Numba's OpenMP threading layer with
-  ``OMP_WAIT_POLICY=PASSIVE`` unless ``NUMBA_THREADING_LAYER`` / ``OMP_WAIT_POLICY`` say
-  otherwise: idle pool threads sleep at once, as ONNX Runtime's do here, so neither engine's
-  threads spin on the two shared cores while the other runs (the active policy's spinning made
-  ONNX Runtime's two-thread call 13 → 19 ms); the ``workqueue`` layer costs 48–126 µs per
-  parallel region, which made the two-thread 224×224 ResNet-18 call 37 ms where the passive
-  OpenMP layer takes 21 (figures at the top of the code and in bench/RESULTS.md);
+  ``GOMP_SPINCOUNT=10000`` unless ``NUMBA_THREADING_LAYER`` / ``GOMP_SPINCOUNT`` /
+  ``OMP_WAIT_POLICY`` say otherwise: an idle pool thread spins briefly (about 0.2 ms), then
+  sleeps. Waking a sleeping thread costs 53 µs per parallel region on this machine
+  (``OMP_WAIT_POLICY=PASSIVE``, the earlier default: the two-thread 224×224 ResNet-18 call 15.7
+  ms) against 1.9 µs while it spins (11.3 ms), and the short spin ends before it could take
+  ONNX Runtime's cores (its two-thread call 6.3–6.5 ms either way); the active policy's endless
+  spinning made ONNX Runtime's two-thread call 13 → 19 ms, and the ``workqueue`` layer costs
+  48–126 µs per parallel region (figures at the top of the code and in bench/RESULTS.md);
 * ``onnxruntime`` — ``session.run`` on the model's QOperator export
   (``refquant.onnx_io.export_qoperator``), ``intra_op_num_threads=t``, all graph
   optimizations except the QDQ fusions (``session.disable_quant_qdq``: fused,
   DequantizeLinear → Add → QuantizeLinear becomes ``QLinearAdd``, which rounds differently
   from the float Add in a few outputs per thousand — 680 of the 8000 logits at 64×64 batch 8),
   and no spinning of idle pool threads (``session.intra_op.allow_spinning = 0``: with two
-  threads on two shared cores, spinning threads starve the engine measured next);
+  threads on two shared cores, spinning threads starve the engine measured next — with its
+  spinning on, refquant's two-thread ResNet-18 call took 30.9 ms instead of 11.3, and ONNX
+  Runtime's own 6.1 ms instead of 6.3; ``--ort-spinning`` turns it on);
 * ``refquant-tile`` — the same, with the exact float32 GEMM switched off
   (``refquant.kernels.exact_gemm.USE_SGEMM = False`` while its program is prepared): every
   conv on ``fast``'s int8 tile kernels, i.e. refquant before that path (``--no-tile`` drops it);
@@ -96,8 +100,13 @@ import time
 # spinning threads take its cores), omp passive 32 / 21 ms (ONNX Runtime 13 ms). The passive
 # OpenMP layer is the default: a loaded machine is no place for these figures (the load
 # average is recorded with every row), and on an idle one it is the fairest of the three.
+# 2026-12-07, AMD EPYC Zen 4, idle: an empty parallel region after 20–40 µs of serial work
+# costs 53 µs with OMP_WAIT_POLICY=PASSIVE (a futex wake-up), 1.9 µs with GOMP_SPINCOUNT=10000,
+# 23 µs with 2000 (the spin ends before the next region); ResNet-18 224×224, batch 1, two
+# threads: passive 15.7 ms, spin count 2000 14.4 ms, 10000 11.3 ms, 30000 11.5 ms.
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -117,6 +126,9 @@ EFFNET_PLANS = {"per-tensor": "weights=minmax:8 activations=static-minmax:8:sign
                 "per-channel-w7-u8": "weights=minmax:7:per-channel activations=static-minmax:8"}
 
 
+ORT_SPINNING = False  # --ort-spinning
+
+
 def session(model, threads: int, profile: bool = False):
     import onnxruntime as ort
 
@@ -129,7 +141,7 @@ def session(model, threads: int, profile: bool = False):
     # own rounding differs from the float Add in a few outputs per thousand (batch 8 here)
     o.add_session_config_entry("session.disable_quant_qdq", "1")
     # idle pool threads must not spin on the two shared cores while the other engines run
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    o.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_SPINNING else "0")
     return ort.InferenceSession(model.SerializeToString(), o, providers=["CPUExecutionProvider"])
 
 
@@ -405,11 +417,15 @@ def main(argv=None):
                    help="batches the reference evaluator runs at (default all)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-tile", action="store_true", help="do not time refquant with the exact float32 GEMM off")
+    p.add_argument("--ort-spinning", action="store_true", help="let ONNX Runtime's idle pool threads spin")
     args = p.parse_args(argv)
+    global ORT_SPINNING
+    ORT_SPINNING = args.ort_spinning
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "cpu": cpu_info(), "versions": versions(), "plan": PLAN, "rounds": args.rounds,
            "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER"),
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+           "onnxruntime_spinning": args.ort_spinning}
     if "efficientnet-lite0" in args.models:
         env["effnet_plans"] = {g: EFFNET_PLANS[g] for g in args.granularities}
     cases = []

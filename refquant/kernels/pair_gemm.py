@@ -422,6 +422,7 @@ def _task(t, kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, i
     c1 = min(cols, c0 + PANEL)
     y = np.empty((_MAX_ROWS, PANEL), np.int32)
     acc = np.empty(PANEL, np.int64)
+    staged = np.empty(PANEL, out.dtype)
     for tile in range(grp * tiles // groups, (grp + 1) * tiles // groups):
         for q0 in range(0, cp, block):
             q1 = min(cp, q0 + block)
@@ -438,13 +439,16 @@ def _task(t, kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, i
                 _requantize_checked(y, r, c0, c1, n, b0, image_pitch, wp, oh, ow, bias, rq, out, acc, status, t)
                 continue
             bn, m, z, low, high = bias[n], multiplier[n], zero_point[n], lo[n], hi[n]
+            sums = y[r]
+            for e in range(c1 - c0):  # the float32 mode of sums proven inside int32: the whole row, one loop
+                staged[e] = fast._float32_unchecked_one(sums[e], bn, m, z, low, high)
             col = c0
-            while col < c1:  # the float32 mode of sums proven inside int32, in one pass
+            while col < c1:  # then its runs of outputs copied out
                 bl, d0, count, nxt = _segment(col, c1, image_pitch, wp, oh, ow)
-                src = y[r, col - c0:col - c0 + count]
+                src = staged[col - c0:col - c0 + count]
                 dst = out[b0 + bl, n, d0:d0 + count]
                 for e in range(count):
-                    dst[e] = fast._float32_unchecked_one(src[e], bn, m, z, low, high)
+                    dst[e] = src[e]
                 col = nxt
 
 
