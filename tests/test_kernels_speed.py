@@ -2,7 +2,8 @@
 
 * the depthwise conv kernel (``fast._depthwise_kernel``: one input channel per group) — the
   NumPy reference conv, unprepared and prepared, over shapes, strides, pads, dilations,
-  channel multipliers, zero points, biases and every requant mode;
+  channel multipliers, zero points, biases and every requant mode; its channels-last form for
+  small planes (``fast._depthwise_channels_last``) and the tap sums it is built on;
 * the integer pooling hooks of the ``numba`` backend (``kernels/fast_pool.py``) — the NumPy
   rules of the integer-operator table (MaxPool: the float32 MaxPool of the integers;
   GlobalAveragePool: ``average_integers``);
@@ -21,12 +22,15 @@ import contextlib
 
 import numba
 import numpy as np
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from refquant.executor.integer_ops import TABLE, QTensor, average_integers
 from refquant.kernels import fast
 from refquant.kernels import fast_pool, fast_requant, grain
+from refquant.kernels.channel_vectors import CHANNELS, tap_sums
+from refquant.kernels.geometry import conv_geometry
 from refquant.kernels import reference as ref
 from refquant.kernels.fast_prepared import prepare_layer
 from refquant.numerics import QParams
@@ -150,6 +154,125 @@ def test_depthwise_conv_equals_reference_on_one_and_two_threads(case, data):
                 assert_same(expected, outcome(getattr(fast, kernel), *args, name="conv", **attrs))
                 prepared_rq = rq if kernel == "conv2d_requant" else None
                 assert_same(expected, outcome(prepared_run, x, w, zx, zw, bias, attrs, prepared_rq))
+
+
+@st.composite
+def channels_last_case(draw):
+    """Depthwise convs the channels-last kernel takes (``fast._channels_last``): one output
+    channel per input channel — up to 80, several blocks of 32 and a partial one — small output
+    planes, any strides, dilations and pads, the float32 mode with sums proven inside int32."""
+    channels = draw(st.integers(2, 80))
+    kh, kw = draw(st.sampled_from([(3, 3), (5, 5), (1, 1), (2, 3), (7, 7)]))
+    strides = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    dilations = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    h_min, w_min = smallest_input((kh, kw), dilations, pads, "NOTSET")
+    h, wd = draw(st.integers(h_min, h_min + 9)), draw(st.integers(w_min, w_min + 9))
+    x_dtype, w_dtype = draw(st.sampled_from(EIGHT_BIT)), draw(st.sampled_from(EIGHT_BIT))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    fill = draw(st.sampled_from(["random", "extreme", "small"]))
+    x = int_array(rng, (draw(st.sampled_from([1, 2, 0])), channels, h, wd), x_dtype, fill)
+    w = int_array(rng, (channels, 1, kh, kw), w_dtype, fill)
+    xi, wi = np.iinfo(x_dtype), np.iinfo(w_dtype)
+    zx = int(rng.integers(xi.min, int(xi.max) + 1))
+    zw = (rng.integers(wi.min, int(wi.max) + 1, channels).astype(w_dtype) if draw(st.booleans())
+          else int(rng.integers(wi.min, int(wi.max) + 1)))
+    bias = rng.integers(-(2**20), 2**20, channels).astype(np.int32) if draw(st.booleans()) else None
+    rq = make_requantizer(draw(st.floats(1e-4, 1.0)), rng.uniform(1e-4, 1.0, channels), draw(st.floats(1e-6, 2.0)),
+                          draw(st.integers(0, 255)), "uint8", mode="float32",
+                          activation=draw(st.sampled_from([None, "relu", "relu6"])))
+    return x, w, zx, zw, bias, rq, dict(strides=strides, pads=pads, dilations=dilations, group=channels)
+
+
+def _strided_block_case():
+    """Two images, 40 channels (a whole block and a partial one), 9×9 → 5×5 at stride 2, pad 1."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (2, 40, 9, 9)).astype(np.uint8)
+    w = rng.integers(-128, 128, (40, 1, 3, 3)).astype(np.int8)
+    rq = make_requantizer(0.02, rng.uniform(0.001, 0.02, 40), 0.05, 3, "uint8", mode="float32")
+    return x, w, 5, 0, rng.integers(-1000, 1000, 40).astype(np.int32), rq, dict(
+        strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1), group=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(channels_last_case())
+@example(case=_strided_block_case())
+def test_depthwise_channels_last_equals_the_reference_and_the_plane_kernel(case):
+    """The channels-last kernel called directly (with the plan's blocks) and through the
+    dispatcher, on 1 and 2 threads, against the reference; and the plane kernel (the
+    channels-last path switched off) gives the same bits."""
+    x, w, zx, zw, bias, rq, attrs = case
+    g = conv_geometry(x.shape, w.shape, name="dw", **attrs)
+    assert fast._channels_last(g) == (g.oh * g.ow <= fast._CHANNELS_LAST_PIXELS)
+    expected = outcome(ref.conv2d_requant, x, w, zx, zw, bias, rq, name="dw", **attrs)
+    assert expected[0] == "ok"  # 255 · 49 · 255 + 2**20 is far inside int32: always proven
+    if fast._channels_last(g):
+        _, arrays = fast._depthwise_plan(g, 1)
+        blocks = fast._depthwise_scratch(arrays)[4]
+        assert blocks.shape[0] == -(-x.shape[1] // CHANNELS)
+        out = np.empty(expected[1].shape, np.uint8)
+        b = np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64)
+        fast._depthwise_channels_last(x, fast._centred_depthwise_weights(w, zw), fast._depthwise_geometry(g),
+                                      np.int32(zx), b, fast._requant_args(rq, w.shape[0]), fast._signed_view(out),
+                                      blocks)
+        assert_same(expected, ("ok", out))
+    for n in (1, 2):
+        with threads(n):
+            assert_same(expected, outcome(fast.conv2d_requant, x, w, zx, zw, bias, rq, name="dw", **attrs))
+            assert_same(expected, outcome(prepared_run, x, w, zx, zw, bias, attrs, rq))
+    old = fast.USE_CHANNELS_LAST
+    fast.USE_CHANNELS_LAST = False
+    try:
+        assert_same(expected, outcome(fast.conv2d_requant, x, w, zx, zw, bias, rq, name="dw", **attrs))
+    finally:
+        fast.USE_CHANNELS_LAST = old
+
+
+@numba.njit(cache=True)
+def _tap_sums(plane, weights, offs, pixel, out):
+    tap_sums(plane, weights, offs, pixel, out)
+
+
+@pytest.mark.parametrize("taps", [1, 2, 9, 25, 258])
+def test_tap_sums_are_the_exact_integer_sums_of_the_taps(taps):
+    """``out[e] = Σ_t plane[(pixel + offs[t])·32 + e] · weights[t·32 + e]`` with centred
+    activations and weights at ±255 and a partial sum up to 255 · 258 · 255 = 16 776 450 < 2**24
+    (the kernel's limit): every float32 sum equals the int64 one, odd and even tap counts."""
+    rng = np.random.default_rng(taps)
+    pixels = 300
+    plane = rng.choice(np.array([-255.0, 255.0], np.float32), pixels * CHANNELS).astype(np.float32)
+    weights = rng.choice(np.array([-255.0, 255.0], np.float32), taps * CHANNELS).astype(np.float32)
+    weights[:CHANNELS] = 255.0
+    plane[:] = np.where(np.arange(plane.size) % 2 == 0, plane, 255.0)
+    offs = rng.integers(0, pixels - 40, taps).astype(np.int64)
+    out = np.full(CHANNELS + 4, 7.0, np.float32)
+    _tap_sums(plane, weights, offs, 17, out)
+    p = plane.reshape(pixels, CHANNELS).astype(np.int64)
+    wts = weights.reshape(taps, CHANNELS).astype(np.int64)
+    expected = sum(p[17 + offs[t]] * wts[t] for t in range(taps))
+    assert np.array_equal(out[:CHANNELS].astype(np.int64), expected)
+    assert np.all(out[CHANNELS:] == 7.0)  # nothing past the block is written
+    ones = np.full(taps * CHANNELS, 255.0, np.float32)
+    full = np.full(pixels * CHANNELS, 255.0, np.float32)
+    _tap_sums(full, ones, offs, 17, out)
+    assert np.all(out[:CHANNELS] == 255 * 255 * taps)
+
+
+def test_depthwise_channels_last_only_where_its_int32_sums_are_proven():
+    """A 5×5 plane whose channel 1's bias leaves no room for its sums (``255 · Σ|w_c| + |bias|
+    > 2**31 - 1``): the dispatcher keeps the plane kernel, which checks every accumulator, and
+    the overflow is raised as the reference raises it (the channels-last sums would wrap)."""
+    x = np.full((1, 3, 5, 5), 255, np.uint8)
+    w = np.full((3, 1, 3, 3), 127, np.int8)
+    bias = np.array([0, 2**31 - 1 - 200_000, 0], np.int32)  # 9 · 255 · 127 = 291 465 > 200 000
+    rq = make_requantizer(0.02, 0.01, 0.05, 0, "uint8", mode="float32")
+    assert fast._channels_last(conv_geometry(x.shape, w.shape, name="dw", pads=(1, 1, 1, 1), group=3))
+    expected = outcome(ref.conv2d_requant, x, w, 0, 0, bias, rq, name="dw", pads=(1, 1, 1, 1), group=3)
+    assert expected[0] == "error"
+    for n in (1, 2):
+        with threads(n):
+            assert_same(expected, outcome(fast.conv2d_requant, x, w, 0, 0, bias, rq, name="dw", pads=(1, 1, 1, 1),
+                                          group=3))
 
 
 def test_depthwise_prepared_layer_takes_the_depthwise_kernel():

@@ -85,6 +85,7 @@ from numba import njit, prange
 from ..numerics.requant import Requantizer
 from .geometry import conv_geometry
 from .reference import AccumulatorOverflowError, check_operands
+from .channel_vectors import CHANNELS, tap_sums
 from .phases import split_row
 from .vnni import CHUNK, HOST_HAS_VNNI, TILE_COLS, TILE_ROWS, dot_tile
 
@@ -558,6 +559,11 @@ _CONV_KERNELS = {path: _make_conv_kernel(path) for path in TILE_PATHS}
 USE_DEPTHWISE = True  # set to False to run depthwise convolutions on the generic tile kernels
 _DEPTHWISE_MAX_K = (2**31 - 1) // (255 * 255)  # K·255·255 < 2**31: the int32 row sums are exact
 _DEPTHWISE_BLOCK = 4096  # int32 sums of the output rows one pass sweeps (16 KiB: in L1)
+_VECTOR_SLACK = 16  # the tap loops' length is rounded up to a multiple of this (no scalar remainder)
+USE_CHANNELS_LAST = True  # small planes channels last (_channels_last; tests toggle it)
+# 255 · Σ_taps |w_c| ≤ 255 · 258 · 255 < 2**24: every float32 partial sum is an exact integer
+_CHANNELS_LAST_TAPS = 258
+_CHANNELS_LAST_PIXELS = 8 * 8  # output pixels per plane at most (measured: bench/RESULTS.md)
 
 
 def _uses_depthwise(w_shape, x_dtype, w_dtype, group) -> bool:
@@ -583,13 +589,26 @@ def _depthwise_plan(g, threads):
         "centred_weights": ((g.c_out, g.kh * g.kw), 4),
         "bias": ((g.c_out,), 8),
         "requant_vectors": ((6, g.c_out), 4),
-        # one zero-padded input channel, centred (x - z_x), split into its stride phases, per thread
-        "planes": ((chunks, sh * sw, hq, wq), 4),
-        "row_sums": ((chunks, g.oh * wq), 4),
+        # one zero-padded input channel, centred (x - z_x), split into its stride phases, per thread;
+        # rows past the plane's (zero) let the tap loops run to a whole number of vectors
+        "planes": ((chunks, sh * sw, hq + -(-_VECTOR_SLACK // wq), wq), 4),
+        "row_sums": ((chunks, g.oh * wq + _VECTOR_SLACK), 4),
         "accumulators": ((chunks, g.ow), 8),
         "status": ((chunks, 3), 8),
+        # the channels-last kernel's padded, centred float32 planes, a block of channels each
+        "channels_last": ((-(-g.c_in // CHANNELS), g.h + g.pads[0] + g.pads[2], g.w + g.pads[1] + g.pads[3], CHANNELS)
+                          if _channels_last(g) else (0, 0, 0, 0), 4),
     }
     return chunks, arrays
+
+
+def _channels_last(g) -> bool:
+    """Whether a depthwise conv may run channels last (:func:`_depthwise_channels_last`; it does
+    when its sums are also proven inside int32 in the float32 mode): one output channel per
+    input channel, at most :data:`_CHANNELS_LAST_TAPS` taps, output planes of at most
+    :data:`_CHANNELS_LAST_PIXELS` pixels, where the plane kernel's cost per channel dominates."""
+    return (USE_CHANNELS_LAST and g.c_out == g.c_in == g.group and g.kh * g.kw <= _CHANNELS_LAST_TAPS
+            and g.oh * g.ow <= _CHANNELS_LAST_PIXELS)
 
 def _centred_depthwise_weights(w, zw):
     """``w[o, 0, i, j] - z_w[o]`` as int32 ``[C_out, kh·kw]``."""
@@ -598,8 +617,103 @@ def _centred_depthwise_weights(w, zw):
     return np.ascontiguousarray(w.reshape(c_out, -1).astype(np.int32) - zw.astype(np.int32)[:, None])
 
 
+@njit(cache=True)
+def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status, blocks):
+    """A depthwise conv: channels last (:func:`_depthwise_channels_last`) where the plan gave it
+    ``blocks`` (:func:`_channels_last`), the mode is float32 and every channel's sums are proven
+    inside int32 (``255 · Σ_taps |w_c[o]| + |bias[o]| ≤ 2**31 - 1``), else
+    :func:`_depthwise_planes`."""
+    if blocks.size > 0 and rq[0] == 0:
+        proven = True
+        for o in range(wc.shape[0]):
+            bound = np.abs(bias[o])
+            for tap in range(wc.shape[1]):
+                bound += 255 * np.abs(np.int64(wc[o, tap]))
+            proven = proven and bound <= _INT32_MAX
+        if proven:
+            _depthwise_channels_last(x, wc, geometry, zx, bias, rq, out, blocks)
+            return
+    _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status)
+
+
 @njit(parallel=True, cache=True)
-def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status):
+def _depthwise_channels_last(x, wc, geometry, zx, bias, rq, out, blocks):
+    """:func:`_depthwise_planes`'s outputs with the channels innermost, for small planes (one
+    output channel per input channel, sums proven inside int32, the float32 mode).
+
+    The channels are cut into blocks of :data:`channel_vectors.CHANNELS` (``prange`` over the
+    blocks, :func:`_channels_last_block`; the last block's missing channels are zero). Per image
+    and block, the input is centred into the block's plane ``blocks[k]`` (float32 ``[H_p, W_p,
+    CHANNELS]``: 16 KiB for a 7×7 plane padded by 2, in L1; the padding pixels stay 0 = real
+    zero), :func:`channel_vectors.tap_sums` forms each output pixel's sums ``S[c] = Σ_tap
+    P[oy·s_h + i·d_h, ox·s_w + j·d_w, c] · w_c[c, tap]`` in registers, in float32 — every
+    product ``|x_c · w_c| ≤ 255²`` and every partial sum ``≤ 255 · Σ_taps |w_c| < 2**24`` (at
+    most :data:`_CHANNELS_LAST_TAPS` taps) is an exact integer, so the float32 sums are the
+    integer sums, in any order — and each is requantized by :func:`_float32_unchecked_one`
+    from ``int32(S)``: the same integers and outputs as the plane kernel."""
+    sh, sw, dh, dw, top, left, kh, kw, group = geometry
+    height, width = x.shape[2], x.shape[3]
+    n_blocks, wp = blocks.shape[0], blocks.shape[2]
+    taps, pixels = kh * kw, out.shape[2] * out.shape[3]
+    offs = np.empty(taps, np.int64)  # each tap's pixel offset in a padded plane
+    for i in range(kh):
+        for j in range(kw):
+            offs[i * kw + j] = i * dh * wp + j * dw
+    at = np.empty(height * width, np.int64)  # where input pixel iy·W + ix lands in a block's plane
+    for iy in range(height):
+        for ix in range(width):
+            at[iy * width + ix] = ((top + iy) * wp + left + ix) * CHANNELS
+    # every block's scratch, allocated once (per block it cost as much as a 7×7 block's sums)
+    weights = np.zeros((n_blocks, taps * CHANNELS), np.float32)
+    sums = np.empty((n_blocks, CHANNELS), np.float32)
+    staged = np.empty((n_blocks, pixels * CHANNELS), out.dtype)
+    for k in prange(n_blocks):
+        _channels_last_block(x, wc, k, sh, sw, zx, bias, rq, out, blocks[k], offs, at, weights[k], sums[k],
+                             staged[k])
+
+
+@njit(cache=True)
+def _channels_last_block(x, wc, k, sh, sw, zx, bias, rq, out, block, offs, at, weights, sums, staged):
+    """Block ``k`` of :func:`_depthwise_channels_last`, every image. The input moves in and the
+    outputs out through flat indices (``at``: each input pixel's place in the plane; a view per
+    row costs more than the row on these planes); a pixel's outputs are requantized along the
+    channels (one vector loop, the block's requantizer values gathered first), staged, then
+    stored a channel plane at a time."""
+    n_img, c, height, width = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    hw, pixels = height * width, oh * ow
+    wp, taps = block.shape[1], offs.shape[0]
+    multiplier, zero_point, lo, hi = rq[1], rq[4], rq[5], rq[6]
+    c0 = k * CHANNELS
+    nc = min(CHANNELS, c - c0)
+    plane = block.reshape(block.size)
+    bk, mk = np.zeros(CHANNELS, np.int64), np.zeros(CHANNELS, np.float32)
+    zk, lok, hik = np.zeros(CHANNELS, np.int32), np.zeros(CHANNELS, np.int32), np.zeros(CHANNELS, np.int32)
+    for e in range(nc):
+        for tap in range(taps):
+            weights[tap * CHANNELS + e] = np.float32(wc[c0 + e, tap])
+        bk[e], mk[e], zk[e], lok[e], hik[e] = bias[c0 + e], multiplier[c0 + e], zero_point[c0 + e], lo[c0 + e], hi[c0 + e]
+    for b in range(n_img):
+        src = x[b].reshape(c * hw)
+        for e in range(nc):
+            s0 = (c0 + e) * hw
+            for p in range(hw):
+                plane[at[p] + e] = np.float32(np.int32(src[s0 + p]) - zx)
+        for oy in range(oh):
+            for ox in range(ow):
+                tap_sums(plane, weights, offs, oy * sh * wp + ox * sw, sums)
+                r0 = (oy * ow + ox) * CHANNELS
+                for e in range(CHANNELS):
+                    staged[r0 + e] = _float32_unchecked_one(np.int32(sums[e]), bk[e], mk[e], zk[e], lok[e], hik[e])
+        dst = out[b].reshape(c * pixels)
+        for e in range(nc):
+            d0 = (c0 + e) * pixels
+            for f in range(pixels):
+                dst[d0 + f] = staged[f * CHANNELS + e]
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status):
     """``acc[b, o, oy, ox] = Σ_{i,j} (x[b, c, iy, ix] - z_x)(w[o, 0, i, j] - z_w[o]) + bias[o]``
     with ``c = o // (C_out / C_in)``, then requantized (or stored) one output row at a time.
 
@@ -625,7 +739,7 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
     c_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     mult = c_out // c_in
     chunks = status.shape[0]
-    hq, wq = planes.shape[2], planes.shape[3]
+    hq, wq = planes.shape[2], planes.shape[3]  # hq: the plane's rows and the slack rows
     tap_at = np.empty(kh * kw, np.int64)  # where tap (i, j) starts in the flat phase planes
     for i in range(kh):
         for j in range(kw):
@@ -656,7 +770,10 @@ def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
             for r0 in range(0, oh, block_rows):
                 r1 = min(oh, r0 + block_rows)
                 f0 = r0 * wq
-                rs = rsum[f0:(r1 - 1) * wq + ow]  # the block's rows (the last one only to OW)
+                # the block's rows (the last one only to OW), rounded up to whole vectors: the sums
+                # past OW are formed from other positions (zero rows at the end) and never read
+                span = (r1 - 1) * wq + ow - f0
+                rs = rsum[f0:f0 + -(-span // _VECTOR_SLACK) * _VECTOR_SLACK]
                 for f in range(rs.shape[0]):
                     rs[f] = 0
                 for tap in range(0, k_full, 4):
@@ -702,7 +819,8 @@ def _depthwise_geometry(g):
 def _depthwise_scratch(arrays):
     """The per-call scratch of the depthwise kernel (planes zeroed: their borders are the padding)."""
     return (np.zeros(arrays["planes"][0], np.int32), np.zeros(arrays["row_sums"][0], np.int32),
-            np.zeros(arrays["accumulators"][0], np.int64), np.full(arrays["status"][0], -1, np.int64))
+            np.zeros(arrays["accumulators"][0], np.int64), np.full(arrays["status"][0], -1, np.int64),
+            np.zeros(arrays["channels_last"][0], np.float32))
 
 
 # ---------------------------------------------------------------------------------------
@@ -1003,10 +1121,10 @@ def _prepare_conv(x, w, x_zero_point, w_zero_point, bias, strides, pads, dilatio
 def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
     if _uses_depthwise(w.shape, x.dtype, w.dtype, g.group):
         _, arrays = _depthwise_plan(g, _threads(None))
-        planes, row_sums, accs, status = _depthwise_scratch(arrays)
+        planes, row_sums, accs, status, blocks = _depthwise_scratch(arrays)
         _depthwise_kernel(x, _centred_depthwise_weights(w, zw), _depthwise_geometry(g), np.int32(zx),
                           np.ascontiguousarray(b, np.int64), rq_args, _signed_view(out), planes, row_sums,
-                          accs, status)
+                          accs, status, blocks)
         _raise_overflows(status, out.shape, name)
         return out
     k = g.k

@@ -197,9 +197,9 @@ class PreparedLayer:
             raise ValueError(f"{self.name}: this input shape runs the exact float32 GEMM (call(), not arguments())")
         out = np.empty(out_shape, out_dtype)
         if self.depthwise:
-            planes, row_sums, accs, status = fast._depthwise_scratch(arrays)
+            planes, row_sums, accs, status, blocks = fast._depthwise_scratch(arrays)
             args = (x, self.weights, extra, binding.pad_value, binding.col_const, rq_args,
-                    fast._signed_view(out), planes, row_sums, accs, status)
+                    fast._signed_view(out), planes, row_sums, accs, status, blocks)
             return out, status, args, scratch_bytes
         a = x.view(self.a_view_dtype)
         blocks = np.zeros(arrays["blocks"][0], np.int64)

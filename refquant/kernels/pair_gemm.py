@@ -292,6 +292,7 @@ def _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
     quads: the bytes ``x ^ flip`` of channels ``4q .. 4q+3``, channel ``4q`` lowest (the order of
     the weights' int16 / int8 view on a little-endian host). A missing channel: 0 / ``z'``."""
     height, width, c_in = x.shape[2], x.shape[3], x.shape[1]
+    hw = height * width
     right = wp - left - width
     row = x2[q]
     lanes = 4 if quads else 2
@@ -303,34 +304,42 @@ def _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
         base = bl * pitch
         for e in range(top * wp + left if height > 0 else pitch):
             row[base + e] = pad
-        for iy in range(height):
+        # the channels' planes flattened once (indexing a view per row costs more than the row on small planes)
+        p0 = x[b0 + bl, c].reshape(hw)
+        p1 = x[b0 + bl, c + 1].reshape(hw) if present > 1 else p0
+        p2 = x[b0 + bl, c + 2].reshape(hw) if present > 2 else p0
+        p3 = x[b0 + bl, c + 3].reshape(hw) if present > 3 else p0
+        # rows without padding columns are one run (a 1×1 conv: the whole plane)
+        runs, run = (1, hw) if left == 0 and right == 0 else (height, width)
+        for iy in range(runs):
             d = base + (top + iy) * wp + left
+            s0 = iy * run
             if quads and present == 4:
-                r0, r1 = x[b0 + bl, c, iy], x[b0 + bl, c + 1, iy]
-                r2, r3 = x[b0 + bl, c + 2, iy], x[b0 + bl, c + 3, iy]
-                for ix in range(width):
-                    row[d + ix] = np.int32(((np.int32(r0[ix]) ^ flip) & 0xFF) | (((np.int32(r1[ix]) ^ flip) & 0xFF) << 8)
-                                           | (((np.int32(r2[ix]) ^ flip) & 0xFF) << 16)
-                                           | (((np.int32(r3[ix]) ^ flip) & 0xFF) << 24))
+                for ix in range(run):
+                    row[d + ix] = np.int32(((np.int32(p0[s0 + ix]) ^ flip) & 0xFF)
+                                           | (((np.int32(p1[s0 + ix]) ^ flip) & 0xFF) << 8)
+                                           | (((np.int32(p2[s0 + ix]) ^ flip) & 0xFF) << 16)
+                                           | (((np.int32(p3[s0 + ix]) ^ flip) & 0xFF) << 24))
             elif quads:  # the last quad of a channel count that is not a multiple of 4
-                for ix in range(width):
-                    row[d + ix] = pad
-                for h in range(present):
-                    src = x[b0 + bl, c + h, iy]
-                    shift = 8 * h
-                    keep = np.int32(~(0xFF << shift))
-                    for ix in range(width):
-                        row[d + ix] = np.int32((row[d + ix] & keep) | (((np.int32(src[ix]) ^ flip) & 0xFF) << shift))
+                for ix in range(run):
+                    v = pad
+                    for h in range(present):
+                        src = p0 if h == 0 else p1 if h == 1 else p2
+                        shift = 8 * h
+                        v = np.int32((v & np.int32(~(0xFF << shift))) | (((np.int32(src[s0 + ix]) ^ flip) & 0xFF) << shift))
+                    row[d + ix] = v
             elif present == 2:
-                lo_row, hi_row = x[b0 + bl, c, iy], x[b0 + bl, c + 1, iy]
-                for ix in range(width):
-                    row[d + ix] = np.int32(((np.int32(lo_row[ix]) - za) & 0xFFFF) | ((np.int32(hi_row[ix]) - za) << 16))
+                for ix in range(run):
+                    row[d + ix] = np.int32(((np.int32(p0[s0 + ix]) - za) & 0xFFFF) | ((np.int32(p1[s0 + ix]) - za) << 16))
             else:
-                lo_row = x[b0 + bl, c, iy]
-                for ix in range(width):
-                    row[d + ix] = np.int32((np.int32(lo_row[ix]) - za) & 0xFFFF)
-            stop = d + width + right + left if iy + 1 < height else base + pitch
-            for e in range(d + width, stop):
+                for ix in range(run):
+                    row[d + ix] = np.int32((np.int32(p0[s0 + ix]) - za) & 0xFFFF)
+            if runs > 1:
+                stop = d + width + right + left if iy + 1 < height else base + pitch
+                for e in range(d + width, stop):
+                    row[e] = pad
+        if runs == 1:
+            for e in range(base + top * wp + hw, base + pitch):
                 row[e] = pad
     for e in range(nb * pitch, row.shape[0]):
         row[e] = pad
