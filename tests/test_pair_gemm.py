@@ -222,6 +222,9 @@ def wide_case(draw):
 @example(case=(np.full((2, 5, 17, 19), 255, np.uint8), np.full((9, 5, 3, 3), 127, np.int8), 7, np.int8(0), None,
                dict(pads=(1, 2, 0, 1), dilations=(1, 1), strides=(2, 2))), shifted=False, quads=True, vnni=True,
          fused=False, n_threads=2, serial=False, k_block=5, data=None)
+@example(case=(np.full((1, 1, 1, 1), 89, np.int8), np.full((1, 1, 1, 1), 35, np.int8), 0, np.int8(0), None,
+               dict(pads=(0, 1, 0, 0), dilations=(1, 1), strides=(1, 1))), shifted=True, quads=True, vnni=True,
+         fused=False, n_threads=1, serial=True, k_block=None, data=None)  # one row, a left pad: not one run
 def test_tiles_equal_reference(case, shifted, quads, vnni, fused, n_threads, serial, k_block, data):
     """Both layouts (``shifted`` only matters at stride 1), every tile (the byte tiles where the
     weights allow), K in one or several blocks on the im2col: the same outputs or the same error."""

@@ -89,7 +89,8 @@ took 0.11 s on a ResNet-18 at 224×224 on two loaded cores.)
 
 Convs of one group on an AVX2 host run instead on :mod:`pair_gemm`'s integer register tiles
 (the same two layouts on channels packed into int32 lanes — int16 pairs through ``vpmaddwd``,
-or u8·s8 byte quads through ``vpmaddubsw`` where the weights allow — requantized per tile)
+or u8·s8 byte quads where the weights allow, through ``vpdpbusd`` on an AVX-512 VNNI host and
+``vpmaddubsw`` elsewhere — requantized per tile)
 whenever their int32 lanes are exact (:attr:`GemmBinding.pairs`); ``sgemm`` keeps the others
 (grouped convs, layers past the int32 bound, MatMul, hosts without AVX2).
 

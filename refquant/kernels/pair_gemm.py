@@ -17,8 +17,8 @@ group) and whose columns are the output pixels, read with the one offset 0. Inpu
 are packed into int32 lanes in groups, the weights the same way in (tap, group) order; a
 missing channel (``C_in`` not a multiple of the group) has weight 0.
 
-Two tiles
----------
+Three tiles
+-----------
 * **Pairs** (any 8-bit operands). ``X2[q, p] = (x_c[2q, p], x_c[2q+1, p])``, the centred
   activations ``x_c = x - z_x`` (padding 0) as two int16, and ``W2[n, tap, q] = (w_c[n, tap,
   2q], w_c[n, tap, 2q+1])``, ``w_c = w - z_w[n]``. One ``vpmaddwd`` of a broadcast ``W2`` word
@@ -44,6 +44,11 @@ Two tiles
   zero point comes back as ``acc = D + (bias[n] - z' · S[n])``, ``S[n] = Σ_k w_c[n, k]``, in
   int64 (:meth:`PackedWeights.quad_bias`). 7-bit weights (``|w_c| ≤ 64``, onnxruntime's
   reduce-range rule for its ``vpmaddubsw`` kernels) always qualify.
+* **VNNI quads** (hosts with AVX-512 VNNI and VL: :data:`HOST_HAS_VNNI`). The quads' operands
+  and bias, each step one ``vpdpbusd``: 32 (uint8, int8) products added in fours to the int32
+  lanes with no int16 step, so no saturation — (a) drops to "every ``w_c`` fits int8", (b)
+  stays (:attr:`PackedWeights.vnni`). :data:`VNNI_ROWS` output channels × 16 columns, sixteen
+  accumulators of the 32 AVX-512 registers. :meth:`PackedWeights.kind` chooses the tile.
 
 Then, per tile: the bias is added in int64 and the int32 check made on that (skipped where
 :attr:`exact_gemm.GemmBinding.unchecked` proves it), and the requantization of the other
@@ -59,9 +64,10 @@ On the im2col layout K runs in blocks of :data:`K_BLOCK` rows that stay in L2. E
 formed by one task in one fixed order, so the bits do not depend on the thread count; calls
 below :data:`SERIAL_MACS` (conversion: :data:`SERIAL_VALUES`) run on the calling thread.
 
-Only hosts whose CPU has AVX2 take these paths (:data:`HOST_HAS_AVX2`); elsewhere
-:mod:`exact_gemm`'s ``sgemm`` path runs. Numba's on-disk cache is keyed by the host CPU and
-its features, so a cached kernel is never loaded on a machine that cannot run it.
+Only hosts whose CPU has AVX2 take these paths (:data:`HOST_HAS_AVX2`), the VNNI tile only
+hosts with AVX-512 VNNI; elsewhere :mod:`exact_gemm`'s ``sgemm`` path runs. Numba's on-disk
+cache is keyed by the host CPU and its features, so a cached kernel is never loaded on a
+machine that cannot run it.
 """
 
 from __future__ import annotations
@@ -310,7 +316,8 @@ def _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
         p2 = x[b0 + bl, c + 2].reshape(hw) if present > 2 else p0
         p3 = x[b0 + bl, c + 3].reshape(hw) if present > 3 else p0
         # rows without padding columns are one run (a 1×1 conv: the whole plane)
-        runs, run = (1, hw) if left == 0 and right == 0 else (height, width)
+        whole = left == 0 and right == 0
+        runs, run = (1, hw) if whole else (height, width)
         for iy in range(runs):
             d = base + (top + iy) * wp + left
             s0 = iy * run
@@ -334,11 +341,11 @@ def _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
             else:
                 for ix in range(run):
                     row[d + ix] = np.int32((np.int32(p0[s0 + ix]) - za) & 0xFFFF)
-            if runs > 1:
+            if not whole:
                 stop = d + width + right + left if iy + 1 < height else base + pitch
                 for e in range(d + width, stop):
                     row[e] = pad
-        if runs == 1:
+        if whole:
             for e in range(base + top * wp + hw, base + pitch):
                 row[e] = pad
     for e in range(nb * pitch, row.shape[0]):
