@@ -310,37 +310,39 @@ def _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
         base = bl * pitch
         for e in range(top * wp + left if height > 0 else pitch):
             row[base + e] = pad
-        # the channels' planes flattened once (indexing a view per row costs more than the row on small planes)
-        p0 = x[b0 + bl, c].reshape(hw)
-        p1 = x[b0 + bl, c + 1].reshape(hw) if present > 1 else p0
-        p2 = x[b0 + bl, c + 2].reshape(hw) if present > 2 else p0
-        p3 = x[b0 + bl, c + 3].reshape(hw) if present > 3 else p0
+        xc = x[b0 + bl].reshape(c_in, hw)  # the image's planes flattened: [C_in, H·W]
         # rows without padding columns are one run (a 1×1 conv: the whole plane)
         whole = left == 0 and right == 0
         runs, run = (1, hw) if whole else (height, width)
         for iy in range(runs):
             d = base + (top + iy) * wp + left
             s0 = iy * run
+            # views indexed from 0: an index LLVM cannot prove non-negative (Numba wraps negative
+            # ones) keeps a loop scalar — 1.35 against 0.15 ns per value, measured
+            dst = row[d:d + run]
+            a0 = xc[c, s0:s0 + run]
             if quads and present == 4:
+                a1, a2, a3 = xc[c + 1, s0:s0 + run], xc[c + 2, s0:s0 + run], xc[c + 3, s0:s0 + run]
                 for ix in range(run):
-                    row[d + ix] = np.int32(((np.int32(p0[s0 + ix]) ^ flip) & 0xFF)
-                                           | (((np.int32(p1[s0 + ix]) ^ flip) & 0xFF) << 8)
-                                           | (((np.int32(p2[s0 + ix]) ^ flip) & 0xFF) << 16)
-                                           | (((np.int32(p3[s0 + ix]) ^ flip) & 0xFF) << 24))
+                    dst[ix] = np.int32(((np.int32(a0[ix]) ^ flip) & 0xFF) | (((np.int32(a1[ix]) ^ flip) & 0xFF) << 8)
+                                       | (((np.int32(a2[ix]) ^ flip) & 0xFF) << 16)
+                                       | (((np.int32(a3[ix]) ^ flip) & 0xFF) << 24))
             elif quads:  # the last quad of a channel count that is not a multiple of 4
                 for ix in range(run):
-                    v = pad
-                    for h in range(present):
-                        src = p0 if h == 0 else p1 if h == 1 else p2
-                        shift = 8 * h
-                        v = np.int32((v & np.int32(~(0xFF << shift))) | (((np.int32(src[s0 + ix]) ^ flip) & 0xFF) << shift))
-                    row[d + ix] = v
+                    dst[ix] = pad
+                for h in range(present):
+                    src = xc[c + h, s0:s0 + run]
+                    shift = 8 * h
+                    keep = np.int32(~(0xFF << shift))
+                    for ix in range(run):
+                        dst[ix] = np.int32((dst[ix] & keep) | (((np.int32(src[ix]) ^ flip) & 0xFF) << shift))
             elif present == 2:
+                a1 = xc[c + 1, s0:s0 + run]
                 for ix in range(run):
-                    row[d + ix] = np.int32(((np.int32(p0[s0 + ix]) - za) & 0xFFFF) | ((np.int32(p1[s0 + ix]) - za) << 16))
+                    dst[ix] = np.int32(((np.int32(a0[ix]) - za) & 0xFFFF) | ((np.int32(a1[ix]) - za) << 16))
             else:
                 for ix in range(run):
-                    row[d + ix] = np.int32((np.int32(p0[s0 + ix]) - za) & 0xFFFF)
+                    dst[ix] = np.int32((np.int32(a0[ix]) - za) & 0xFFFF)
             if not whole:
                 stop = d + width + right + left if iy + 1 < height else base + pitch
                 for e in range(d + width, stop):
