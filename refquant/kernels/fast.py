@@ -561,8 +561,9 @@ _DEPTHWISE_MAX_K = (2**31 - 1) // (255 * 255)  # K·255·255 < 2**31: the int32 
 _DEPTHWISE_BLOCK = 4096  # int32 sums of the output rows one pass sweeps (16 KiB: in L1)
 _VECTOR_SLACK = 16  # the tap loops' length is rounded up to a multiple of this (no scalar remainder)
 USE_CHANNELS_LAST = True  # small planes channels last (_channels_last; tests toggle it)
-# 255 · Σ_taps |w_c| ≤ 255 · 258 · 255 < 2**24: every float32 partial sum is an exact integer
-_CHANNELS_LAST_TAPS = 258
+# 255 · Σ_taps |w_c| ≤ 255 · 258 · 255 < 2**24: with at most this many taps every partial sum of
+# a depthwise output is an integer a float32 holds (the channels-last kernel sums in float32)
+_FLOAT_SUM_TAPS = 258
 _CHANNELS_LAST_PIXELS = 8 * 8  # output pixels per plane at most (measured: bench/RESULTS.md)
 
 
@@ -605,9 +606,9 @@ def _depthwise_plan(g, threads):
 def _channels_last(g) -> bool:
     """Whether a depthwise conv may run channels last (:func:`_depthwise_channels_last`; it does
     when its sums are also proven inside int32 in the float32 mode): one output channel per
-    input channel, at most :data:`_CHANNELS_LAST_TAPS` taps, output planes of at most
+    input channel, at most :data:`_FLOAT_SUM_TAPS` taps, output planes of at most
     :data:`_CHANNELS_LAST_PIXELS` pixels, where the plane kernel's cost per channel dominates."""
-    return (USE_CHANNELS_LAST and g.c_out == g.c_in == g.group and g.kh * g.kw <= _CHANNELS_LAST_TAPS
+    return (USE_CHANNELS_LAST and g.c_out == g.c_in == g.group and g.kh * g.kw <= _FLOAT_SUM_TAPS
             and g.oh * g.ow <= _CHANNELS_LAST_PIXELS)
 
 def _centred_depthwise_weights(w, zw):
@@ -648,7 +649,7 @@ def _depthwise_channels_last(x, wc, geometry, zx, bias, rq, out, blocks):
     zero), :func:`channel_vectors.tap_sums` forms each output pixel's sums ``S[c] = Σ_tap
     P[oy·s_h + i·d_h, ox·s_w + j·d_w, c] · w_c[c, tap]`` in registers, in float32 — every
     product ``|x_c · w_c| ≤ 255²`` and every partial sum ``≤ 255 · Σ_taps |w_c| < 2**24`` (at
-    most :data:`_CHANNELS_LAST_TAPS` taps) is an exact integer, so the float32 sums are the
+    most :data:`_FLOAT_SUM_TAPS` taps) is an exact integer, so the float32 sums are the
     integer sums, in any order — and each is requantized by :func:`_float32_unchecked_one`
     from ``int32(S)``: the same integers and outputs as the plane kernel."""
     sh, sw, dh, dw, top, left, kh, kw, group = geometry
@@ -726,8 +727,9 @@ def _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
     the plane, ``S[f] += P_tap[f + offset_tap] · w[i, j]`` (the columns ``ox ≥ OW`` of a row are
     summed from other positions and never read), four taps per pass over a block of output rows
     whose sums stay in L1 (``_DEPTHWISE_BLOCK``), each block requantized when its taps are
-    done. The sums are int32 (exact:
-    ``_uses_depthwise``; an integer sum does not depend on its order), then moved to int64
+    done. The sums are int32 (exact: ``_uses_depthwise``; an integer sum does not depend on its
+    order; float32 sums, exact for at most :data:`_FLOAT_SUM_TAPS` taps, measured slower: the
+    conversions in and out cost more than the multiplies save), then moved to int64
     with the bias for the overflow check and the requantization — the same steps, per
     accumulator, as the generic kernel, so the same outputs and errors. In the float32 mode a
     channel whose sums are provably inside int32 (``255 · Σ_taps |w_c[o]| + |bias[o]| ≤ 2**31
@@ -791,13 +793,14 @@ def _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
                     s0 = flat[tap_at[tap] + f0:]
                     for f in range(rs.shape[0]):
                         rs[f] += s0[f] * wv
-                if one_pass[o]:  # the float32 mode of sums proven inside int32: straight from the int32 sums
+                if one_pass[o]:  # the float32 mode of sums proven inside int32: straight from the sums
                     m, z, low, high, bo = rq[1][o], rq[4][o], rq[5][o], rq[6][o], bias[o]
-                    for oy in range(r0, r1):
-                        src = rsum[oy * wq:oy * wq + ow]
-                        dst = out[b, o, oy]
+                    # 2-D views, indices from ranges: no view per row, and LLVM vectorises the rows
+                    sums2 = rsum[r0 * wq:r1 * wq].reshape(r1 - r0, wq)
+                    dst2 = out[b, o, r0:r1]
+                    for oy in range(r1 - r0):
                         for ox in range(ow):
-                            dst[ox] = _float32_unchecked_one(src[ox], bo, m, z, low, high)
+                            dst2[oy, ox] = _float32_unchecked_one(sums2[oy, ox], bo, m, z, low, high)
                     continue
                 for oy in range(r0, r1):
                     base = oy * wq
