@@ -6,8 +6,8 @@ per-channel weights, requant ``float32`` with a fused ReLU) and called, interlea
 three or four ways: ``sgemm`` (``exact_gemm.USE_PAIRS = False``), ``pairs`` (the int16 tile:
 ``exact_gemm.USE_QUADS = False``), ``quads`` (the u8·s8 byte tile through ``vpmaddubsw``, which
 7-bit weights always admit: ``exact_gemm.USE_VNNI = False``) and, on a host with AVX-512 VNNI,
-``vnni`` (the byte tile through ``vpdpbusd``). The outputs are required to be bit-identical first, and equal to the NumPy
-reference kernel on the first layer. Printed: the minimum of ``--rounds`` calls each, the
+``vnni`` (the byte tile through ``vpdpbusd``). The outputs are required to be bit-identical
+first, and equal to the NumPy reference kernel on the first layer. Printed: the minimum of ``--rounds`` calls each, the
 multiply-adds per second (the whole call: packing, tiles, requantization, Python), and the
 ratios against ``sgemm`` and against one NumPy float32 ``matmul`` of the same ``[C_out, K] @ [K,
 pixels]`` product (an anchor measured in the same run; im2col not included). Then the tile loops

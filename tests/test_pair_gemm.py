@@ -1,6 +1,7 @@
 """The packed tiles of one-group convolutions (``refquant.kernels.pair_gemm``): int16 pairs and
-u8·s8 byte quads (``vpmaddubsw``, and ``vpdpbusd`` on a VNNI host), bit-exact to the reference on shapes of several tiles, panels and tasks, on
-both layouts, 1 and 2 threads, and each taken only where its int32 lanes are exact.
+u8·s8 byte quads (``vpmaddubsw``, and ``vpdpbusd`` on a VNNI host), bit-exact to the reference
+on shapes of several tiles, panels and tasks, on both layouts, 1 and 2 threads, and each taken
+only where its int32 lanes are exact.
 ``test_exact_gemm`` also runs its conv cases with the tiles on and off."""
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def tap_sums(typingctx, plane, weights, offs, pixel, out):
         vec = ir.VectorType(f32, _LANES)
         zero = ir.Constant(vec, [0.0] * _LANES)
         pixel_v = context.cast(builder, args[3], tys[3], types.int64)
-        plane_a, weights_a, offs_a, out_a = (context.make_array(tys[i])(context, builder, args[i]) for i in (0, 1, 2, 4))
+        plane_a, weights_a, offs_a, out_a = (context.make_array(tys[i])(context, builder, args[i])
+                                             for i in (0, 1, 2, 4))
         taps = builder.extract_value(offs_a.shape, 0)
         stride = ir.Constant(i64, CHANNELS)
 

@@ -803,8 +803,8 @@ class GemmLayer:
                 width = max(nb * pitch, -(-cols // tile) * tile + int(offs[-1]))  # tiles read whole vectors
                 xk = pair_gemm.pack_input(x, b0, nb, top, left, wp, pitch, binding.x_zero_point, width, self.pairs,
                                           quads, threads)
-                statuses.append(pair_gemm.run_tiles(xk, offs, cp, self.pairs, tile_kind, cols, b0, pitch, wp, g.oh, g.ow,
-                                                    bias, binding.unchecked, rq_args, out3, threads))
+                statuses.append(pair_gemm.run_tiles(xk, offs, cp, self.pairs, tile_kind, cols, b0, pitch, wp, g.oh,
+                                                    g.ow, bias, binding.unchecked, rq_args, out3, threads))
             return np.concatenate(statuses)
         taps = self.tap_offsets(g)
         pitch = padded_pitch(g)
@@ -817,8 +817,8 @@ class GemmLayer:
                                       quads, threads)
             rows = np.empty((taps.shape[0] * cp, -(-cols // tile) * tile), np.int32)  # columns past `cols`: never stored
             _gather_columns(xk, 0, nb, pitch, taps, rows)
-            statuses.append(pair_gemm.run_tiles(rows, zero, taps.shape[0] * cp, self.pairs, tile_kind, cols, b0, hw, g.ow,
-                                                g.oh, g.ow, bias, binding.unchecked, rq_args, out3, threads))
+            statuses.append(pair_gemm.run_tiles(rows, zero, taps.shape[0] * cp, self.pairs, tile_kind, cols, b0, hw,
+                                                g.ow, g.oh, g.ow, bias, binding.unchecked, rq_args, out3, threads))
         return np.concatenate(statuses)
 
     def _conv_shifted(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:

@@ -693,7 +693,8 @@ def _channels_last_block(x, wc, k, sh, sw, zx, bias, rq, out, block, offs, at, w
     for e in range(nc):
         for tap in range(taps):
             weights[tap * CHANNELS + e] = np.float32(wc[c0 + e, tap])
-        bk[e], mk[e], zk[e], lok[e], hik[e] = bias[c0 + e], multiplier[c0 + e], zero_point[c0 + e], lo[c0 + e], hi[c0 + e]
+        bk[e], mk[e], zk[e] = bias[c0 + e], multiplier[c0 + e], zero_point[c0 + e]
+        lok[e], hik[e] = lo[c0 + e], hi[c0 + e]
     for b in range(n_img):
         src = x[b].reshape(c * hw)
         for e in range(nc):
