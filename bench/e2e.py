@@ -97,13 +97,14 @@ import time
 # omp with OMP_WAIT_POLICY=PASSIVE 83 / 89 ms; workqueue 36 / 28 ms. On an idle machine
 # (load 0.9, 2026-12-07) the 224×224 ResNet-18, batch 1: workqueue 36 / 37 ms (one / two
 # threads), omp active 32 / 31 ms (ONNX Runtime's two-thread call then 19 ms instead of 13: the
-# spinning threads take its cores), omp passive 32 / 21 ms (ONNX Runtime 13 ms). The passive
-# OpenMP layer is the default: a loaded machine is no place for these figures (the load
-# average is recorded with every row), and on an idle one it is the fairest of the three.
-# 2026-12-07, AMD EPYC Zen 4, idle: an empty parallel region after 20–40 µs of serial work
-# costs 53 µs with OMP_WAIT_POLICY=PASSIVE (a futex wake-up), 1.9 µs with GOMP_SPINCOUNT=10000,
-# 23 µs with 2000 (the spin ends before the next region); ResNet-18 224×224, batch 1, two
-# threads: passive 15.7 ms, spin count 2000 14.4 ms, 10000 11.3 ms, 30000 11.5 ms.
+# spinning threads take its cores), omp passive 32 / 21 ms (ONNX Runtime 13 ms). So the passive
+# OpenMP layer was the default: a loaded machine is no place for these figures (the load
+# average is recorded with every row). Later, 2026-12-07, AMD EPYC Zen 4, idle: an empty
+# parallel region after 20–40 µs of serial work costs 53 µs with OMP_WAIT_POLICY=PASSIVE (a
+# futex wake-up), 1.9 µs with GOMP_SPINCOUNT=10000, 23 µs with 2000 (the spin ends before the
+# next region); ResNet-18 224×224, batch 1, two threads: passive 15.7 ms, spin count 2000
+# 14.4 ms, 10000 11.3 ms, 30000 11.5 ms, and ONNX Runtime's two-thread call 6.3–6.5 ms beside
+# either. A short spin, which ends before the other engine's turn, is the default now.
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
