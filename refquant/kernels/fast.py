@@ -619,22 +619,29 @@ def _centred_depthwise_weights(w, zw):
 
 
 @njit(cache=True)
+def _one_pass_channels(wc, bias, rq):
+    """Per output channel, whether the float32 mode may run in one pass from int32 sums: the
+    mode is float32 and ``|acc| ≤ 255 · Σ_taps |w_c[o]| + |bias[o]| ≤ 2**31 - 1`` (every 8-bit
+    input has ``|x - z_x| ≤ 255``)."""
+    one_pass = np.zeros(wc.shape[0], np.bool_)
+    for o in range(wc.shape[0]):
+        bound = np.abs(bias[o])
+        for tap in range(wc.shape[1]):
+            bound += 255 * np.abs(np.int64(wc[o, tap]))
+        one_pass[o] = rq[0] == 0 and bound <= _INT32_MAX
+    return one_pass
+
+
+@njit(cache=True)
 def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status, blocks):
     """A depthwise conv: channels last (:func:`_depthwise_channels_last`) where the plan gave it
-    ``blocks`` (:func:`_channels_last`), the mode is float32 and every channel's sums are proven
-    inside int32 (``255 · Σ_taps |w_c[o]| + |bias[o]| ≤ 2**31 - 1``), else
-    :func:`_depthwise_planes`."""
-    if blocks.size > 0 and rq[0] == 0:
-        proven = True
-        for o in range(wc.shape[0]):
-            bound = np.abs(bias[o])
-            for tap in range(wc.shape[1]):
-                bound += 255 * np.abs(np.int64(wc[o, tap]))
-            proven = proven and bound <= _INT32_MAX
-        if proven:
-            _depthwise_channels_last(x, wc, geometry, zx, bias, rq, out, blocks)
-            return
-    _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status)
+    ``blocks`` (:func:`_channels_last`) and every channel runs in one pass
+    (:func:`_one_pass_channels`), else :func:`_depthwise_planes`."""
+    one_pass = _one_pass_channels(wc, bias, rq)
+    if blocks.size > 0 and one_pass.all():
+        _depthwise_channels_last(x, wc, geometry, zx, bias, rq, out, blocks)
+    else:
+        _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status, one_pass)
 
 
 @njit(parallel=True, cache=True)
@@ -678,23 +685,21 @@ def _channels_last_block(x, wc, k, sh, sw, zx, bias, rq, out, block, offs, at, w
     """Block ``k`` of :func:`_depthwise_channels_last`, every image. The input moves in and the
     outputs out through flat indices (``at``: each input pixel's place in the plane; a view per
     row costs more than the row on these planes); a pixel's outputs are requantized along the
-    channels (one vector loop, the block's requantizer values gathered first), staged, then
+    channels (one vector loop over views of the requantizer's vectors), staged, then
     stored a channel plane at a time."""
     n_img, c, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     hw, pixels = height * width, oh * ow
     wp, taps = block.shape[1], offs.shape[0]
-    multiplier, zero_point, lo, hi = rq[1], rq[4], rq[5], rq[6]
     c0 = k * CHANNELS
     nc = min(CHANNELS, c - c0)
+    # the block's requantizer values: views from 0, so the per-pixel loop over them vectorises
+    bk, mk, zk = bias[c0:c0 + nc], rq[1][c0:c0 + nc], rq[4][c0:c0 + nc]
+    lok, hik = rq[5][c0:c0 + nc], rq[6][c0:c0 + nc]
     plane = block.reshape(block.size)
-    bk, mk = np.zeros(CHANNELS, np.int64), np.zeros(CHANNELS, np.float32)
-    zk, lok, hik = np.zeros(CHANNELS, np.int32), np.zeros(CHANNELS, np.int32), np.zeros(CHANNELS, np.int32)
     for e in range(nc):
         for tap in range(taps):
             weights[tap * CHANNELS + e] = np.float32(wc[c0 + e, tap])
-        bk[e], mk[e], zk[e] = bias[c0 + e], multiplier[c0 + e], zero_point[c0 + e]
-        lok[e], hik[e] = lo[c0 + e], hi[c0 + e]
     for b in range(n_img):
         src = x[b].reshape(c * hw)
         for e in range(nc):
@@ -705,7 +710,7 @@ def _channels_last_block(x, wc, k, sh, sw, zx, bias, rq, out, block, offs, at, w
             for ox in range(ow):
                 tap_sums(plane, weights, offs, oy * sh * wp + ox * sw, sums)
                 pixel = staged[(oy * ow + ox) * CHANNELS:]  # a view from 0: the loop vectorises
-                for e in range(CHANNELS):
+                for e in range(nc):
                     pixel[e] = _float32_unchecked_one(np.int32(sums[e]), bk[e], mk[e], zk[e], lok[e], hik[e])
         dst = out[b].reshape(c * pixels)
         for e in range(nc):
@@ -715,7 +720,7 @@ def _channels_last_block(x, wc, k, sh, sw, zx, bias, rq, out, block, offs, at, w
 
 
 @njit(parallel=True, cache=True)
-def _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status):
+def _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status, one_pass):
     """``acc[b, o, oy, ox] = Σ_{i,j} (x[b, c, iy, ix] - z_x)(w[o, 0, i, j] - z_w[o]) + bias[o]``
     with ``c = o // (C_out / C_in)``, then requantized (or stored) one output row at a time.
 
@@ -750,13 +755,6 @@ def _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs
             tap_at[i * kw + j] = ((ri % sh) * sw + cj % sw) * hq * wq + (ri // sh) * wq + cj // sw
     k_full = kh * kw // 4 * 4
     block_rows = max(1, _DEPTHWISE_BLOCK // wq)
-    one_pass = np.zeros(c_out, np.bool_)  # per output channel: the float32 mode in one pass
-    for o in range(c_out):
-        # |acc| ≤ 255 · Σ_taps |w_c[o]| + |bias[o]| (|x - z_x| ≤ 255 for any 8-bit input)
-        bound = np.abs(bias[o])
-        for tap in range(kh * kw):
-            bound += 255 * np.abs(np.int64(wc[o, tap]))
-        one_pass[o] = rq[0] == 0 and bound <= _INT32_MAX
     for t in prange(chunks):
         phases, rsum, acc = planes[t], row_sums[t], accs[t]
         flat = phases.reshape(phases.size)

@@ -431,7 +431,7 @@ def _task(t, kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, i
           unchecked, rq, out, status):
     """Task ``t`` of one batch of images (module doc): panel ``t // groups``, tile group
     ``t % groups``, K in blocks of ``block`` packed rows; its overflows go to ``status[t]``."""
-    tile_rows = VNNI_ROWS if kind == VNNI else QUAD_ROWS if kind == QUADS else PAIR_ROWS
+    tile_rows = TILE_ROWS[kind]
     tiles = rows // tile_rows
     c_out = out.shape[1]
     one_pass = unchecked and rq[0] == 0
