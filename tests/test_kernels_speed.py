@@ -3,7 +3,8 @@
 * the depthwise conv kernel (``fast._depthwise_kernel``: one input channel per group) — the
   NumPy reference conv, unprepared and prepared, over shapes, strides, pads, dilations,
   channel multipliers, zero points, biases and every requant mode; its channels-last form for
-  small planes (``fast._depthwise_channels_last``) and the tap sums it is built on;
+  small planes (``fast._depthwise_channels_last``) and the intrinsics it is built on (the moves
+  in and out of channels-last order, the tap sums of two pixels, the row sums of eight);
 * the integer pooling hooks of the ``numba`` backend (``kernels/fast_pool.py``) — the NumPy
   rules of the integer-operator table (MaxPool: the float32 MaxPool of the integers;
   GlobalAveragePool: ``average_integers``);
@@ -29,7 +30,8 @@ from hypothesis import strategies as st
 from refquant.executor.integer_ops import TABLE, QTensor, average_integers
 from refquant.kernels import fast
 from refquant.kernels import fast_pool, fast_requant, grain
-from refquant.kernels.channel_vectors import CHANNELS, tap_sums
+from refquant.kernels.channel_vectors import (CHANNELS, PIXELS, ROW, pixels_in, pixels_out, row_sums_k3s1,
+                                              row_sums_k3s2, row_sums_k5s1, row_sums_k5s2, tap_sums)
 from refquant.kernels.geometry import conv_geometry
 from refquant.kernels import reference as ref
 from refquant.kernels.fast_prepared import prepare_layer
@@ -194,13 +196,36 @@ def _strided_block_case():
         strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1), group=40)
 
 
+def _banded_case(kernel, strides, x_dtype):
+    """The largest planes the kernel takes (28×28 outputs: four bands of rows, pixel counts
+    that leave scalar tails in and out), 72 channels (two blocks and a partial one), values at
+    the extremes, a 5×5 or 3×3 kernel at stride 1 or 2 (the row sums' four forms) or 3×3 at
+    dilation 2 (the tap sums)."""
+    rng = np.random.default_rng(len(str(kernel)) + 10 * strides[0])
+    k, dil = (3, (2, 2)) if kernel == "dilated" else (kernel, (1, 1))
+    h = 28 * strides[0] - 1
+    info = np.iinfo(x_dtype)
+    x = rng.choice(np.array([info.min, info.max, info.min + 1], x_dtype), (1, 72, h, h + 1))
+    w = rng.choice(np.array([-128, 127, 5], np.int8), (72, 1, k, k))
+    pad = dil[0] * (k - 1) // 2
+    rq = make_requantizer(0.02, rng.uniform(0.001, 0.02, 72), 0.5, 7, "uint8", mode="float32", activation="relu")
+    return x, w, int(info.min) + 3, 1, rng.integers(-10_000, 10_000, 72).astype(np.int32), rq, dict(
+        strides=strides, pads=(pad,) * 4, dilations=dil, group=72)
+
+
 @settings(max_examples=60, deadline=None)
 @given(channels_last_case())
 @example(case=_strided_block_case())
+@example(case=_banded_case(5, (1, 1), np.uint8))
+@example(case=_banded_case(3, (1, 1), np.int8))
+@example(case=_banded_case(5, (2, 2), np.int8))
+@example(case=_banded_case(3, (2, 2), np.uint8))
+@example(case=_banded_case("dilated", (1, 1), np.uint8))
 def test_depthwise_channels_last_equals_the_reference_and_the_plane_kernel(case):
-    """The channels-last kernel called directly (with the plan's blocks) and through the
-    dispatcher, on 1 and 2 threads, against the reference; and the plane kernel (the
-    channels-last path switched off) gives the same bits."""
+    """The channels-last kernel called directly (with the plan's blocks, filled with NaN: the
+    kernel zeroes their padding itself) and through the dispatcher, on 1 and 2 threads,
+    against the reference; and the plane kernel (the channels-last path switched off) gives
+    the same bits."""
     x, w, zx, zw, bias, rq, attrs = case
     g = conv_geometry(x.shape, w.shape, name="dw", **attrs)
     assert fast._channels_last(g) == (g.oh * g.ow <= fast._CHANNELS_LAST_PIXELS)
@@ -210,11 +235,12 @@ def test_depthwise_channels_last_equals_the_reference_and_the_plane_kernel(case)
         _, arrays = fast._depthwise_plan(g, 1)
         blocks = fast._depthwise_scratch(arrays)[4]
         assert blocks.shape[0] == -(-x.shape[1] // CHANNELS)
+        blocks.fill(np.nan)
         out = np.empty(expected[1].shape, np.uint8)
         b = np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64)
-        fast._depthwise_channels_last(x, fast._centred_depthwise_weights(w, zw), fast._depthwise_geometry(g),
-                                      np.int32(zx), b, fast._requant_args(rq, w.shape[0]), fast._signed_view(out),
-                                      blocks)
+        wb = fast._channels_last_weights(fast._centred_depthwise_weights(w, zw))
+        fast._depthwise_channels_last(x, wb, fast._depthwise_geometry(g), np.int32(zx), b,
+                                      fast._requant_args(rq, w.shape[0]), fast._signed_view(out), blocks)
         assert_same(expected, ("ok", out))
     for n in (1, 2):
         with threads(n):
@@ -228,16 +254,28 @@ def test_depthwise_channels_last_equals_the_reference_and_the_plane_kernel(case)
         fast.USE_CHANNELS_LAST = old
 
 
+def test_channels_last_weights_are_the_centred_weights_in_blocks():
+    """Block ``k``'s tap ``t`` of channel ``32k + e`` at ``[k, 32t + e]``; channels past C are 0."""
+    wc = np.arange(-35 * 4, 35 * 4).reshape(70, 4).astype(np.int32)[:, ::-1].copy()
+    wb = fast._channels_last_weights(wc)
+    assert wb.shape == (3, 4 * CHANNELS) and wb.dtype == np.float32
+    for c in (0, 31, 32, 69):
+        for t in range(4):
+            assert wb[c // CHANNELS, t * CHANNELS + c % CHANNELS] == wc[c, t]
+    assert np.all(wb[2].reshape(4, CHANNELS)[:, 70 - 64:] == 0)
+
+
 @numba.njit(cache=True)
-def _tap_sums(plane, weights, offs, pixel, out):
-    tap_sums(plane, weights, offs, pixel, out)
+def _tap_sums(plane, weights, offs, pixel, step, out):
+    tap_sums(plane, weights, offs, pixel, step, out)
 
 
 @pytest.mark.parametrize("taps", [1, 2, 9, 25, 258])
 def test_tap_sums_are_the_exact_integer_sums_of_the_taps(taps):
-    """``out[e] = Σ_t plane[(pixel + offs[t])·32 + e] · weights[t·32 + e]`` with centred
-    activations and weights at ±255 and a partial sum up to 255 · 258 · 255 = 16 776 450 < 2**24
-    (the kernel's limit): every float32 sum equals the int64 one, odd and even tap counts."""
+    """``out[e] = Σ_t plane[(pixel + offs[t])·32 + e] · weights[t·32 + e]`` and ``out[32 + e]``
+    the same at ``pixel + step``, with centred activations and weights at ±255 and a partial
+    sum up to 255 · 258 · 255 = 16 776 450 < 2**24 (the kernel's limit): every float32 sum
+    equals the int64 one, odd and even tap counts; ``step = 0`` repeats the first pixel."""
     rng = np.random.default_rng(taps)
     pixels = 300
     plane = rng.choice(np.array([-255.0, 255.0], np.float32), pixels * CHANNELS).astype(np.float32)
@@ -245,17 +283,95 @@ def test_tap_sums_are_the_exact_integer_sums_of_the_taps(taps):
     weights[:CHANNELS] = 255.0
     plane[:] = np.where(np.arange(plane.size) % 2 == 0, plane, 255.0)
     offs = rng.integers(0, pixels - 40, taps).astype(np.int64)
-    out = np.full(CHANNELS + 4, 7.0, np.float32)
-    _tap_sums(plane, weights, offs, 17, out)
+    out = np.full(2 * CHANNELS + 4, 7.0, np.float32)
     p = plane.reshape(pixels, CHANNELS).astype(np.int64)
     wts = weights.reshape(taps, CHANNELS).astype(np.int64)
-    expected = sum(p[17 + offs[t]] * wts[t] for t in range(taps))
-    assert np.array_equal(out[:CHANNELS].astype(np.int64), expected)
-    assert np.all(out[CHANNELS:] == 7.0)  # nothing past the block is written
+    for step in (3, 0):
+        _tap_sums(plane, weights, offs, 17, step, out)
+        for at, first in ((17, 0), (17 + step, CHANNELS)):
+            expected = sum(p[at + offs[t]] * wts[t] for t in range(taps))
+            assert np.array_equal(out[first:first + CHANNELS].astype(np.int64), expected)
+        assert np.all(out[2 * CHANNELS:] == 7.0)  # nothing past the two pixels is written
     ones = np.full(taps * CHANNELS, 255.0, np.float32)
     full = np.full(pixels * CHANNELS, 255.0, np.float32)
-    _tap_sums(full, ones, offs, 17, out)
-    assert np.all(out[:CHANNELS] == 255 * 255 * taps)
+    _tap_sums(full, ones, offs, 17, 1, out)
+    assert np.all(out[:2 * CHANNELS] == 255 * 255 * taps)
+
+
+_ROW_SUMS = {(3, 1): row_sums_k3s1, (5, 1): row_sums_k5s1, (3, 2): row_sums_k3s2, (5, 2): row_sums_k5s2}
+
+
+@numba.njit(cache=True)
+def _row_sums(kind, plane, weights, kh, pitch, pixel, out):
+    if kind == 1:
+        row_sums_k3s1(plane, weights, kh, pitch, pixel, out)
+    elif kind == 2:
+        row_sums_k5s1(plane, weights, kh, pitch, pixel, out)
+    elif kind == 3:
+        row_sums_k3s2(plane, weights, kh, pitch, pixel, out)
+    else:
+        row_sums_k5s2(plane, weights, kh, pitch, pixel, out)
+
+
+@pytest.mark.parametrize("kw,sw", sorted(_ROW_SUMS))
+@pytest.mark.parametrize("kh", [1, 3, 10])
+def test_row_sums_are_the_exact_sums_of_eight_pixels(kw, sw, kh):
+    """``out[p·32 + e] = Σ_{i<kh, j<kw} plane[(pixel + i·pitch + p·s_w + j)·32 + e] ·
+    weights[(i·kw + j)·32 + e]`` for the eight pixels ``p``, at the 2**24 bound (10·5 taps of
+    255·255 with a mixed-sign start) and with ``fast._row_kind`` naming each intrinsic."""
+    assert fast._row_kind(kw, sw, 1) == {(3, 1): 1, (5, 1): 2, (3, 2): 3, (5, 2): 4}[kw, sw]
+    assert fast._row_kind(kw, sw, 2) == 0 and fast._row_kind(7, 1, 1) == 0
+    rng = np.random.default_rng(kw * 10 + sw + kh)
+    pitch, pixels = 40, 40 * (kh + 1)
+    plane = rng.choice(np.array([-255.0, 255.0, 3.0], np.float32), (pixels, CHANNELS))
+    weights = rng.choice(np.array([-255.0, 255.0, 0.0], np.float32), (kh * kw, CHANNELS))
+    plane[:, :4], weights[:, :4] = 255.0, 255.0  # four channels at the bound: 255 · 255 · 50 < 2**24
+    out = np.full((ROW + 1, CHANNELS), 7.0, np.float32)
+    _row_sums(fast._row_kind(kw, sw, 1), plane.reshape(-1), weights.reshape(-1), kh, pitch, 5, out.reshape(-1))
+    p, wts = plane.astype(np.int64), weights.astype(np.int64)
+    for q in range(ROW):
+        expected = sum(p[5 + i * pitch + q * sw + j] * wts[i * kw + j] for i in range(kh) for j in range(kw))
+        assert np.array_equal(out[q].astype(np.int64), expected)
+    assert np.all(out[ROW] == 7.0)
+
+
+@numba.njit(cache=True)
+def _pixels_in(src, hw, p0, zx, nc, at, dst):
+    pixels_in(src, hw, p0, zx, nc, at, dst)
+
+
+@numba.njit(cache=True)
+def _pixels_out(staged, f0, dst, pixels, nc):
+    pixels_out(staged, f0, dst, pixels, nc)
+
+
+@pytest.mark.parametrize("dtype", EIGHT_BIT)
+@pytest.mark.parametrize("nc", [32, 7, 1])
+def test_pixels_move_in_and_out_of_channels_last_order(dtype, nc):
+    """``pixels_in``: eight pixels of ``nc`` channels (each ``hw`` apart) land, centred and in
+    float32, at their ``at`` places, channels ``≥ nc`` as 0 and nothing else written;
+    ``pixels_out``: eight pixels of 32 staged int32 go back to the planes as their low bytes,
+    channels ``≥ nc`` not stored."""
+    rng = np.random.default_rng(nc)
+    info = np.iinfo(dtype)
+    hw, p0 = 21, 9
+    src = rng.integers(info.min, int(info.max) + 1, nc * hw).astype(dtype)
+    at = (rng.permutation(40)[:hw] * CHANNELS).astype(np.int64)
+    dst = np.full(40 * CHANNELS, 7.5, np.float32)
+    _pixels_in(src, hw, p0, np.float32(-3), nc, at, dst)
+    placed = dst.reshape(40, CHANNELS)
+    for j in range(PIXELS):
+        pixel = placed[at[p0 + j] // CHANNELS]
+        assert np.array_equal(pixel[:nc], src.reshape(nc, hw)[:, p0 + j].astype(np.float32) + 3)
+        assert np.all(pixel[nc:] == 0)
+    others = np.setdiff1d(np.arange(40), at[p0:p0 + PIXELS] // CHANNELS)
+    assert np.all(placed[others] == 7.5)
+    staged = rng.integers(info.min, int(info.max) + 1, (30, CHANNELS)).astype(np.int32)
+    out = np.full(nc * 30, 99, dtype)
+    _pixels_out(staged.reshape(-1), 13, out, 30, nc)
+    planes = out.reshape(nc, 30)
+    assert np.array_equal(planes[:, 13:13 + PIXELS], staged[13:13 + PIXELS, :nc].T.astype(dtype))
+    assert np.all(planes[:, :13] == 99) and np.all(planes[:, 13 + PIXELS:] == 99)
 
 
 def test_depthwise_channels_last_only_where_its_int32_sums_are_proven():

@@ -1,22 +1,45 @@
-"""One hand-written building block of the channels-last depthwise conv: the tap sums of a block
-of channels, kept in registers.
+"""Hand-written building blocks of the channels-last depthwise conv: a block of 32 channels
+moved in and out of channels-last order, and the tap sums of two pixels, kept in registers.
 
-    tap_sums(plane, weights, offs, pixel, out)
-    out[e] = Σ_t plane[(pixel + offs[t])·CHANNELS + e] · weights[t·CHANNELS + e]      (e < CHANNELS)
+    pixels_in(src, hw, p0, zx, nc, at, dst)
+    dst[at[p0 + j] + e] = float32(src[e·hw + p0 + j]) - zx      (j < 8, e < nc)
+    dst[at[p0 + j] + e] = 0                                       (j < 8, nc ≤ e < CHANNELS)
 
-``plane`` is one block of :data:`CHANNELS` channels of a channels-last float32 image, flattened
-(pixels of ``CHANNELS`` values), ``weights`` the block's float32 ``[taps, CHANNELS]`` weights,
-flattened, ``offs`` the int64 pixel offset of each tap, ``out`` a float32 vector of at least
-``CHANNELS`` values. The sums are two sets of four vectors of eight float32 lanes — taps
-``0, 2, 4, …`` into one set, ``1, 3, 5, …`` into the other, so that two additions are in flight
-per vector — each updated by a multiply and an add (no fused multiply-add is asked for), the
-sets added at the end. They stay in registers across the taps, where a Numba loop over the
-channels loads and stores its sums once per tap (3× slower, measured). The operations are plain
-LLVM vector instructions, which any x86-64 host runs.
+    tap_sums(plane, weights, offs, pixel, step, out)
+    out[e]            = Σ_t plane[(pixel + offs[t])·CHANNELS + e] · weights[t·CHANNELS + e]
+    out[CHANNELS + e] = Σ_t plane[(pixel + step + offs[t])·CHANNELS + e] · weights[t·CHANNELS + e]
 
-Callers make every product and partial sum an integer below ``2**24`` in magnitude, so each
-float32 operation is exact and neither the order nor the grouping matters
-(``fast._depthwise_channels_last``).
+    pixels_out(staged, f0, dst, pixels, nc)
+    dst[e·pixels + f0 + j] = low bits of staged[(f0 + j)·CHANNELS + e]   (j < 8, e < nc)
+
+``src`` is one image's NCHW planes from the block's first channel on (8-bit, flattened; ``hw``
+values per channel), ``at`` the int64 place of each input pixel in the block's padded plane
+(already times :data:`CHANNELS`), ``dst``/``plane`` a block's channels-last float32 plane
+(flattened, pixels of :data:`CHANNELS` values), ``weights`` the block's float32 ``[taps,
+CHANNELS]`` weights (flattened), ``offs`` the int64 pixel offset of each tap, ``out`` float32
+with room for ``2·CHANNELS`` values, ``staged`` int32 ``[pixels, CHANNELS]`` (flattened) and
+``dst`` of :func:`pixels_out` the output image's planes from the block's first channel on
+(8-, 16- or 32-bit integers).
+
+* **In and out** are SIMD transposes: eight pixels of 32 channels move as four 8×8 transposes
+  of 8-lane vectors (``unpck``/``shuffle``/``permute`` patterns), where a scalar loop paid
+  0.6–1 ns per value (measured: the stores of one channel are 128 bytes apart). The eight
+  bytes read per channel must exist: callers pass ``p0 + 8 ≤ hw`` (``f0 + 8 ≤ pixels``) and
+  move the remaining pixels with a scalar loop. Channels ``e ≥ nc`` of a partial block read
+  channel ``nc - 1`` and are set to 0 (in) or not stored (out). Going in, the byte is zero-
+  or sign-extended to int32 and converted to float32 (exact), then ``zx`` subtracted (an
+  exact integer ``≤ 510`` in magnitude); going out, each int32 is truncated to the output's
+  width (callers store values already clamped to the output's range).
+* **The tap sums** of two pixels (``pixel`` and ``pixel + step``; ``step = 0`` repeats the
+  first) are eight vectors of eight float32 lanes, updated by a fused multiply-add per tap
+  (``llvm.fma``): each weight vector is loaded once for both pixels. They stay in registers
+  across the taps, where a Numba loop over the channels loads and stores its sums once per
+  tap (3× slower, measured). Callers make every product and partial sum an integer below
+  ``2**24`` in magnitude, so each product, sum and fused multiply-add is exact and neither
+  the order nor the grouping matters (``fast._depthwise_channels_last``).
+
+The operations are plain LLVM vector instructions and ``llvm.fma``, which any x86-64 host
+runs (one without FMA hardware through a library call, slowly but with the same result).
 
 Numba's on-disk cache keys a cached kernel by its own file only: after editing this module,
 clear ``refquant/kernels/__pycache__/fast.*``.
@@ -30,59 +53,220 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["CHANNELS", "tap_sums"]
+__all__ = ["CHANNELS", "pixels_in", "pixels_out", "tap_sums"]
 
 _LANES = 8
 _VECTORS = 4
 CHANNELS = _LANES * _VECTORS  # channels of one block
+PIXELS = 8  # pixels one call of pixels_in / pixels_out moves
+
+
+def _check(name, arr, dtypes):
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype in dtypes):
+        raise TypingError(f"{name} must be a 1-D C-contiguous array of {'/'.join(map(str, dtypes))}, got {arr}")
+
+
+def _vector_at(builder, base, index, vec):
+    return builder.bitcast(builder.gep(base, [index]), ir.PointerType(vec))
+
+
+def _transpose8(builder, rows):
+    """The eight columns of eight 8-lane vectors (the AVX 8×8 transpose: pairs interleaved,
+    then pairs of pairs, then halves)."""
+    mask = ir.VectorType(ir.IntType(32), _LANES)
+
+    def shuffle(a, b, m):
+        return builder.shuffle_vector(a, b, ir.Constant(mask, m))
+
+    low, high = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+    t = []
+    for i in range(0, 8, 2):
+        t += [shuffle(rows[i], rows[i + 1], low), shuffle(rows[i], rows[i + 1], high)]
+    even, odd = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+    u = []
+    for base in (0, 4):
+        t0, t1, t2, t3 = t[base:base + 4]
+        u += [shuffle(t0, t2, even), shuffle(t0, t2, odd), shuffle(t1, t3, even), shuffle(t1, t3, odd)]
+    first, second = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
+    cols = [None] * 8
+    for k in range(4):
+        cols[k], cols[k + 4] = shuffle(u[k], u[k + 4], first), shuffle(u[k], u[k + 4], second)
+    return cols
 
 
 @intrinsic
-def tap_sums(typingctx, plane, weights, offs, pixel, out):
-    """Typing of :func:`tap_sums`: see the module docstring for the formula."""
-    for what, arr, dtype in (("plane", plane, types.float32), ("weights", weights, types.float32),
-                             ("offs", offs, types.int64), ("out", out, types.float32)):
-        if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype == dtype):
-            raise TypingError(f"tap_sums: {what} must be a 1-D C-contiguous {dtype} array, got {arr}")
-    sig = types.none(plane, weights, offs, pixel, out)
+def pixels_in(typingctx, src, hw, p0, zx, nc, at, dst):
+    """Typing of :func:`pixels_in`: see the module docstring for the formula."""
+    _check("pixels_in: src", src, (types.uint8, types.int8))
+    _check("pixels_in: at", at, (types.int64,))
+    _check("pixels_in: dst", dst, (types.float32,))
+    sig = types.none(src, hw, p0, zx, nc, at, dst)
+    signed = src.dtype == types.int8
 
     def codegen(context, builder, signature, args):
         tys = signature.args
-        i64, f32 = ir.IntType(64), ir.FloatType()
-        vec = ir.VectorType(f32, _LANES)
-        zero = ir.Constant(vec, [0.0] * _LANES)
-        pixel_v = context.cast(builder, args[3], tys[3], types.int64)
-        plane_a, weights_a, offs_a, out_a = (context.make_array(tys[i])(context, builder, args[i])
-                                             for i in (0, 1, 2, 4))
-        taps = builder.extract_value(offs_a.shape, 0)
-        stride = ir.Constant(i64, CHANNELS)
-
-        def vector_at(base, index):
-            return builder.bitcast(builder.gep(base, [index]), ir.PointerType(vec))
-
-        sets = [[cgutils.alloca_once_value(builder, zero) for _ in range(_VECTORS)] for _ in range(2)]
-
-        def add_tap(tap, sums):
-            off = builder.load(builder.gep(offs_a.data, [tap]))
-            x0 = builder.mul(builder.add(pixel_v, off), stride)
-            w0 = builder.mul(tap, stride)
-            for v, s in enumerate(sums):
-                step = ir.Constant(i64, _LANES * v)
-                x = builder.load(vector_at(plane_a.data, builder.add(x0, step)), align=4)
-                w = builder.load(vector_at(weights_a.data, builder.add(w0, step)), align=4)
-                builder.store(builder.fadd(builder.load(s), builder.fmul(x, w)), s)
-
-        pairs = builder.sdiv(taps, ir.Constant(i64, 2))
-        with cgutils.for_range(builder, pairs) as pair:
-            first = builder.mul(pair.index, ir.Constant(i64, 2))
-            add_tap(first, sets[0])
-            add_tap(builder.add(first, ir.Constant(i64, 1)), sets[1])
-        odd = builder.icmp_signed("!=", builder.mul(pairs, ir.Constant(i64, 2)), taps)
-        with builder.if_then(odd):
-            add_tap(builder.sub(taps, ir.Constant(i64, 1)), sets[0])
-        for v in range(_VECTORS):
-            total = builder.fadd(builder.load(sets[0][v]), builder.load(sets[1][v]))
-            builder.store(total, vector_at(out_a.data, ir.Constant(i64, _LANES * v)), align=4)
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        bytes_v, ints_v = ir.VectorType(ir.IntType(8), _LANES), ir.VectorType(i32, _LANES)
+        floats_v = ir.VectorType(ir.FloatType(), _LANES)
+        src_a, at_a, dst_a = (context.make_array(tys[i])(context, builder, args[i]) for i in (0, 5, 6))
+        hw_v, p0_v, nc_v = (context.cast(builder, args[i], tys[i], types.int64) for i in (1, 2, 4))
+        zx_v = context.cast(builder, args[3], tys[3], types.float32)
+        zx_splat = ir.Constant(floats_v, ir.Undefined)
+        for lane in range(_LANES):
+            zx_splat = builder.insert_element(zx_splat, zx_v, ir.Constant(i32, lane))
+        zero = ir.Constant(floats_v, [0.0] * _LANES)
+        last = builder.sub(nc_v, ir.Constant(i64, 1))
+        rows = []
+        for e in range(CHANNELS):
+            inside = builder.icmp_signed("<", ir.Constant(i64, e), nc_v)
+            channel = builder.select(inside, ir.Constant(i64, e), last)
+            v = builder.load(_vector_at(builder, src_a.data, builder.add(builder.mul(channel, hw_v), p0_v), bytes_v),
+                             align=1)
+            v = builder.sext(v, ints_v) if signed else builder.zext(v, ints_v)
+            v = builder.fsub(builder.sitofp(v, floats_v), zx_splat)
+            rows.append(builder.select(inside, v, zero))
+        for g in range(_VECTORS):
+            cols = _transpose8(builder, rows[g * _LANES:(g + 1) * _LANES])
+            for j in range(PIXELS):
+                place = builder.load(builder.gep(at_a.data, [builder.add(p0_v, ir.Constant(i64, j))]))
+                builder.store(cols[j], _vector_at(builder, dst_a.data, builder.add(place, ir.Constant(i64, g * _LANES)),
+                                                  floats_v), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def pixels_out(typingctx, staged, f0, dst, pixels, nc):
+    """Typing of :func:`pixels_out`: see the module docstring for the formula."""
+    _check("pixels_out: staged", staged, (types.int32,))
+    _check("pixels_out: dst", dst, (types.uint8, types.int8, types.uint16, types.int16, types.int32))
+    sig = types.none(staged, f0, dst, pixels, nc)
+    bits = dst.dtype.bitwidth
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        i64 = ir.IntType(64)
+        bytes_v, ints_v = ir.VectorType(ir.IntType(bits), _LANES), ir.VectorType(ir.IntType(32), _LANES)
+        staged_a, dst_a = (context.make_array(tys[i])(context, builder, args[i]) for i in (0, 2))
+        f0_v, pixels_v, nc_v = (context.cast(builder, args[i], tys[i], types.int64) for i in (1, 3, 4))
+        for g in range(_VECTORS):
+            rows = []
+            for j in range(PIXELS):
+                index = builder.add(builder.mul(builder.add(f0_v, ir.Constant(i64, j)), ir.Constant(i64, CHANNELS)),
+                                    ir.Constant(i64, g * _LANES))
+                rows.append(builder.load(_vector_at(builder, staged_a.data, index, ints_v), align=4))
+            cols = _transpose8(builder, rows)
+            for k in range(_LANES):
+                e = ir.Constant(i64, g * _LANES + k)
+                with builder.if_then(builder.icmp_signed("<", e, nc_v)):
+                    at = builder.add(builder.mul(e, pixels_v), f0_v)
+                    value = cols[k] if bits == 32 else builder.trunc(cols[k], bytes_v)
+                    builder.store(value, _vector_at(builder, dst_a.data, at, bytes_v), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def tap_sums(typingctx, plane, weights, offs, pixel, step, out):
+    """Typing of :func:`tap_sums`: see the module docstring for the formula."""
+    for name, arr, dtype in (("plane", plane, types.float32), ("weights", weights, types.float32),
+                             ("offs", offs, types.int64), ("out", out, types.float32)):
+        _check(f"tap_sums: {name}", arr, (dtype,))
+    sig = types.none(plane, weights, offs, pixel, step, out)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        i64 = ir.IntType(64)
+        vec = ir.VectorType(ir.FloatType(), _LANES)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+                                             f"llvm.fma.v{_LANES}f32")
+        zero = ir.Constant(vec, [0.0] * _LANES)
+        pixel_v, step_v = (context.cast(builder, args[i], tys[i], types.int64) for i in (3, 4))
+        plane_a, weights_a, offs_a, out_a = (context.make_array(tys[i])(context, builder, args[i])
+                                             for i in (0, 1, 2, 5))
+        taps = builder.extract_value(offs_a.shape, 0)
+        stride = ir.Constant(i64, CHANNELS)
+        sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(_VECTORS)] for _ in range(2)]
+        with cgutils.for_range(builder, taps) as loop:
+            tap = loop.index
+            first = builder.mul(builder.add(pixel_v, builder.load(builder.gep(offs_a.data, [tap]))), stride)
+            second = builder.add(first, builder.mul(step_v, stride))
+            w0 = builder.mul(tap, stride)
+            for v in range(_VECTORS):
+                lane0 = ir.Constant(i64, _LANES * v)
+                w = builder.load(_vector_at(builder, weights_a.data, builder.add(w0, lane0), vec), align=4)
+                for s, x0 in zip(sums, (first, second)):
+                    x = builder.load(_vector_at(builder, plane_a.data, builder.add(x0, lane0), vec), align=4)
+                    builder.store(builder.call(fma, [x, w, builder.load(s[v])]), s[v])
+        for p, s in enumerate(sums):
+            for v in range(_VECTORS):
+                builder.store(builder.load(s[v]), _vector_at(builder, out_a.data, ir.Constant(i64, p * CHANNELS + _LANES * v),
+                                                             vec), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+ROW = 8  # output pixels of one row_sums call
+
+
+def _row_sums(kw: int, sw: int):
+    """:func:`row_sums_k3s1` and its siblings: the intrinsic for kernel width ``kw`` and
+    horizontal stride ``sw`` (dilation 1)."""
+    columns = (ROW - 1) * sw + kw  # the input pixels a row of the kernel reads for ROW outputs
+
+    @intrinsic
+    def row_sums(typingctx, plane, weights, kh, row_pitch, pixel, out):
+        for name, arr, dtype in (("plane", plane, types.float32), ("weights", weights, types.float32),
+                                 ("out", out, types.float32)):
+            _check(f"row_sums: {name}", arr, (dtype,))
+        sig = types.none(plane, weights, kh, row_pitch, pixel, out)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            i64 = ir.IntType(64)
+            vec = ir.VectorType(ir.FloatType(), _LANES)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+                                                 f"llvm.fma.v{_LANES}f32")
+            zero = ir.Constant(vec, [0.0] * _LANES)
+            plane_a, weights_a, out_a = (context.make_array(tys[i])(context, builder, args[i]) for i in (0, 1, 5))
+            kh_v, pitch_v, pixel_v = (context.cast(builder, args[i], tys[i], types.int64) for i in (2, 3, 4))
+            sums = [cgutils.alloca_once(builder, vec) for _ in range(ROW)]
+            for v in range(_VECTORS):
+                lane0 = ir.Constant(i64, _LANES * v)
+                for s in sums:
+                    builder.store(zero, s)
+                with cgutils.for_range(builder, kh_v) as loop:
+                    base = builder.mul(builder.add(pixel_v, builder.mul(loop.index, pitch_v)), ir.Constant(i64, CHANNELS))
+                    base = builder.add(base, lane0)
+                    w_base = builder.add(builder.mul(builder.mul(loop.index, ir.Constant(i64, kw)),
+                                                     ir.Constant(i64, CHANNELS)), lane0)
+                    w = [builder.load(_vector_at(builder, weights_a.data,
+                                                 builder.add(w_base, ir.Constant(i64, j * CHANNELS)), vec), align=4)
+                         for j in range(kw)]
+                    acc = [builder.load(s) for s in sums]
+                    for col in range(columns):  # each input pixel loaded once, used by every (pixel, tap) reading it
+                        x = builder.load(_vector_at(builder, plane_a.data,
+                                                    builder.add(base, ir.Constant(i64, col * CHANNELS)), vec), align=4)
+                        for p in range(ROW):
+                            j = col - p * sw
+                            if 0 <= j < kw:
+                                acc[p] = builder.call(fma, [x, w[j], acc[p]])
+                    for s, a in zip(sums, acc):
+                        builder.store(a, s)
+                for p, s in enumerate(sums):
+                    builder.store(builder.load(s), _vector_at(builder, out_a.data,
+                                                              ir.Constant(i64, p * CHANNELS + _LANES * v), vec), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    row_sums.__doc__ = (f"Typing of the row sums for kernel width {kw}, horizontal stride {sw}: see the "
+                        "module docstring for the formula.")
+    return row_sums
+
+
+row_sums_k3s1, row_sums_k5s1 = _row_sums(3, 1), _row_sums(5, 1)
+row_sums_k3s2, row_sums_k5s2 = _row_sums(3, 2), _row_sums(5, 2)

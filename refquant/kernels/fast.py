@@ -85,7 +85,8 @@ from numba import njit, prange
 from ..numerics.requant import Requantizer
 from .geometry import conv_geometry
 from .reference import AccumulatorOverflowError, check_operands
-from .channel_vectors import CHANNELS, tap_sums
+from .channel_vectors import (CHANNELS, PIXELS, ROW, pixels_in, pixels_out, row_sums_k3s1, row_sums_k3s2,
+                              row_sums_k5s1, row_sums_k5s2, tap_sums)
 from .phases import split_row
 from .vnni import CHUNK, HOST_HAS_VNNI, TILE_COLS, TILE_ROWS, dot_tile
 
@@ -165,11 +166,20 @@ def _float32_unchecked_one(y, bias, multiplier, zero_point, lo, hi):
     float32 only, so that loops of it run eight lanes wide on AVX2. Exactly the mode's
     result: the clamp moves before ``+ z_y`` (``clip(R + z, lo, hi) = clip(R, lo - z, hi - z) + z``
     for the integral ``R = rint(product)``; ``lo - z`` and ``hi - z`` are small integers, so the
-    float32 comparisons are exact, and an infinite ``R`` clamps the same way). Numba widens
-    ``int32 + int32`` to int64, so each sum is narrowed back explicitly."""
+    float32 comparisons are exact, and an infinite ``R`` clamps the same way)."""
+    return _float32_clamped(y, bias, multiplier, zero_point, np.float32(lo - zero_point),
+                            np.float32(hi - zero_point))
+
+
+@njit(cache=True)
+def _float32_clamped(y, bias, multiplier, zero_point, low, high):
+    """:func:`_float32_unchecked_one` with its clamp bounds given as float32 ``low = lo - z_y``,
+    ``high = hi - z_y`` (a loop over a vector of them runs without int64 conversions: 2× faster,
+    measured). Numba widens ``int32 + int32`` to int64, so each sum is narrowed back
+    explicitly."""
     acc = np.int32(np.int32(y) + np.int32(bias))
     r = np.rint(np.float32(acc) * multiplier)
-    r = min(max(r, np.float32(lo - zero_point)), np.float32(hi - zero_point))
+    r = min(max(r, low), high)
     return np.int32(np.int32(r) + zero_point)
 
 
@@ -564,7 +574,8 @@ USE_CHANNELS_LAST = True  # small planes channels last (_channels_last; tests to
 # 255 · Σ_taps |w_c| ≤ 255 · 258 · 255 < 2**24: with at most this many taps every partial sum of
 # a depthwise output is an integer a float32 holds (the channels-last kernel sums in float32)
 _FLOAT_SUM_TAPS = 258
-_CHANNELS_LAST_PIXELS = 8 * 8  # output pixels per plane at most (measured: bench/RESULTS.md)
+_CHANNELS_LAST_PIXELS = 28 * 28  # output pixels per plane at most (measured: spec/numerics.md)
+_CHANNELS_LAST_BAND = 256  # output pixels whose sums one pass of a block holds (32 KiB of float32)
 
 
 def _uses_depthwise(w_shape, x_dtype, w_dtype, group) -> bool:
@@ -597,7 +608,8 @@ def _depthwise_plan(g, threads):
         "accumulators": ((chunks, g.ow), 8),
         "status": ((chunks, 3), 8),
         # the channels-last kernel's padded, centred float32 planes, a block of channels each
-        "channels_last": ((-(-g.c_in // CHANNELS), g.h + g.pads[0] + g.pads[2], g.w + g.pads[1] + g.pads[3], CHANNELS)
+        "channels_last": ((-(-g.c_in // CHANNELS), g.h + g.pads[0] + g.pads[2] + _channels_last_slack(g),
+                           g.w + g.pads[1] + g.pads[3], CHANNELS)
                           if _channels_last(g) else (0, 0, 0, 0), 4),
     }
     return chunks, arrays
@@ -633,36 +645,70 @@ def _one_pass_channels(wc, bias, rq):
 
 
 @njit(cache=True)
-def _depthwise_kernel(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status, blocks):
-    """A depthwise conv: channels last (:func:`_depthwise_channels_last`) where the plan gave it
-    ``blocks`` (:func:`_channels_last`) and every channel runs in one pass
-    (:func:`_one_pass_channels`), else :func:`_depthwise_planes`."""
+def _depthwise_kernel(x, wc, wb, geometry, zx, bias, rq, out, planes, row_sums, accs, status, blocks):
+    """A depthwise conv: channels last (:func:`_depthwise_channels_last`, on the block weights
+    ``wb`` of :func:`_channels_last_weights`) where the plan gave it ``blocks``
+    (:func:`_channels_last`) and every channel runs in one pass (:func:`_one_pass_channels`),
+    else :func:`_depthwise_planes` on the centred weights ``wc``."""
     one_pass = _one_pass_channels(wc, bias, rq)
     if blocks.size > 0 and one_pass.all():
-        _depthwise_channels_last(x, wc, geometry, zx, bias, rq, out, blocks)
+        _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks)
     else:
         _depthwise_planes(x, wc, geometry, zx, bias, rq, out, planes, row_sums, accs, status, one_pass)
 
 
+@njit(cache=True)
+def _row_kind(kw, sw, dw):
+    """Which :mod:`channel_vectors` intrinsic forms a channels-last conv's sums: ``row_sums_k3s1``
+    (1), ``_k5s1`` (2), ``_k3s2`` (3), ``_k5s2`` (4) — :data:`channel_vectors.ROW` pixels of a
+    row, each input pixel loaded once for every tap reading it — or 0, :func:`channel_vectors.tap_sums`
+    (two pixels, any kernel, stride and dilation)."""
+    if dw != 1 or sw > 2 or kw not in (3, 5):
+        return 0
+    return (1 if kw == 3 else 2) + 2 * (sw - 1)
+
+
+def _channels_last_slack(g) -> int:
+    """Zero rows past a channels-last block's plane: the last call of a row reads up to
+    ``(ROW - 1)·s_w + kw - 1`` pixels past its first, past the plane's end on the last row."""
+    wp = g.w + g.pads[1] + g.pads[3]
+    return -(-((ROW - 1) * g.strides[1] + g.kw) // wp) + 1
+
+
+def _channels_last_weights(wc) -> np.ndarray:
+    """The centred depthwise weights ``wc`` (int32 ``[C, taps]``) as the channels-last kernel
+    reads them: float32 ``[blocks, taps·CHANNELS]``, block ``k``'s tap ``t`` of channel
+    ``k·CHANNELS + e`` at ``[k, t·CHANNELS + e]`` (channels past ``C`` are 0). Exact: every
+    centred weight is at most 255 in magnitude."""
+    c, taps = wc.shape
+    n_blocks = -(-c // CHANNELS)
+    w = np.zeros((n_blocks * CHANNELS, taps), np.float32)
+    w[:c] = wc
+    return np.ascontiguousarray(w.reshape(n_blocks, CHANNELS, taps).transpose(0, 2, 1).reshape(n_blocks, -1))
+
+
 @njit(parallel=True, cache=True)
-def _depthwise_channels_last(x, wc, geometry, zx, bias, rq, out, blocks):
-    """:func:`_depthwise_planes`'s outputs with the channels innermost, for small planes (one
-    output channel per input channel, sums proven inside int32, the float32 mode).
+def _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks):
+    """:func:`_depthwise_planes`'s outputs with the channels innermost (one output channel
+    per input channel, sums proven inside int32, the float32 mode).
 
     The channels are cut into blocks of :data:`channel_vectors.CHANNELS` (``prange`` over the
-    blocks, :func:`_channels_last_block`; the last block's missing channels are zero). Per image
-    and block, the input is centred into the block's plane ``blocks[k]`` (float32 ``[H_p, W_p,
-    CHANNELS]``: 16 KiB for a 7×7 plane padded by 2, in L1; the padding pixels stay 0 = real
-    zero), :func:`channel_vectors.tap_sums` forms each output pixel's sums ``S[c] = Σ_tap
-    P[oy·s_h + i·d_h, ox·s_w + j·d_w, c] · w_c[c, tap]`` in registers, in float32 — every
-    product ``|x_c · w_c| ≤ 255²`` and every partial sum ``≤ 255 · Σ_taps |w_c| < 2**24`` (at
-    most :data:`_FLOAT_SUM_TAPS` taps) is an exact integer, so the float32 sums are the
-    integer sums, in any order — and each is requantized by :func:`_float32_unchecked_one`
-    from ``int32(S)``: the same integers and outputs as the plane kernel."""
+    blocks, :func:`_channels_last_block`; a partial block's missing channels are zero). Per
+    image and block, the input is centred into the block's plane ``blocks[k]`` (float32
+    ``[H_p, W_p, CHANNELS]``; the padding pixels are 0 = real zero) by
+    :func:`channel_vectors.pixels_in`, :func:`channel_vectors.tap_sums` forms two output
+    pixels' sums ``S[c] = Σ_tap P[oy·s_h + i·d_h, ox·s_w + j·d_w, c] · w_c[c, tap]`` at a time in
+    registers, in float32 — every product ``|x_c · w_c| ≤ 255²`` and every partial sum ``≤ 255 ·
+    Σ_taps |w_c| < 2**24`` (at most :data:`_FLOAT_SUM_TAPS` taps) is an exact integer, so the
+    float32 sums are the integer sums, in any order — a band of output rows at a time
+    (:data:`_CHANNELS_LAST_BAND` pixels, so the band's sums stay in L1), each sum requantized
+    by :func:`_float32_clamped` from ``int32(S)`` (the same integers and outputs as the plane
+    kernel's :func:`_float32_unchecked_one`), and the band moved out to NCHW by
+    :func:`channel_vectors.pixels_out`."""
     sh, sw, dh, dw, top, left, kh, kw, group = geometry
-    height, width = x.shape[2], x.shape[3]
+    c, height, width = x.shape[1], x.shape[2], x.shape[3]
     n_blocks, wp = blocks.shape[0], blocks.shape[2]
-    taps, pixels = kh * kw, out.shape[2] * out.shape[3]
+    taps, oh, ow = kh * kw, out.shape[2], out.shape[3]
     offs = np.empty(taps, np.int64)  # each tap's pixel offset in a padded plane
     for i in range(kh):
         for j in range(kw):
@@ -671,52 +717,91 @@ def _depthwise_channels_last(x, wc, geometry, zx, bias, rq, out, blocks):
     for iy in range(height):
         for ix in range(width):
             at[iy * width + ix] = ((top + iy) * wp + left + ix) * CHANNELS
-    # every block's scratch, allocated once (per block it cost as much as a 7×7 block's sums)
-    weights = np.zeros((n_blocks, taps * CHANNELS), np.float32)
-    sums = np.empty((n_blocks, CHANNELS), np.float32)
-    staged = np.empty((n_blocks, pixels * CHANNELS), out.dtype)
+    # the requantizer per block, a value per lane: bias and z_y (int32; the bias fits, as every
+    # sum does), multiplier and the float32 clamp bounds lo - z_y, hi - z_y; missing channels 0
+    ints = np.zeros((n_blocks, 2, CHANNELS), np.int32)
+    floats = np.zeros((n_blocks, 3, CHANNELS), np.float32)
+    for o in range(c):
+        k, e = o // CHANNELS, o % CHANNELS
+        ints[k, 0, e], ints[k, 1, e] = bias[o], rq[4][o]
+        floats[k, 0, e] = rq[1][o]
+        floats[k, 1, e], floats[k, 2, e] = np.float32(rq[5][o] - rq[4][o]), np.float32(rq[6][o] - rq[4][o])
+    row_kind = _row_kind(kw, sw, dw)
+    band = max(1, min(oh, _CHANNELS_LAST_BAND // ow)) * ow
+    # every block's scratch, allocated once; sums have spare pixels for the last call of a row
+    sums = np.empty((n_blocks, band + ROW, CHANNELS), np.float32)
+    staged = np.empty((n_blocks, band, CHANNELS), np.int32)
     for k in prange(n_blocks):
-        _channels_last_block(x, wc, k, sh, sw, zx, bias, rq, out, blocks[k], offs, at, weights[k], sums[k],
-                             staged[k])
+        _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blocks[k], wb[k], offs, at, ints[k],
+                             floats[k], sums[k], staged[k])
 
 
 @njit(cache=True)
-def _channels_last_block(x, wc, k, sh, sw, zx, bias, rq, out, block, offs, at, weights, sums, staged):
-    """Block ``k`` of :func:`_depthwise_channels_last`, every image. The input moves in and the
-    outputs out through flat indices (``at``: each input pixel's place in the plane; a view per
-    row costs more than the row on these planes); a pixel's outputs are requantized along the
-    channels (one vector loop over views of the requantizer's vectors), staged, then
-    stored a channel plane at a time."""
+def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, block, weights, offs, at, ints, floats,
+                         sums, staged):
+    """Block ``k`` of :func:`_depthwise_channels_last`, every image: the plane's padding
+    zeroed, then per image the input moved in, and per band of output rows the tap sums, the
+    requantization (a loop over whole 32-lane pixels, which vectorises) and the move out. The
+    pixels that do not fill a call of ``pixels_in``/``pixels_out`` move in a scalar loop."""
     n_img, c, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     hw, pixels = height * width, oh * ow
-    wp, taps = block.shape[1], offs.shape[0]
+    hp, wp = block.shape[0], block.shape[1]
     c0 = k * CHANNELS
     nc = min(CHANNELS, c - c0)
-    # the block's requantizer values: views from 0, so the per-pixel loop over them vectorises
-    bk, mk, zk = bias[c0:c0 + nc], rq[1][c0:c0 + nc], rq[4][c0:c0 + nc]
-    lok, hik = rq[5][c0:c0 + nc], rq[6][c0:c0 + nc]
     plane = block.reshape(block.size)
-    for e in range(nc):
-        for tap in range(taps):
-            weights[tap * CHANNELS + e] = np.float32(wc[c0 + e, tap])
+    for r in range(hp):  # the padding: every place no input pixel lands on
+        row = plane[r * wp * CHANNELS:(r + 1) * wp * CHANNELS]
+        inside = top <= r < top + height
+        for f in range(wp * CHANNELS):
+            if not inside or f < left * CHANNELS or f >= (left + width) * CHANNELS:
+                row[f] = 0.0
+    flat_sums, flat_staged = sums.reshape(sums.size), staged.reshape(staged.size)
+    band_rows = staged.shape[0] // ow
+    zf = np.float32(zx)
+    bias_k, zero_k, mult_k, low_k, high_k = ints[0], ints[1], floats[0], floats[1], floats[2]
     for b in range(n_img):
-        src = x[b].reshape(c * hw)
-        for e in range(nc):
-            s0 = (c0 + e) * hw
-            for p in range(hw):
-                plane[at[p] + e] = np.float32(np.int32(src[s0 + p]) - zx)
-        for oy in range(oh):
-            for ox in range(ow):
-                tap_sums(plane, weights, offs, oy * sh * wp + ox * sw, sums)
-                pixel = staged[(oy * ow + ox) * CHANNELS:]  # a view from 0: the loop vectorises
+        src = x[b].reshape(c * hw)[c0 * hw:]
+        whole = hw // PIXELS * PIXELS
+        for p0 in range(0, whole, PIXELS):
+            pixels_in(src, hw, p0, zf, nc, at, plane)
+        for p in range(whole, hw):
+            px = plane[at[p]:at[p] + CHANNELS]
+            for e in range(CHANNELS):
+                px[e] = np.float32(src[e * hw + p]) - zf if e < nc else 0.0
+        dst = out[b].reshape(c * pixels)[c0 * pixels:]
+        for r0 in range(0, oh, band_rows):
+            r1 = min(oh, r0 + band_rows)
+            f0, n = r0 * ow, (r1 - r0) * ow
+            for oy in range(r0, r1):
+                if row_kind > 0:  # ROW pixels a call (the last call's extra sums are overwritten or never read)
+                    for ox in range(0, ow, ROW):
+                        row_sums = flat_sums[((oy - r0) * ow + ox) * CHANNELS:]
+                        pixel = oy * sh * wp + ox * sw
+                        if row_kind == 1:
+                            row_sums_k3s1(plane, weights, kh, dh * wp, pixel, row_sums)
+                        elif row_kind == 2:
+                            row_sums_k5s1(plane, weights, kh, dh * wp, pixel, row_sums)
+                        elif row_kind == 3:
+                            row_sums_k3s2(plane, weights, kh, dh * wp, pixel, row_sums)
+                        else:
+                            row_sums_k5s2(plane, weights, kh, dh * wp, pixel, row_sums)
+                    continue
+                for ox in range(0, ow, 2):
+                    step = sw if ox + 1 < ow else 0  # the row's last pixel alone: its pair repeats it
+                    tap_sums(plane, weights, offs, oy * sh * wp + ox * sw, step,
+                             flat_sums[((oy - r0) * ow + ox) * CHANNELS:])
+            for f in range(n):
+                for e in range(CHANNELS):
+                    staged[f, e] = _float32_clamped(np.int32(sums[f, e]), bias_k[e], mult_k[e], zero_k[e],
+                                                    low_k[e], high_k[e])
+            whole_f = n // PIXELS * PIXELS
+            band_dst = dst[f0:]
+            for g in range(0, whole_f, PIXELS):
+                pixels_out(flat_staged, g, band_dst, pixels, nc)
+            for f in range(whole_f, n):
                 for e in range(nc):
-                    pixel[e] = _float32_unchecked_one(np.int32(sums[e]), bk[e], mk[e], zk[e], lok[e], hik[e])
-        dst = out[b].reshape(c * pixels)
-        for e in range(nc):
-            plane_out = dst[(c0 + e) * pixels:]
-            for f in range(pixels):
-                plane_out[f] = staged[f * CHANNELS + e]
+                    band_dst[e * pixels + f] = staged[f, e]
 
 
 @njit(parallel=True, cache=True)
@@ -819,10 +904,14 @@ def _depthwise_geometry(g):
 
 
 def _depthwise_scratch(arrays):
-    """The per-call scratch of the depthwise kernel (planes zeroed: their borders are the padding)."""
+    """The per-call scratch of the depthwise kernel (planes zeroed: their borders are the
+    padding; the channels-last kernel zeroes its blocks' borders itself)."""
     return (np.zeros(arrays["planes"][0], np.int32), np.zeros(arrays["row_sums"][0], np.int32),
             np.zeros(arrays["accumulators"][0], np.int64), np.full(arrays["status"][0], -1, np.int64),
-            np.zeros(arrays["channels_last"][0], np.float32))
+            np.empty(arrays["channels_last"][0], np.float32))
+
+
+_NO_BLOCK_WEIGHTS = np.zeros((0, 0), np.float32)  # the block weights of a conv the plane kernel runs
 
 
 # ---------------------------------------------------------------------------------------
@@ -1124,7 +1213,9 @@ def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
     if _uses_depthwise(w.shape, x.dtype, w.dtype, g.group):
         _, arrays = _depthwise_plan(g, _threads(None))
         planes, row_sums, accs, status, blocks = _depthwise_scratch(arrays)
-        _depthwise_kernel(x, _centred_depthwise_weights(w, zw), _depthwise_geometry(g), np.int32(zx),
+        wc = _centred_depthwise_weights(w, zw)
+        _depthwise_kernel(x, wc, _channels_last_weights(wc) if blocks.size else _NO_BLOCK_WEIGHTS,
+                          _depthwise_geometry(g), np.int32(zx),
                           np.ascontiguousarray(b, np.int64), rq_args, _signed_view(out), planes, row_sums,
                           accs, status, blocks)
         _raise_overflows(status, out.shape, name)

@@ -31,8 +31,9 @@ plan is made (:func:`~refquant.kernels.geometry.conv_geometry`, same messages) a
 every call.
 
 A depthwise conv (one input channel per group, ``fast._uses_depthwise``) is prepared for
-``fast._depthwise_kernel``: its weights centred (``w - z_w``, int32 ``[C_out, kh·kw]``), its
-binding the bias (int64) and ``z_x``.
+``fast._depthwise_kernel``: its weights centred (``w - z_w``, int32 ``[C_out, kh·kw]``) and,
+for the channels-last kernel, in float32 blocks of 32 channels (``fast._channels_last_weights``),
+its binding the bias (int64) and ``z_x``.
 
 8-bit non-depthwise layers also get the exact float32 GEMM (:mod:`exact_gemm`): their weights
 centred to float32 when preparing, the K-chunk boundaries for the input zero point's bound and
@@ -101,6 +102,10 @@ class PreparedLayer:
         if self.depthwise:  # fast's depthwise kernel: raw input, centred int32 weights
             self.path, self.a_view_dtype, self.a_flip, self.alpha = "depthwise", self.x_dtype, None, 0
             self.weights = fast._centred_depthwise_weights(w, zw)
+            # the channels-last kernel's float32 blocks, for the input shapes it takes
+            self.block_weights = (fast._channels_last_weights(self.weights)
+                                  if w.shape[0] == self.attrs.get("group", 1) and w.shape[2] * w.shape[3]
+                                  <= fast._FLOAT_SUM_TAPS else fast._NO_BLOCK_WEIGHTS)
             self.w_flip = None
             self.kernel = fast._depthwise_kernel
         elif kind == "conv2d":
@@ -198,7 +203,8 @@ class PreparedLayer:
         out = np.empty(out_shape, out_dtype)
         if self.depthwise:
             planes, row_sums, accs, status, blocks = fast._depthwise_scratch(arrays)
-            args = (x, self.weights, extra, binding.pad_value, binding.col_const, rq_args,
+            args = (x, self.weights, self.block_weights if blocks.size else fast._NO_BLOCK_WEIGHTS, extra,
+                    binding.pad_value, binding.col_const, rq_args,
                     fast._signed_view(out), planes, row_sums, accs, status, blocks)
             return out, status, args, scratch_bytes
         a = x.view(self.a_view_dtype)
