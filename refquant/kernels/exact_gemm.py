@@ -677,6 +677,7 @@ class GemmLayer:
         self.row_bound = int(_largest_row_sum(self.wc))
         self._taps: dict = {}
         self._offsets: dict = {}
+        self._pair_plans: dict = {}
         # convs of one group on pair_gemm's packed tiles (which calls take them: conv())
         self.pairs = (pair_gemm.PackedWeights(w.transpose(0, 3, 1, 2), zw)
                       if kind == "conv2d" and int(group or 1) == 1 and pair_gemm.HOST_HAS_AVX2 else None)
@@ -783,43 +784,68 @@ class GemmLayer:
         """:mod:`pair_gemm`'s tiles — byte quads where the weights allow (:data:`USE_QUADS`),
         else int16 pairs — on the shifted layout (:func:`pairs_use_shifted`: the packed planes
         and the tap offsets) or on an im2col of packed rows (``P[tap·cp + q, ·]`` is packed row
-        ``q`` gathered through :func:`tap_offsets`, read with one offset 0)."""
-        top, left = g.pads[0], g.pads[1]
-        wp = g.w + g.pads[1] + g.pads[3]
+        ``q`` gathered through :func:`tap_offsets`, read with one offset 0). The batches of
+        images and each one's tile schedule depend on the geometry, the thread count and the
+        tile only: :meth:`_pairs_plan`, memoised."""
         tile_kind = self.pairs.kind(USE_QUADS, USE_VNNI) if binding.quad_bias is not None else pair_gemm.PAIRS
+        key = (g, threads, tile_kind, _FORCE_SHIFTED)
+        plan = self._pair_plans.get(key)
+        if plan is None:
+            plan = self._pair_plans[key] = self._pairs_plan(g, threads, tile_kind)
+        shifted, offs, pitch, cp, batches = plan
         quads = tile_kind != pair_gemm.PAIRS
         bias = binding.quad_bias if quads else binding.bias
-        cp, hw = (self.pairs.cq if quads else self.pairs.cp), g.oh * g.ow
-        out3 = out.reshape(g.n, g.c_out, hw)
-        statuses = [np.full((1, 3), -1, np.int64)]  # no images: no task, no overflow
-        tile = pair_gemm.TILE_COLUMNS
+        top, left, wp = g.pads[0], g.pads[1], g.w + g.pads[1] + g.pads[3]
+        out3 = out.reshape(g.n, g.c_out, g.oh * g.ow)
+        statuses = []
+        for b0, nb, cols, width, schedule in batches:
+            xk = pair_gemm.pack_input(x, b0, nb, top, left, wp, pitch, binding.x_zero_point, width, self.pairs,
+                                      quads, threads)
+            if shifted:
+                statuses.append(pair_gemm.run_tiles(xk, offs, cp, self.pairs, tile_kind, cols, b0, pitch, wp, g.oh,
+                                                    g.ow, bias, binding.unchecked, rq_args, out3, threads, schedule))
+                continue
+            taps = self.tap_offsets(g)
+            hw = g.oh * g.ow
+            rows = np.empty((taps.shape[0] * cp, -(-cols // pair_gemm.TILE_COLUMNS) * pair_gemm.TILE_COLUMNS),
+                            np.int32)  # columns past `cols`: never stored
+            _gather_columns(xk, 0, nb, pitch, taps, rows)
+            statuses.append(pair_gemm.run_tiles(rows, offs, taps.shape[0] * cp, self.pairs, tile_kind, cols, b0, hw,
+                                                g.ow, g.oh, g.ow, bias, binding.unchecked, rq_args, out3, threads,
+                                                schedule))
+        if len(statuses) == 1:
+            return statuses[0]
+        return np.concatenate(statuses) if statuses else np.full((1, 3), -1, np.int64)  # no images: no overflow
+
+    def _pairs_plan(self, g, threads: int, tile_kind: int) -> tuple:
+        """``(shifted, offsets, pitch, cp, batches)`` of :meth:`_conv_pairs`: each batch ``(b0,
+        nb, columns, packed width, tile schedule)``. The shifted layout's columns are the
+        images' padded planes (the last image's rows past OH not needed), its width whole tiles
+        plus the last tap's offset (tiles read whole vectors); the im2col's are the output
+        pixels, its packed width the padded planes."""
+        quads = tile_kind != pair_gemm.PAIRS
+        cp = self.pairs.cq if quads else self.pairs.cp
+        tile, hw = pair_gemm.TILE_COLUMNS, g.oh * g.ow
+        wp = g.w + g.pads[1] + g.pads[3]
+        batches = []
         if pairs_use_shifted(g):
-            offs = self.shifted_offsets(g)
-            pitch = shifted_pitch(g)
+            offs, pitch = self.shifted_offsets(g), shifted_pitch(g)
             images = _images_per_gemm(g.n, max(g.c_in, g.c_out), 1, pitch)
             for b0 in range(0, g.n, images):
                 nb = min(images, g.n - b0)
-                cols = (nb - 1) * pitch + g.oh * wp  # the last image's rows past OH are not needed
-                width = max(nb * pitch, -(-cols // tile) * tile + int(offs[-1]))  # tiles read whole vectors
-                xk = pair_gemm.pack_input(x, b0, nb, top, left, wp, pitch, binding.x_zero_point, width, self.pairs,
-                                          quads, threads)
-                statuses.append(pair_gemm.run_tiles(xk, offs, cp, self.pairs, tile_kind, cols, b0, pitch, wp, g.oh,
-                                                    g.ow, bias, binding.unchecked, rq_args, out3, threads))
-            return np.concatenate(statuses)
-        taps = self.tap_offsets(g)
-        pitch = padded_pitch(g)
+                cols = (nb - 1) * pitch + g.oh * wp
+                width = max(nb * pitch, -(-cols // tile) * tile + int(offs[-1]))
+                batches.append((b0, nb, cols, width, pair_gemm.tile_schedule(self.pairs, tile_kind, cols, offs.size,
+                                                                             cp, threads)))
+            return True, offs, pitch, cp, batches
+        offs, pitch = np.zeros(1, np.int64), padded_pitch(g)
+        taps = self.tap_offsets(g).shape[0]
         images = _images_per_gemm(g.n, self.k, g.c_out, hw)
-        zero = np.zeros(1, np.int64)
         for b0 in range(0, g.n, images):
             nb = min(images, g.n - b0)
-            cols = nb * hw
-            xk = pair_gemm.pack_input(x, b0, nb, top, left, wp, pitch, binding.x_zero_point, nb * pitch, self.pairs,
-                                      quads, threads)
-            rows = np.empty((taps.shape[0] * cp, -(-cols // tile) * tile), np.int32)  # columns past `cols`: never stored
-            _gather_columns(xk, 0, nb, pitch, taps, rows)
-            statuses.append(pair_gemm.run_tiles(rows, zero, taps.shape[0] * cp, self.pairs, tile_kind, cols, b0, hw,
-                                                g.ow, g.oh, g.ow, bias, binding.unchecked, rq_args, out3, threads))
-        return np.concatenate(statuses)
+            batches.append((b0, nb, nb * hw, nb * pitch,
+                            pair_gemm.tile_schedule(self.pairs, tile_kind, nb * hw, 1, taps * cp, threads)))
+        return False, offs, pitch, cp, batches
 
     def _conv_shifted(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
         """Stride 1: ``Y = Σ_taps W_tap @ X_p[:, off_tap:]`` on the padded, centred input with

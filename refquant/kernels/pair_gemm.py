@@ -83,7 +83,7 @@ from numba.extending import intrinsic
 from . import fast
 from .vnni import HOST_HAS_VNNI
 
-__all__ = ["HOST_HAS_AVX2", "HOST_HAS_VNNI", "PAIRS", "QUADS", "VNNI", "PAIR_ROWS", "QUAD_ROWS", "VNNI_ROWS",
+__all__ = ["tile_schedule", "HOST_HAS_AVX2", "HOST_HAS_VNNI", "PAIRS", "QUADS", "VNNI", "PAIR_ROWS", "QUAD_ROWS", "VNNI_ROWS",
            "TILE_COLUMNS", "PANEL", "pair_tile", "quad_tile", "vnni_tile",
            "PackedWeights", "pairs_exact", "pack_input", "run_tiles"]
 
@@ -291,15 +291,16 @@ def _flip(x_dtype) -> int:
 
 
 @njit(cache=True)
-def _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
+def _pack_row(q, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2):
     """Row ``q`` of the packed input (module doc) for images ``b0 .. b0 + nb``: image ``bl``'s
     pixel ``(iy, ix)`` at column ``bl·pitch + (top + iy)·wp + left + ix``; the padding, the slack
     after each image and the columns past ``nb`` images hold real zero (pairs: 0; quads: four
     bytes ``z'``). Pairs: channels ``2q, 2q+1`` centred to int16, channel ``2q`` in the low half;
     quads: the bytes ``x ^ flip`` of channels ``4q .. 4q+3``, channel ``4q`` lowest (the order of
-    the weights' int16 / int8 view on a little-endian host). A missing channel: 0 / ``z'``."""
-    height, width, c_in = x.shape[2], x.shape[3], x.shape[1]
-    hw = height * width
+    the weights' int16 / int8 view on a little-endian host). A missing channel: 0 / ``z'``.
+    ``x`` is the input with each image's planes flattened, ``[N, C_in, H·W]`` (a reshape per
+    row and image cost as much as packing a 7×7 plane)."""
+    c_in, hw = x.shape[1], height * width
     right = wp - left - width
     row = x2[q]
     lanes = 4 if quads else 2
@@ -311,7 +312,7 @@ def _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
         base = bl * pitch
         for e in range(top * wp + left if height > 0 else pitch):
             row[base + e] = pad
-        xc = x[b0 + bl].reshape(c_in, hw)  # the image's planes flattened: [C_in, H·W]
+        xc = x[b0 + bl]
         # rows without padding columns are one run (a 1×1 conv: the whole plane)
         whole = left == 0 and right == 0
         runs, run = (1, hw) if whole else (height, width)
@@ -356,17 +357,17 @@ def _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
 
 
 @njit(cache=True)
-def _pack_serial(quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
+def _pack_serial(quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2):
     """:func:`_pack_row` for every row, on the calling thread."""
     for q in range(x2.shape[0]):
-        _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2)
+        _pack_row(q, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2)
 
 
 @njit(parallel=True, cache=True)
-def _pack_parallel(quads, x, b0, nb, top, left, wp, pitch, za, flip, x2):
+def _pack_parallel(quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2):
     """:func:`_pack_row` for every row, on Numba's threads."""
     for q in prange(x2.shape[0]):
-        _pack_row(q, quads, x, b0, nb, top, left, wp, pitch, za, flip, x2)
+        _pack_row(q, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2)
 
 
 @njit(cache=True)
@@ -496,13 +497,29 @@ def pack_input(x, b0, nb, top, left, wp, pitch, x_zero_point, columns, weights: 
     ``wp``."""
     x2 = np.empty((weights.cq if quads else weights.cp, columns), np.int32)
     serial = threads == 1 or x2.size < SERIAL_VALUES
-    (_pack_serial if serial else _pack_parallel)(quads, x, b0, nb, top, left, wp, pitch, np.int32(x_zero_point),
+    planes = x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+    (_pack_serial if serial else _pack_parallel)(quads, planes, x.shape[2], x.shape[3],
+                                                 b0, nb, top, left, wp, pitch, np.int32(x_zero_point),
                                                  np.int32(_flip(x.dtype)), x2)
     return x2
 
 
+def tile_schedule(weights: PackedWeights, kind: int, cols: int, taps: int, cp: int, threads: int) -> tuple:
+    """``(rows, groups, tasks, serial, block)`` of :func:`run_tiles` for ``cols`` columns, ``taps``
+    offsets of ``cp`` packed rows: the output channels rounded up to whole tiles, the tile
+    groups (at least four tasks a thread where there are enough tiles), the task count, whether
+    the call is below :data:`SERIAL_MACS` (or on one thread) and the K block (one offset — the
+    im2col —: :data:`K_BLOCK` rows that stay in L2)."""
+    tile_rows, lanes = (PAIR_ROWS, 2) if kind == PAIRS else (TILE_ROWS[kind], 4)
+    rows = -(-weights.c_out // tile_rows) * tile_rows
+    panels = -(-cols // PANEL)
+    groups = max(1, min(rows // tile_rows, -(-4 * threads // panels)))
+    serial = threads == 1 or rows * taps * cp * lanes * cols < SERIAL_MACS
+    return rows, groups, panels * groups, serial, (cp if taps > 1 else K_BLOCK)
+
+
 def run_tiles(xk, offs, cp, weights: PackedWeights, kind: int, cols, b0, image_pitch, wp, oh, ow, bias, unchecked,
-              rq_args, out, threads) -> np.ndarray:
+              rq_args, out, threads, schedule=None) -> np.ndarray:
     """Every output of ``cols`` columns, requantized into ``out`` (``[N, C_out, OH·OW]``, the
     kernel's signed view; column ``bl·image_pitch + oy·wp + ox`` is output ``(b0 + bl, ·, oy, ox)``)::
 
@@ -512,18 +529,15 @@ def run_tiles(xk, offs, cp, weights: PackedWeights, kind: int, cols, b0, image_p
     ``max(offs)``. The shifted layout passes :func:`pack_input`'s rows and the kernel's tap
     offsets; the im2col its gathered rows, one offset 0 and ``cp = taps ·`` (groups per tap).
     ``bias`` is the int64 bias, for the byte tiles :meth:`PackedWeights.quad_bias`. ``kind``: the
-    tile (:meth:`PackedWeights.kind`). Returns the status array, a row per task (overflows
-    recorded as in :mod:`fast`)."""
+    tile (:meth:`PackedWeights.kind`); ``schedule``: :func:`tile_schedule` of the call, if the
+    caller keeps it. Returns the status array, a row per task (overflows recorded as in
+    :mod:`fast`)."""
     if kind == VNNI and not (HOST_HAS_VNNI and weights.vnni) or kind == QUADS and not weights.quads:
         raise ValueError(f"run_tiles: tile {kind} is not exact for these weights on this host")
-    wk, tile_rows, lanes = (weights.w2, PAIR_ROWS, 2) if kind == PAIRS else (weights.w4, TILE_ROWS[kind], 4)
-    rows = -(-weights.c_out // tile_rows) * tile_rows  # whole tiles (wk has at least as many rows)
-    panels = -(-cols // PANEL)
-    groups = max(1, min(rows // tile_rows, -(-4 * threads // panels)))  # at least 4 tasks a thread where it can
-    status = np.full((panels * groups, 3), -1, np.int64)
-    serial = threads == 1 or rows * offs.size * cp * lanes * cols < SERIAL_MACS
-    block = cp if offs.size > 1 else K_BLOCK  # one offset (the im2col): K in blocks that stay in L2
-    (_tiles_serial if serial else _tiles_parallel)(kind, xk.reshape(-1), xk.shape[1], wk.reshape(-1),
+    rows, groups, tasks, serial, block = schedule or tile_schedule(weights, kind, cols, offs.size, cp, threads)
+    status = np.full((tasks, 3), -1, np.int64)
+    (_tiles_serial if serial else _tiles_parallel)(kind, xk.reshape(-1), xk.shape[1],
+                                                   (weights.w2 if kind == PAIRS else weights.w4).reshape(-1),
                                                    offs.size * cp, offs, cp, block, rows, groups, cols, b0,
                                                    image_pitch, wp, oh, ow, bias, unchecked, rq_args, out, status)
     return status
