@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from refquant.executor.integer_ops import TABLE, QTensor, average_integers
 from refquant.kernels import fast
 from refquant.kernels import fast_pool, fast_requant, grain
-from refquant.kernels.channel_vectors import (CHANNELS, PIXELS, ROW, pixels_in, pixels_out, row_sums_k3s1,
-                                              row_sums_k3s2, row_sums_k5s1, row_sums_k5s2, tap_sums)
+from refquant.kernels.channel_vectors import (CHANNELS, PIXELS, ROW, pixels_in, pixels_out, requantized_out,
+                                              row_sums_k3s1, row_sums_k3s2, row_sums_k5s1, row_sums_k5s2, tap_sums)
 from refquant.kernels.geometry import conv_geometry
 from refquant.kernels import reference as ref
 from refquant.kernels.fast_prepared import prepare_layer
@@ -161,7 +161,7 @@ def test_depthwise_conv_equals_reference_on_one_and_two_threads(case, data):
 @st.composite
 def channels_last_case(draw):
     """Depthwise convs the channels-last kernel takes (``fast._channels_last``): one output
-    channel per input channel — up to 80, several blocks of 32 and a partial one — small output
+    channel per input channel — up to 80, several blocks of 32 and a partial one — small
     planes, any strides, dilations and pads, the float32 mode with sums proven inside int32."""
     channels = draw(st.integers(2, 80))
     kh, kw = draw(st.sampled_from([(3, 3), (5, 5), (1, 1), (2, 3), (7, 7)]))
@@ -228,7 +228,7 @@ def test_depthwise_channels_last_equals_the_reference_and_the_plane_kernel(case)
     the same bits."""
     x, w, zx, zw, bias, rq, attrs = case
     g = conv_geometry(x.shape, w.shape, name="dw", **attrs)
-    assert fast._channels_last(g) == (g.oh * g.ow <= fast._CHANNELS_LAST_PIXELS)
+    assert fast._channels_last(g) == (g.h * g.w <= fast._CHANNELS_LAST_PIXELS)
     expected = outcome(ref.conv2d_requant, x, w, zx, zw, bias, rq, name="dw", **attrs)
     assert expected[0] == "ok"  # 255 · 49 · 255 + 2**20 is far inside int32: always proven
     if fast._channels_last(g):
@@ -374,6 +374,45 @@ def test_pixels_move_in_and_out_of_channels_last_order(dtype, nc):
     assert np.all(planes[:, :13] == 99) and np.all(planes[:, 13 + PIXELS:] == 99)
 
 
+@numba.njit(cache=True)
+def _requantized_out(sums, f0, dst, pixels, nc, ints, floats):
+    requantized_out(sums, f0, dst, pixels, nc, ints, floats)
+
+
+@numba.njit(cache=True)
+def _clamped_one(y, bias, m, z, low, high):
+    return fast._float32_clamped(np.int32(y), bias, m, z, low, high)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32])
+@pytest.mark.parametrize("nc", [32, 5])
+def test_requantized_out_is_float32_clamped_lane_for_lane(dtype, nc):
+    """``requantized_out`` = ``fast._float32_clamped`` of each sum (then the output's low
+    bits), eight pixels of 32 channels: ties of ``rint``, both clamps, an infinite product
+    (``m = inf``), ``0 · inf`` (NaN: the clamps pass it on, and the conversion gives what the
+    scalar conversion gives), a bias that wraps the int32 sum, multipliers from 1e-9 to 1e9;
+    channels ``≥ nc`` not stored."""
+    rng = np.random.default_rng(nc)
+    pixels, f0 = 21, 9
+    sums = rng.integers(-(2**24), 2**24, (pixels + 1, CHANNELS)).astype(np.float32)
+    sums[f0:f0 + 2, :4] = [0.0, 5.0, -5.0, 2.0**24]
+    ints = np.stack([rng.integers(-(2**20), 2**20, CHANNELS), rng.integers(-200, 200, CHANNELS)]).astype(np.int32)
+    ints[0, 3] = 2**31 - 1  # 2**24 + 2**31 - 1 wraps, in both
+    mult = (10.0 ** rng.uniform(-9, 9, CHANNELS)).astype(np.float32)
+    mult[:3] = [np.inf, 0.5, 1.0]  # 0 · inf, ties at ±2.5 (bias 0 below), plain
+    ints[0, :3] = 0
+    low, high = np.float32(-128) - ints[1], np.float32(127) - ints[1]
+    floats = np.stack([mult, low.astype(np.float32), high.astype(np.float32)]).astype(np.float32)
+    out = np.full(nc * pixels, 77, dtype)
+    _requantized_out(sums.reshape(-1), f0, out, pixels, nc, ints, floats)
+    planes = out.reshape(nc, pixels)
+    for j in range(PIXELS):
+        for e in range(nc):
+            want = _clamped_one(sums[f0 + j, e], ints[0, e], floats[0, e], ints[1, e], floats[1, e], floats[2, e])
+            assert planes[e, f0 + j] == np.array(want, np.int32).astype(dtype), (j, e)
+    assert np.all(planes[:, :f0] == 77) and np.all(planes[:, f0 + PIXELS:] == 77)
+
+
 def test_depthwise_channels_last_only_where_its_int32_sums_are_proven():
     """A 5×5 plane whose channel 1's bias leaves no room for its sums (``255 · Σ|w_c| + |bias|
     > 2**31 - 1``): the dispatcher keeps the plane kernel, which checks every accumulator, and
@@ -412,12 +451,18 @@ def test_depthwise_overflow_is_raised_like_the_reference():
 
 def test_depthwise_scratch_is_stated():
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (1, 32, 56, 56), dtype=np.uint8)
+    x = rng.integers(0, 256, (1, 32, 60, 60), dtype=np.uint8)  # past the channels-last planes
     w = rng.integers(-128, 128, (32, 1, 3, 3), dtype=np.int8)
     stated = fast.requant_scratch_bytes("conv2d", x.shape, w.shape, a_dtype=np.uint8, pads=(1, 1, 1, 1),
                                         group=32, threads=2)
-    # the planes (2 threads × 58 × 58 int32) dominate; no buffer of the output's size in int32
-    assert 2 * 58 * 58 * 4 < stated < 4 * 32 * 56 * 56
+    # the planes (2 threads × 62 × 62 int32) dominate; no buffer of the output's size in int32
+    assert 2 * 62 * 62 * 4 < stated < 4 * 32 * 60 * 60
+    # channels last (56×56): the block's padded float32 plane, with its slack rows, is counted
+    g = conv_geometry((1, 32, 56, 56), w.shape, name="dw", pads=(1, 1, 1, 1), group=32)
+    assert fast._channels_last(g)
+    stated = fast.requant_scratch_bytes("conv2d", (1, 32, 56, 56), w.shape, a_dtype=np.uint8, pads=(1, 1, 1, 1),
+                                        group=32, threads=2)
+    assert stated >= (58 + fast._channels_last_slack(g)) * 58 * CHANNELS * 4
 
 
 # --- pooling hooks -------------------------------------------------------------------------

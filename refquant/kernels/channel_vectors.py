@@ -53,7 +53,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["CHANNELS", "pixels_in", "pixels_out", "tap_sums"]
+__all__ = ["CHANNELS", "pixels_in", "pixels_out", "requantized_out", "tap_sums"]
 
 _LANES = 8
 _VECTORS = 4
@@ -136,18 +136,34 @@ def pixels_in(typingctx, src, hw, p0, zx, nc, at, dst):
     return sig, codegen
 
 
+def _store_channels(builder, dst_a, cols, g, f0_v, pixels_v, nc_v, bits):
+    """Store the eight columns of group ``g`` (channel ``8g + k``: eight pixels from ``f0``)
+    into their channels' planes, truncated to ``bits``, channels ``≥ nc`` skipped."""
+    i64 = ir.IntType(64)
+    narrow = ir.VectorType(ir.IntType(bits), _LANES)
+    for k in range(_LANES):
+        e = ir.Constant(i64, g * _LANES + k)
+        with builder.if_then(builder.icmp_signed("<", e, nc_v)):
+            at = builder.add(builder.mul(e, pixels_v), f0_v)
+            value = cols[k] if bits == 32 else builder.trunc(cols[k], narrow)
+            builder.store(value, _vector_at(builder, dst_a.data, at, narrow), align=1)
+
+
+_OUT_DTYPES = (types.uint8, types.int8, types.uint16, types.int16, types.int32)
+
+
 @intrinsic
 def pixels_out(typingctx, staged, f0, dst, pixels, nc):
     """Typing of :func:`pixels_out`: see the module docstring for the formula."""
     _check("pixels_out: staged", staged, (types.int32,))
-    _check("pixels_out: dst", dst, (types.uint8, types.int8, types.uint16, types.int16, types.int32))
+    _check("pixels_out: dst", dst, _OUT_DTYPES)
     sig = types.none(staged, f0, dst, pixels, nc)
     bits = dst.dtype.bitwidth
 
     def codegen(context, builder, signature, args):
         tys = signature.args
         i64 = ir.IntType(64)
-        bytes_v, ints_v = ir.VectorType(ir.IntType(bits), _LANES), ir.VectorType(ir.IntType(32), _LANES)
+        ints_v = ir.VectorType(ir.IntType(32), _LANES)
         staged_a, dst_a = (context.make_array(tys[i])(context, builder, args[i]) for i in (0, 2))
         f0_v, pixels_v, nc_v = (context.cast(builder, args[i], tys[i], types.int64) for i in (1, 3, 4))
         for g in range(_VECTORS):
@@ -156,13 +172,53 @@ def pixels_out(typingctx, staged, f0, dst, pixels, nc):
                 index = builder.add(builder.mul(builder.add(f0_v, ir.Constant(i64, j)), ir.Constant(i64, CHANNELS)),
                                     ir.Constant(i64, g * _LANES))
                 rows.append(builder.load(_vector_at(builder, staged_a.data, index, ints_v), align=4))
-            cols = _transpose8(builder, rows)
-            for k in range(_LANES):
-                e = ir.Constant(i64, g * _LANES + k)
-                with builder.if_then(builder.icmp_signed("<", e, nc_v)):
-                    at = builder.add(builder.mul(e, pixels_v), f0_v)
-                    value = cols[k] if bits == 32 else builder.trunc(cols[k], bytes_v)
-                    builder.store(value, _vector_at(builder, dst_a.data, at, bytes_v), align=1)
+            _store_channels(builder, dst_a, _transpose8(builder, rows), g, f0_v, pixels_v, nc_v, bits)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def requantized_out(typingctx, sums, f0, dst, pixels, nc, ints, floats):
+    """Typing of :func:`requantized_out`: see the module docstring for the formula."""
+    _check("requantized_out: sums", sums, (types.float32,))
+    _check("requantized_out: dst", dst, _OUT_DTYPES)
+    for name, arr, dtype in (("ints", ints, types.int32), ("floats", floats, types.float32)):
+        if not (isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C" and arr.dtype == dtype):
+            raise TypingError(f"requantized_out: {name} must be a 2-D C-contiguous {dtype} array, got {arr}")
+    sig = types.none(sums, f0, dst, pixels, nc, ints, floats)
+    bits = dst.dtype.bitwidth
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        ints_v, floats_v = ir.VectorType(i32, _LANES), ir.VectorType(ir.FloatType(), _LANES)
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(floats_v, [floats_v]),
+                                              f"llvm.rint.v{_LANES}f32")
+        sums_a, dst_a, ints_a, floats_a = (context.make_array(tys[i])(context, builder, args[i]) for i in (0, 2, 5, 6))
+        f0_v, pixels_v, nc_v = (context.cast(builder, args[i], tys[i], types.int64) for i in (1, 3, 4))
+
+        def lanes(arr, row, g, vec):
+            return builder.load(_vector_at(builder, arr.data, ir.Constant(i64, row * CHANNELS + g * _LANES), vec),
+                                align=4)
+
+        for g in range(_VECTORS):
+            bias, zero = lanes(ints_a, 0, g, ints_v), lanes(ints_a, 1, g, ints_v)
+            mult, low, high = (lanes(floats_a, r, g, floats_v) for r in range(3))
+            rows = []
+            for j in range(PIXELS):
+                index = builder.add(builder.mul(builder.add(f0_v, ir.Constant(i64, j)), ir.Constant(i64, CHANNELS)),
+                                    ir.Constant(i64, g * _LANES))
+                y = builder.load(_vector_at(builder, sums_a.data, index, floats_v), align=4)
+                # fast._float32_clamped, instruction for instruction: the int32 sum (wrapping),
+                # the float32 product, rint, max then min as Numba lowers them (select on an
+                # ordered comparison), the conversion and + z_y (wrapping)
+                acc = builder.add(builder.fptosi(y, ints_v), bias)
+                r = builder.call(rint, [builder.fmul(builder.sitofp(acc, floats_v), mult)])
+                r = builder.select(builder.fcmp_ordered(">", low, r), low, r)
+                r = builder.select(builder.fcmp_ordered("<", high, r), high, r)
+                rows.append(builder.add(builder.fptosi(r, ints_v), zero))
+            _store_channels(builder, dst_a, _transpose8(builder, rows), g, f0_v, pixels_v, nc_v, bits)
         return context.get_dummy_value()
 
     return sig, codegen

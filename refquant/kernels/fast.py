@@ -85,7 +85,7 @@ from numba import njit, prange
 from ..numerics.requant import Requantizer
 from .geometry import conv_geometry
 from .reference import AccumulatorOverflowError, check_operands
-from .channel_vectors import (CHANNELS, PIXELS, ROW, pixels_in, pixels_out, row_sums_k3s1, row_sums_k3s2,
+from .channel_vectors import (CHANNELS, PIXELS, ROW, pixels_in, requantized_out, row_sums_k3s1, row_sums_k3s2,
                               row_sums_k5s1, row_sums_k5s2, tap_sums)
 from .phases import split_row
 from .vnni import CHUNK, HOST_HAS_VNNI, TILE_COLS, TILE_ROWS, dot_tile
@@ -574,7 +574,7 @@ USE_CHANNELS_LAST = True  # small planes channels last (_channels_last; tests to
 # 255 · Σ_taps |w_c| ≤ 255 · 258 · 255 < 2**24: with at most this many taps every partial sum of
 # a depthwise output is an integer a float32 holds (the channels-last kernel sums in float32)
 _FLOAT_SUM_TAPS = 258
-_CHANNELS_LAST_PIXELS = 28 * 28  # output pixels per plane at most (measured: spec/numerics.md)
+_CHANNELS_LAST_PIXELS = 56 * 56  # input pixels per plane at most (measured: spec/numerics.md)
 _CHANNELS_LAST_BAND = 256  # output pixels whose sums one pass of a block holds (32 KiB of float32)
 
 
@@ -618,10 +618,13 @@ def _depthwise_plan(g, threads):
 def _channels_last(g) -> bool:
     """Whether a depthwise conv may run channels last (:func:`_depthwise_channels_last`; it does
     when its sums are also proven inside int32 in the float32 mode): one output channel per
-    input channel, at most :data:`_FLOAT_SUM_TAPS` taps, output planes of at most
-    :data:`_CHANNELS_LAST_PIXELS` pixels, where the plane kernel's cost per channel dominates."""
+    input channel, at most :data:`_FLOAT_SUM_TAPS` taps, input planes of at most
+    :data:`_CHANNELS_LAST_PIXELS` pixels. Larger planes stay on the plane kernel, which threads
+    over (image, channel) pairs where this kernel threads over blocks of 32 channels
+    (EfficientNet-Lite0's 112×112 layers, 32 and 96 channels, on two threads: 0.55 and 0.66
+    of the plane kernel's speed; spec/numerics.md)."""
     return (USE_CHANNELS_LAST and g.c_out == g.c_in == g.group and g.kh * g.kw <= _FLOAT_SUM_TAPS
-            and g.oh * g.ow <= _CHANNELS_LAST_PIXELS)
+            and g.h * g.w <= _CHANNELS_LAST_PIXELS)
 
 def _centred_depthwise_weights(w, zw):
     """``w[o, 0, i, j] - z_w[o]`` as int32 ``[C_out, kh·kw]``."""
@@ -702,9 +705,9 @@ def _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks):
     Σ_taps |w_c| < 2**24`` (at most :data:`_FLOAT_SUM_TAPS` taps) is an exact integer, so the
     float32 sums are the integer sums, in any order — a band of output rows at a time
     (:data:`_CHANNELS_LAST_BAND` pixels, so the band's sums stay in L1), each sum requantized
-    by :func:`_float32_clamped` from ``int32(S)`` (the same integers and outputs as the plane
-    kernel's :func:`_float32_unchecked_one`), and the band moved out to NCHW by
-    :func:`channel_vectors.pixels_out`."""
+    from ``int32(S)`` by :func:`channel_vectors.requantized_out` — :func:`_float32_clamped`
+    instruction for instruction, eight lanes wide, so the same integers and outputs as the
+    plane kernel's :func:`_float32_unchecked_one` — and moved out to NCHW by the same call."""
     sh, sw, dh, dw, top, left, kh, kw, group = geometry
     c, height, width = x.shape[1], x.shape[2], x.shape[3]
     n_blocks, wp = blocks.shape[0], blocks.shape[2]
@@ -730,19 +733,20 @@ def _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks):
     band = max(1, min(oh, _CHANNELS_LAST_BAND // ow)) * ow
     # every block's scratch, allocated once; sums have spare pixels for the last call of a row
     sums = np.empty((n_blocks, band + ROW, CHANNELS), np.float32)
-    staged = np.empty((n_blocks, band, CHANNELS), np.int32)
     for k in prange(n_blocks):
         _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blocks[k], wb[k], offs, at, ints[k],
-                             floats[k], sums[k], staged[k])
+                             floats[k], sums[k], band)
 
 
 @njit(cache=True)
 def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, block, weights, offs, at, ints, floats,
-                         sums, staged):
+                         sums, band):
     """Block ``k`` of :func:`_depthwise_channels_last`, every image: the plane's padding
-    zeroed, then per image the input moved in, and per band of output rows the tap sums, the
-    requantization (a loop over whole 32-lane pixels, which vectorises) and the move out. The
-    pixels that do not fill a call of ``pixels_in``/``pixels_out`` move in a scalar loop."""
+    zeroed, then per image the input moved in, and per band of output rows the tap sums
+    (:func:`_row_kind`: eight pixels of a row a call, or two), then their requantization and
+    move out, eight pixels a call (:func:`channel_vectors.requantized_out`). The pixels that do
+    not fill a call of ``pixels_in``/``requantized_out`` go through a scalar loop
+    (:func:`_float32_clamped`)."""
     n_img, c, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     hw, pixels = height * width, oh * ow
@@ -756,8 +760,8 @@ def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blo
         for f in range(wp * CHANNELS):
             if not inside or f < left * CHANNELS or f >= (left + width) * CHANNELS:
                 row[f] = 0.0
-    flat_sums, flat_staged = sums.reshape(sums.size), staged.reshape(staged.size)
-    band_rows = staged.shape[0] // ow
+    flat_sums = sums.reshape(sums.size)
+    band_rows = band // ow
     zf = np.float32(zx)
     bias_k, zero_k, mult_k, low_k, high_k = ints[0], ints[1], floats[0], floats[1], floats[2]
     for b in range(n_img):
@@ -791,17 +795,14 @@ def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blo
                     step = sw if ox + 1 < ow else 0  # the row's last pixel alone: its pair repeats it
                     tap_sums(plane, weights, offs, oy * sh * wp + ox * sw, step,
                              flat_sums[((oy - r0) * ow + ox) * CHANNELS:])
-            for f in range(n):
-                for e in range(CHANNELS):
-                    staged[f, e] = _float32_clamped(np.int32(sums[f, e]), bias_k[e], mult_k[e], zero_k[e],
-                                                    low_k[e], high_k[e])
             whole_f = n // PIXELS * PIXELS
             band_dst = dst[f0:]
             for g in range(0, whole_f, PIXELS):
-                pixels_out(flat_staged, g, band_dst, pixels, nc)
+                requantized_out(flat_sums, g, band_dst, pixels, nc, ints, floats)
             for f in range(whole_f, n):
                 for e in range(nc):
-                    band_dst[e * pixels + f] = staged[f, e]
+                    band_dst[e * pixels + f] = _float32_clamped(np.int32(sums[f, e]), bias_k[e], mult_k[e], zero_k[e],
+                                                                low_k[e], high_k[e])
 
 
 @njit(parallel=True, cache=True)
