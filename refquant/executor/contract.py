@@ -20,6 +20,8 @@ the provenance in front; :class:`refquant.plugins.PluginError` for anything else
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..numerics import QParams
@@ -87,6 +89,9 @@ def check_qparams(qp, strategy, method: str, layer: str, *, channels: int | None
                             f"grid of at most 8 bits")
     scale = np.asarray(qp.scale)
     zp = np.asarray(qp.zero_point)
+    if (scale.size == 1 and zp.size == 1 and scale.ndim <= 1 and scale.dtype.kind == "f" and zp.dtype.kind in "iu"
+            and math.isfinite(scale.item()) and scale.item() > 0 and qmin <= zp.item() <= qmax):
+        return qp  # one scale and zero point that pass every check below (the common case, without reductions)
     if (scale.ndim > 1 and not qp.block_size) or scale.size == 0:
         raise broken(f"returned a scale of shape {scale.shape}; expected one scale, "
                             f"one per channel, or blocked scales (block_size > 0: per row)")

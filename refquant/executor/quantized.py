@@ -150,8 +150,8 @@ class QuantizedModel:
         """
         if isinstance(feeds, np.ndarray):
             feeds = {self.graph.inputs[0].name: feeds}
-        feeds = {k: (v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
-                 for k, v in feeds.items()}
+        feeds = {k: (v.astype(np.float32) if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype != np.float32
+                     else v) for k, v in feeds.items()}  # float32 inputs are only read: not copied
         validate_inputs(self.graph, feeds)
         kernels = get_backend(backend)
         program = self.prepare(backend) if prepared else None

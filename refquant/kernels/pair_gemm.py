@@ -460,6 +460,12 @@ def _task(t, kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, i
                 continue
             bn, m, z, low, high = bias[n], multiplier[n], zero_point[n], lo[n], hi[n]
             sums = y[r]
+            bl, d0, count, nxt = _segment(c0, c1, image_pitch, wp, oh, ow)
+            if count == c1 - c0:  # the panel is one run of outputs (a 1×1 conv's plane): straight into it
+                dst = out[b0 + bl, n, d0:d0 + count]
+                for e in range(count):
+                    dst[e] = fast._float32_unchecked_one(sums[e], bn, m, z, low, high)
+                continue
             for e in range(c1 - c0):  # the float32 mode of sums proven inside int32: the whole row, one loop
                 staged[e] = fast._float32_unchecked_one(sums[e], bn, m, z, low, high)
             col = c0
@@ -535,7 +541,8 @@ def run_tiles(xk, offs, cp, weights: PackedWeights, kind: int, cols, b0, image_p
     if kind == VNNI and not (HOST_HAS_VNNI and weights.vnni) or kind == QUADS and not weights.quads:
         raise ValueError(f"run_tiles: tile {kind} is not exact for these weights on this host")
     rows, groups, tasks, serial, block = schedule or tile_schedule(weights, kind, cols, offs.size, cp, threads)
-    status = np.full((tasks, 3), -1, np.int64)
+    status = np.empty((tasks, 3), np.int64)
+    status.fill(-1)
     (_tiles_serial if serial else _tiles_parallel)(kind, xk.reshape(-1), xk.shape[1],
                                                    (weights.w2 if kind == PAIRS else weights.w4).reshape(-1),
                                                    offs.size * cp, offs, cp, block, rows, groups, cols, b0,
