@@ -295,3 +295,21 @@ def test_run_float_in_place_activations_and_freed_tensors_change_nothing_observe
     dropped_at = [i for i, names in enumerate(_dead_after(steps, g.outputs)) if residual in names]
     assert dropped_at == [next(i for i, s in enumerate(steps) if s.node.op_type == "Add")]
     assert all(g.outputs[0] not in names for names in _dead_after(steps, g.outputs))
+
+
+def test_quantized_run_drops_each_tensor_after_its_last_reader():
+    """A quantized run releases a tensor once no later step reads it (the float pass's rule):
+    the residual MaxPool output at the Add, never the graph's output; the outputs are those of
+    a run that keeps every intermediate (``keep=True`` records each one)."""
+    g, x = small_cnn(seed=5, n=4)
+    qm = quantize_model(g, "weights=minmax:8 activations=static-minmax:8", x)
+    releases = qm._releases()
+    residual = qm.steps[1].output
+    add = next(s for s in qm.steps if s.node.op_type == "Add")
+    assert [s.name for s in qm.steps if residual in releases.get(id(s), ())] == [add.name]
+    assert all(g.outputs[0] not in names for names in releases.values())
+    assert qm._releases() is releases  # memoised
+    kept = qm.run(x, backend="numba", keep=True)
+    assert all(r.q_output is not None for r in kept.records if r.kernel != "input")
+    for backend in ("reference", "numba"):
+        np.testing.assert_array_equal(qm.run(x, backend=backend).outputs[g.outputs[0]], kept.outputs[g.outputs[0]])
