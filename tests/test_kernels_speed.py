@@ -232,16 +232,18 @@ def test_depthwise_channels_last_equals_the_reference_and_the_plane_kernel(case)
     expected = outcome(ref.conv2d_requant, x, w, zx, zw, bias, rq, name="dw", **attrs)
     assert expected[0] == "ok"  # 255 · 49 · 255 + 2**20 is far inside int32: always proven
     if fast._channels_last(g):
-        _, arrays = fast._depthwise_plan(g, 1)
-        blocks = fast._depthwise_scratch(arrays)[4]
-        assert blocks.shape[0] == -(-x.shape[1] // CHANNELS)
-        blocks.fill(np.nan)
-        out = np.empty(expected[1].shape, np.uint8)
-        b = np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64)
-        wb = fast._channels_last_weights(fast._centred_depthwise_weights(w, zw))
-        fast._depthwise_channels_last(x, wb, fast._depthwise_geometry(g), np.int32(zx), b,
-                                      fast._requant_args(rq, w.shape[0]), fast._signed_view(out), blocks)
-        assert_same(expected, ("ok", out))
+        for n in (1, 2):  # a plane per thread, each thread a range of blocks
+            _, arrays = fast._depthwise_plan(g, n)
+            blocks = fast._depthwise_scratch(arrays)[4]
+            assert blocks.shape[0] == max(1, min(n, -(-x.shape[1] // CHANNELS)))
+            blocks.fill(np.nan)
+            out = np.empty(expected[1].shape, np.uint8)
+            b = np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64)
+            wb = fast._channels_last_weights(fast._centred_depthwise_weights(w, zw))
+            with threads(n):
+                fast._depthwise_channels_last(x, wb, fast._depthwise_geometry(g), np.int32(zx), b,
+                                              fast._requant_args(rq, w.shape[0]), fast._signed_view(out), blocks)
+            assert_same(expected, ("ok", out))
     for n in (1, 2):
         with threads(n):
             assert_same(expected, outcome(fast.conv2d_requant, x, w, zx, zw, bias, rq, name="dw", **attrs))
@@ -451,18 +453,21 @@ def test_depthwise_overflow_is_raised_like_the_reference():
 
 def test_depthwise_scratch_is_stated():
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (1, 32, 60, 60), dtype=np.uint8)  # past the channels-last planes
+    x = rng.integers(0, 256, (1, 32, 120, 120), dtype=np.uint8)  # past the channels-last planes
     w = rng.integers(-128, 128, (32, 1, 3, 3), dtype=np.int8)
     stated = fast.requant_scratch_bytes("conv2d", x.shape, w.shape, a_dtype=np.uint8, pads=(1, 1, 1, 1),
                                         group=32, threads=2)
-    # the planes (2 threads × 62 × 62 int32) dominate; no buffer of the output's size in int32
-    assert 2 * 62 * 62 * 4 < stated < 4 * 32 * 60 * 60
-    # channels last (56×56): the block's padded float32 plane, with its slack rows, is counted
-    g = conv_geometry((1, 32, 56, 56), w.shape, name="dw", pads=(1, 1, 1, 1), group=32)
+    # the planes (2 threads × 122 × 122 int32) dominate; no buffer of the output's size in int32
+    assert 2 * 122 * 122 * 4 < stated < 4 * 32 * 120 * 120
+    # channels last (56×56, 96 channels: three blocks on two threads): a padded float32 plane per
+    # thread, with its slack rows, is counted — not one per block
+    w = rng.integers(-128, 128, (96, 1, 3, 3), dtype=np.int8)
+    g = conv_geometry((1, 96, 56, 56), w.shape, name="dw", pads=(1, 1, 1, 1), group=96)
     assert fast._channels_last(g)
-    stated = fast.requant_scratch_bytes("conv2d", (1, 32, 56, 56), w.shape, a_dtype=np.uint8, pads=(1, 1, 1, 1),
-                                        group=32, threads=2)
-    assert stated >= (58 + fast._channels_last_slack(g)) * 58 * CHANNELS * 4
+    stated = fast.requant_scratch_bytes("conv2d", (1, 96, 56, 56), w.shape, a_dtype=np.uint8, pads=(1, 1, 1, 1),
+                                        group=96, threads=2)
+    plane = (58 + fast._channels_last_slack(g)) * 58 * CHANNELS * 4
+    assert 2 * plane <= stated < 3 * plane
 
 
 # --- pooling hooks -------------------------------------------------------------------------

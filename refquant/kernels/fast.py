@@ -574,7 +574,7 @@ USE_CHANNELS_LAST = True  # small planes channels last (_channels_last; tests to
 # 255 · Σ_taps |w_c| ≤ 255 · 258 · 255 < 2**24: with at most this many taps every partial sum of
 # a depthwise output is an integer a float32 holds (the channels-last kernel sums in float32)
 _FLOAT_SUM_TAPS = 258
-_CHANNELS_LAST_PIXELS = 56 * 56  # input pixels per plane at most (measured: spec/numerics.md)
+_CHANNELS_LAST_PIXELS = 112 * 112  # input pixels per plane at most (measured: spec/numerics.md)
 _CHANNELS_LAST_BAND = 256  # output pixels whose sums one pass of a block holds (32 KiB of float32)
 
 
@@ -608,7 +608,7 @@ def _depthwise_plan(g, threads):
         "accumulators": ((chunks, g.ow), 8),
         "status": ((chunks, 3), 8),
         # the channels-last kernel's padded, centred float32 planes, a block of channels each
-        "channels_last": ((-(-g.c_in // CHANNELS), g.h + g.pads[0] + g.pads[2] + _channels_last_slack(g),
+        "channels_last": ((max(1, min(threads, -(-g.c_in // CHANNELS))), g.h + g.pads[0] + g.pads[2] + _channels_last_slack(g),
                            g.w + g.pads[1] + g.pads[3], CHANNELS)
                           if _channels_last(g) else (0, 0, 0, 0), 4),
     }
@@ -619,10 +619,8 @@ def _channels_last(g) -> bool:
     """Whether a depthwise conv may run channels last (:func:`_depthwise_channels_last`; it does
     when its sums are also proven inside int32 in the float32 mode): one output channel per
     input channel, at most :data:`_FLOAT_SUM_TAPS` taps, input planes of at most
-    :data:`_CHANNELS_LAST_PIXELS` pixels. Larger planes stay on the plane kernel, which threads
-    over (image, channel) pairs where this kernel threads over blocks of 32 channels
-    (EfficientNet-Lite0's 112×112 layers, 32 and 96 channels, on two threads: 0.55 and 0.66
-    of the plane kernel's speed; spec/numerics.md)."""
+    :data:`_CHANNELS_LAST_PIXELS` pixels (the largest measured: its float32 plane per thread is
+    32 channels of the padded input)."""
     return (USE_CHANNELS_LAST and g.c_out == g.c_in == g.group and g.kh * g.kw <= _FLOAT_SUM_TAPS
             and g.h * g.w <= _CHANNELS_LAST_PIXELS)
 
@@ -695,13 +693,14 @@ def _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks):
     """:func:`_depthwise_planes`'s outputs with the channels innermost (one output channel
     per input channel, sums proven inside int32, the float32 mode).
 
-    The channels are cut into blocks of :data:`channel_vectors.CHANNELS` (``prange`` over the
-    blocks, :func:`_channels_last_block`; a partial block's missing channels are zero). Per
-    image and block, the input is centred into the block's plane ``blocks[k]`` (float32
+    The channels are cut into blocks of :data:`channel_vectors.CHANNELS` (a partial block's
+    missing channels are zero), the blocks into one contiguous range per thread (``prange``
+    over ``blocks.shape[0]`` chunks, each with its own plane). Per image and block
+    (:func:`_channels_last_block`), the input is centred into the chunk's plane (float32
     ``[H_p, W_p, CHANNELS]``; the padding pixels are 0 = real zero) by
-    :func:`channel_vectors.pixels_in`, :func:`channel_vectors.tap_sums` forms two output
-    pixels' sums ``S[c] = Σ_tap P[oy·s_h + i·d_h, ox·s_w + j·d_w, c] · w_c[c, tap]`` at a time in
-    registers, in float32 — every product ``|x_c · w_c| ≤ 255²`` and every partial sum ``≤ 255 ·
+    :func:`channel_vectors.pixels_in`, and the row sums (or :func:`channel_vectors.tap_sums`)
+    form the output pixels' sums ``S[c] = Σ_tap P[oy·s_h + i·d_h, ox·s_w + j·d_w, c] · w_c[c,
+    tap]`` in registers, in float32 — every product ``|x_c · w_c| ≤ 255²`` and every partial sum ``≤ 255 ·
     Σ_taps |w_c| < 2**24`` (at most :data:`_FLOAT_SUM_TAPS` taps) is an exact integer, so the
     float32 sums are the integer sums, in any order — a band of output rows at a time
     (:data:`_CHANNELS_LAST_BAND` pixels, so the band's sums stay in L1), each sum requantized
@@ -710,7 +709,7 @@ def _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks):
     plane kernel's :func:`_float32_unchecked_one` — and moved out to NCHW by the same call."""
     sh, sw, dh, dw, top, left, kh, kw, group = geometry
     c, height, width = x.shape[1], x.shape[2], x.shape[3]
-    n_blocks, wp = blocks.shape[0], blocks.shape[2]
+    n_blocks, chunks, wp = wb.shape[0], blocks.shape[0], blocks.shape[2]
     taps, oh, ow = kh * kw, out.shape[2], out.shape[3]
     offs = np.empty(taps, np.int64)  # each tap's pixel offset in a padded plane
     for i in range(kh):
@@ -731,11 +730,13 @@ def _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks):
         floats[k, 1, e], floats[k, 2, e] = np.float32(rq[5][o] - rq[4][o]), np.float32(rq[6][o] - rq[4][o])
     row_kind = _row_kind(kw, sw, dw)
     band = max(1, min(oh, _CHANNELS_LAST_BAND // ow)) * ow
-    # every block's scratch, allocated once; sums have spare pixels for the last call of a row
-    sums = np.empty((n_blocks, band + ROW, CHANNELS), np.float32)
-    for k in prange(n_blocks):
-        _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blocks[k], wb[k], offs, at, ints[k],
-                             floats[k], sums[k], band)
+    # each chunk's sums, allocated once; spare pixels for the last call of a row
+    sums = np.empty((chunks, band + ROW, CHANNELS), np.float32)
+    for t in prange(chunks):
+        k0, k1 = _chunk_bounds(n_blocks, chunks, t)
+        for k in range(k0, k1):
+            _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blocks[t], wb[k], offs, at,
+                                 ints[k], floats[k], sums[t], band)
 
 
 @njit(cache=True)
@@ -756,9 +757,14 @@ def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blo
     plane = block.reshape(block.size)
     for r in range(hp):  # the padding: every place no input pixel lands on
         row = plane[r * wp * CHANNELS:(r + 1) * wp * CHANNELS]
-        inside = top <= r < top + height
-        for f in range(wp * CHANNELS):
-            if not inside or f < left * CHANNELS or f >= (left + width) * CHANNELS:
+        if top <= r < top + height:  # the left and right padding of an input row
+            for f in range(left * CHANNELS):
+                row[f] = 0.0
+            right = row[(left + width) * CHANNELS:]
+            for f in range(right.shape[0]):
+                right[f] = 0.0
+        else:
+            for f in range(row.shape[0]):
                 row[f] = 0.0
     flat_sums = sums.reshape(sums.size)
     band_rows = band // ow
