@@ -232,10 +232,11 @@ def test_depthwise_channels_last_equals_the_reference_and_the_plane_kernel(case)
     expected = outcome(ref.conv2d_requant, x, w, zx, zw, bias, rq, name="dw", **attrs)
     assert expected[0] == "ok"  # 255 · 49 · 255 + 2**20 is far inside int32: always proven
     if fast._channels_last(g):
-        for n in (1, 2):  # a plane per thread, each thread a range of blocks
+        for n in (1, 2):  # a plane per thread, each thread a range of (block, part of its bands)
             _, arrays = fast._depthwise_plan(g, n)
             blocks = fast._depthwise_scratch(arrays)[4]
-            assert blocks.shape[0] == max(1, min(n, -(-x.shape[1] // CHANNELS)))
+            nb = -(-x.shape[1] // CHANNELS)
+            assert blocks.shape[0] == max(1, min(n, nb * fast._channels_last_parts(nb, n)))
             blocks.fill(np.nan)
             out = np.empty(expected[1].shape, np.uint8)
             b = np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64)

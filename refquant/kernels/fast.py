@@ -608,7 +608,9 @@ def _depthwise_plan(g, threads):
         "accumulators": ((chunks, g.ow), 8),
         "status": ((chunks, 3), 8),
         # the channels-last kernel's padded, centred float32 planes, a block of channels each
-        "channels_last": ((max(1, min(threads, -(-g.c_in // CHANNELS))), g.h + g.pads[0] + g.pads[2] + _channels_last_slack(g),
+        "channels_last": ((max(1, min(threads, -(-g.c_in // CHANNELS) * _channels_last_parts(-(-g.c_in // CHANNELS),
+                                                                                           threads))),
+                           g.h + g.pads[0] + g.pads[2] + _channels_last_slack(g),
                            g.w + g.pads[1] + g.pads[3], CHANNELS)
                           if _channels_last(g) else (0, 0, 0, 0), 4),
     }
@@ -667,6 +669,14 @@ def _row_kind(kw, sw, dw):
     if dw != 1 or sw > 2 or kw not in (3, 5):
         return 0
     return (1 if kw == 3 else 2) + 2 * (sw - 1)
+
+
+@njit(cache=True)
+def _channels_last_parts(n_blocks, threads):
+    """Parts (ranges of output bands) each block of the channels-last kernel is cut into, so
+    that ``threads`` threads get about equal work: 1 from four blocks a thread on, else enough
+    parts for four a thread (32 channels on two threads: two halves of the plane)."""
+    return max(1, -(-4 * threads // n_blocks)) if n_blocks < 4 * threads else 1
 
 
 def _channels_last_slack(g) -> int:
@@ -732,28 +742,41 @@ def _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks):
     band = max(1, min(oh, _CHANNELS_LAST_BAND // ow)) * ow
     # each chunk's sums, allocated once; spare pixels for the last call of a row
     sums = np.empty((chunks, band + ROW, CHANNELS), np.float32)
+    parts = _channels_last_parts(n_blocks, chunks)
     for t in prange(chunks):
-        k0, k1 = _chunk_bounds(n_blocks, chunks, t)
-        for k in range(k0, k1):
+        a0, a1 = _chunk_bounds(n_blocks * parts, chunks, t)
+        for a in range(a0, a1):
+            k = a // parts
             _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blocks[t], wb[k], offs, at,
-                                 ints[k], floats[k], sums[t], band)
+                                 ints[k], floats[k], sums[t], band, a % parts, parts)
 
 
 @njit(cache=True)
 def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, block, weights, offs, at, ints, floats,
-                         sums, band):
-    """Block ``k`` of :func:`_depthwise_channels_last`, every image: the plane's padding
-    zeroed, then per image the input moved in, and per band of output rows the tap sums
-    (:func:`_row_kind`: eight pixels of a row a call, or two), then their requantization and
-    move out, eight pixels a call (:func:`channel_vectors.requantized_out`). The pixels that do
-    not fill a call of ``pixels_in``/``requantized_out`` go through a scalar loop
-    (:func:`_float32_clamped`)."""
+                         sums, band, part, parts):
+    """Part ``part`` of ``parts`` of block ``k`` of :func:`_depthwise_channels_last`, every
+    image: the part's bands of output rows (:func:`_chunk_bounds` of the bands), the plane's
+    padding zeroed, then per image the input rows those bands read moved in, and per band the
+    tap sums (:func:`_row_kind`: eight pixels of a row a call, or two), then their
+    requantization and move out, eight pixels a call (:func:`channel_vectors.requantized_out`).
+    Rows of the plane the part does not read are left as they are (the last call of a row
+    reads past it only for sums that are never stored). Pixels that do not fill a call of
+    ``requantized_out`` go through a scalar loop (:func:`_float32_clamped`); a run of input
+    pixels that is not a whole number of calls ends with a call that overlaps the one before."""
     n_img, c, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     hw, pixels = height * width, oh * ow
     hp, wp = block.shape[0], block.shape[1]
     c0 = k * CHANNELS
     nc = min(CHANNELS, c - c0)
+    band_rows = band // ow
+    q0, q1 = _chunk_bounds(-(-oh // band_rows), parts, part)
+    first, last = q0 * band_rows, min(oh, q1 * band_rows)  # the part's output rows
+    if first >= last:
+        return
+    # the input rows they read: padded rows first·s_h .. (last - 1)·s_h + (kh - 1)·d_h
+    p_lo = max(0, first * sh - top) * width
+    p_hi = max(0, min(height, (last - 1) * sh + (kh - 1) * dh - top + 1)) * width
     plane = block.reshape(block.size)
     for r in range(hp):  # the padding: every place no input pixel lands on
         row = plane[r * wp * CHANNELS:(r + 1) * wp * CHANNELS]
@@ -767,21 +790,23 @@ def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blo
             for f in range(row.shape[0]):
                 row[f] = 0.0
     flat_sums = sums.reshape(sums.size)
-    band_rows = band // ow
     zf = np.float32(zx)
     bias_k, zero_k, mult_k, low_k, high_k = ints[0], ints[1], floats[0], floats[1], floats[2]
     for b in range(n_img):
         src = x[b].reshape(c * hw)[c0 * hw:]
-        whole = hw // PIXELS * PIXELS
-        for p0 in range(0, whole, PIXELS):
-            pixels_in(src, hw, p0, zf, nc, at, plane)
-        for p in range(whole, hw):
-            px = plane[at[p]:at[p] + CHANNELS]
-            for e in range(CHANNELS):
-                px[e] = np.float32(src[e * hw + p]) - zf if e < nc else 0.0
+        if p_hi - p_lo >= PIXELS:
+            for p0 in range(p_lo, p_hi - PIXELS + 1, PIXELS):
+                pixels_in(src, hw, p0, zf, nc, at, plane)
+            if (p_hi - p_lo) % PIXELS:
+                pixels_in(src, hw, p_hi - PIXELS, zf, nc, at, plane)
+        else:
+            for p in range(p_lo, p_hi):
+                px = plane[at[p]:at[p] + CHANNELS]
+                for e in range(CHANNELS):
+                    px[e] = np.float32(src[e * hw + p]) - zf if e < nc else 0.0
         dst = out[b].reshape(c * pixels)[c0 * pixels:]
-        for r0 in range(0, oh, band_rows):
-            r1 = min(oh, r0 + band_rows)
+        for r0 in range(first, last, band_rows):
+            r1 = min(last, r0 + band_rows)
             f0, n = r0 * ow, (r1 - r0) * ow
             for oy in range(r0, r1):
                 if row_kind > 0:  # ROW pixels a call (the last call's extra sums are overwritten or never read)
