@@ -38,12 +38,14 @@ Three engines run the same quantized model:
   ``numba.set_num_threads(t)`` and NumPy's BLAS at ``t`` threads too (``threadpoolctl``; the
   exact float32 GEMM of ``refquant.kernels.exact_gemm`` runs BLAS with Numba's count anyway,
   this also covers the NumPy work outside the kernels), Numba's OpenMP threading layer with
-  ``GOMP_SPINCOUNT=10000`` unless ``NUMBA_THREADING_LAYER`` / ``GOMP_SPINCOUNT`` /
-  ``OMP_WAIT_POLICY`` say otherwise: an idle pool thread spins briefly (about 0.2 ms), then
-  sleeps. Waking a sleeping thread costs 53 µs per parallel region on this machine
+  ``GOMP_SPINCOUNT=100000`` unless ``NUMBA_THREADING_LAYER`` / ``GOMP_SPINCOUNT`` /
+  ``OMP_WAIT_POLICY`` say otherwise: an idle pool thread spins (about 2 ms), then sleeps, and
+  every timed call follows a pause of ``PAUSE_S`` (5 ms) in which the engine timed before stops
+  spinning. Waking a sleeping thread costs 53 µs per parallel region on this machine
   (``OMP_WAIT_POLICY=PASSIVE``, the earlier default: the two-thread 224×224 ResNet-18 call 15.7
-  ms) against 1.9 µs while it spins (11.3 ms), and the short spin ends before it could take
-  ONNX Runtime's cores (its two-thread call 6.3–6.5 ms either way); the active policy's endless
+  ms) against 1.9 µs while it spins (11.3 ms), and the pause keeps the spin off ONNX Runtime's
+  cores (a spin of 0.2 ms, 10000, was the default until refquant's serial stretches between
+  parallel regions were measured longer than it: code comment); the active policy's endless
   spinning made ONNX Runtime's two-thread call 13 → 19 ms, and the ``workqueue`` layer costs
   48–126 µs per parallel region (figures at the top of the code and in bench/RESULTS.md);
 * ``onnxruntime`` — ``session.run`` on the model's QOperator export
@@ -104,10 +106,17 @@ import time
 # futex wake-up), 1.9 µs with GOMP_SPINCOUNT=10000, 23 µs with 2000 (the spin ends before the
 # next region); ResNet-18 224×224, batch 1, two threads: passive 15.7 ms, spin count 2000
 # 14.4 ms, 10000 11.3 ms, 30000 11.5 ms, and ONNX Runtime's two-thread call 6.3–6.5 ms beside
-# either. A short spin, which ends before the other engine's turn, is the default now.
+# either. A short spin, which ends before the other engine's turn, was the default then.
+# 2026-12-08, same machine: EfficientNet-Lite0 (w7-u8), batch 1, two threads, refquant alone in
+# its process: spin count 10000 6.6 ms (minimum) / 8.4 ms (median), 100000 5.7 / 5.9 ms — its
+# serial stretches (small layers below the parallel threshold, the table operators) outlast a
+# 0.2 ms spin, and each wake-up costs ~50 µs. So the spin is 100000 (about 2 ms) now, and every
+# timed call is preceded by a pause of PAUSE_S, longer than that spin, so that no engine's idle
+# threads spin into another engine's call.
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    os.environ.setdefault("GOMP_SPINCOUNT", "100000")
+PAUSE_S = 0.005
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -328,6 +337,7 @@ def measure(case, batches, thread_counts, rounds, reference_rounds, tile=True, r
                 for k, f in engines.items():
                     if k == "onnx-reference" and (r >= reference_rounds or t != thread_counts[0]):
                         continue  # seconds per call, and single-threaded: timed once
+                    time.sleep(PAUSE_S)  # the engine timed before has stopped spinning (module doc)
                     t0 = time.perf_counter()
                     res = f()
                     times[k].append(time.perf_counter() - t0)
