@@ -3,8 +3,9 @@
 * the depthwise conv kernel (``fast._depthwise_kernel``: one input channel per group) — the
   NumPy reference conv, unprepared and prepared, over shapes, strides, pads, dilations,
   channel multipliers, zero points, biases and every requant mode; its channels-last form for
-  small planes (``fast._depthwise_channels_last``) and the intrinsics it is built on (the moves
-  in and out of channels-last order, the tap sums of two pixels, the row sums of eight);
+  planes up to 112×112 (``fast._depthwise_channels_last``) and the intrinsics it is built on
+  (the move into channels-last order, the tap sums of two pixels, the row sums of eight, the
+  requantization on the way out);
 * the integer pooling hooks of the ``numba`` backend (``kernels/fast_pool.py``) — the NumPy
   rules of the integer-operator table (MaxPool: the float32 MaxPool of the integers;
   GlobalAveragePool: ``average_integers``);
@@ -30,7 +31,7 @@ from hypothesis import strategies as st
 from refquant.executor.integer_ops import TABLE, QTensor, average_integers
 from refquant.kernels import fast
 from refquant.kernels import fast_pool, fast_requant, grain
-from refquant.kernels.channel_vectors import (CHANNELS, PIXELS, ROW, pixels_in, pixels_out, requantized_out,
+from refquant.kernels.channel_vectors import (CHANNELS, PIXELS, ROW, pixels_in, requantized_out,
                                               row_sums_k3s1, row_sums_k3s2, row_sums_k5s1, row_sums_k5s2, tap_sums)
 from refquant.kernels.geometry import conv_geometry
 from refquant.kernels import reference as ref
@@ -343,18 +344,11 @@ def _pixels_in(src, hw, p0, zx, nc, at, dst):
     pixels_in(src, hw, p0, zx, nc, at, dst)
 
 
-@numba.njit(cache=True)
-def _pixels_out(staged, f0, dst, pixels, nc):
-    pixels_out(staged, f0, dst, pixels, nc)
-
-
 @pytest.mark.parametrize("dtype", EIGHT_BIT)
 @pytest.mark.parametrize("nc", [32, 7, 1])
-def test_pixels_move_in_and_out_of_channels_last_order(dtype, nc):
+def test_pixels_move_into_channels_last_order(dtype, nc):
     """``pixels_in``: eight pixels of ``nc`` channels (each ``hw`` apart) land, centred and in
-    float32, at their ``at`` places, channels ``≥ nc`` as 0 and nothing else written;
-    ``pixels_out``: eight pixels of 32 staged int32 go back to the planes as their low bytes,
-    channels ``≥ nc`` not stored."""
+    float32, at their ``at`` places, channels ``≥ nc`` as 0 and nothing else written."""
     rng = np.random.default_rng(nc)
     info = np.iinfo(dtype)
     hw, p0 = 21, 9
@@ -369,12 +363,6 @@ def test_pixels_move_in_and_out_of_channels_last_order(dtype, nc):
         assert np.all(pixel[nc:] == 0)
     others = np.setdiff1d(np.arange(40), at[p0:p0 + PIXELS] // CHANNELS)
     assert np.all(placed[others] == 7.5)
-    staged = rng.integers(info.min, int(info.max) + 1, (30, CHANNELS)).astype(np.int32)
-    out = np.full(nc * 30, 99, dtype)
-    _pixels_out(staged.reshape(-1), 13, out, 30, nc)
-    planes = out.reshape(nc, 30)
-    assert np.array_equal(planes[:, 13:13 + PIXELS], staged[13:13 + PIXELS, :nc].T.astype(dtype))
-    assert np.all(planes[:, :13] == 99) and np.all(planes[:, 13 + PIXELS:] == 99)
 
 
 @numba.njit(cache=True)

@@ -1,5 +1,6 @@
 """Hand-written building blocks of the channels-last depthwise conv: a block of 32 channels
-moved in and out of channels-last order, and the tap sums of two pixels, kept in registers.
+moved into channels-last order, the sums of its outputs kept in registers, and their
+requantization on the way back to NCHW.
 
     pixels_in(src, hw, p0, zx, nc, at, dst)
     dst[at[p0 + j] + e] = float32(src[e·hw + p0 + j]) - zx      (j < 8, e < nc)
@@ -9,37 +10,48 @@ moved in and out of channels-last order, and the tap sums of two pixels, kept in
     out[e]            = Σ_t plane[(pixel + offs[t])·CHANNELS + e] · weights[t·CHANNELS + e]
     out[CHANNELS + e] = Σ_t plane[(pixel + step + offs[t])·CHANNELS + e] · weights[t·CHANNELS + e]
 
-    pixels_out(staged, f0, dst, pixels, nc)
-    dst[e·pixels + f0 + j] = low bits of staged[(f0 + j)·CHANNELS + e]   (j < 8, e < nc)
+    row_sums_k{kw}s{sw}(plane, weights, kh, pitch, pixel, out)         (kw ∈ {3, 5}, sw ∈ {1, 2})
+    out[p·CHANNELS + e] = Σ_{i<kh, j<kw} plane[(pixel + i·pitch + p·sw + j)·CHANNELS + e]
+                                         · weights[(i·kw + j)·CHANNELS + e]           (p < 8)
+
+    requantized_out(sums, f0, dst, pixels, nc, ints, floats)
+    dst[e·pixels + f0 + j] = fast._float32_clamped(sums[(f0 + j)·CHANNELS + e], ints[0, e],
+                             floats[0, e], ints[1, e], floats[1, e], floats[2, e])  (j < 8, e < nc)
 
 ``src`` is one image's NCHW planes from the block's first channel on (8-bit, flattened; ``hw``
 values per channel), ``at`` the int64 place of each input pixel in the block's padded plane
 (already times :data:`CHANNELS`), ``dst``/``plane`` a block's channels-last float32 plane
 (flattened, pixels of :data:`CHANNELS` values), ``weights`` the block's float32 ``[taps,
 CHANNELS]`` weights (flattened), ``offs`` the int64 pixel offset of each tap, ``out`` float32
-with room for ``2·CHANNELS`` values, ``staged`` int32 ``[pixels, CHANNELS]`` (flattened) and
-``dst`` of :func:`pixels_out` the output image's planes from the block's first channel on
-(8-, 16- or 32-bit integers).
+with room for two (``tap_sums``) or eight (``row_sums``) pixels of sums; ``requantized_out``'s
+``dst`` is the output image's planes from the block's first channel on (8-, 16- or 32-bit
+integers; the low bits of each int32 result are stored), ``ints`` int32 ``[2, CHANNELS]`` (bias,
+``z_y``) and ``floats`` float32 ``[3, CHANNELS]`` (multiplier, ``lo - z_y``, ``hi - z_y``).
 
-* **In and out** are SIMD transposes: eight pixels of 32 channels move as four 8×8 transposes
+* **The moves** are SIMD transposes: eight pixels of 32 channels go as four 8×8 transposes
   of 8-lane vectors (``unpck``/``shuffle``/``permute`` patterns), where a scalar loop paid
   0.6–1 ns per value (measured: the stores of one channel are 128 bytes apart). The eight
-  bytes read per channel must exist: callers pass ``p0 + 8 ≤ hw`` (``f0 + 8 ≤ pixels``) and
-  move the remaining pixels with a scalar loop. Channels ``e ≥ nc`` of a partial block read
-  channel ``nc - 1`` and are set to 0 (in) or not stored (out). Going in, the byte is zero-
-  or sign-extended to int32 and converted to float32 (exact), then ``zx`` subtracted (an
-  exact integer ``≤ 510`` in magnitude); going out, each int32 is truncated to the output's
-  width (callers store values already clamped to the output's range).
-* **The tap sums** of two pixels (``pixel`` and ``pixel + step``; ``step = 0`` repeats the
-  first) are eight vectors of eight float32 lanes, updated by a fused multiply-add per tap
-  (``llvm.fma``): each weight vector is loaded once for both pixels. They stay in registers
-  across the taps, where a Numba loop over the channels loads and stores its sums once per
-  tap (3× slower, measured). Callers make every product and partial sum an integer below
-  ``2**24`` in magnitude, so each product, sum and fused multiply-add is exact and neither
-  the order nor the grouping matters (``fast._depthwise_channels_last``).
+  bytes read per channel must exist: callers pass ``p0 + 8 ≤ hw`` (``f0 + 8 ≤ pixels``).
+  Channels ``e ≥ nc`` of a partial block read channel ``nc - 1`` and are set to 0 (in) or not
+  stored (out). Going in, the byte is zero- or sign-extended to int32 and converted to
+  float32 (exact), then ``zx`` subtracted (an exact integer ``≤ 510`` in magnitude).
+* **The sums** are 8-lane float32 vectors updated by fused multiply-adds (``llvm.fma``) and
+  kept in registers across the taps, where a Numba loop over the channels loads and stores its
+  sums once per tap (3× slower, measured). ``tap_sums`` forms two pixels (``pixel`` and
+  ``pixel + step``; ``step = 0`` repeats the first), each weight vector loaded once for both;
+  ``row_sums`` eight pixels of a row, one 8-lane slice of the channels at a time, each input
+  pixel of a kernel row loaded once for every (pixel, tap) pair that reads it (40 GMAC/s against
+  22 for ``tap_sums`` on a 5×5 kernel, measured). Callers make every product and partial sum
+  an integer below ``2**24`` in magnitude, so each product, sum and fused multiply-add is
+  exact and neither the order nor the grouping matters (``fast._depthwise_channels_last``).
+* **The requantization** is ``fast._float32_clamped`` instruction for instruction (the int32
+  sum with the bias, wrapping; ``sitofp``, ``fmul``, ``llvm.rint``; ``max`` then ``min`` as
+  Numba lowers them, a select on an ordered comparison; ``fptosi`` and ``+ z_y``, wrapping),
+  eight lanes wide, then the same transposes back.
 
-The operations are plain LLVM vector instructions and ``llvm.fma``, which any x86-64 host
-runs (one without FMA hardware through a library call, slowly but with the same result).
+The operations are plain LLVM vector instructions and ``llvm.fma``/``llvm.rint``, which any
+x86-64 host runs (one without FMA hardware through a library call, slowly but with the same
+result).
 
 Numba's on-disk cache keys a cached kernel by its own file only: after editing this module,
 clear ``refquant/kernels/__pycache__/fast.*``.
@@ -53,17 +65,32 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["CHANNELS", "pixels_in", "pixels_out", "requantized_out", "tap_sums"]
+__all__ = ["CHANNELS", "pixels_in", "requantized_out", "tap_sums", "row_sums_k3s1", "row_sums_k5s1",
+           "row_sums_k3s2", "row_sums_k5s2"]
 
 _LANES = 8
 _VECTORS = 4
 CHANNELS = _LANES * _VECTORS  # channels of one block
-PIXELS = 8  # pixels one call of pixels_in / pixels_out moves
+PIXELS = 8  # pixels one call of pixels_in / requantized_out moves
 
 
 def _check(name, arr, dtypes):
     if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C" and arr.dtype in dtypes):
         raise TypingError(f"{name} must be a 1-D C-contiguous array of {'/'.join(map(str, dtypes))}, got {arr}")
+
+
+def _checks(what, pairs):
+    """Type checks of an intrinsic's array arguments: ``pairs`` of (name, type, dtype)."""
+    for name, arr, dtype in pairs:
+        _check(f"{what}: {name}", arr, (dtype,))
+
+
+def _fma_vectors(builder):
+    """The 8-lane float32 vector type, ``llvm.fma`` on it, and its zero."""
+    vec = ir.VectorType(ir.FloatType(), _LANES)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+                                         f"llvm.fma.v{_LANES}f32")
+    return vec, fma, ir.Constant(vec, [0.0] * _LANES)
 
 
 def _vector_at(builder, base, index, vec):
@@ -153,32 +180,6 @@ _OUT_DTYPES = (types.uint8, types.int8, types.uint16, types.int16, types.int32)
 
 
 @intrinsic
-def pixels_out(typingctx, staged, f0, dst, pixels, nc):
-    """Typing of :func:`pixels_out`: see the module docstring for the formula."""
-    _check("pixels_out: staged", staged, (types.int32,))
-    _check("pixels_out: dst", dst, _OUT_DTYPES)
-    sig = types.none(staged, f0, dst, pixels, nc)
-    bits = dst.dtype.bitwidth
-
-    def codegen(context, builder, signature, args):
-        tys = signature.args
-        i64 = ir.IntType(64)
-        ints_v = ir.VectorType(ir.IntType(32), _LANES)
-        staged_a, dst_a = (context.make_array(tys[i])(context, builder, args[i]) for i in (0, 2))
-        f0_v, pixels_v, nc_v = (context.cast(builder, args[i], tys[i], types.int64) for i in (1, 3, 4))
-        for g in range(_VECTORS):
-            rows = []
-            for j in range(PIXELS):
-                index = builder.add(builder.mul(builder.add(f0_v, ir.Constant(i64, j)), ir.Constant(i64, CHANNELS)),
-                                    ir.Constant(i64, g * _LANES))
-                rows.append(builder.load(_vector_at(builder, staged_a.data, index, ints_v), align=4))
-            _store_channels(builder, dst_a, _transpose8(builder, rows), g, f0_v, pixels_v, nc_v, bits)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
 def requantized_out(typingctx, sums, f0, dst, pixels, nc, ints, floats):
     """Typing of :func:`requantized_out`: see the module docstring for the formula."""
     _check("requantized_out: sums", sums, (types.float32,))
@@ -227,18 +228,14 @@ def requantized_out(typingctx, sums, f0, dst, pixels, nc, ints, floats):
 @intrinsic
 def tap_sums(typingctx, plane, weights, offs, pixel, step, out):
     """Typing of :func:`tap_sums`: see the module docstring for the formula."""
-    for name, arr, dtype in (("plane", plane, types.float32), ("weights", weights, types.float32),
-                             ("offs", offs, types.int64), ("out", out, types.float32)):
-        _check(f"tap_sums: {name}", arr, (dtype,))
+    _checks("tap_sums", (("plane", plane, types.float32), ("weights", weights, types.float32),
+                         ("offs", offs, types.int64), ("out", out, types.float32)))
     sig = types.none(plane, weights, offs, pixel, step, out)
 
     def codegen(context, builder, signature, args):
         tys = signature.args
         i64 = ir.IntType(64)
-        vec = ir.VectorType(ir.FloatType(), _LANES)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                             f"llvm.fma.v{_LANES}f32")
-        zero = ir.Constant(vec, [0.0] * _LANES)
+        vec, fma, zero = _fma_vectors(builder)
         pixel_v, step_v = (context.cast(builder, args[i], tys[i], types.int64) for i in (3, 4))
         plane_a, weights_a, offs_a, out_a = (context.make_array(tys[i])(context, builder, args[i])
                                              for i in (0, 1, 2, 5))
@@ -258,8 +255,8 @@ def tap_sums(typingctx, plane, weights, offs, pixel, step, out):
                     builder.store(builder.call(fma, [x, w, builder.load(s[v])]), s[v])
         for p, s in enumerate(sums):
             for v in range(_VECTORS):
-                builder.store(builder.load(s[v]), _vector_at(builder, out_a.data, ir.Constant(i64, p * CHANNELS + _LANES * v),
-                                                             vec), align=4)
+                at = ir.Constant(i64, p * CHANNELS + _LANES * v)
+                builder.store(builder.load(s[v]), _vector_at(builder, out_a.data, at, vec), align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -275,18 +272,14 @@ def _row_sums(kw: int, sw: int):
 
     @intrinsic
     def row_sums(typingctx, plane, weights, kh, row_pitch, pixel, out):
-        for name, arr, dtype in (("plane", plane, types.float32), ("weights", weights, types.float32),
-                                 ("out", out, types.float32)):
-            _check(f"row_sums: {name}", arr, (dtype,))
+        _checks("row_sums", (("plane", plane, types.float32), ("weights", weights, types.float32),
+                             ("out", out, types.float32)))
         sig = types.none(plane, weights, kh, row_pitch, pixel, out)
 
         def codegen(context, builder, signature, args):
             tys = signature.args
             i64 = ir.IntType(64)
-            vec = ir.VectorType(ir.FloatType(), _LANES)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                                 f"llvm.fma.v{_LANES}f32")
-            zero = ir.Constant(vec, [0.0] * _LANES)
+            vec, fma, zero = _fma_vectors(builder)
             plane_a, weights_a, out_a = (context.make_array(tys[i])(context, builder, args[i]) for i in (0, 1, 5))
             kh_v, pitch_v, pixel_v = (context.cast(builder, args[i], tys[i], types.int64) for i in (2, 3, 4))
             sums = [cgutils.alloca_once(builder, vec) for _ in range(ROW)]
@@ -295,7 +288,8 @@ def _row_sums(kw: int, sw: int):
                 for s in sums:
                     builder.store(zero, s)
                 with cgutils.for_range(builder, kh_v) as loop:
-                    base = builder.mul(builder.add(pixel_v, builder.mul(loop.index, pitch_v)), ir.Constant(i64, CHANNELS))
+                    base = builder.mul(builder.add(pixel_v, builder.mul(loop.index, pitch_v)),
+                                       ir.Constant(i64, CHANNELS))
                     base = builder.add(base, lane0)
                     w_base = builder.add(builder.mul(builder.mul(loop.index, ir.Constant(i64, kw)),
                                                      ir.Constant(i64, CHANNELS)), lane0)

@@ -83,7 +83,8 @@ from numba.extending import intrinsic
 from . import fast
 from .vnni import HOST_HAS_VNNI
 
-__all__ = ["tile_schedule", "HOST_HAS_AVX2", "HOST_HAS_VNNI", "PAIRS", "QUADS", "VNNI", "PAIR_ROWS", "QUAD_ROWS", "VNNI_ROWS",
+__all__ = ["tile_schedule", "HOST_HAS_AVX2", "HOST_HAS_VNNI", "PAIRS", "QUADS", "VNNI", "PAIR_ROWS", "QUAD_ROWS",
+           "VNNI_ROWS",
            "TILE_COLUMNS", "PANEL", "pair_tile", "quad_tile", "vnni_tile",
            "PackedWeights", "pairs_exact", "pack_input", "run_tiles"]
 
