@@ -39,12 +39,12 @@ Three engines run the same quantized model:
   exact float32 GEMM of ``refquant.kernels.exact_gemm`` runs BLAS with Numba's count anyway,
   this also covers the NumPy work outside the kernels), Numba's OpenMP threading layer with
   ``GOMP_SPINCOUNT=100000`` unless ``NUMBA_THREADING_LAYER`` / ``GOMP_SPINCOUNT`` /
-  ``OMP_WAIT_POLICY`` say otherwise: an idle pool thread spins (about 2 ms), then sleeps, and
+  ``OMP_WAIT_POLICY`` say otherwise: an idle pool thread spins (2–4 ms), then sleeps, and
   every timed call follows a pause of ``PAUSE_S`` (5 ms) in which the engine timed before stops
   spinning. Waking a sleeping thread costs 53 µs per parallel region on this machine
   (``OMP_WAIT_POLICY=PASSIVE``, the earlier default: the two-thread 224×224 ResNet-18 call 15.7
   ms) against 1.9 µs while it spins (11.3 ms), and the pause keeps the spin off ONNX Runtime's
-  cores (a spin of 0.2 ms, 10000, was the default until refquant's serial stretches between
+  cores (a spin of 0.2–0.5 ms, 10000, was the default until refquant's serial stretches between
   parallel regions were measured longer than it: code comment); the active policy's endless
   spinning made ONNX Runtime's two-thread call 13 → 19 ms, and the ``workqueue`` layer costs
   48–126 µs per parallel region (figures at the top of the code and in bench/RESULTS.md);
@@ -109,10 +109,12 @@ import time
 # either. A short spin, which ends before the other engine's turn, was the default then.
 # 2026-12-08, same machine: EfficientNet-Lite0 (w7-u8), batch 1, two threads, refquant alone in
 # its process: spin count 10000 6.6 ms (minimum) / 8.4 ms (median), 100000 5.7 / 5.9 ms — its
-# serial stretches (small layers below the parallel threshold, the table operators) outlast a
-# 0.2 ms spin, and each wake-up costs ~50 µs. So the spin is 100000 (about 2 ms) now, and every
-# timed call is preceded by a pause of PAUSE_S, longer than that spin, so that no engine's idle
-# threads spin into another engine's call.
+# serial stretches (small layers below the parallel threshold, the table operators) outlast the
+# short spin, and each wake-up costs ~50 µs. How long a spin lasts, measured as the cost of an
+# empty two-thread region after a stretch of serial work: with 10000, 1.8 µs after 0.2 ms and
+# 37.9 µs after 0.5 ms; with 100000, 3.8 µs after 2 ms and 38.5 µs after 4 ms. So the spin is
+# 100000 now, and every timed call is preceded by a pause of PAUSE_S (5 ms, longer than that
+# spin), so that no engine's idle threads spin into another engine's call.
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "100000")

@@ -198,8 +198,8 @@ def _strided_block_case():
 
 
 def _banded_case(kernel, strides, x_dtype):
-    """The largest planes the kernel takes (28×28 outputs: four bands of rows, pixel counts
-    that leave scalar tails in and out), 72 channels (two blocks and a partial one), values at
+    """28×28 outputs (four bands of rows, split into parts on one and two threads; pixel
+    counts that leave scalar tails in and out), 72 channels (two blocks and a partial one), values at
     the extremes, a 5×5 or 3×3 kernel at stride 1 or 2 (the row sums' four forms) or 3×3 at
     dilation 2 (the tap sums)."""
     rng = np.random.default_rng(len(str(kernel)) + 10 * strides[0])
@@ -237,7 +237,7 @@ def test_depthwise_channels_last_equals_the_reference_and_the_plane_kernel(case)
             _, arrays = fast._depthwise_plan(g, n)
             blocks = fast._depthwise_scratch(arrays)[4]
             nb = -(-x.shape[1] // CHANNELS)
-            assert blocks.shape[0] == max(1, min(n, nb * fast._channels_last_parts(nb, n)))
+            assert blocks.shape[0] == n and nb * fast._channels_last_parts(nb, n) >= n  # a task for every plane
             blocks.fill(np.nan)
             out = np.empty(expected[1].shape, np.uint8)
             b = np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64)

@@ -792,7 +792,7 @@ class GemmLayer:
         plan = self._pair_plans.get(key)
         if plan is None:
             plan = self._pair_plans[key] = self._pairs_plan(g, threads, tile_kind)
-        shifted, offs, pitch, cp, batches = plan
+        shifted, offs, taps, pitch, cp, batches = plan
         quads = tile_kind != pair_gemm.PAIRS
         bias = binding.quad_bias if quads else binding.bias
         top, left, wp = g.pads[0], g.pads[1], g.w + g.pads[1] + g.pads[3]
@@ -805,7 +805,6 @@ class GemmLayer:
                 statuses.append(pair_gemm.run_tiles(xk, offs, cp, self.pairs, tile_kind, cols, b0, pitch, wp, g.oh,
                                                     g.ow, bias, binding.unchecked, rq_args, out3, threads, schedule))
                 continue
-            taps = self.tap_offsets(g)
             hw = g.oh * g.ow
             rows = np.empty((taps.shape[0] * cp, -(-cols // pair_gemm.TILE_COLUMNS) * pair_gemm.TILE_COLUMNS),
                             np.int32)  # columns past `cols`: never stored
@@ -818,7 +817,7 @@ class GemmLayer:
         return np.concatenate(statuses) if statuses else np.full((1, 3), -1, np.int64)  # no images: no overflow
 
     def _pairs_plan(self, g, threads: int, tile_kind: int) -> tuple:
-        """``(shifted, offsets, pitch, cp, batches)`` of :meth:`_conv_pairs`: each batch ``(b0,
+        """``(shifted, offsets, im2col taps, pitch, cp, batches)`` of :meth:`_conv_pairs`: each batch ``(b0,
         nb, columns, packed width, tile schedule)``. The shifted layout's columns are the
         images' padded planes (the last image's rows past OH not needed), its width whole tiles
         plus the last tap's offset (tiles read whole vectors); the im2col's are the output
@@ -837,15 +836,14 @@ class GemmLayer:
                 width = max(nb * pitch, -(-cols // tile) * tile + int(offs[-1]))
                 batches.append((b0, nb, cols, width, pair_gemm.tile_schedule(self.pairs, tile_kind, cols, offs.size,
                                                                              cp, threads)))
-            return True, offs, pitch, cp, batches
-        offs, pitch = np.zeros(1, np.int64), padded_pitch(g)
-        taps = self.tap_offsets(g).shape[0]
+            return True, offs, None, pitch, cp, batches
+        offs, pitch, taps = np.zeros(1, np.int64), padded_pitch(g), self.tap_offsets(g)
         images = _images_per_gemm(g.n, self.k, g.c_out, hw)
         for b0 in range(0, g.n, images):
             nb = min(images, g.n - b0)
             batches.append((b0, nb, nb * hw, nb * pitch,
-                            pair_gemm.tile_schedule(self.pairs, tile_kind, nb * hw, 1, taps * cp, threads)))
-        return False, offs, pitch, cp, batches
+                            pair_gemm.tile_schedule(self.pairs, tile_kind, nb * hw, 1, taps.shape[0] * cp, threads)))
+        return False, offs, taps, pitch, cp, batches
 
     def _conv_shifted(self, x, g, binding: GemmBinding, rq_args, out, threads: int) -> np.ndarray:
         """Stride 1: ``Y = Σ_taps W_tap @ X_p[:, off_tap:]`` on the padded, centred input with

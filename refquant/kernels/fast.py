@@ -608,9 +608,8 @@ def _depthwise_plan(g, threads):
         "accumulators": ((chunks, g.ow), 8),
         "status": ((chunks, 3), 8),
         # the channels-last kernel's padded, centred float32 planes, a block of channels each
-        "channels_last": ((max(1, min(threads, -(-g.c_in // CHANNELS) * _channels_last_parts(-(-g.c_in // CHANNELS),
-                                                                                           threads))),
-                           g.h + g.pads[0] + g.pads[2] + _channels_last_slack(g),
+        # (one per thread: _channels_last_parts gives every thread at least one task)
+        "channels_last": ((max(1, threads), g.h + g.pads[0] + g.pads[2] + _channels_last_slack(g),
                            g.w + g.pads[1] + g.pads[3], CHANNELS)
                           if _channels_last(g) else (0, 0, 0, 0), 4),
     }
@@ -648,12 +647,12 @@ def _one_pass_channels(wc, bias, rq):
 
 
 @njit(cache=True)
-def _depthwise_kernel(x, wc, wb, geometry, zx, bias, rq, out, planes, row_sums, accs, status, blocks):
+def _depthwise_kernel(x, wc, wb, geometry, zx, bias, rq, one_pass, out, planes, row_sums, accs, status, blocks):
     """A depthwise conv: channels last (:func:`_depthwise_channels_last`, on the block weights
     ``wb`` of :func:`_channels_last_weights`) where the plan gave it ``blocks``
-    (:func:`_channels_last`) and every channel runs in one pass (:func:`_one_pass_channels`),
-    else :func:`_depthwise_planes` on the centred weights ``wc``."""
-    one_pass = _one_pass_channels(wc, bias, rq)
+    (:func:`_channels_last`) and every channel runs in one pass (``one_pass``: the caller's
+    :func:`_one_pass_channels` of these weights, bias and requantizer), else
+    :func:`_depthwise_planes` on the centred weights ``wc``."""
     if blocks.size > 0 and one_pass.all():
         _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks)
     else:
@@ -744,19 +743,40 @@ def _depthwise_channels_last(x, wb, geometry, zx, bias, rq, out, blocks):
     sums = np.empty((chunks, band + ROW, CHANNELS), np.float32)
     parts = _channels_last_parts(n_blocks, chunks)
     for t in prange(chunks):
+        _zero_padding(blocks[t], top, left, height, width)  # once: the moves in write only `at` places
         a0, a1 = _chunk_bounds(n_blocks * parts, chunks, t)
         for a in range(a0, a1):
             k = a // parts
-            _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blocks[t], wb[k], offs, at,
+            _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, zx, out, blocks[t], wb[k], offs, at,
                                  ints[k], floats[k], sums[t], band, a % parts, parts)
 
 
 @njit(cache=True)
-def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, block, weights, offs, at, ints, floats,
+def _zero_padding(block, top, left, height, width):
+    """Zero every place of a channels-last plane (``[H_p, W_p, CHANNELS]``) no input pixel lands
+    on: the rows above and below the input (the slack rows too) and the columns left and right."""
+    wp = block.shape[1]
+    plane = block.reshape(block.size)
+    for r in range(block.shape[0]):
+        row = plane[r * wp * CHANNELS:(r + 1) * wp * CHANNELS]
+        if top <= r < top + height:  # the left and right padding of an input row
+            for f in range(left * CHANNELS):
+                row[f] = 0.0
+            right = row[(left + width) * CHANNELS:]
+            for f in range(right.shape[0]):
+                right[f] = 0.0
+        else:
+            for f in range(row.shape[0]):
+                row[f] = 0.0
+
+
+@njit(cache=True)
+def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, zx, out, block, weights, offs, at, ints, floats,
                          sums, band, part, parts):
     """Part ``part`` of ``parts`` of block ``k`` of :func:`_depthwise_channels_last`, every
-    image: the part's bands of output rows (:func:`_chunk_bounds` of the bands), the plane's
-    padding zeroed, then per image the input rows those bands read moved in, and per band the
+    image: the part's bands of output rows (:func:`_chunk_bounds` of the bands), on a plane
+    whose padding is zero (:func:`_zero_padding`); per image the input rows those bands read
+    moved in, and per band the
     tap sums (:func:`_row_kind`: eight pixels of a row a call, or two), then their
     requantization and move out, eight pixels a call (:func:`channel_vectors.requantized_out`).
     Rows of the plane the part does not read are left as they are (the last call of a row
@@ -766,7 +786,7 @@ def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blo
     n_img, c, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     hw, pixels = height * width, oh * ow
-    hp, wp = block.shape[0], block.shape[1]
+    wp = block.shape[1]
     c0 = k * CHANNELS
     nc = min(CHANNELS, c - c0)
     band_rows = band // ow
@@ -778,17 +798,6 @@ def _channels_last_block(x, k, sh, sw, dh, kh, row_kind, top, left, zx, out, blo
     p_lo = max(0, first * sh - top) * width
     p_hi = max(0, min(height, (last - 1) * sh + (kh - 1) * dh - top + 1)) * width
     plane = block.reshape(block.size)
-    for r in range(hp):  # the padding: every place no input pixel lands on
-        row = plane[r * wp * CHANNELS:(r + 1) * wp * CHANNELS]
-        if top <= r < top + height:  # the left and right padding of an input row
-            for f in range(left * CHANNELS):
-                row[f] = 0.0
-            right = row[(left + width) * CHANNELS:]
-            for f in range(right.shape[0]):
-                right[f] = 0.0
-        else:
-            for f in range(row.shape[0]):
-                row[f] = 0.0
     flat_sums = sums.reshape(sums.size)
     zf = np.float32(zx)
     bias_k, zero_k, mult_k, low_k, high_k = ints[0], ints[1], floats[0], floats[1], floats[2]
@@ -1245,11 +1254,10 @@ def _run_conv(x, w, zx, zw, b, g, rq_args, out, name):
     if _uses_depthwise(w.shape, x.dtype, w.dtype, g.group):
         _, arrays = _depthwise_plan(g, _threads(None))
         planes, row_sums, accs, status, blocks = _depthwise_scratch(arrays)
-        wc = _centred_depthwise_weights(w, zw)
+        wc, bias = _centred_depthwise_weights(w, zw), np.ascontiguousarray(b, np.int64)
         _depthwise_kernel(x, wc, _channels_last_weights(wc) if blocks.size else _NO_BLOCK_WEIGHTS,
-                          _depthwise_geometry(g), np.int32(zx),
-                          np.ascontiguousarray(b, np.int64), rq_args, _signed_view(out), planes, row_sums,
-                          accs, status, blocks)
+                          _depthwise_geometry(g), np.int32(zx), bias, rq_args, _one_pass_channels(wc, bias, rq_args),
+                          _signed_view(out), planes, row_sums, accs, status, blocks)
         _raise_overflows(status, out.shape, name)
         return out
     k = g.k

@@ -122,6 +122,7 @@ class PreparedLayer:
         self.gemm = (exact_gemm.GemmLayer(kind, w, zw, self.x_dtype, name, self.attrs.get("group", 1))
                      if exact_gemm.eligible(self.x_dtype, w.dtype, w.shape, self.attrs.get("group", 1)) else None)
         self._plans: dict = {}
+        self._one_pass_memo = None  # (binding, requant args, fast._one_pass_channels) of a depthwise layer
 
     # ---- constants ------------------------------------------------------------------------
     def bind(self, x_zero_point, bias) -> Binding:
@@ -204,7 +205,7 @@ class PreparedLayer:
         if self.depthwise:
             planes, row_sums, accs, status, blocks = fast._depthwise_scratch(arrays)
             args = (x, self.weights, self.block_weights if blocks.size else fast._NO_BLOCK_WEIGHTS, extra,
-                    binding.pad_value, binding.col_const, rq_args,
+                    binding.pad_value, binding.col_const, rq_args, self._one_pass(binding, rq_args),
                     fast._signed_view(out), planes, row_sums, accs, status, blocks)
             return out, status, args, scratch_bytes
         a = x.view(self.a_view_dtype)
@@ -222,6 +223,16 @@ class PreparedLayer:
             args = (a, self.weights, self.a_flip, self.w_flip, self.zw_shifted, binding.col_const,
                     self.need_row_sums, extra, rq_args, fast._signed_view(out), blocks, status)
         return out, status, args, scratch_bytes
+
+    def _one_pass(self, binding: Binding, rq_args) -> np.ndarray:
+        """``fast._one_pass_channels`` of a depthwise layer for this binding and requantizer
+        (O(C·taps)), memoised for the last pair seen: a prepared program passes the same two
+        objects on every call."""
+        memo = self._one_pass_memo
+        if memo is None or memo[0] is not binding or memo[1] is not rq_args:
+            memo = self._one_pass_memo = (binding, rq_args, fast._one_pass_channels(self.weights, binding.col_const,
+                                                                                   rq_args))
+        return memo[2]
 
     def call(self, x: np.ndarray, binding: Binding, rq_args, out_dtype) -> tuple[np.ndarray, int]:
         """:meth:`run`, and the call's :meth:`scratch_bytes` (one plan look-up for both)."""

@@ -291,6 +291,13 @@ def _flip(x_dtype) -> int:
     return 128 if np.dtype(x_dtype) == np.int8 else 0
 
 
+@njit(cache=True, inline="always")
+def _quad(a0, a1, a2, a3, flip):
+    """Four activation bytes ``a ^ flip`` in one int32, ``a0`` lowest (module doc)."""
+    return np.int32(((np.int32(a0) ^ flip) & 0xFF) | (((np.int32(a1) ^ flip) & 0xFF) << 8)
+                    | (((np.int32(a2) ^ flip) & 0xFF) << 16) | (((np.int32(a3) ^ flip) & 0xFF) << 24))
+
+
 @njit(cache=True)
 def _pack_row(q, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip, x2):
     """Row ``q`` of the packed input (module doc) for images ``b0 .. b0 + nb``: image ``bl``'s
@@ -327,9 +334,7 @@ def _pack_row(q, quads, x, height, width, b0, nb, top, left, wp, pitch, za, flip
             if quads and present == 4:
                 a1, a2, a3 = xc[c + 1, s0:s0 + run], xc[c + 2, s0:s0 + run], xc[c + 3, s0:s0 + run]
                 for ix in range(run):
-                    dst[ix] = np.int32(((np.int32(a0[ix]) ^ flip) & 0xFF) | (((np.int32(a1[ix]) ^ flip) & 0xFF) << 8)
-                                       | (((np.int32(a2[ix]) ^ flip) & 0xFF) << 16)
-                                       | (((np.int32(a3[ix]) ^ flip) & 0xFF) << 24))
+                    dst[ix] = _quad(a0[ix], a1[ix], a2[ix], a3[ix], flip)
             elif quads:  # the last quad of a channel count that is not a multiple of 4
                 for ix in range(run):
                     dst[ix] = pad
@@ -371,9 +376,7 @@ def _pack_plane_quads(q, x, b0, nb, pitch, za, flip, x2):
         dst = row[bl * pitch:(bl + 1) * pitch]
         src = planes[bl]
         for ix in range(hw):
-            dst[ix] = np.int32(((np.int32(src[0, ix]) ^ flip) & 0xFF) | (((np.int32(src[1, ix]) ^ flip) & 0xFF) << 8)
-                               | (((np.int32(src[2, ix]) ^ flip) & 0xFF) << 16)
-                               | (((np.int32(src[3, ix]) ^ flip) & 0xFF) << 24))
+            dst[ix] = _quad(src[0, ix], src[1, ix], src[2, ix], src[3, ix], flip)
         for e in range(hw, dst.shape[0]):
             dst[e] = pad
     tail = row[nb * pitch:]
@@ -476,6 +479,8 @@ def _task(t, kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, i
     p, grp = t // groups, t % groups
     c0 = p * PANEL
     c1 = min(cols, c0 + PANEL)
+    bl0, d00, count0, _ = _segment(c0, c1, image_pitch, wp, oh, ow)
+    one_run = count0 == c1 - c0  # the panel is one run of outputs (a 1×1 conv's plane)
     y = np.empty((_MAX_ROWS, PANEL), np.int32)
     acc = np.empty(PANEL, np.int64)
     staged = np.empty(PANEL, out.dtype)
@@ -496,10 +501,9 @@ def _task(t, kind, xk, width, wk, kp, offs, cp, block, rows, groups, cols, b0, i
                 continue
             bn, m, z, low, high = bias[n], multiplier[n], zero_point[n], lo[n], hi[n]
             sums = y[r]
-            bl, d0, count, nxt = _segment(c0, c1, image_pitch, wp, oh, ow)
-            if count == c1 - c0:  # the panel is one run of outputs (a 1×1 conv's plane): straight into it
-                dst = out[b0 + bl, n, d0:d0 + count]
-                for e in range(count):
+            if one_run:  # straight into the outputs
+                dst = out[b0 + bl0, n, d00:d00 + count0]
+                for e in range(count0):
                     dst[e] = fast._float32_unchecked_one(sums[e], bn, m, z, low, high)
                 continue
             for e in range(c1 - c0):  # the float32 mode of sums proven inside int32: the whole row, one loop
